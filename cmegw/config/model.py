@@ -1,0 +1,432 @@
+# -*- test-case-name: tests.test_config_model -*-
+"""
+The configuration model: one immutable value holding every setting of the gateway.
+
+Every value is a frozen attrs class, validated when it is built, so a
+`Config` that exists is a valid one.  `Config.from_dict` reads the plain
+structure of the TOML file and `Config.to_dict` writes it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from typing import Any, Callable, Mapping, TypeVar
+
+import attrs
+
+#: Baud rates an M-Bus line accepts (EN 13757-2 and the CI 0xB8..0xBF set).
+BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
+AUTH_TYPES = ("None", "Basic", "Digest", "SSL", "SSL/Basic", "SSL/Digest")
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+ACCEPT_POLICIES = ("refuse", "replace")
+LINK_SPEEDS = ("auto", "10", "100")
+LINK_DUPLEXES = ("auto", "half", "full")
+MAX_LINES = 32
+
+_HOSTNAME = re.compile(r"^[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")
+_DOMAIN = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+_USER_NAME = re.compile(r"^[^\s:\"\\]{1,32}$")
+_REALM = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """A setting was given a value it cannot take."""
+
+    def __init__(self, setting: str, value: object, allowed: str) -> None:
+        self.setting = setting
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{setting}: {value!r} is not allowed; {allowed}")
+
+
+def _check(setting: str, value: object, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(setting, value, allowed)
+
+
+def _bool(setting: str, value: object) -> bool:
+    _check(setting, value, isinstance(value, bool), "use true or false")
+    return bool(value)
+
+
+def _int(setting: str, value: object, low: int, high: int, unit: str = "") -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    _check(setting, value, ok, f"use a whole number from {low} to {high}{unit}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def _str(setting: str, value: object, limit: int = 255) -> str:
+    _check(setting, value, isinstance(value, str) and len(value) <= limit and "\x00" not in value,
+           f"use text of at most {limit} characters")
+    return str(value)
+
+
+def _choice(setting: str, value: object, choices: tuple[Any, ...]) -> Any:
+    _check(setting, value, value in choices, "use one of " + ", ".join(str(c) for c in choices))
+    return value
+
+
+def _endpoint(setting: str, value: object) -> str:
+    """A Twisted server endpoint string; parsed for syntax, not opened."""
+    from twisted.internet.endpoints import _parseServer  # syntax only, no reactor
+
+    text = _str(setting, value, 512)
+    try:
+        _parseServer(text, None)
+    except Exception as e:
+        raise ConfigError(setting, value, f"use an endpoint such as tcp:10001 ({e})") from None
+    return text
+
+
+def ipv4(setting: str, value: object, allow_empty: bool = True) -> str:
+    text = _str(setting, value, 64).strip()
+    if text == "" and allow_empty:
+        return ""
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ConfigError(setting, value, "use an IPv4 address such as 192.168.0.10") from None
+
+
+_CLASS_MASKS = ((128, "255.0.0.0"), (192, "255.255.0.0"), (224, "255.255.255.0"))
+
+
+def parse_address_and_mask(setting: str, value: str, mask: str = "") -> tuple[str, str]:
+    """
+    Read an IP address as the device does: alone (mask of its class), in CIDR
+    form (``192.168.1.1/24``) or with an explicit mask (``192.168.1.1 255.255.255.0``).
+    """
+    text = value.strip()
+    allowed = "use an address alone, in CIDR form (192.168.1.1/24) or with a mask (192.168.1.1 255.255.255.0)"
+    if text == "":
+        return "", ""
+    parts = text.split()
+    try:
+        if len(parts) == 2:
+            iface = ipaddress.IPv4Interface(f"{parts[0]}/{parts[1]}")
+        elif "/" in text:
+            iface = ipaddress.IPv4Interface(text)
+        elif mask:
+            iface = ipaddress.IPv4Interface(f"{text}/{mask}")
+        else:
+            first = int(text.split(".")[0])
+            cls = next((m for limit, m in _CLASS_MASKS if first < limit), None)
+            _check(setting, value, cls is not None, allowed + " (class D/E addresses need a mask)")
+            iface = ipaddress.IPv4Interface(f"{text}/{cls}")
+    except (ValueError, IndexError):
+        raise ConfigError(setting, value, allowed) from None
+    return str(iface.ip), str(iface.netmask)
+
+
+T = TypeVar("T")
+
+
+def _section(cls: type[T], setting: str, data: object) -> T:
+    _check(setting, data, isinstance(data, Mapping), "use a table of settings")
+    assert isinstance(data, Mapping)
+    known = {a.name for a in attrs.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        _check(f"{setting}.{key}", data[key], key in known,
+               f"unknown setting; known: {', '.join(sorted(known))}")
+    return cls(**data)
+
+
+def _v(check: Callable[..., Any], *args: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """An attrs validator that runs one of the checks above with the setting's name."""
+
+    def validate(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        check(f"{instance._section}.{attribute.name}", value, *args)
+
+    return validate
+
+
+@attrs.frozen
+class Identity:
+    _section = "identity"
+    product_type: str = attrs.field(default="cmegw", validator=_v(_str, 64))
+    serial_number: str = attrs.field(default="", validator=_v(_str, 64))
+
+
+@attrs.frozen
+class NetworkConfig:
+    """The network settings of the device's Network pages (stored; the host owns its network)."""
+
+    _section = "network"
+    bootp: bool = attrs.field(default=False, validator=_v(_bool))
+    dhcp: bool = attrs.field(default=True, validator=_v(_bool))
+    ip_address: str = attrs.field(default="", validator=_v(ipv4))
+    netmask: str = attrs.field(default="", validator=_v(ipv4))
+    gateway: str = attrs.field(default="", validator=_v(ipv4))
+    hostname: str = attrs.field(default="")
+    domain: str = attrs.field(default="")
+    dhcp_client_id: str = attrs.field(default="", validator=_v(_str, 64))
+    primary_dns: str = attrs.field(default="", validator=_v(ipv4))
+    secondary_dns: str = attrs.field(default="", validator=_v(ipv4))
+    link_speed: str = attrs.field(default="auto", validator=_v(_choice, LINK_SPEEDS))
+    link_duplex: str = attrs.field(default="auto", validator=_v(_choice, LINK_DUPLEXES))
+    apply_to_host: bool = attrs.field(default=False, validator=_v(_bool))
+
+    @hostname.validator
+    def _hostname(self, attribute: attrs.Attribute, value: object) -> None:
+        text = _str("network.hostname", value, 63)
+        _check("network.hostname", value, text == "" or bool(_HOSTNAME.match(text)),
+               "start with a letter, continue with letters, digits or hyphens, end with a letter or digit")
+
+    @domain.validator
+    def _domain(self, attribute: attrs.Attribute, value: object) -> None:
+        text = _str("network.domain", value, 253)
+        _check("network.domain", value, text == "" or bool(_DOMAIN.match(text)),
+               "use a domain name such as example.com")
+
+    @property
+    def static(self) -> bool:
+        """With BOOTP or DHCP on, the static address, mask, gateway, hostname and domain are ignored."""
+        return not (self.dhcp or self.bootp)
+
+
+@attrs.frozen
+class LineConfig:
+    """One M-Bus serial line (8 data bits, even parity, 1 stop bit)."""
+
+    _section = "line"
+    device: str = attrs.field(default="/dev/ttyUSB0", validator=_v(_str, 255))
+    baud_rate: int = attrs.field(default=2400, validator=_v(_choice, BAUD_RATES))
+    simulate: bool = attrs.field(default=False, validator=_v(_bool))
+    reopen_interval: int = attrs.field(default=3, validator=_v(_int, 1, 3600, " seconds"))
+
+    @property
+    def settings_text(self) -> str:
+        """The device's line summary, e.g. ``RS232, 2400, Even, 8, 1, None``."""
+        return f"RS232, {self.baud_rate}, Even, 8, 1, None"
+
+
+@attrs.frozen
+class TunnelConfig:
+    """The transparent TCP tunnel of one line (accept mode)."""
+
+    _section = "tunnel"
+    enabled: bool = attrs.field(default=True, validator=_v(_bool))
+    listen: str = attrs.field(default="tcp:10001", validator=_v(_endpoint))
+    keepalive: int = attrs.field(default=45, validator=_v(_int, 0, 7200, " seconds (0 = off)"))
+    disconnect_timeout: int = attrs.field(default=10, validator=_v(_int, 0, 86400, " seconds (0 = never)"))
+    on_busy: str = attrs.field(default="refuse", validator=_v(_choice, ACCEPT_POLICIES))
+
+
+def ha1(name: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """The Digest HA1 of a user, as htdigest stores it (MD5 or SHA-256)."""
+    h = hashlib.sha256 if algorithm.upper().startswith("SHA-256") else hashlib.md5
+    return h(f"{name}:{realm}:{password}".encode("utf-8")).hexdigest()
+
+
+@attrs.frozen
+class User:
+    """A user of one directive: the HA1 digests that Digest needs, never the password."""
+
+    _section = "auth.user"
+    name: str = attrs.field()
+    ha1_md5: str = attrs.field()
+    ha1_sha256: str = attrs.field()
+
+    @name.validator
+    def _name(self, attribute: attrs.Attribute, value: object) -> None:
+        _check("auth.user.name", value, isinstance(value, str) and bool(_USER_NAME.match(value)),
+               "use 1 to 32 characters without spaces, colons, quotes or backslashes")
+
+    @ha1_md5.validator
+    def _md5(self, attribute: attrs.Attribute, value: object) -> None:
+        _check("auth.user.ha1_md5", value, isinstance(value, str) and bool(re.fullmatch(r"[0-9a-f]{32}", value)),
+               "use 32 lowercase hex digits (set the password instead)")
+
+    @ha1_sha256.validator
+    def _sha(self, attribute: attrs.Attribute, value: object) -> None:
+        _check("auth.user.ha1_sha256", value, isinstance(value, str) and bool(re.fullmatch(r"[0-9a-f]{64}", value)),
+               "use 64 lowercase hex digits (set the password instead)")
+
+    @classmethod
+    def with_password(cls, name: str, realm: str, password: str) -> "User":
+        _check("auth.user.password", "(hidden)", isinstance(password, str) and 1 <= len(password) <= 128,
+               "use a password of 1 to 128 characters")
+        return cls(name=name, ha1_md5=ha1(name, realm, password, "MD5"),
+                   ha1_sha256=ha1(name, realm, password, "SHA-256"))
+
+    def check_password(self, realm: str, password: str) -> bool:
+        import hmac
+
+        return hmac.compare_digest(self.ha1_sha256, ha1(self.name, realm, password, "SHA-256"))
+
+
+@attrs.frozen
+class AuthDirective:
+    """Who may see a URI and its children: the longest matching URI prefix decides."""
+
+    _section = "auth"
+    uri: str = attrs.field()
+    realm: str = attrs.field(default="config")
+    auth_type: str = attrs.field(default="Digest", validator=_v(_choice, AUTH_TYPES))
+    users: tuple[User, ...] = attrs.field(default=(), converter=tuple)
+
+    @uri.validator
+    def _uri(self, attribute: attrs.Attribute, value: object) -> None:
+        _check("auth.uri", value, isinstance(value, str) and value.startswith("/") and len(value) <= 255
+               and not any(c in value for c in " \t\r\n?#"),
+               "use a path that begins with / (no spaces, ? or #)")
+
+    @realm.validator
+    def _realm(self, attribute: attrs.Attribute, value: object) -> None:
+        _check("auth.realm", value, isinstance(value, str) and bool(_REALM.match(value)),
+               "use 1 to 64 characters without quotes or backslashes")
+
+    @users.validator
+    def _users(self, attribute: attrs.Attribute, value: tuple[User, ...]) -> None:
+        names = [u.name for u in value]
+        _check("auth.users", names, len(set(names)) == len(names), "each user name once per directive")
+
+    def matches(self, path: str) -> bool:
+        base = self.uri.rstrip("/")
+        return path == self.uri or path == base or path.startswith(base + "/")
+
+
+def directive_for(directives: tuple[AuthDirective, ...], path: str) -> AuthDirective | None:
+    """The directive that decides for a request path: the longest matching URI."""
+    found = [d for d in directives if d.matches(path)]
+    return max(found, key=lambda d: len(d.uri.rstrip("/")), default=None)
+
+
+@attrs.frozen
+class HttpConfig:
+    _section = "http"
+    enabled: bool = attrs.field(default=True, validator=_v(_bool))
+    http_port: int = attrs.field(default=80, validator=_v(_int, 1, 65535))
+    https_port: int = attrs.field(default=443, validator=_v(_int, 1, 65535))
+    interface: str = attrs.field(default="", validator=_v(_str, 64))
+    tls_versions: tuple[str, ...] = attrs.field(default=TLS_VERSIONS, converter=tuple)
+    certificate: str = attrs.field(default="", validator=_v(_str, 255))
+    private_key: str = attrs.field(default="", validator=_v(_str, 255))
+    max_timeout: int = attrs.field(default=10, validator=_v(_int, 1, 3600, " seconds"))
+    max_bytes: int = attrs.field(default=40960, validator=_v(_int, 1024, 64 * 1024 * 1024, " bytes"))
+    logging: bool = attrs.field(default=True, validator=_v(_bool))
+    max_log_entries: int = attrs.field(default=50, validator=_v(_int, 1, 10000))
+    log_format: str = attrs.field(default='%h %t "%r" %s %B "%{Referer}i" "%{User-Agent}i"',
+                                  validator=_v(_str, 255))
+
+    @tls_versions.validator
+    def _tls(self, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+        for v in value:
+            _check("http.tls_versions", v, v in TLS_VERSIONS,
+                   "use TLSv1.2 and/or TLSv1.3 (SSL 3, TLS 1.0 and 1.1 are broken and refused)")
+
+    @property
+    def https_enabled(self) -> bool:
+        """HTTPS listens only when a certificate is configured and a version is enabled."""
+        return bool(self.enabled and self.tls_versions)
+
+
+@attrs.frozen
+class ConsoleConfig:
+    _section = "console"
+    enabled: bool = attrs.field(default=True, validator=_v(_bool))
+    listen: str = attrs.field(default="tcp:2323", validator=_v(_endpoint))
+    idle_timeout: int = attrs.field(default=300, validator=_v(_int, 0, 86400, " seconds (0 = never)"))
+    ssh_enabled: bool = attrs.field(default=False, validator=_v(_bool))
+    ssh_listen: str = attrs.field(default="tcp:2222", validator=_v(_endpoint))
+
+
+def _table(cls: type[T], setting: str) -> Callable[[Any], T]:
+    def convert(value: Any) -> T:
+        return value if isinstance(value, cls) else _section(cls, setting, value)
+
+    return convert
+
+
+def _numbered(cls: type[T], setting: str) -> Callable[[Any], dict[int, T]]:
+    """Lines and tunnels are numbered like the device: ``[line.1]``, ``[line.2]``..."""
+
+    def convert(value: Any) -> dict[int, T]:
+        _check(setting, value, isinstance(value, Mapping), f"use tables [{setting}.1], [{setting}.2], ...")
+        out: dict[int, T] = {}
+        for key, item in value.items():
+            ok = str(key).isdigit() and 1 <= int(key) <= MAX_LINES
+            _check(f"{setting}.{key}", key, ok, f"number {setting}s from 1 to {MAX_LINES}")
+            try:
+                out[int(key)] = item if isinstance(item, cls) else _section(cls, f"{setting}.{key}", item)
+            except ConfigError as e:
+                name = e.setting
+                if name.startswith(setting + ".") and not name.startswith(f"{setting}.{key}."):
+                    name = f"{setting}.{key}." + name[len(setting) + 1:]
+                raise ConfigError(name, e.value, e.allowed) from None
+        return dict(sorted(out.items()))
+
+    return convert
+
+
+@attrs.frozen
+class Config:
+    """Every setting of the gateway."""
+
+    identity: Identity = attrs.field(factory=Identity, converter=_table(Identity, "identity"))
+    network: NetworkConfig = attrs.field(factory=NetworkConfig, converter=_table(NetworkConfig, "network"))
+    lines: dict[int, LineConfig] = attrs.field(factory=lambda: {1: LineConfig()},
+                                               converter=_numbered(LineConfig, "line"))
+    tunnels: dict[int, TunnelConfig] = attrs.field(factory=lambda: {1: TunnelConfig()},
+                                                   converter=_numbered(TunnelConfig, "tunnel"))
+    http: HttpConfig = attrs.field(factory=HttpConfig, converter=_table(HttpConfig, "http"))
+    auth: tuple[AuthDirective, ...] = attrs.field(factory=tuple, converter=tuple)
+    console: ConsoleConfig = attrs.field(factory=ConsoleConfig, converter=_table(ConsoleConfig, "console"))
+
+    def __attrs_post_init__(self) -> None:
+        _check("line", "(none)", len(self.lines) >= 1, "configure at least one line: [line.1]")
+        for n in self.tunnels:
+            _check(f"tunnel.{n}", n, n in self.lines, f"a tunnel needs its line: add [line.{n}]")
+        uris = [d.uri for d in self.auth]
+        for uri in uris:
+            _check("auth.uri", uri, uris.count(uri) == 1, "each URI once; edit the existing directive")
+        devices = [(l.device, l.simulate) for l in self.lines.values() if not l.simulate]
+        _check("line.device", devices, len(set(devices)) == len(devices), "each serial device on one line only")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+        """Build and validate a configuration from the TOML file's structure."""
+        _check("(file)", "(top level)", isinstance(data, Mapping), "the file must hold tables")
+        known = {"identity", "network", "line", "tunnel", "http", "auth", "console"}
+        for key in data:
+            _check(key, data[key], key in known, "unknown section; known: " + ", ".join(sorted(known)))
+        directives = []
+        auth = data.get("auth", [])
+        _check("auth", auth, isinstance(auth, list), "use [[auth]] tables")
+        for i, d in enumerate(auth):
+            _check(f"auth[{i}]", d, isinstance(d, Mapping), "use [[auth]] tables")
+            d = dict(d)
+            users = [_section(User, "auth.user", u) for u in d.pop("user", [])]
+            directive = _section(AuthDirective, "auth", d)
+            directives.append(attrs.evolve(directive, users=tuple(users)))
+        return cls(identity=data.get("identity", {}), network=data.get("network", {}),
+                   lines=data.get("line", {"1": {}}), tunnels=data.get("tunnel", {}),
+                   http=data.get("http", {}), auth=tuple(directives), console=data.get("console", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain structure written to the TOML file."""
+
+        def plain(v: Any) -> dict[str, Any]:
+            return {k: (list(x) if isinstance(x, tuple) else x) for k, x in attrs.asdict(v, recurse=False).items()}
+
+        return {
+            "identity": plain(self.identity),
+            "network": plain(self.network),
+            "line": {str(n): plain(l) for n, l in self.lines.items()},
+            "tunnel": {str(n): plain(t) for n, t in self.tunnels.items()},
+            "http": plain(self.http),
+            "console": plain(self.console),
+            "auth": [{**{k: v for k, v in plain(d).items() if k != "users"}, "user": [plain(u) for u in d.users]}
+                     for d in self.auth],
+        }
+
+    def evolve(self, **changes: Any) -> "Config":
+        return attrs.evolve(self, **changes)
+
+    def with_line(self, number: int, line: LineConfig) -> "Config":
+        return attrs.evolve(self, lines={**self.lines, number: line})
+
+    def with_tunnel(self, number: int, tunnel: TunnelConfig) -> "Config":
+        return attrs.evolve(self, tunnels={**self.tunnels, number: tunnel})

@@ -1,0 +1,167 @@
+# -*- test-case-name: tests.test_config_settings -*-
+"""
+Settings by name: ``line.1.baud_rate``, ``tunnel.1.keepalive``, ``http.max_bytes``...
+
+The console's ``set``, the web forms and the JSON API all change the
+configuration through `apply_setting`, so a value is parsed and validated in
+one place and every front end shows the same message.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Iterator
+
+import attrs
+
+from cmegw.config.model import (
+    Config,
+    ConfigError,
+    ConsoleConfig,
+    HttpConfig,
+    LineConfig,
+    NetworkConfig,
+    TunnelConfig,
+    parse_address_and_mask,
+)
+
+_SECTIONS: dict[str, type] = {
+    "network": NetworkConfig,
+    "http": HttpConfig,
+    "console": ConsoleConfig,
+    "line": LineConfig,
+    "tunnel": TunnelConfig,
+}
+
+#: Settings that take effect only after a restart (the device's "after reboot" column).
+RESTART_SETTINGS = frozenset({
+    "network.bootp", "network.dhcp", "network.ip_address", "network.netmask", "network.dhcp_client_id",
+    "network.link_speed", "network.link_duplex", "network.apply_to_host",
+    "http.enabled", "http.http_port", "http.https_port", "http.interface",
+    "console.enabled", "console.listen", "console.ssh_enabled", "console.ssh_listen",
+})
+
+_TRUE = {"1", "on", "yes", "true", "enabled", "enable"}
+_FALSE = {"0", "off", "no", "false", "disabled", "disable"}
+
+
+class UnknownSetting(ConfigError):
+    """A setting name that does not exist."""
+
+
+def needs_restart(name: str) -> bool:
+    """Whether a changed setting waits for a restart (numbers in names do not matter)."""
+    parts = name.split(".")
+    generic = ".".join(p for p in parts if not p.isdigit())
+    return generic in RESTART_SETTINGS
+
+
+def _field_type(cls: type, field: str) -> Any:
+    return typing.get_type_hints(cls)[field]
+
+
+def parse_text(name: str, kind: Any, text: str) -> Any:
+    """Turn what a person typed into the value of a setting's type."""
+    text = text.strip()
+    if kind is bool:
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(name, text, "use on or off")
+    if kind is int:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise ConfigError(name, text, "use a whole number") from None
+    if typing.get_origin(kind) is tuple:
+        return tuple(p.strip() for p in text.split(",") if p.strip())
+    return text
+
+
+def setting_names(config: Config) -> Iterator[str]:
+    """Every settable name of this configuration, in page order."""
+    for section in ("network", "http", "console"):
+        for f in attrs.fields(_SECTIONS[section]):
+            yield f"{section}.{f.name}"
+    for n in config.lines:
+        for f in attrs.fields(LineConfig):
+            yield f"line.{n}.{f.name}"
+    for n in config.tunnels:
+        for f in attrs.fields(TunnelConfig):
+            yield f"tunnel.{n}.{f.name}"
+
+
+def _locate(config: Config, name: str) -> tuple[str, int | None, str, Any]:
+    parts = name.split(".")
+    section = parts[0]
+    if section in ("line", "tunnel") and len(parts) == 3 and parts[1].isdigit():
+        number: int | None = int(parts[1])
+        table = config.lines if section == "line" else config.tunnels
+        if number not in table:
+            raise UnknownSetting(name, name, f"there is no {section} {number}; {section}s: "
+                                 + ", ".join(str(n) for n in table))
+        current = table[number]
+        field = parts[2]
+    elif section in ("network", "http", "console") and len(parts) == 2:
+        number = None
+        current = getattr(config, section)
+        field = parts[1]
+    else:
+        raise UnknownSetting(name, name, "use a name such as line.1.baud_rate; 'help set' lists them")
+    if field not in attrs.fields_dict(type(current)):
+        raise UnknownSetting(name, name, "use one of " + ", ".join(
+            f.name for f in attrs.fields(type(current))))
+    return section, number, field, current
+
+
+def get_setting(config: Config, name: str) -> Any:
+    section, number, field, current = _locate(config, name)
+    return getattr(current, field)
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def apply_setting(config: Config, name: str, value: Any) -> Config:
+    """
+    A new configuration with one setting changed; text is parsed as the
+    setting's type.  Raises `ConfigError` naming the setting, the value and
+    what is allowed; the old configuration is untouched.
+    """
+    return apply_settings(config, {name: value})
+
+
+def apply_settings(config: Config, changes: dict[str, Any]) -> Config:
+    """Several settings at once (a web form): all are applied or none."""
+    new = config
+    for name, value in changes.items():
+        section, number, field, current = _locate(new, name)
+        if isinstance(value, str):
+            value = parse_text(name, _field_type(type(current), field), value)
+        extra: dict[str, Any] = {}
+        if section == "network" and field == "ip_address" and isinstance(value, str):
+            value, mask = parse_address_and_mask(name, value, "" if "network.netmask" in changes
+                                                 else current.netmask)
+            extra["netmask"] = mask
+        try:
+            updated = attrs.evolve(current, **{field: value, **extra})
+        except ConfigError as e:
+            raise ConfigError(name, e.value, e.allowed) from None
+        except TypeError:
+            raise ConfigError(name, value, "use a value of the right type") from None
+        if section == "line":
+            assert number is not None
+            new = new.with_line(number, updated)
+        elif section == "tunnel":
+            assert number is not None
+            new = new.with_tunnel(number, updated)
+        else:
+            new = attrs.evolve(new, **{section: updated})
+    return new

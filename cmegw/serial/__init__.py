@@ -1,0 +1,1 @@
+"""Serial lines: the M-Bus adapters."""

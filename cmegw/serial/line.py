@@ -1,0 +1,349 @@
+# -*- test-case-name: tests.test_serial_line -*-
+"""
+One M-Bus serial line: the device opened with Twisted's SerialPort (8E1),
+reopened by itself when it goes away, its baud rate changed live, its
+statistics kept.
+
+The line hands the bytes it reads to one receiver (the tunnel, or later the
+bus arbiter) and takes bytes to write.  It is a push producer for whoever
+sends its bytes on (so a client that does not read pauses the line) and a
+consumer that pauses whoever writes to it faster than the device drains.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import os
+import struct
+import termios
+from typing import Any, Callable
+
+import serial
+from twisted.application import service
+from twisted.internet import fdesc, main, task
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.internet.serialport import SerialPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cmegw.config.model import LineConfig
+from cmegw.fastpath import write_now
+from cmegw.stats import LINE_CLOSED, LINE_ERROR, LINE_OPEN, LineStatistics
+
+log = Logger(namespace="cmegw.line")
+
+#: How often the kernel's error counters and queue sizes are read.
+STATISTICS_INTERVAL = 1.0
+READ_SIZE = 65536
+
+# linux/serial.h: struct serial_icounter_struct (cts dsr rng dcd rx tx frame overrun parity brk buf_overrun reserved[9])
+TIOCGICOUNT = getattr(termios, "TIOCGICOUNT", 0x545D)
+_ICOUNT = struct.Struct("20i")
+TIOCINQ = getattr(termios, "FIONREAD", 0x541B)
+TIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
+
+Receiver = Callable[[bytes], None]
+
+
+class LineUnavailable(Exception):
+    """The serial device cannot be opened or used."""
+
+
+def read_icount(fd: int) -> dict[str, int] | None:
+    """The kernel's counters of a serial device, or None where its driver keeps none (ptys, some USB)."""
+    try:
+        raw = fcntl.ioctl(fd, TIOCGICOUNT, bytes(_ICOUNT.size))
+    except OSError:
+        return None
+    v = _ICOUNT.unpack(raw)
+    return {"rx": v[4], "tx": v[5], "frame": v[6], "overrun": v[7], "parity": v[8], "brk": v[9],
+            "buf_overrun": v[10]}
+
+
+def _queued(fd: int, request: int) -> int | None:
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, request, bytes(4)))[0]
+    except OSError:
+        return None
+
+
+class M_BusSerialPort(SerialPort):
+    """SerialPort opened exclusively, reading up to 64 KiB at a time."""
+
+    _serialFactory = functools.partial(serial.Serial, exclusive=True)
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(self.fileno(), READ_SIZE)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EINTR):
+                return None
+            return main.CONNECTION_LOST
+        if not data:
+            return main.CONNECTION_DONE
+        self.protocol.dataReceived(data)
+        return None
+
+
+class _LineProtocol(Protocol):
+    def __init__(self, line: "SerialLine") -> None:
+        self.line = line
+
+    def dataReceived(self, data: bytes) -> None:
+        self.line._received(data)
+
+    def connectionLost(self, reason: Failure = main.CONNECTION_DONE) -> None:
+        self.line._lost(self, reason)
+
+
+@implementer(IPushProducer)
+class SerialLine(service.Service):
+    """An M-Bus serial line, from its `LineConfig`."""
+
+    def __init__(self, number: int, config: LineConfig, reactor: Any, stats: LineStatistics | None = None,
+                 device: str | None = None) -> None:
+        self.number = number
+        self.config = config
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.stats = stats if stats is not None else LineStatistics()
+        #: Device path used instead of the configured one (command line, simulator).
+        self.device_override = device
+        self.receiver: Receiver | None = None
+        self.transport: SerialPort | None = None
+        self._protocol: _LineProtocol | None = None
+        self._reopen: Any = None
+        self._paused = False
+        self._producer: Any = None
+        self._upstream_paused = False
+        self._icount_base: dict[str, int] | None = None
+        self._poll = task.LoopingCall(self._refresh)
+        self._poll.clock = reactor
+        self._listeners: list[Callable[[bool], None]] = []
+        self.stats.device = self.device
+        self.stats.baud_rate = config.baud_rate
+
+    @property
+    def device(self) -> str:
+        return self.device_override or self.config.device
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._open()
+        self._poll.start(STATISTICS_INTERVAL, now=False)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._poll.running:
+            self._poll.stop()
+        if self._reopen is not None and self._reopen.active():
+            self._reopen.cancel()
+        self._reopen = None
+        self._close()
+        return None
+
+    # -- public API ----------------------------------------------------------
+
+    def attach(self, receiver: Receiver | None) -> None:
+        """Send the bytes read from the line to `receiver` (None: discard)."""
+        self.receiver = receiver
+
+    def on_state_change(self, listener: Callable[[bool], None]) -> None:
+        """Call `listener(is_open)` when the line opens or is lost."""
+        self._listeners.append(listener)
+
+    def write(self, data: bytes) -> bool:
+        """Write bytes to the device; False when the line is not open (the bytes are dropped)."""
+        transport = self.transport
+        if transport is None:
+            return False
+        self.stats.tx_bytes += len(data)
+        write_now(transport, data)
+        return True
+
+    def apply(self, config: LineConfig, device: str | None = None) -> None:
+        """Apply a changed configuration: baud rate live, a new device by reopening."""
+        old_device = self.device
+        self.config = config
+        if device is not None:
+            self.device_override = device
+        self.stats.baud_rate = config.baud_rate
+        if self.device != old_device:
+            self.stats.device = self.device
+            log.info("Line {n}: device changed to {device}, reopening", n=self.number, device=self.device)
+            self._close()
+            if self.running:
+                self._open()
+        elif self.transport is not None:
+            try:
+                self.transport.setBaudRate(config.baud_rate)
+                log.info("Line {n}: baud rate {baud}", n=self.number, baud=config.baud_rate)
+            except (OSError, ValueError, serial.SerialException) as e:
+                self._fail(f"cannot set {config.baud_rate} baud: {e}")
+
+    # -- producer / consumer plumbing ----------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self.transport is not None:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """The line pauses `producer` while the device's write buffer is full."""
+        self._producer = producer
+        if self._upstream_paused:
+            producer.pauseProducing()
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    # -- internals -----------------------------------------------------------
+
+    def _set_upstream_paused(self, paused: bool) -> None:
+        self._upstream_paused = paused
+        producer = self._producer
+        if producer is not None:
+            producer.pauseProducing() if paused else producer.resumeProducing()
+
+    def _received(self, data: bytes) -> None:
+        self.stats.rx_bytes += len(data)
+        receiver = self.receiver
+        if receiver is not None:
+            receiver(data)
+
+    def _open(self) -> None:
+        self._reopen = None
+        protocol = _LineProtocol(self)
+        try:
+            transport = M_BusSerialPort(protocol, self.device, self.reactor, baudrate=self.config.baud_rate,
+                                        bytesize=serial.EIGHTBITS, parity=serial.PARITY_EVEN,
+                                        stopbits=serial.STOPBITS_ONE)
+        except (OSError, ValueError, serial.SerialException) as e:
+            self._fail(f"cannot open {self.device}: {_reason(e)}")
+            return
+        self.transport = transport
+        self._protocol = protocol
+        self._icount_base = read_icount(transport.fileno())
+        self.stats.state = LINE_OPEN
+        self.stats.error = ""
+        self.stats.opened_at = self.clock.seconds()
+        self.stats.tx_breaks = 0
+        self._refresh()
+        transport.registerProducer(_UpstreamProxy(self), True)
+        if self._paused:
+            transport.pauseProducing()
+        if self.stats.reopen_attempts:
+            log.info("Line {n}: {device} is back ({baud} baud)", n=self.number, device=self.device,
+                     baud=self.config.baud_rate)
+        else:
+            log.info("Line {n}: opened {device} at {baud} baud, 8E1", n=self.number, device=self.device,
+                     baud=self.config.baud_rate)
+        self.stats.reopen_attempts = 0
+        for listener in list(self._listeners):
+            listener(True)
+
+    def _close(self) -> None:
+        transport, self.transport, self._protocol = self.transport, None, None
+        if transport is not None and transport.connected:
+            transport.connectionLost(Failure(main.CONNECTION_DONE))
+        self._set_upstream_paused(False)
+        if self.stats.state == LINE_OPEN:
+            self.stats.state = LINE_CLOSED
+
+    def _lost(self, protocol: _LineProtocol, reason: Failure) -> None:
+        if protocol is not self._protocol:
+            return  # a transport we closed ourselves
+        self.transport = None
+        self._protocol = None
+        self._set_upstream_paused(False)
+        self._fail(f"{self.device} went away ({reason.getErrorMessage()})")
+
+    def _fail(self, why: str) -> None:
+        was_open = self.transport is not None or self.stats.state == LINE_OPEN
+        if self.transport is not None:
+            self._close()
+        first = self.stats.state != LINE_ERROR or self.stats.error != why
+        self.stats.state = LINE_ERROR
+        self.stats.error = why
+        self.stats.queued_rx = self.stats.queued_tx = None
+        if first:
+            log.error("Line {n}: {why}; retrying every {s} s", n=self.number, why=why,
+                      s=self.config.reopen_interval)
+        if was_open:
+            for listener in list(self._listeners):
+                listener(False)
+        if self.running and self._reopen is None:
+            self.stats.reopen_attempts += 1
+            self._reopen = self.clock.callLater(self.config.reopen_interval, self._open)
+
+    def _refresh(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        fd = transport.fileno()
+        counts = read_icount(fd)
+        base = self._icount_base
+        if counts is None or base is None:
+            s = self.stats
+            s.rx_breaks = s.parity_errors = s.framing_errors = s.overrun_errors = s.buffer_errors = None
+        else:
+            s = self.stats
+            s.rx_breaks = counts["brk"] - base["brk"]
+            s.parity_errors = counts["parity"] - base["parity"]
+            s.framing_errors = counts["frame"] - base["frame"]
+            s.overrun_errors = counts["overrun"] - base["overrun"]
+            s.buffer_errors = counts["buf_overrun"] - base["buf_overrun"]
+        self.stats.queued_rx = _queued(fd, TIOCINQ)
+        kernel_out = _queued(fd, TIOCOUTQ)
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        self.stats.queued_tx = None if kernel_out is None else kernel_out + buffered
+
+
+@implementer(IPushProducer)
+class _UpstreamProxy:
+    """
+    What the serial transport pauses when its write buffer is full: the
+    line's current upstream producer.  A transport that closes stops its
+    producer; this proxy keeps that from closing the tunnel's client.
+    """
+
+    def __init__(self, line: SerialLine) -> None:
+        self.line = line
+
+    def pauseProducing(self) -> None:
+        self.line._set_upstream_paused(True)
+
+    def resumeProducing(self) -> None:
+        self.line._set_upstream_paused(False)
+
+    def stopProducing(self) -> None:
+        self.line._set_upstream_paused(False)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e)
+    if isinstance(e, serial.SerialException) and "Could not exclusively lock" in text:
+        return "it is in use by another program"
+    if isinstance(e, (serial.SerialException, OSError)) and ("No such file" in text or "ENOENT" in text):
+        return "no such device (adapter unplugged?)"
+    if "Permission denied" in text:
+        return "permission denied (is the user in the dialout group?)"
+    return text

@@ -1,0 +1,234 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+GatewayService: the parent service that builds one child per part from the
+configuration, applies changes live, restarts in-process and resets to the
+factory defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cmegw.config.model import Config
+from cmegw.config.settings import get_setting, needs_restart, setting_names, apply_setting
+from cmegw.config.store import ConfigStore
+from cmegw.serial.line import SerialLine
+from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
+from cmegw.tunnel.accept import TunnelService
+
+log = Logger(namespace="cmegw.service")
+
+#: Seconds over which traffic makes the ACT indication flash.
+ACTIVITY_WINDOW = 2.0
+
+
+@attrs.frozen
+class Overrides:
+    """Command-line values: they override the file for this run only and are never saved."""
+
+    device: str | None = None
+    tunnel: str | None = None
+    simulate: bool = False
+    http: str | None = None
+    https: str | None = None
+    console: str | None = None
+
+    def apply(self, config: Config) -> Config:
+        line = config.lines.get(1)
+        if line is not None and (self.device or self.simulate):
+            changes: dict[str, Any] = {}
+            if self.device:
+                changes["device"] = self.device
+            if self.simulate:
+                changes["simulate"] = True
+            config = config.with_line(1, attrs.evolve(line, **changes))
+        tunnel = config.tunnels.get(1)
+        if tunnel is not None and self.tunnel:
+            config = config.with_tunnel(1, attrs.evolve(tunnel, listen=self.tunnel))
+        return config
+
+
+PartFactory = Callable[["GatewayService"], service.IService]
+
+
+class GatewayService(service.MultiService):
+    """
+    The gateway: lines and tunnels from the configuration, plus the parts
+    (web, console, ...) added with `add_part`, rebuilt on restart.
+    """
+
+    def __init__(self, store: ConfigStore, reactor: Any, overrides: Overrides = Overrides(),
+                 simulator_factory: Callable[[Any, int], Any] | None = None) -> None:
+        super().__init__()
+        self.store = store
+        self.reactor = reactor
+        self.overrides = overrides
+        self.simulator_factory = simulator_factory or default_simulator
+        self.status = GatewayStatus()
+        self.running_config: Config = overrides.apply(store.config)
+        self.lines: dict[int, SerialLine] = {}
+        self.tunnels: dict[int, TunnelService] = {}
+        self.simulators: dict[int, Any] = {}
+        self._part_factories: list[PartFactory] = []
+        self._restarting: defer.Deferred | None = None
+        self._activity = (0, 0.0, 0.0)
+        store.subscribe(self._config_changed)
+
+    # -- statistics read by the other parts ------------------------------------
+
+    @property
+    def line_stats(self) -> dict[int, LineStatistics]:
+        return {n: line.stats for n, line in self.lines.items()}
+
+    @property
+    def tunnel_stats(self) -> dict[int, TunnelStatistics]:
+        return {n: t.stats for n, t in self.tunnels.items()}
+
+    def uptime(self) -> float:
+        return self.reactor.seconds() - self.status.started_at
+
+    def pending_restart(self) -> list[str]:
+        """Settings saved in the file that wait for a restart to take effect."""
+        saved = self.overrides.apply(self.store.config)
+        names = []
+        for name in setting_names(saved):
+            try:
+                if get_setting(saved, name) != get_setting(self.running_config, name):
+                    names.append(name)
+            except ValueError:
+                names.append(name)  # a line or tunnel added or removed
+        if set(saved.lines) != set(self.running_config.lines) or set(saved.tunnels) != set(
+                self.running_config.tunnels):
+            names.append("line/tunnel set")
+        return names
+
+    def indications(self) -> dict[str, bool]:
+        """The device's four LEDs: PWR, ERR, LINK, ACT."""
+        now = self.reactor.seconds()
+        total = sum(s.rx_bytes + s.tx_bytes for s in self.line_stats.values())
+        last_total, last_change, _ = self._activity
+        if total != last_total:
+            self._activity = (total, now, now)
+            last_change = now
+        return {
+            "PWR": self.running,
+            "ERR": any(s.state == LINE_ERROR for s in self.line_stats.values()),
+            "LINK": any(t.state == TUNNEL_CONNECTED for t in self.tunnel_stats.values()),
+            "ACT": now - last_change < ACTIVITY_WINDOW and last_change > 0,
+        }
+
+    # -- composition --------------------------------------------------------------
+
+    def add_part(self, factory: PartFactory) -> None:
+        """Add a part (web, console, ...) built by `factory(gateway)`; it is rebuilt on restart."""
+        self._part_factories.append(factory)
+        if self.running:
+            factory(self).setServiceParent(self)
+
+    def _build(self) -> None:
+        config = self.running_config
+        for n, line_config in config.lines.items():
+            device = None
+            if line_config.simulate:
+                simulator = self.simulator_factory(self.reactor, n)
+                device = simulator.start()
+                self.simulators[n] = simulator
+                log.info("Line {n}: simulated M-Bus on {device}", n=n, device=device)
+            line = SerialLine(n, line_config, self.reactor, LineStatistics(), device=device)
+            line.setServiceParent(self)
+            self.lines[n] = line
+        for n, tunnel_config in config.tunnels.items():
+            tunnel = TunnelService(n, tunnel_config, self.lines[n], self.reactor, TunnelStatistics())
+            tunnel.setServiceParent(self)
+            self.tunnels[n] = tunnel
+        for factory in self._part_factories:
+            factory(self).setServiceParent(self)
+
+    def startService(self) -> None:
+        self.status.started_at = self.reactor.seconds()
+        self.status.config_problem = self.store.problem
+        self._build()
+        super().startService()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        yield defer.maybeDeferred(super().stopService)
+        for simulator in self.simulators.values():
+            simulator.stop()
+        self.simulators.clear()
+
+    # -- changes ----------------------------------------------------------------
+
+    def _config_changed(self, old: Config, new: Config) -> None:
+        """Apply what applies live; the rest waits for a restart."""
+        wanted = self.overrides.apply(new)
+        running = self.running_config
+        for name in setting_names(wanted):
+            if needs_restart(name) or name.split(".")[0] in ("line", "tunnel") and not _exists(running, name):
+                continue
+            value = get_setting(wanted, name)
+            if get_setting(running, name) != value:
+                try:
+                    running = apply_setting(running, name, value)
+                except ValueError as e:
+                    log.error("Cannot apply {name} live: {e}", name=name, e=e)
+        running = running.evolve(auth=wanted.auth, identity=wanted.identity)
+        previous, self.running_config = self.running_config, running
+        for n, line in self.lines.items():
+            if running.lines[n] != previous.lines[n]:
+                line.apply(running.lines[n])
+        for n, tunnel in self.tunnels.items():
+            if running.tunnels[n] != previous.tunnels[n]:
+                tunnel.apply(running.tunnels[n])
+
+    def restart(self) -> defer.Deferred:
+        """The device's reboot, in-process: stop every part, reload the configuration, start again."""
+        if self._restarting is not None:
+            return self._restarting
+        d = self._restarting = self._restart()
+        d.addBoth(self._restarted)
+        return d
+
+    def _restarted(self, result: Any) -> Any:
+        self._restarting = None
+        return result
+
+    @defer.inlineCallbacks
+    def _restart(self) -> Any:
+        log.info("Restarting")
+        yield defer.maybeDeferred(self.stopService)
+        for child in list(self):
+            child.disownServiceParent()
+        self.lines.clear()
+        self.tunnels.clear()
+        self.store.load()
+        self.running_config = self.overrides.apply(self.store.config)
+        self.status.restarts += 1
+        self.startService()
+        log.info("Restarted")
+
+    def factory_reset(self) -> defer.Deferred:
+        """Write the factory defaults, then restart."""
+        self.store.factory_reset()
+        log.info("Configuration reset to the factory defaults")
+        return self.restart()
+
+
+def _exists(config: Config, name: str) -> bool:
+    try:
+        get_setting(config, name)
+        return True
+    except ValueError:
+        return False
+
+
+def default_simulator(reactor: Any, line: int) -> Any:
+    """The built-in simulated M-Bus with its default meters, on a pty pair."""
+    from cmegw.mbus.simulator import MeterBus, SimulatedBus, default_meters
+
+    return SimulatedBus(reactor, MeterBus(default_meters()), reply_delay=0.01)

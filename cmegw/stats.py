@@ -1,0 +1,105 @@
+# -*- test-case-name: tests.test_stats -*-
+"""
+Statistics and state that the parts publish and everybody else only reads.
+
+Plain counters: the part that owns one increments it; web pages, the console,
+metrics and the systemd status read them.  Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+
+Now = Callable[[], float]
+
+
+def format_duration(seconds: float) -> str:
+    """The device's duration form: ``0 days 00:01:17``."""
+    s = max(0, int(seconds))
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    return f"{days} days {hours:02d}:{minutes:02d}:{s:02d}"
+
+
+#: Line states
+LINE_CLOSED = "closed"
+LINE_OPEN = "open"
+LINE_ERROR = "error"
+
+
+@attrs.define
+class LineStatistics:
+    """The M-Bus Serial page's statistics of one line."""
+
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    #: Kernel counters (TIOCGICOUNT) since the line was opened; None where the driver has none.
+    rx_breaks: int | None = None
+    tx_breaks: int | None = None
+    parity_errors: int | None = None
+    framing_errors: int | None = None
+    overrun_errors: int | None = None
+    buffer_errors: int | None = None
+    queued_rx: int | None = None
+    queued_tx: int | None = None
+    state: str = LINE_CLOSED
+    error: str = ""
+    baud_rate: int = 0
+    device: str = ""
+    opened_at: float | None = None
+    reopen_attempts: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+#: Tunnel states
+TUNNEL_DISABLED = "disabled"
+TUNNEL_WAITING = "waiting"
+TUNNEL_CONNECTED = "connected"
+TUNNEL_LISTEN_FAILED = "listen failed"
+
+
+@attrs.define
+class TunnelStatistics:
+    """The M-Bus TCP/IP page's statistics of one tunnel."""
+
+    completed_accepts: int = 0
+    completed_connects: int = 0
+    disconnects: int = 0
+    dropped_accepts: int = 0
+    dropped_connects: int = 0
+    octets_from_serial: int = 0
+    octets_from_network: int = 0
+    #: Bytes from the line while no client was connected (discarded).
+    octets_discarded: int = 0
+    #: Total seconds clients have been connected in accept mode (closed connections).
+    accept_time_closed: float = 0.0
+    connect_times: list[float] = attrs.field(factory=lambda: [0.0] * 12)
+    state: str = TUNNEL_WAITING
+    peer: str = ""
+    connected_at: float | None = None
+    listening: str = ""
+    error: str = ""
+
+    def accept_connection_time(self, now: float) -> float:
+        """Seconds clients have been connected in accept mode, the current one included."""
+        current = (now - self.connected_at) if self.connected_at is not None else 0.0
+        return self.accept_time_closed + current
+
+    def as_dict(self, now: float) -> dict[str, object]:
+        d = attrs.asdict(self)
+        d["accept_connection_time"] = self.accept_connection_time(now)
+        return d
+
+
+@attrs.define
+class GatewayStatus:
+    """Whole-gateway state for the status page: start time and problems to show loudly."""
+
+    started_at: float = 0.0
+    config_problem: str | None = None
+    restarts: int = 0

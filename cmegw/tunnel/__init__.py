@@ -1,0 +1,1 @@
+"""Tunnels: the TCP side of each line."""

@@ -1,0 +1,306 @@
+# -*- test-case-name: tests.test_tunnel -*-
+"""
+The transparent TCP tunnel in accept mode: one client at a time, bytes both
+ways unchanged, TCP keep-alive, idle disconnect, flow control, statistics.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cmegw.config.model import TunnelConfig
+from cmegw.fastpath import write_now
+from cmegw.serial.line import SerialLine
+from cmegw.stats import (
+    TUNNEL_CONNECTED,
+    TUNNEL_DISABLED,
+    TUNNEL_LISTEN_FAILED,
+    TUNNEL_WAITING,
+    TunnelStatistics,
+)
+
+log = Logger(namespace="cmegw.tunnel")
+
+#: Seconds between attempts to listen again when the port could not be opened.
+LISTEN_RETRY = 5.0
+KEEPALIVE_PROBES = 3
+
+
+def describe(address: IAddress) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def keepalive_options(idle_total: int) -> tuple[int, int, int]:
+    """
+    TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT that drop a dead peer in about
+    `idle_total` seconds of silence (the device's keep-alive time).
+    """
+    interval = max(1, idle_total // 9)
+    idle = max(1, idle_total - KEEPALIVE_PROBES * interval)
+    return idle, interval, KEEPALIVE_PROBES
+
+
+def set_keepalive(transport: Any, seconds: int) -> None:
+    """Turn on TCP keep-alive with the tunnel's time (0 = off) on a TCP transport."""
+    if seconds <= 0:
+        transport.setTcpKeepAlive(0)
+        return
+    transport.setTcpKeepAlive(1)
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return
+    idle, interval, count = keepalive_options(seconds)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, seconds * 1000)
+
+
+class TunnelProtocol(Protocol):
+    """One client of the tunnel; its bytes go to the line and the line's come back."""
+
+    factory: "TunnelFactory"
+    last_activity = 0.0
+    closing_reason = ""
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.peer = describe(self.transport.getPeer())
+        self.last_activity = factory.clock.seconds()
+        transport = self.transport
+        if hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)
+            set_keepalive(transport, factory.config.keepalive)
+        transport.registerProducer(factory.line, True)
+        factory.line.registerProducer(transport, True)
+        factory._client_connected(self)
+        self._idle = None
+        self._schedule_idle()
+
+    def dataReceived(self, data: bytes) -> None:
+        factory = self.factory
+        factory.stats.octets_from_network += len(data)
+        self.last_activity = factory.clock.seconds()
+        factory.line.write(data)
+
+    def line_data(self, data: bytes) -> None:
+        factory = self.factory
+        factory.stats.octets_from_serial += len(data)
+        self.last_activity = factory.clock.seconds()
+        write_now(self.transport, data)
+
+    def close(self, reason: str) -> None:
+        self.closing_reason = reason
+        self.transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        self.closing_reason = reason
+        self.transport.abortConnection()
+
+    def _schedule_idle(self) -> None:
+        timeout = self.factory.config.disconnect_timeout
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        if timeout > 0:
+            due = self.last_activity + timeout - self.factory.clock.seconds()
+            self._idle = self.factory.clock.callLater(max(0.0, due), self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle = None
+        timeout = self.factory.config.disconnect_timeout
+        if timeout <= 0:
+            return
+        if self.factory.clock.seconds() - self.last_activity >= timeout:
+            self.close(f"no data for {timeout} s (disconnect timeout)")
+        else:
+            self._schedule_idle()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        factory = self.factory
+        if factory.client is self:
+            factory.line.unregisterProducer()
+            factory.line.resumeProducing()
+        why = self.closing_reason or (reason.getErrorMessage() if reason is not None else "closed")
+        factory._client_gone(self, why)
+
+
+class TunnelFactory(ServerFactory):
+    """Accepts one client at a time for one line; a second is refused (or replaces the first)."""
+
+    protocol = TunnelProtocol
+    noisy = False
+
+    def __init__(self, number: int, config: TunnelConfig, line: SerialLine, clock: Any,
+                 stats: TunnelStatistics | None = None) -> None:
+        self.number = number
+        self.config = config
+        self.line = line
+        self.clock = clock
+        self.stats = stats if stats is not None else TunnelStatistics()
+        self.client: TunnelProtocol | None = None
+        self._to_client: Any = None
+        line.attach(self.line_data)
+
+    def buildProtocol(self, addr: IAddress) -> TunnelProtocol | None:  # type: ignore[override]
+        if self.client is not None:
+            if self.config.on_busy == "replace":
+                log.info("Tunnel {n}: {peer} replaces {old}", n=self.number, peer=describe(addr),
+                         old=self.client.peer)
+                self.client.abort(f"replaced by {describe(addr)}")
+            else:
+                self.stats.dropped_accepts += 1
+                log.info("Tunnel {n}: refused {peer}: the line is in use by {old}", n=self.number,
+                         peer=describe(addr), old=self.client.peer)
+                return None
+        return super().buildProtocol(addr)  # type: ignore[return-value]
+
+    def line_data(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            self.stats.octets_discarded += len(data)
+        else:
+            client.line_data(data)
+
+    def apply(self, config: TunnelConfig) -> None:
+        """Keep-alive and disconnect timeout apply at once, to the current client too."""
+        self.config = config
+        client = self.client
+        if client is not None:
+            if hasattr(client.transport, "setTcpKeepAlive"):
+                set_keepalive(client.transport, config.keepalive)
+            client._schedule_idle()
+
+    def disconnect(self, reason: str) -> None:
+        if self.client is not None:
+            self.client.close(reason)
+
+    def _client_connected(self, client: TunnelProtocol) -> None:
+        old = self.client
+        if old is not None and old is not client:
+            self._client_gone(old, old.closing_reason or "replaced")
+        self.client = client
+        s = self.stats
+        s.completed_accepts += 1
+        s.state = TUNNEL_CONNECTED
+        s.peer = client.peer
+        s.connected_at = self.clock.seconds()
+        log.info("Tunnel {n}: {peer} connected", n=self.number, peer=client.peer)
+
+    def _client_gone(self, client: TunnelProtocol, why: str) -> None:
+        if client is not self.client:
+            return
+        self.client = None
+        s = self.stats
+        s.disconnects += 1
+        if s.connected_at is not None:
+            s.accept_time_closed += self.clock.seconds() - s.connected_at
+        s.connected_at = None
+        s.peer = ""
+        if s.state == TUNNEL_CONNECTED:
+            s.state = TUNNEL_WAITING
+        log.info("Tunnel {n}: {peer} disconnected: {why}", n=self.number, peer=client.peer, why=why)
+
+
+class TunnelService(service.Service):
+    """Listens for the tunnel's clients on its endpoint; applies changes live."""
+
+    def __init__(self, number: int, config: TunnelConfig, line: SerialLine, reactor: Any,
+                 stats: TunnelStatistics | None = None, listen: str | None = None) -> None:
+        self.number = number
+        self.config = config
+        self.reactor = reactor
+        self.stats = stats if stats is not None else TunnelStatistics()
+        #: Endpoint used instead of the configured one (command line).
+        self.listen_override = listen
+        self.factory = TunnelFactory(number, config, line, reactor, self.stats)
+        self.port: IListeningPort | None = None
+        self._retry: Any = None
+        self._listening: defer.Deferred | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.listen_override or self.config.listen
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return self._stop_listening("the gateway is stopping")
+
+    def apply(self, config: TunnelConfig, listen: str | None = None) -> defer.Deferred:
+        old_endpoint, old_enabled = self.endpoint, self.config.enabled
+        self.config = config
+        if listen is not None:
+            self.listen_override = listen
+        self.factory.apply(config)
+        if (self.endpoint, config.enabled) == (old_endpoint, old_enabled) or not self.running:
+            return defer.succeed(None)
+        d = self._stop_listening("the tunnel was reconfigured")
+        d.addCallback(lambda _: self._listen())
+        return d
+
+    def _listen(self) -> None:
+        self._retry = None
+        if not self.config.enabled:
+            self.stats.state = TUNNEL_DISABLED
+            self.stats.listening = ""
+            return
+        try:
+            endpoint = serverFromString(self.reactor, self.endpoint)
+        except Exception as e:  # validated already; a plugin may still refuse
+            self._listen_failed(Failure(e))
+            return
+        d = self._listening = endpoint.listen(self.factory)
+        d.addCallbacks(self._listened, self._listen_failed)
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self._listening = None
+        self.port = port
+        self.stats.listening = describe(port.getHost())
+        self.stats.error = ""
+        if self.stats.state != TUNNEL_CONNECTED:
+            self.stats.state = TUNNEL_WAITING
+        log.info("Tunnel {n}: listening on {where} for line {n}", n=self.number, where=self.stats.listening)
+        return port
+
+    def _listen_failed(self, failure: Failure) -> None:
+        self._listening = None
+        self.stats.state = TUNNEL_LISTEN_FAILED
+        self.stats.error = f"cannot listen on {self.endpoint}: {failure.getErrorMessage()}"
+        log.error("Tunnel {n}: {error}; retrying in {s} s", n=self.number, error=self.stats.error,
+                  s=LISTEN_RETRY)
+        if self.running:
+            self._retry = self.reactor.callLater(LISTEN_RETRY, self._listen)
+
+    def _stop_listening(self, reason: str) -> defer.Deferred:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._listening is not None:
+            self._listening.cancel()
+            self._listening = None
+        self.factory.disconnect(reason)
+        port, self.port = self.port, None
+        self.stats.listening = ""
+        if port is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(port.stopListening)
