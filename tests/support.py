@@ -1,0 +1,148 @@
+"""
+Helpers for the end-to-end tests: a real ``twistd cmegw`` process, free
+loopback ports, pty pairs and the shared real frames.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tty
+from pathlib import Path
+from typing import Sequence
+
+from twisted.trial.unittest import SkipTest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FRAMES = SHARED / "mbus-frames"
+
+#: The longest a test waits for a process or a port (seconds).
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = START_TIMEOUT, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+            time.sleep(0.05)
+
+
+def open_pty() -> tuple[int, int, str]:
+    """A raw pty pair: (master fd, slave fd, slave path)."""
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    return master, slave, os.ttyname(slave)
+
+
+def real_frames(folder: str = "test-frames") -> list[Path]:
+    """The real meter frames of ../shared (skips the test where they are absent)."""
+    path = FRAMES / folder
+    if not path.is_dir():
+        raise SkipTest(f"{path} is absent: the real frames come with ../shared")
+    return sorted(path.glob("*.hex"))
+
+
+def read_hex(path: Path) -> bytes:
+    return bytes.fromhex(path.read_text().replace("\n", " ").strip())
+
+
+def twistd_command() -> list[str]:
+    """Run twistd with this interpreter, the repository first on the path."""
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class GatewayProcess:
+    """
+    A real ``twistd -n cmegw`` process, started in `directory` with `args`.
+
+    Its log goes to ``directory/twistd.log``; `stop` ends it (and any child)
+    and is safe to call twice.  Use as ``self.addCleanup(gw.stop)``.
+    """
+
+    def __init__(self, directory: str | Path, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.args = list(args)
+        self.log_path = self.directory / "twistd.log"
+        self.env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.env.pop("NOTIFY_SOCKET", None)
+        if env:
+            self.env.update(env)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_ports: Sequence[int] = ()) -> "GatewayProcess":
+        cmd = twistd_command() + ["-n", "--pidfile=", "--logfile", str(self.log_path), "cmegw"] + self.args
+        self.process = subprocess.Popen(cmd, cwd=self.directory, env=self.env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=open(self.directory / "stderr", "w"),
+                                        start_new_session=True)
+        try:
+            for port in wait_ports:
+                self._wait(port)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait(self, port: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"twistd exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"twistd does not listen on {port}:\n{self.log()}")
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        err = self.directory / "stderr"
+        if err.exists():
+            text += err.read_text(errors="replace")
+        return text
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def require_program(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SkipTest(f"{name} is not installed (the test command installs it)")
+    return path
