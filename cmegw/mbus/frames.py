@@ -1,0 +1,526 @@
+# -*- test-case-name: tests.test_mbus_frames -*-
+"""
+M-Bus link layer (EN 13757-2): build, measure and parse telegrams.
+
+Pure functions on bytes: nothing here knows about Twisted, sockets or the web.
+
+A telegram is one of::
+
+    E5                                  single character (acknowledge)
+    10 C A CS 16                        short frame
+    68 03 03 68 C A CI CS 16            control frame
+    68 L L 68 C A CI data... CS 16      long frame, L = 3 + len(data)
+
+CS is the sum of C, A, CI and data modulo 256.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+ACK = b"\xe5"
+
+START_SHORT = 0x10
+START_LONG = 0x68
+STOP = 0x16
+ACK_BYTE = 0xE5
+
+SHORT_FRAME_LENGTH = 5
+CONTROL_FRAME_LENGTH = 9
+LONG_FRAME_OVERHEAD = 6
+MAX_DATA_LENGTH = 252
+MAX_TELEGRAM_LENGTH = 255 + LONG_FRAME_OVERHEAD
+
+# C field
+SND_NKE = 0x40
+SND_UD = 0x53
+REQ_UD2 = 0x5B
+REQ_UD1 = 0x5A
+RSP_UD = 0x08
+FCB = 0x20
+FCV = 0x10
+ACD = 0x20
+DFC = 0x10
+
+# A field
+UNCONFIGURED = 0x00
+MAX_PRIMARY = 250
+SELECTED = 0xFD
+BROADCAST_REPLY = 0xFE
+BROADCAST_NOREPLY = 0xFF
+
+# CI field, master to slave
+CI_APPLICATION_RESET = 0x50
+CI_DATA_SEND = 0x51
+CI_SELECTION = 0x52
+CI_SYNCHRONIZE = 0x54
+CI_DESELECTION = 0x56
+CI_BAUD_300 = 0xB8
+CI_BAUD_38400 = 0xBF
+BAUD_RATES = {
+    0xB8: 300,
+    0xB9: 600,
+    0xBA: 1200,
+    0xBB: 2400,
+    0xBC: 4800,
+    0xBD: 9600,
+    0xBE: 19200,
+    0xBF: 38400,
+}
+
+# CI field, slave to master
+CI_APPLICATION_ERROR = 0x70
+CI_ALARM = 0x71
+CI_VARIABLE = 0x72
+CI_FIXED = 0x73
+CI_ALARM_SHORT = 0x74
+CI_FIXED_MSB = 0x77
+CI_VARIABLE_MSB = 0x76
+CI_VARIABLE_NO_HEADER = 0x78
+CI_VARIABLE_SHORT = 0x7A
+
+SECONDARY_WILDCARD = "FFFFFFFF"
+MANUFACTURER_WILDCARD = 0xFFFF
+
+
+class FrameError(ValueError):
+    """
+    The bytes are not a valid M-Bus telegram.
+    """
+
+
+class UnknownStartByte(FrameError):
+    """
+    The first byte cannot start a telegram.
+    """
+
+
+class LengthMismatch(FrameError):
+    """
+    The two length bytes of a long frame differ, or its header is broken.
+    """
+
+
+class TruncatedFrame(FrameError):
+    """
+    Fewer bytes than the telegram announces.
+    """
+
+
+class TrailingBytes(FrameError):
+    """
+    More bytes than the telegram announces.
+    """
+
+
+class StopByteError(FrameError):
+    """
+    The last byte is not 0x16.
+    """
+
+
+class ChecksumError(FrameError):
+    """
+    The checksum byte does not match the bytes it covers.
+    """
+
+
+def checksum(data: bytes) -> int:
+    """
+    The M-Bus checksum: arithmetic sum modulo 256.
+    """
+    return sum(data) & 0xFF
+
+
+def short_frame(c: int, a: int) -> bytes:
+    return bytes((START_SHORT, c, a, (c + a) & 0xFF, STOP))
+
+
+def long_frame(c: int, a: int, ci: int, data: bytes = b"") -> bytes:
+    """
+    A long frame; with empty C{data} this is a control frame.
+    """
+    if len(data) > MAX_DATA_LENGTH:
+        raise ValueError(
+            f"{len(data)} bytes of user data do not fit a long frame "
+            f"(at most {MAX_DATA_LENGTH})"
+        )
+    body = bytes((c, a, ci)) + bytes(data)
+    length = len(body)
+    return (
+        bytes((START_LONG, length, length, START_LONG))
+        + body
+        + bytes((checksum(body), STOP))
+    )
+
+
+def control_frame(c: int, a: int, ci: int) -> bytes:
+    return long_frame(c, a, ci)
+
+
+def snd_nke(a: int) -> bytes:
+    return short_frame(SND_NKE, a)
+
+
+def req_ud2(a: int, fcb: bool = False) -> bytes:
+    return short_frame(REQ_UD2 | (FCB if fcb else 0), a)
+
+
+def req_ud1(a: int, fcb: bool = False) -> bytes:
+    return short_frame(REQ_UD1 | (FCB if fcb else 0), a)
+
+
+def snd_ud(a: int, ci: int, data: bytes = b"", fcb: bool = False) -> bytes:
+    return long_frame(SND_UD | (FCB if fcb else 0), a, ci, data)
+
+
+def set_baud_rate(a: int, baud: int) -> bytes:
+    """
+    SND_UD asking the slave at C{a} to switch to C{baud} (CI 0xB8..0xBF).
+    """
+    for ci, rate in BAUD_RATES.items():
+        if rate == baud:
+            return control_frame(SND_UD, a, ci)
+    raise ValueError(f"M-Bus has no baud rate {baud}; use one of {sorted(BAUD_RATES.values())}")
+
+
+def select_secondary(
+    ident_bcd_pattern: str,
+    manufacturer: int | str = MANUFACTURER_WILDCARD,
+    version: int = 0xFF,
+    medium: int = 0xFF,
+) -> bytes:
+    """
+    SND_UD to 253 with CI 0x52: select the slave(s) matching the pattern.
+
+    @param ident_bcd_pattern: 8 characters, each a digit or C{F} (wildcard).
+    @param manufacturer: 0xFFFF (wildcard), a code, or three letters.
+    """
+    if isinstance(manufacturer, str):
+        manufacturer = encode_manufacturer(manufacturer)
+    return snd_ud(
+        SELECTED,
+        CI_SELECTION,
+        selection_data(ident_bcd_pattern, manufacturer, version, medium),
+    )
+
+
+def selection_data(
+    ident_bcd_pattern: str, manufacturer: int, version: int, medium: int
+) -> bytes:
+    if not 0 <= manufacturer <= 0xFFFF:
+        raise ValueError(f"manufacturer code {manufacturer:#x} is not 2 bytes")
+    for name, value in (("version", version), ("medium", medium)):
+        if not 0 <= value <= 0xFF:
+            raise ValueError(f"{name} {value} is not one byte")
+    return (
+        encode_bcd_ident(ident_bcd_pattern, wildcards=True)
+        + manufacturer.to_bytes(2, "little")
+        + bytes((version, medium))
+    )
+
+
+def frame_length(buf: bytes) -> int | None:
+    """
+    How many bytes the telegram starting at C{buf[0]} occupies.
+
+    @return: 1, 5, 9 or L+6; C{None} when more bytes are needed to tell.
+    @raise FrameError: C{buf[0]} cannot start a telegram, or the long-frame
+        header (68 L L 68) is broken.
+    """
+    if not buf:
+        return None
+    first = buf[0]
+    if first == ACK_BYTE:
+        return 1
+    if first == START_SHORT:
+        return SHORT_FRAME_LENGTH
+    if first != START_LONG:
+        raise UnknownStartByte(
+            f"byte 0x{first:02X} cannot start a telegram (expected E5, 10 or 68)"
+        )
+    size = len(buf)
+    if size < 2:
+        return None
+    length = buf[1]
+    if length < 3:
+        raise LengthMismatch(
+            f"long frame length {length} is below the minimum 3 (C, A, CI)"
+        )
+    if size >= 3 and buf[2] != length:
+        raise LengthMismatch(
+            f"long frame length bytes differ: 0x{length:02X} and 0x{buf[2]:02X}"
+        )
+    if size >= 4 and buf[3] != START_LONG:
+        raise LengthMismatch(
+            f"long frame header byte 4 is 0x{buf[3]:02X}, expected 0x68"
+        )
+    return length + LONG_FRAME_OVERHEAD
+
+
+@attrs.frozen
+class Frame:
+    """
+    One parsed telegram.
+
+    @ivar kind: C{"ack"}, C{"short"}, C{"control"} or C{"long"}.
+    @ivar c: C field (None for an acknowledge).
+    @ivar a: A field (None for an acknowledge).
+    @ivar ci: CI field (None for an acknowledge or a short frame).
+    @ivar data: user data after CI (empty unless C{kind} is C{"long"}).
+    """
+
+    kind: str
+    c: int | None = None
+    a: int | None = None
+    ci: int | None = None
+    data: bytes = b""
+
+    def to_bytes(self) -> bytes:
+        if self.kind == "ack":
+            return ACK
+        assert self.c is not None and self.a is not None
+        if self.kind == "short":
+            return short_frame(self.c, self.a)
+        assert self.ci is not None
+        return long_frame(self.c, self.a, self.ci, self.data)
+
+    @property
+    def fcb(self) -> bool:
+        return self.c is not None and bool(self.c & FCB)
+
+    @property
+    def function(self) -> int | None:
+        """
+        The C field without its FCB/FCV (master) or ACD/DFC (slave) bits.
+        """
+        return None if self.c is None else self.c & 0xCF
+
+
+def parse_frame(buf: bytes) -> Frame:
+    """
+    Parse exactly one telegram.
+
+    @raise FrameError: with a message a field engineer can act on.
+    """
+    buf = bytes(buf)
+    needed = frame_length(buf)
+    if needed is None:
+        raise TruncatedFrame("empty input: no telegram")
+    if len(buf) < needed:
+        raise TruncatedFrame(
+            f"telegram is {len(buf)} bytes, its header announces {needed}"
+        )
+    if len(buf) > needed:
+        raise TrailingBytes(
+            f"{len(buf) - needed} bytes follow the end of a {needed}-byte telegram"
+        )
+    if needed == 1:
+        return Frame("ack")
+    if buf[-1] != STOP:
+        raise StopByteError(f"stop byte is 0x{buf[-1]:02X}, expected 0x16")
+    if buf[0] == START_SHORT:
+        body = buf[1:3]
+    else:
+        body = buf[4:-2]
+    computed = checksum(body)
+    if buf[-2] != computed:
+        raise ChecksumError(
+            f"checksum 0x{buf[-2]:02X} does not match 0x{computed:02X} "
+            f"computed over {len(body)} bytes"
+        )
+    if buf[0] == START_SHORT:
+        return Frame("short", body[0], body[1])
+    kind = "control" if len(body) == 3 else "long"
+    return Frame(kind, body[0], body[1], body[2], bytes(body[3:]))
+
+
+def split_telegrams(buf: bytes) -> tuple[list[bytes], bytes, int]:
+    """
+    Cut a byte stream into telegrams by their announced lengths.
+
+    Garbage is skipped one byte at a time (resynchronisation).  Checksums
+    are not checked here.
+
+    @return: (complete telegrams, the incomplete rest, bytes skipped)
+    """
+    telegrams: list[bytes] = []
+    skipped = 0
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        try:
+            size = frame_length(buf[pos : pos + 4])
+        except FrameError:
+            pos += 1
+            skipped += 1
+            continue
+        if size is None or pos + size > end:
+            break
+        telegrams.append(bytes(buf[pos : pos + size]))
+        pos += size
+    return telegrams, bytes(buf[pos:]), skipped
+
+
+# Secondary address --------------------------------------------------------
+
+_MANUFACTURER = re.compile(r"[A-Z]{3}\Z")
+
+
+def encode_manufacturer(letters: str) -> int:
+    """
+    Three letters A..Z as the 2-byte code (5 bits each, A = 1).
+    """
+    letters = letters.upper()
+    if not _MANUFACTURER.match(letters):
+        raise ValueError(f"manufacturer {letters!r} is not three letters A-Z")
+    code = 0
+    for letter in letters:
+        code = (code << 5) | (ord(letter) - 64)
+    return code
+
+
+def decode_manufacturer(code: int | bytes) -> str:
+    """
+    The three letters of a manufacturer code (an int or 2 bytes LSB first).
+    """
+    if isinstance(code, (bytes, bytearray)):
+        code = int.from_bytes(code[:2], "little")
+    return "".join(chr(((code >> shift) & 0x1F) + 64) for shift in (10, 5, 0))
+
+
+_IDENT = re.compile(r"[0-9]{8}\Z")
+_IDENT_PATTERN = re.compile(r"[0-9F]{8}\Z")
+
+
+def encode_bcd_ident(ident: str | int, wildcards: bool = False) -> bytes:
+    """
+    An 8-digit identification number as 4 BCD bytes, least significant first.
+
+    With C{wildcards}, C{F} stands for any digit.
+    """
+    if isinstance(ident, int):
+        if not 0 <= ident <= 99999999:
+            raise ValueError(f"identification number {ident} has more than 8 digits")
+        ident = f"{ident:08d}"
+    ident = ident.upper()
+    pattern = _IDENT_PATTERN if wildcards else _IDENT
+    if not pattern.match(ident):
+        allowed = "digits or F" if wildcards else "digits"
+        raise ValueError(f"identification {ident!r} is not 8 {allowed}")
+    return bytes.fromhex(ident)[::-1]
+
+
+def decode_bcd_ident(data: bytes) -> str:
+    """
+    4 BCD bytes, least significant first, as 8 characters (hex nibbles kept).
+    """
+    return bytes(data[:4])[::-1].hex().upper()
+
+
+def ident_matches(pattern: str, ident: str) -> bool:
+    """
+    Whether C{ident} matches C{pattern}, where C{F} matches any digit.
+    """
+    return len(pattern) == len(ident) and all(
+        p == "F" or p == d for p, d in zip(pattern.upper(), ident.upper())
+    )
+
+
+@attrs.frozen
+class SecondaryAddress:
+    """
+    A slave's secondary address: identification number, manufacturer,
+    version (generation) and medium.
+
+    C{str()} gives C{"12345678-ELV-01-07"}; L{parse} reads that form and
+    libmbus' 16 hex digits C{"1234567896150107"}.
+    """
+
+    ident: str = attrs.field(converter=lambda v: f"{v:08d}" if isinstance(v, int) else v.upper())
+    manufacturer: str = attrs.field(converter=str.upper)
+    version: int = 0
+    medium: int = 0
+
+    @ident.validator
+    def _check_ident(self, attribute: object, value: str) -> None:
+        if not re.match(r"[0-9A-F]{8}\Z", value):
+            raise ValueError(f"identification {value!r} is not 8 BCD digits")
+
+    @manufacturer.validator
+    def _check_manufacturer(self, attribute: object, value: str) -> None:
+        if not re.match(r"[@-_]{3}\Z", value):
+            raise ValueError(f"manufacturer {value!r} is not three letters")
+
+    def __str__(self) -> str:
+        return f"{self.ident}-{self.manufacturer}-{self.version:02X}-{self.medium:02X}"
+
+    @property
+    def manufacturer_code(self) -> int:
+        return sum(
+            ((ord(letter) - 64) & 0x1F) << shift
+            for letter, shift in zip(self.manufacturer, (10, 5, 0))
+        )
+
+    @property
+    def libmbus(self) -> str:
+        """
+        libmbus' form: 16 hex digits, the 8 bytes as sent with the
+        identification number's digits in reading order.
+        """
+        return self.ident + self.to_bytes()[4:].hex().upper()
+
+    def to_bytes(self) -> bytes:
+        """
+        The 8 bytes of a selection or a CI 0x72 header.
+        """
+        return (
+            bytes.fromhex(self.ident)[::-1]
+            + self.manufacturer_code.to_bytes(2, "little")
+            + bytes((self.version, self.medium))
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SecondaryAddress:
+        if len(data) < 8:
+            raise ValueError(f"a secondary address is 8 bytes, got {len(data)}")
+        return cls(
+            decode_bcd_ident(data[0:4]),
+            decode_manufacturer(data[4:6]),
+            data[6],
+            data[7],
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> SecondaryAddress:
+        text = text.strip().upper()
+        match = re.match(
+            r"([0-9A-F]{8})-([A-Z@]{3})-([0-9A-F]{2})-([0-9A-F]{2})\Z", text
+        )
+        if match:
+            ident, manufacturer, version, medium = match.groups()
+            return cls(ident, manufacturer, int(version, 16), int(medium, 16))
+        if re.match(r"[0-9A-F]{16}\Z", text):
+            return cls(
+                text[:8],
+                decode_manufacturer(bytes.fromhex(text[8:12])),
+                int(text[12:14], 16),
+                int(text[14:16], 16),
+            )
+        raise ValueError(
+            f"{text!r} is not a secondary address "
+            "(12345678-ABC-01-07 or 16 hex digits)"
+        )
+
+    def matches(self, ident_pattern: str, manufacturer: int, version: int, medium: int) -> bool:
+        """
+        Whether a selection (with wildcards) addresses this slave.
+        """
+        return (
+            ident_matches(ident_pattern, self.ident)
+            and manufacturer in (MANUFACTURER_WILDCARD, self.manufacturer_code)
+            and version in (0xFF, self.version)
+            and medium in (0xFF, self.medium)
+        )
