@@ -76,6 +76,15 @@ class M_BusSerialPort(SerialPort):
 
     _serialFactory = functools.partial(serial.Serial, exclusive=True)
 
+    def set_baud_rate(self, baud: int) -> None:
+        """Change the speed live (Twisted's setBaudRate calls a pyserial 2 method)."""
+        self._serial.baudrate = baud
+
+    @property
+    def framing(self) -> tuple[int, str, float]:
+        """What pyserial set on the device: data bits, parity, stop bits."""
+        return self._serial.bytesize, self._serial.parity, self._serial.stopbits
+
     def doRead(self) -> Any:
         try:
             data = os.read(self.fileno(), READ_SIZE)
@@ -114,7 +123,7 @@ class SerialLine(service.Service):
         #: Device path used instead of the configured one (command line, simulator).
         self.device_override = device
         self.receiver: Receiver | None = None
-        self.transport: SerialPort | None = None
+        self.transport: M_BusSerialPort | None = None
         self._protocol: _LineProtocol | None = None
         self._reopen: Any = None
         self._paused = False
@@ -186,7 +195,7 @@ class SerialLine(service.Service):
                 self._open()
         elif self.transport is not None:
             try:
-                self.transport.setBaudRate(config.baud_rate)
+                self.transport.set_baud_rate(config.baud_rate)
                 log.info("Line {n}: baud rate {baud}", n=self.number, baud=config.baud_rate)
             except (OSError, ValueError, serial.SerialException) as e:
                 self._fail(f"cannot set {config.baud_rate} baud: {e}")

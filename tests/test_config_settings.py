@@ -1,0 +1,73 @@
+"""Tests for cmegw.config.settings: one validation for console, web and API."""
+
+from twisted.trial.unittest import TestCase
+
+from cmegw.config.model import ConfigError
+from cmegw.config.settings import (
+    UnknownSetting,
+    apply_setting,
+    apply_settings,
+    format_value,
+    get_setting,
+    needs_restart,
+    setting_names,
+)
+from cmegw.config.store import factory_defaults
+
+
+class SettingsTests(TestCase):
+    def setUp(self):
+        self.config = factory_defaults()
+
+    def test_text_values(self):
+        c = apply_setting(self.config, "line.1.baud_rate", "300")
+        self.assertEqual(c.lines[1].baud_rate, 300)
+        c = apply_setting(c, "tunnel.1.keepalive", " 0 ")
+        self.assertEqual(c.tunnels[1].keepalive, 0)
+        c = apply_setting(c, "http.logging", "off")
+        self.assertFalse(c.http.logging)
+        c = apply_setting(c, "http.tls_versions", "TLSv1.3")
+        self.assertEqual(c.http.tls_versions, ("TLSv1.3",))
+        self.assertEqual(self.config.lines[1].baud_rate, 2400, "the old value is untouched")
+
+    def test_messages_name_setting_value_and_allowed(self):
+        with self.assertRaises(ConfigError) as cm:
+            apply_setting(self.config, "line.1.baud_rate", "2401")
+        self.assertEqual(str(cm.exception),
+                         "line.1.baud_rate: 2401 is not allowed; use one of 300, 600, 1200, 2400, 4800, 9600, "
+                         "19200, 38400")
+        with self.assertRaises(ConfigError) as cm:
+            apply_setting(self.config, "tunnel.1.disconnect_timeout", "ten")
+        self.assertIn("whole number", str(cm.exception))
+        with self.assertRaises(ConfigError) as cm:
+            apply_setting(self.config, "http.logging", "maybe")
+        self.assertIn("on or off", str(cm.exception))
+
+    def test_unknown(self):
+        self.assertRaises(UnknownSetting, apply_setting, self.config, "line.2.baud_rate", "300")
+        self.assertRaises(UnknownSetting, apply_setting, self.config, "line.1.speed", "300")
+        self.assertRaises(UnknownSetting, apply_setting, self.config, "bogus", "1")
+
+    def test_all_or_nothing(self):
+        with self.assertRaises(ConfigError):
+            apply_settings(self.config, {"line.1.baud_rate": "300", "tunnel.1.keepalive": "-5"})
+
+    def test_ip_address_sets_mask(self):
+        c = apply_setting(self.config, "network.ip_address", "192.168.7.2/25")
+        self.assertEqual((c.network.ip_address, c.network.netmask), ("192.168.7.2", "255.255.255.128"))
+
+    def test_restart_rules(self):
+        self.assertTrue(needs_restart("network.dhcp"))
+        self.assertTrue(needs_restart("network.ip_address"))
+        self.assertFalse(needs_restart("line.1.baud_rate"))
+        self.assertFalse(needs_restart("tunnel.3.keepalive"))
+
+    def test_names_and_get(self):
+        names = list(setting_names(self.config))
+        self.assertIn("line.1.baud_rate", names)
+        self.assertIn("tunnel.1.disconnect_timeout", names)
+        self.assertIn("http.max_bytes", names)
+        for name in names:
+            get_setting(self.config, name)
+        self.assertEqual(format_value(True), "on")
+        self.assertEqual(format_value(("a", "b")), "a, b")

@@ -1,0 +1,148 @@
+"""Tests for cmegw.serial.line over real pty pairs."""
+
+import os
+import termios
+from pathlib import Path
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from cmegw.config.model import LineConfig
+from cmegw.serial.line import SerialLine, read_icount
+from cmegw.stats import LINE_ERROR, LINE_OPEN
+from tests.support import open_pty
+
+
+class LineTestCase(TestCase):
+    def setUp(self):
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.link = self.dir / "ttyMBUS0"
+        self.fds = []
+        self.plug()
+
+    def plug(self):
+        master, slave, path = open_pty()
+        self.fds += [master, slave]
+        if self.link.is_symlink():
+            self.link.unlink()
+        self.link.symlink_to(path)
+        self.master, self.slave = master, slave
+
+    def unplug(self):
+        os.close(self.master)
+        os.close(self.slave)
+        self.fds = [fd for fd in self.fds if fd not in (self.master, self.slave)]
+        self.link.unlink()
+
+    def tearDown(self):
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def start(self, **kw):
+        line = SerialLine(1, LineConfig(device=str(self.link), **kw), reactor)
+        line.startService()
+        self.addCleanup(line.stopService)
+        return line
+
+    @defer.inlineCallbacks
+    def wait(self, condition, timeout=10.0):
+        for _ in range(int(timeout / 0.02)):
+            if condition():
+                return
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.fail("condition not met in time")
+
+
+class SerialLineTests(LineTestCase):
+    def test_opens_8e1_at_configured_baud(self):
+        line = self.start(baud_rate=2400)
+        self.assertEqual(line.stats.state, LINE_OPEN)
+        attrs = termios.tcgetattr(self.slave)
+        cflag = attrs[2]
+        self.assertEqual(attrs[4], termios.B2400)
+        self.assertEqual(cflag & termios.CSIZE, termios.CS8)
+        self.assertFalse(cflag & termios.CSTOPB)
+        # Linux ptys drop PARENB; what was asked of the device is pyserial's:
+        self.assertEqual(line.transport.framing, (8, "E", 1))
+
+    def test_baud_changed_live(self):
+        line = self.start()
+        transport = line.transport
+        line.apply(LineConfig(device=str(self.link), baud_rate=300))
+        self.assertIs(line.transport, transport, "the line stays open")
+        self.assertEqual(termios.tcgetattr(self.slave)[4], termios.B300)
+        self.assertEqual(line.stats.baud_rate, 300)
+
+    @defer.inlineCallbacks
+    def test_bytes_and_counters(self):
+        line = self.start()
+        got = []
+        line.attach(got.append)
+        self.assertTrue(line.write(b"\x10\x40\x01\x41\x16"))
+        self.assertEqual(os.read(self.master, 100), b"\x10\x40\x01\x41\x16")
+        os.write(self.master, b"\xe5")
+        yield self.wait(lambda: got)
+        self.assertEqual(b"".join(got), b"\xe5")
+        self.assertEqual((line.stats.rx_bytes, line.stats.tx_bytes), (1, 5))
+
+    def test_error_counters_unavailable_on_pty(self):
+        """A pty keeps no error counters: they are shown as unavailable, not as zero."""
+        line = self.start()
+        self.assertIsNone(read_icount(self.slave))
+        line._refresh()
+        self.assertIsNone(line.stats.parity_errors)
+        self.assertIsNone(line.stats.framing_errors)
+        self.assertEqual(line.stats.queued_rx, 0)
+
+    def test_exclusive(self):
+        self.start()
+        other = SerialLine(2, LineConfig(device=str(self.link)), reactor)
+        other.startService()
+        self.addCleanup(other.stopService)
+        self.assertEqual(other.stats.state, LINE_ERROR)
+        self.assertIn("in use by another program", other.stats.error)
+
+    def test_missing_device(self):
+        line = SerialLine(1, LineConfig(device=str(self.dir / "nothing")), reactor)
+        line.startService()
+        self.addCleanup(line.stopService)
+        self.assertEqual(line.stats.state, LINE_ERROR)
+        self.assertIn("no such device", line.stats.error)
+        self.assertFalse(line.write(b"x"))
+
+    @defer.inlineCallbacks
+    def test_unplugged_and_back(self):
+        line = self.start(reopen_interval=1)
+        states = []
+        line.on_state_change(states.append)
+        self.unplug()
+        yield self.wait(lambda: line.stats.state == LINE_ERROR)
+        self.assertIn("went away", line.stats.error)
+        self.assertFalse(line.write(b"lost"))
+        yield task.deferLater(reactor, 1.2, lambda: None)
+        self.assertEqual(line.stats.state, LINE_ERROR, "still away: retried, not crashed")
+        self.plug()
+        yield self.wait(lambda: line.stats.state == LINE_OPEN, timeout=5)
+        self.assertEqual(states, [False, True])
+        self.assertTrue(line.write(b"\xe5"))
+        self.assertEqual(os.read(self.master, 10), b"\xe5")
+
+
+class ReopenTimingTests(TestCase):
+    def test_retry_interval(self):
+        clock = task.Clock()
+        clock.running = True
+        line = SerialLine(1, LineConfig(device="/nonexistent/tty", reopen_interval=3), clock)
+        line.running = True
+        line._open()
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [3.0])
+        clock.advance(3)
+        self.assertEqual(line.stats.reopen_attempts, 2)
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [6.0])
+        line.running = False
+        for call in clock.getDelayedCalls():
+            call.cancel()
