@@ -1,0 +1,174 @@
+"""
+The whole gateway as a user runs it: a real ``twistd cmegw`` process, real
+ptys, real loopback sockets, and pyMeterBus as the head-end over socket://.
+"""
+
+import os
+import select
+import socket
+import time
+from pathlib import Path
+
+from twisted.internet import reactor, task, threads
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SkipTest, TestCase
+
+from cmegw.mbus.simulator import MeterBus, SimulatedBus, default_meters
+from tests.support import GatewayProcess, free_port, open_pty, read_hex, real_frames
+
+try:
+    import meterbus
+    import serial
+except ImportError:  # pragma: no cover
+    meterbus = None
+
+
+def require_meterbus():
+    if meterbus is None:
+        raise SkipTest("pyMeterBus is not installed (the test command installs it)")
+
+
+def mbus_client(port, timeout=2.0):
+    return serial.serial_for_url(f"socket://127.0.0.1:{port}", baudrate=2400, bytesize=8,
+                                 parity=serial.PARITY_EVEN, stopbits=1, timeout=timeout)
+
+
+def read_meter(ser, address):
+    """SND_NKE then REQ_UD2, as a head-end does; the decoded RSP_UD or None."""
+    meterbus.send_ping_frame(ser, address)
+    ack = meterbus.recv_frame(ser, 1)
+    if not ack:
+        return None
+    meterbus.send_request_frame(ser, address)
+    data = meterbus.recv_frame(ser, meterbus.FRAME_DATA_LENGTH)
+    return meterbus.load(data) if data else None
+
+
+def recv_exactly(sock, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    got = b""
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def read_fd_exactly(fd, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    got = b""
+    while len(got) < n and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if r:
+            got += os.read(fd, n - len(got))
+    return got
+
+
+class SimulatedBusTests(TestCase):
+    """``twistd cmegw --simulate``: the README's run command, read by pyMeterBus."""
+
+    def setUp(self):
+        require_meterbus()
+        self.port = free_port()
+        self.gw = GatewayProcess(self.mktemp(), ["--config", "cmegw.toml", "--simulate",
+                                                 "--tunnel", f"tcp:{self.port}:interface=127.0.0.1"])
+        self.addCleanup(self.gw.stop)
+        self.gw.start([self.port])
+
+    def test_reads_every_simulated_meter(self):
+        ser = mbus_client(self.port)
+        self.addCleanup(ser.close)
+        for meter in default_meters():
+            frame = read_meter(ser, meter.primary)
+            self.assertIsNotNone(frame, f"meter {meter.primary} answered")
+            header = frame.body.bodyHeader
+            self.assertEqual(header.manufacturer_field.decodeManufacturer, meter.address.manufacturer)
+            ident = "".join(f"{b:02X}" for b in header.id_nr)
+            self.assertEqual(ident, meter.address.ident)
+            more = 1 if len(meter.telegrams) > 1 else 0  # pyMeterBus counts DIF 0x1F as a record
+            self.assertEqual(len(frame.records), len(meter.telegrams[0]) + more)
+        self.assertIsNone(read_meter(ser, 77), "no meter at 77: silence, not garbage")
+        log = self.gw.log()
+        self.assertIn("simulated M-Bus", log)
+        self.assertIn(f"listening on 127.0.0.1:{self.port}", log)
+
+    def test_config_file_created_and_not_changed_by_options(self):
+        text = (self.gw.directory / "cmegw.toml").read_text()
+        self.assertIn('listen = "tcp:10001"', text, "command-line values are never saved")
+        self.assertIn("simulate = false", text)
+
+
+class PulledAdapterTests(TestCase):
+    """The device goes away during a transaction and comes back: the client reads again."""
+
+    @inlineCallbacks
+    def test_recovers(self):
+        require_meterbus()
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        link = str(tmp / "ttyMBUS0")
+        bus = SimulatedBus(reactor, MeterBus(default_meters()), reply_delay=0.3)
+        bus.start(link=link)
+        self.addCleanup(bus.stop)
+        (tmp / "cmegw.toml").write_text("[line.1]\nreopen_interval = 1\n[tunnel.1]\ndisconnect_timeout = 0\n")
+        port = free_port()
+        gw = GatewayProcess(tmp, ["--config", "cmegw.toml", "--device", link,
+                                  "--tunnel", f"tcp:{port}:interface=127.0.0.1"])
+        self.addCleanup(gw.stop)
+        yield threads.deferToThread(gw.start, [port])
+        ser = mbus_client(port, timeout=1.5)
+        self.addCleanup(ser.close)
+        first = yield threads.deferToThread(read_meter, ser, 1)
+        self.assertIsNotNone(first)
+
+        def request():
+            meterbus.send_request_frame(ser, 1)
+            return meterbus.recv_frame(ser, meterbus.FRAME_DATA_LENGTH)
+
+        pending = threads.deferToThread(request)
+        yield task.deferLater(reactor, 0.1, bus.unplug)  # mid-transaction: before the 0.3 s reply
+        lost = yield pending
+        self.assertFalse(lost, "no answer from a pulled adapter")
+        for _ in range(100):
+            if "went away" in gw.log():
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertIn("went away", gw.log())
+        bus.replug()
+        for _ in range(100):
+            if "is back" in gw.log():
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertIn("is back", gw.log())
+        again = yield threads.deferToThread(read_meter, ser, 2)
+        self.assertIsNotNone(again, "the same client reads again on the same connection")
+
+
+class RealFramesTests(TestCase):
+    """Real meter frames cross the tunnel byte-identical, both ways."""
+
+    def test_byte_identical(self):
+        frames = real_frames("test-frames") + real_frames("error-frames")
+        master, slave, path = open_pty()
+        self.addCleanup(os.close, master)
+        self.addCleanup(os.close, slave)
+        port = free_port()
+        gw = GatewayProcess(self.mktemp(), ["--config", "cmegw.toml", "--device", path,
+                                            "--tunnel", f"tcp:{port}:interface=127.0.0.1"])
+        self.addCleanup(gw.stop)
+        gw.start([port])
+        client = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(client.close)
+        time.sleep(0.2)
+        for path in frames:
+            data = read_hex(path)
+            os.write(master, data)
+            self.assertEqual(recv_exactly(client, len(data)), data, f"{path.name} line->network")
+            client.sendall(data)
+            self.assertEqual(read_fd_exactly(master, len(data)), data, f"{path.name} network->line")
+        self.assertGreater(len(frames), 50)
