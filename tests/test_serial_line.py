@@ -69,6 +69,13 @@ class SerialLineTests(LineTestCase):
         # Linux ptys drop PARENB; what was asked of the device is pyserial's:
         self.assertEqual(line.transport.framing, (8, "E", 1))
 
+    def test_reopen_pty(self):
+        """A pty refuses a parity-only tcsetattr; reopening it must still work."""
+        line = self.start()
+        line.stopService()
+        line.startService()
+        self.assertEqual(line.stats.state, LINE_OPEN, line.stats.error)
+
     def test_baud_changed_live(self):
         line = self.start()
         transport = line.transport

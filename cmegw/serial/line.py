@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import os
 import struct
 import termios
@@ -71,10 +70,35 @@ def _queued(fd: int, request: int) -> int | None:
         return None
 
 
+#: Major device numbers of Unix98 pty slaves (/dev/pts/N).
+_PTY_MAJORS = range(136, 144)
+
+
+def is_pty(path: str) -> bool:
+    try:
+        return os.major(os.stat(path).st_rdev) in _PTY_MAJORS
+    except OSError:
+        return False
+
+
+def open_serial(port: str, **settings: Any) -> serial.Serial:
+    """
+    pyserial's Serial, opened exclusively.  A Linux pty has no parity: once its
+    other settings match, the kernel refuses a tcsetattr that only asks for
+    parity (EINVAL), so a pty (the simulator, socat) is opened without it.
+    """
+    try:
+        return serial.Serial(port, exclusive=True, **settings)
+    except termios.error as e:
+        if e.args[0] != errno.EINVAL or not is_pty(port) or settings.get("parity") == serial.PARITY_NONE:
+            raise
+    return serial.Serial(port, exclusive=True, **dict(settings, parity=serial.PARITY_NONE))
+
+
 class M_BusSerialPort(SerialPort):
     """SerialPort opened exclusively, reading up to 64 KiB at a time."""
 
-    _serialFactory = functools.partial(serial.Serial, exclusive=True)
+    _serialFactory = staticmethod(open_serial)
 
     def set_baud_rate(self, baud: int) -> None:
         """Change the speed live (Twisted's setBaudRate calls a pyserial 2 method)."""
@@ -197,7 +221,7 @@ class SerialLine(service.Service):
             try:
                 self.transport.set_baud_rate(config.baud_rate)
                 log.info("Line {n}: baud rate {baud}", n=self.number, baud=config.baud_rate)
-            except (OSError, ValueError, serial.SerialException) as e:
+            except (OSError, ValueError, termios.error, serial.SerialException) as e:
                 self._fail(f"cannot set {config.baud_rate} baud: {e}")
 
     # -- producer / consumer plumbing ----------------------------------------
@@ -245,7 +269,7 @@ class SerialLine(service.Service):
             transport = M_BusSerialPort(protocol, self.device, self.reactor, baudrate=self.config.baud_rate,
                                         bytesize=serial.EIGHTBITS, parity=serial.PARITY_EVEN,
                                         stopbits=serial.STOPBITS_ONE)
-        except (OSError, ValueError, serial.SerialException) as e:
+        except (OSError, ValueError, termios.error, serial.SerialException) as e:
             self._fail(f"cannot open {self.device}: {_reason(e)}")
             return
         self.transport = transport

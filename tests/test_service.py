@@ -1,0 +1,111 @@
+"""Tests for cmegw.service: composition, live changes, restart and factory reset."""
+
+import os
+import termios
+from pathlib import Path
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from cmegw.config.settings import apply_setting
+from cmegw.config.store import ConfigStore
+from cmegw.service import GatewayService, Overrides
+from cmegw.stats import LINE_ERROR, LINE_OPEN, format_duration
+from tests.support import open_pty
+
+
+class GatewayServiceTests(TestCase):
+    def setUp(self):
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.master, self.slave, self.path = open_pty()
+        self.addCleanup(os.close, self.master)
+        self.addCleanup(os.close, self.slave)
+        self.store = ConfigStore(self.dir / "cmegw.toml")
+        self.store.load()
+        self.gateway = GatewayService(self.store, reactor, Overrides(device=self.path,
+                                                                     tunnel="tcp:0:interface=127.0.0.1"))
+        self.gateway.startService()
+        self.addCleanup(self.gateway.stopService)
+
+    def test_children(self):
+        self.assertEqual(list(self.gateway.lines), [1])
+        self.assertEqual(list(self.gateway.tunnels), [1])
+        self.assertEqual(self.gateway.line_stats[1].state, LINE_OPEN)
+        self.assertEqual(self.gateway.line_stats[1].device, self.path)
+        self.assertIsNotNone(self.gateway.tunnels[1].port)
+        self.assertIs(self.gateway.tunnels[1].factory.line, self.gateway.lines[1])
+
+    def test_baud_applies_live(self):
+        self.store.change(apply_setting(self.store.config, "line.1.baud_rate", "300"))
+        self.assertEqual(termios.tcgetattr(self.slave)[4], termios.B300)
+        self.assertEqual(self.gateway.running_config.lines[1].baud_rate, 300)
+        self.assertEqual(self.gateway.running_config.lines[1].device, self.path, "the override stays")
+        self.assertEqual(self.gateway.pending_restart(), [])
+
+    def test_restart_setting_waits(self):
+        self.store.change(apply_setting(self.store.config, "network.dhcp", "off"))
+        self.assertTrue(self.gateway.running_config.network.dhcp)
+        self.assertEqual(self.gateway.pending_restart(), ["network.dhcp"])
+
+    def test_timeout_applies_live(self):
+        self.store.change(apply_setting(self.store.config, "tunnel.1.disconnect_timeout", "3"))
+        self.assertEqual(self.gateway.tunnels[1].factory.config.disconnect_timeout, 3)
+
+    @defer.inlineCallbacks
+    def test_restart(self):
+        self.store.change(apply_setting(self.store.config, "network.dhcp", "off"))
+        old_line = self.gateway.lines[1]
+        yield self.gateway.restart()
+        self.assertIsNot(self.gateway.lines[1], old_line)
+        self.assertFalse(old_line.running)
+        self.assertFalse(self.gateway.running_config.network.dhcp)
+        self.assertEqual(self.gateway.pending_restart(), [])
+        self.assertEqual(self.gateway.status.restarts, 1)
+        self.assertEqual(self.gateway.line_stats[1].state, LINE_OPEN, "the device is opened again")
+
+    @defer.inlineCallbacks
+    def test_factory_reset(self):
+        self.store.change(apply_setting(self.store.config, "tunnel.1.keepalive", "7"))
+        yield self.gateway.factory_reset()
+        self.assertEqual(self.gateway.running_config.tunnels[1].keepalive, 45)
+        self.assertIn("keepalive = 45", (self.dir / "cmegw.toml").read_text())
+
+    def test_indications(self):
+        ind = self.gateway.indications()
+        self.assertEqual(ind, {"PWR": True, "ERR": False, "LINK": False, "ACT": False})
+        self.gateway.lines[1].write(b"\x10\x40\x01\x41\x16")
+        self.assertTrue(self.gateway.indications()["ACT"])
+
+
+class StartupTests(TestCase):
+    def test_missing_device_starts_anyway(self):
+        d = Path(self.mktemp())
+        d.mkdir()
+        store = ConfigStore(d / "cmegw.toml")
+        store.load()
+        gateway = GatewayService(store, reactor, Overrides(device=str(d / "ttyUSB9"),
+                                                           tunnel="tcp:0:interface=127.0.0.1"))
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        self.assertEqual(gateway.line_stats[1].state, LINE_ERROR)
+        self.assertTrue(gateway.indications()["ERR"])
+        self.assertIsNotNone(gateway.tunnels[1].port, "the tunnel keeps listening")
+
+    def test_config_problem_shown(self):
+        d = Path(self.mktemp())
+        d.mkdir()
+        (d / "cmegw.toml").write_text("[line.1]\nbaud_rate = 12\n")
+        store = ConfigStore(d / "cmegw.toml")
+        store.load()
+        gateway = GatewayService(store, reactor, Overrides(device="/nonexistent", tunnel="tcp:0:interface=127.0.0.1"))
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        self.assertIn("line.1.baud_rate: 12 is not allowed", gateway.status.config_problem)
+
+
+class FormatTests(TestCase):
+    def test_duration(self):
+        self.assertEqual(format_duration(77), "0 days 00:01:17")
+        self.assertEqual(format_duration(2 * 86400 + 3661), "2 days 01:01:01")
+        self.assertEqual(format_duration(-5), "0 days 00:00:00")
