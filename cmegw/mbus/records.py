@@ -776,8 +776,10 @@ class Record:
     One decoded data record.
 
     C{raw} is the value as coded; C{value} is C{raw} scaled to C{unit}
-    (numbers) or the decoded text, date, time or bytes.  C{None} where
-    the meter marks the value invalid (an invalid date, non-decimal BCD).
+    (C{raw * 10 ** exponent * factor}) for numbers, or the decoded text,
+    date, time or bytes.  C{None} where the meter marks the value invalid
+    (an invalid date, BCD with hex digits A-F used as an error display).
+    C{vif} is None for the counters of a fixed data structure.
     """
 
     dif: int
@@ -795,6 +797,7 @@ class Record:
     exponent: int
     raw: object
     value: object
+    factor: float = 1.0
     plain_text_unit: str | None = None
     vife_meanings: tuple[str, ...] = ()
     manufacturer_vife: bool = False
@@ -970,6 +973,7 @@ def _decode_record(data: bytes, start: int) -> tuple[Record, int]:
         exponent=unit.exponent,
         raw=raw,
         value=value,
+        factor=unit.factor,
         plain_text_unit=text_unit,
         vife_meanings=meanings,
         manufacturer_vife=manufacturer_vife,
@@ -1008,7 +1012,7 @@ def _interpret_vif(
         unit = Unit("Reserved VIF extension")
         rest = vifes[1:]
     elif code == VIF_PLAIN_TEXT:
-        unit = Unit(text_unit or "", "-")
+        unit = Unit(text_unit or "", text_unit or "")
     else:
         unit = PRIMARY_UNITS.get(code, RESERVED_UNIT)
     meanings: list[str] = []

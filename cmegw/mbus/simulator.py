@@ -66,9 +66,9 @@ class SimulatedMeter:
     access_number: int = 0
     baud: int = 2400
     selected: bool = False
-    _next: int = 0
-    _last_fcb: bool | None = None
-    _last_reply: bytes | None = None
+    _next: int = attrs.field(default=0, init=False)
+    _last_fcb: bool | None = attrs.field(default=None, init=False)
+    _last_reply: bytes | None = attrs.field(default=None, init=False)
 
     def reset_link(self) -> None:
         """
@@ -137,15 +137,22 @@ def _uart_bytes(line: Sequence[int]) -> bytes:
     return bytes(out)
 
 
-def _is_clean(reply: bytes) -> bool:
+def _holds_a_telegram(heard: bytes) -> bool:
     """
-    Whether C{reply} reads as one valid telegram.
+    Whether a master could find any valid telegram in C{heard}.
     """
-    try:
-        frames.parse_frame(reply)
-    except FrameError:
-        return False
-    return True
+    for start in range(len(heard)):
+        try:
+            size = frames.frame_length(heard[start : start + 4])
+            if size is not None:
+                frames.parse_frame(heard[start : start + size])
+                return True
+        except FrameError:
+            continue
+    return False
+
+
+_START_BYTES = (frames.ACK_BYTE, frames.START_SHORT, frames.START_LONG)
 
 
 def collide(replies: Sequence[bytes]) -> bytes:
@@ -164,9 +171,15 @@ def collide(replies: Sequence[bytes]) -> bytes:
         own = _uart_bits(reply, index * _COLLISION_SKEW_BITS, total)
         line = [a & b for a, b in zip(line, own)]
     heard = _uart_bytes(line)
-    if _is_clean(heard) or not heard:
-        heard = bytes(b ^ 0x5A for b in heard) or b"\x00"
+    if not heard:
+        return b"\x00"
+    if _holds_a_telegram(heard):
+        # Rare alignments survive the AND; spoil every start byte.
+        heard = bytes(b ^ 0x01 if b in _START_BYTES else b for b in heard)
     return heard
+
+
+_BROADCASTS = (frames.BROADCAST_REPLY, frames.BROADCAST_NOREPLY)
 
 
 @attrs.define(eq=False)
@@ -197,9 +210,7 @@ class MeterBus:
         if function == frames.SND_NKE and frame.kind == "short":
             return self._answer(self._link_reset(frame.a), lambda meter: frames.ACK)
         if function == (frames.REQ_UD2 & 0x4F) and frame.kind == "short":
-            return self._answer(
-                self._addressed(frame.a), lambda meter: meter.read(c)
-            )
+            return self._answer(self._addressed(frame.a), lambda meter: meter.read(c))
         if function == (frames.REQ_UD1 & 0x4F) and frame.kind == "short":
             return self._answer(self._addressed(frame.a), lambda meter: frames.ACK)
         if function == (frames.SND_UD & 0x4F) and frame.kind != "short":
@@ -246,7 +257,7 @@ class MeterBus:
             return self._select(frame.a, frame.data)
         if frame.ci == frames.CI_DESELECTION:
             targets = self._addressed(frame.a) or []
-            for meter in self.meters if frame.a in (0xFE, 0xFF) else targets:
+            for meter in self.meters if frame.a in _BROADCASTS else targets:
                 meter.selected = False
             return targets
         targets = self._addressed(frame.a)
@@ -607,7 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
-    bus = SimulatedBus(reactor, MeterBus(default_meters()), options.delay, options.bit_timing)
+    meters = default_meters(datetime.datetime.now())
+    bus = SimulatedBus(reactor, MeterBus(meters), options.delay, options.bit_timing)
     path = bus.start(options.link)
     print(path, flush=True)
     for meter in bus.bus.meters:
