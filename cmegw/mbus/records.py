@@ -1015,26 +1015,24 @@ def _interpret_vif(
         unit = Unit(text_unit or "", text_unit or "")
     else:
         unit = PRIMARY_UNITS.get(code, RESERVED_UNIT)
-    meanings: list[str] = []
-    exponent = unit.exponent
-    factor = unit.factor
-    manufacturer = code == 0x7F
-    if manufacturer:
+    if code == 0x7F:
         # The VIFEs of a manufacturer specific VIF are the manufacturer's.
         return unit, (), True
+    meanings: list[str] = []
+    exponent = unit.exponent
+    manufacturer = False
     for vife in rest:
         meaning = vife & 0x7F
+        meanings.append(describe_vife(meaning))
         if meaning == 0x7F:
             manufacturer = True
-            meanings.append(describe_vife(meaning))
             break
-        meanings.append(describe_vife(meaning))
         if 0x70 <= meaning <= 0x77:
             exponent += (meaning & 0x07) - 6
         elif meaning == 0x7D:
             exponent += 3
-    if exponent != unit.exponent or factor != unit.factor:
-        unit = attrs.evolve(unit, exponent=exponent, factor=factor)
+    if exponent != unit.exponent:
+        unit = attrs.evolve(unit, exponent=exponent)
     return unit, tuple(meanings), manufacturer
 
 
