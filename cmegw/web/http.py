@@ -20,10 +20,12 @@ each), ``clear()``.
 value escaped (``"``, ``\\``, control and non-ASCII bytes as ``\\xHH``: no log
 injection) and cut at 64 bytes (for ``%r``, each of its parts).  The headers
 Authorization, Proxy-Authorization and Cookie are never logged (``-``).
+``AccessRecord`` is what a line is made from.
 
 ``GatewaySite(resource, settings, stats, access_log, reactor=None)``: a
 ``Site`` whose connections enforce, from ``settings()`` (the running
 ``HttpConfig``, read per connection and request):
+
 - Max Timeout: a request not received whole within ``max_timeout`` seconds of
   its start (or of the connection) gets 408 and the connection is closed; a
   slow trickle does not extend it.  An idle keep-alive connection is closed
@@ -32,3 +34,453 @@ Authorization, Proxy-Authorization and Cookie are never logged (``-``).
   larger than ``max_bytes`` gets 413 (as soon as a Content-Length says so).
 - A malformed request gets 400.  All three close the connection.
 """
+
+from __future__ import annotations
+
+import collections
+import re
+import time
+from typing import Any, Callable, Iterable
+
+import attrs
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http_headers import Headers
+
+from cmegw.config.model import HttpConfig
+from cmegw.web.auth import authenticated_user
+
+#: The statuses the HTTP page counts one by one; the others are "unknown".
+COUNTED_STATUSES = (200, 400, 401, 404, 408, 413, 501)
+#: Each expanded log directive is cut at this many bytes.
+LOG_VALUE_LIMIT = 64
+#: Seconds a refused or timed-out client gets to read our answer before the connection is cut.
+ABORT_AFTER = 5
+SERVER_NAME = b"cmegw"
+#: Request headers whose values are secrets and never logged.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+Settings = Callable[[], HttpConfig]
+
+
+@attrs.define
+class HttpStatistics:
+    """The counters of the device's HTTP / Statistics page."""
+
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    status_200: int = 0
+    status_400: int = 0
+    status_401: int = 0
+    status_404: int = 0
+    status_408: int = 0
+    status_413: int = 0
+    status_501: int = 0
+    status_unknown: int = 0
+    work_queue_full: int = 0
+    socket_errors: int = 0
+    memory_errors: int = 0
+    by_status: dict[int, int] = attrs.field(factory=dict)
+
+    def count_response(self, code: int) -> None:
+        if code in COUNTED_STATUSES:
+            name = f"status_{code}"
+            setattr(self, name, getattr(self, name) + 1)
+        else:
+            self.status_unknown += 1
+        if 100 <= code <= 599:
+            self.by_status[code] = self.by_status.get(code, 0) + 1
+
+    def reset(self) -> None:
+        for field in attrs.fields(HttpStatistics):
+            setattr(self, field.name, {} if field.name == "by_status" else 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define
+class AccessLog:
+    """The last `max_entries` lines of the access log."""
+
+    max_entries: int = 50
+    _lines: collections.deque[str] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._lines = collections.deque(maxlen=self.max_entries)
+
+    @property
+    def entries(self) -> list[str]:
+        return list(self._lines)
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(line.encode("utf-8")) + 1 for line in self._lines)
+
+    def resize(self, max_entries: int) -> None:
+        """Keep at most `max_entries` lines from now on (the newest stay)."""
+        if max_entries != self.max_entries:
+            self.max_entries = max_entries
+            self._lines = collections.deque(self._lines, maxlen=max_entries)
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+
+    def clear(self) -> None:
+        self._lines.clear()
+
+
+@attrs.frozen
+class AccessRecord:
+    """What one access log line is made from: a request and its answer."""
+
+    remote: str = "-"
+    local_port: int | None = None
+    method: bytes = b""
+    path: bytes = b""
+    query: bytes = b""
+    version: bytes = b""
+    status: int | None = None
+    body_bytes: int = 0
+    user: str | None = None
+    headers: Headers = attrs.field(factory=Headers)
+    time: float = 0.0
+
+    @classmethod
+    def from_request(cls, request: Any, now: float, status: int | None = None,
+                     body_bytes: int | None = None) -> "AccessRecord":
+        uri = request.uri if isinstance(request.uri, bytes) else b""
+        path, question, query = uri.partition(b"?")
+        method = request.method if isinstance(request.method, bytes) else b""
+        version = request.clientproto if isinstance(request.clientproto, bytes) else b""
+        return cls(remote=_host_of(request.getClientAddress()), local_port=getattr(request.getHost(), "port", None),
+                   method=method, path=path, query=question + query, version=version,
+                   status=request.code if status is None else status,
+                   body_bytes=request.sentLength if body_bytes is None else body_bytes,
+                   user=authenticated_user(request), headers=request.requestHeaders, time=now)
+
+
+def _host_of(address: Any) -> str:
+    return str(getattr(address, "host", None) or "-")
+
+
+def escape_value(raw: bytes, limit: int = LOG_VALUE_LIMIT) -> str:
+    """A log value that cannot forge a line or a field: at most `limit` bytes once escaped."""
+    out: list[str] = []
+    size = 0
+    for byte in raw:
+        if byte == 0x22:
+            piece = '\\"'
+        elif byte == 0x5C:
+            piece = "\\\\"
+        elif 0x20 <= byte < 0x7F:
+            piece = chr(byte)
+        else:
+            piece = f"\\x{byte:02x}"
+        if size + len(piece) > limit:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+_DIRECTIVE = re.compile(r"%(?:\{([^{}]{1,64})\}i|([aBbhmpqtuUrs%]))")
+
+
+def _header_value(headers: Headers, name: str) -> bytes:
+    if name.lower() in SECRET_HEADERS:
+        return b"-"
+    try:
+        values = headers.getRawHeaders(name.encode("ascii"))
+    except (UnicodeEncodeError, ValueError):
+        values = None
+    return b", ".join(values) if values else b"-"
+
+
+def _expand(record: AccessRecord, header: str | None, letter: str | None) -> str:
+    if header is not None:
+        return escape_value(_header_value(record.headers, header))
+    if letter == "%":
+        return "%"
+    if letter in ("a", "h"):
+        return escape_value(record.remote.encode("utf-8", "replace"))
+    if letter == "b":
+        return str(record.body_bytes)
+    if letter == "B":
+        return str(record.body_bytes) if record.body_bytes else "-"
+    if letter == "m":
+        return escape_value(record.method or b"-")
+    if letter == "p":
+        return str(record.local_port) if record.local_port is not None else "-"
+    if letter == "q":
+        return escape_value(record.query)
+    if letter == "t":
+        return time.strftime("%H:%M:%S", time.localtime(record.time))
+    if letter == "u":
+        return escape_value(record.user.encode("utf-8")) if record.user else "-"
+    if letter == "U":
+        return escape_value(record.path or b"-")
+    if letter == "r":
+        parts = (escape_value(record.method or b"-"),
+                 escape_value(record.path or b"-") + escape_value(record.query),
+                 escape_value(record.version or b"-"))
+        return " ".join(parts)
+    return str(record.status) if record.status is not None else "-"
+
+
+def format_entry(log_format: str, record: AccessRecord) -> str:
+    """One access log line in the operator's format (see the module docstring)."""
+    return _DIRECTIVE.sub(lambda m: _expand(record, m.group(1), m.group(2)), log_format)
+
+
+def _headers_size(version: bytes, code: bytes, reason: bytes, headers: Any) -> int:
+    pairs: Iterable[tuple[bytes, bytes]]
+    if isinstance(headers, Headers):
+        pairs = ((name, value) for name, values in headers.getAllRawHeaders() for value in values)
+    else:
+        pairs = headers
+    return len(version) + len(code) + len(reason) + 4 + sum(len(n) + len(v) + 4 for n, v in pairs) + 2
+
+
+class GatewayChannel(HTTPChannel):
+    """
+    One HTTP connection with the device's limits: Max Timeout (408), Max Bytes
+    (413), malformed requests (400), and its traffic counted.
+    """
+
+    site: "GatewaySite"
+    abortTimeout = ABORT_AFTER
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timer: Any = None
+        self._request_bytes = 0
+        self._served = 0
+        self._rejected = False
+        self._replaying = False
+
+    # -- limits ------------------------------------------------------------------
+
+    @property
+    def _settings(self) -> HttpConfig:
+        return self.site.settings()
+
+    def _apply_limits(self) -> None:
+        limit = self._settings.max_bytes
+        self.MAX_LENGTH = limit
+        self.totalHeadersSize = limit
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._apply_limits()
+        self._timer = self.callLater(self._settings.max_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._rejected or self._handlingRequest:
+            return
+        if self._served and not self._request_bytes and not self._buffer:
+            self._close()  # an idle keep-alive connection: nothing was asked
+        else:
+            self._reject(408)
+
+    def _over_limit(self, extra: int = 0) -> bool:
+        return self._request_bytes + extra > self._settings.max_bytes
+
+    # -- refusing ----------------------------------------------------------------
+
+    def _reject(self, code: int) -> None:
+        """Answer `code` to the request being received and close the connection."""
+        if self._rejected:
+            return
+        self._rejected = True
+        self._disarm()
+        reason = RESPONSES.get(code, b"Error")
+        body = b"%d %s\n" % (code, reason)
+        head = (b"HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (code, reason, SERVER_NAME, len(body)))
+        self.transport.write(head + body)
+        self.site.stats.tx_bytes += len(head) + len(body)
+        self.site.log_rejected(self._partial_record(code, len(body)))
+        self._close()
+
+    def _close(self) -> None:
+        self._disarm()
+        if self.abortTimeout is not None and self._abortingCall is None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+    def _partial_record(self, code: int, body_bytes: int) -> AccessRecord:
+        request = self.requests[-1] if self.requests else None
+        now = self.site.reactor.seconds()
+        if request is not None and isinstance(request.uri, bytes) and request.path is not None:
+            return AccessRecord.from_request(request, now, status=code, body_bytes=body_bytes)
+        uri = getattr(self, "_path", b"")
+        path, question, query = uri.partition(b"?")
+        peer = self.transport.getPeer() if self.transport else None
+        host = self.transport.getHost() if self.transport else None
+        return AccessRecord(remote=_host_of(peer), local_port=getattr(host, "port", None),
+                            method=getattr(self, "_command", b""), path=path, query=question + query,
+                            version=getattr(self, "_version", b""), status=code, body_bytes=body_bytes,
+                            headers=request.requestHeaders if request is not None else Headers(), time=now)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self._reject(400)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._reject(413)
+
+    # -- receiving ---------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._replaying:
+            self.site.stats.rx_bytes += len(data)
+        if self._rejected:
+            return
+        super().dataReceived(data)
+        if (not self._rejected and self.line_mode and not self._handlingRequest
+                and self._over_limit(len(self._buffer))):
+            self._reject(413)
+
+    def setLineMode(self, extra: bytes = b"") -> Any:
+        """Pipelined bytes played back after a response are not received twice."""
+        previous, self._replaying = self._replaying, True
+        try:
+            return super().setLineMode(extra)
+        finally:
+            self._replaying = previous
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._rejected:
+            return
+        self._request_bytes += len(line) + len(self.delimiter)
+        if self._over_limit():
+            self._reject(413)
+            return
+        super().lineReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        if self.length is not None and self._over_limit(self.length):
+            self._reject(413)  # before any 100 Continue: the body is not wanted
+            return
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._rejected:
+            super().rawDataReceived(data)
+
+    def body_received(self, size: int) -> bool:
+        """Count `size` decoded body bytes; False when the request is (now) refused."""
+        if self._rejected:
+            return False
+        self._request_bytes += size
+        if self._over_limit():
+            self._reject(413)
+            return False
+        return True
+
+    def allContentReceived(self) -> None:
+        if self._rejected:
+            return
+        self._disarm()
+        self._request_bytes = 0
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        self._served += 1
+        super().requestDone(request)
+        if (self.persistent and not self._rejected and not self._handlingRequest
+                and self.transport is not None and not self.transport.disconnecting):
+            self._arm()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._disarm()
+        if not reason.check(ConnectionDone):
+            self.site.stats.socket_errors += 1
+        super().connectionLost(reason)
+
+    # -- sending -----------------------------------------------------------------
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        super().writeHeaders(version, code, reason, headers)
+        self.site.stats.tx_bytes += _headers_size(version, code, reason, headers)
+
+    def write(self, data: bytes) -> None:
+        self.site.stats.tx_bytes += len(data)
+        super().write(data)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        self.site.stats.tx_bytes += sum(map(len, iovec))
+        super().writeSequence(iovec)
+
+    def _send100Continue(self) -> None:
+        self.site.stats.tx_bytes += len(b"HTTP/1.1 100 Continue\r\n\r\n")
+        super()._send100Continue()
+
+
+class GatewayRequest(server.Request):
+    """A request whose body counts toward Max Bytes and whose answer names no software version."""
+
+    channel: GatewayChannel
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.channel.body_received(len(data)):
+            super().handleContentChunk(data)
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            headers = self.responseHeaders
+            headers.setRawHeaders(b"Server", [SERVER_NAME])
+            if not headers.hasHeader(b"X-Content-Type-Options"):
+                headers.setRawHeaders(b"X-Content-Type-Options", [b"nosniff"])
+            if not headers.hasHeader(b"X-Frame-Options"):
+                headers.setRawHeaders(b"X-Frame-Options", [b"DENY"])
+        super().write(data)
+
+
+class GatewaySite(server.Site):
+    """
+    The web administration's site: `GatewayChannel` connections, statistics
+    and the access log.  `settings()` gives the running ``HttpConfig``.
+    """
+
+    protocol = GatewayChannel  # type: ignore[assignment]
+    requestFactory = GatewayRequest
+    displayTracebacks = False
+
+    def __init__(self, resource: Any, settings: Settings, stats: HttpStatistics | None = None,
+                 access_log: AccessLog | None = None, reactor: Any = None) -> None:
+        super().__init__(resource, requestFactory=GatewayRequest, timeout=None, reactor=reactor)
+        self.settings = settings
+        self.stats = stats if stats is not None else HttpStatistics()
+        self.access_log = access_log if access_log is not None else AccessLog(settings().max_log_entries)
+
+    def log(self, request: Any) -> None:
+        """Called once per answered request (by ``Request.finish``)."""
+        self.stats.count_response(request.code)
+        self._add(AccessRecord.from_request(request, self.reactor.seconds()))
+
+    def log_rejected(self, record: AccessRecord) -> None:
+        """A request refused before it was whole (400, 408, 413)."""
+        if record.status is not None:
+            self.stats.count_response(record.status)
+        self._add(record)
+
+    def _add(self, record: AccessRecord) -> None:
+        settings = self.settings()
+        if not settings.logging:
+            return
+        self.access_log.resize(settings.max_log_entries)
+        self.access_log.add(format_entry(settings.log_format, record))

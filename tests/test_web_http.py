@@ -1,0 +1,408 @@
+"""
+Tests for `cmegw.web.http`: Max Timeout (408), Max Bytes (413), malformed
+requests (400), the statistics and the access log, on a `StringTransport`
+with a `Clock`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+
+from cmegw.web.auth import set_authenticated_user
+from cmegw.web.http import (
+    ABORT_AFTER,
+    AccessLog,
+    AccessRecord,
+    HttpStatistics,
+    escape_value,
+    format_entry,
+)
+from tests.web_helpers import Placeholder, connect, make_site, parse_responses
+
+GET = b"GET /status?x=1 HTTP/1.1\r\nHost: gw\r\nUser-Agent: test\r\nReferer: http://gw/\r\n\r\n"
+
+
+class RequestsTests(SynchronousTestCase):
+    def test_answer_and_counters(self) -> None:
+        """A request is answered; rx/tx bytes are what crossed the wire; 200 is counted."""
+        site, _, _ = make_site()
+        channel, transport = connect(site)
+        channel.dataReceived(GET)
+        [response] = parse_responses(transport.value())
+        self.assertEqual((response.status, response.body), (200, b"hello - /status"))
+        self.assertEqual(site.stats.rx_bytes, len(GET))
+        self.assertEqual(site.stats.tx_bytes, len(transport.value()))
+        self.assertEqual((site.stats.status_200, site.stats.status_unknown), (1, 0))
+
+    def test_no_software_version(self) -> None:
+        """The Server header names cmegw, not the web framework and its version."""
+        site, _, _ = make_site()
+        channel, transport = connect(site)
+        channel.dataReceived(GET)
+        [response] = parse_responses(transport.value())
+        self.assertEqual(response.header("server"), "cmegw")
+        self.assertEqual(response.header("x-content-type-options"), "nosniff")
+
+    def test_pipelined_counted_once(self) -> None:
+        """Pipelined requests are each answered, and their bytes counted once."""
+        site, _, _ = make_site()
+        channel, transport = connect(site)
+        channel.dataReceived(GET * 3)
+        self.assertEqual([r.status for r in parse_responses(transport.value())], [200, 200, 200])
+        self.assertEqual(site.stats.rx_bytes, 3 * len(GET))
+        self.assertEqual(site.stats.tx_bytes, len(transport.value()))
+
+    def test_404_and_unknown(self) -> None:
+        root = Resource()
+        root.putChild(b"status", Placeholder())
+        site, _, _ = make_site(root)
+        channel, transport = connect(site)
+        channel.dataReceived(b"GET /missing HTTP/1.1\r\nHost: gw\r\n\r\nPUT /status HTTP/1.1\r\nHost: gw\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+        self.assertEqual([r.status for r in parse_responses(transport.value())], [404, 501])
+        self.assertEqual((site.stats.status_404, site.stats.status_501), (1, 1))
+        self.assertEqual(site.stats.by_status, {404: 1, 501: 1})
+
+    def test_counted_statuses(self) -> None:
+        stats = HttpStatistics()
+        for code in (200, 400, 401, 404, 408, 413, 501, 302, 500):
+            stats.count_response(code)
+        counted = stats.as_dict()
+        for code in (200, 400, 401, 404, 408, 413, 501):
+            self.assertEqual(counted[f"status_{code}"], 1)
+        self.assertEqual(counted["status_unknown"], 2)
+        stats.reset()
+        self.assertEqual(stats, HttpStatistics())
+
+    def test_socket_errors(self) -> None:
+        """A connection lost uncleanly is a socket error; a clean close is not."""
+        site, _, _ = make_site()
+        channel, _ = connect(site)
+        channel.connectionLost(Failure(ConnectionDone()))
+        channel, _ = connect(site)
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(site.stats.socket_errors, 1)
+
+    def test_post_body(self) -> None:
+        site, _, _ = make_site()
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /f HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertEqual(parse_responses(transport.value())[0].body, b"got 5")
+
+
+class MaxTimeoutTests(SynchronousTestCase):
+    def test_nothing_sent(self) -> None:
+        """A client that sends nothing gets 408 after Max Timeout, and the connection is closed."""
+        site, _, clock = make_site(max_timeout=10)
+        channel, transport = connect(site)
+        clock.advance(9.9)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.1)
+        [response] = parse_responses(transport.value())
+        self.assertEqual(response.status, 408)
+        self.assertEqual(response.header("connection"), "close")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(site.stats.status_408, 1)
+
+    def test_slow_trickle(self) -> None:
+        """A byte a second does not extend Max Timeout."""
+        site, _, clock = make_site(max_timeout=10)
+        channel, transport = connect(site)
+        for byte in GET[:30]:
+            channel.dataReceived(bytes([byte]))
+            clock.advance(1)
+            if transport.value():
+                break
+        self.assertEqual(parse_responses(transport.value())[0].status, 408)
+        self.assertEqual(clock.seconds(), 10)
+        self.assertTrue(transport.disconnecting)
+
+    def test_slow_body(self) -> None:
+        """The body counts too: headers in time but the body late is a 408."""
+        site, _, clock = make_site(max_timeout=10)
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /f HTTP/1.1\r\nHost: gw\r\nContent-Length: 20\r\n\r\n12345")
+        clock.advance(10)
+        self.assertEqual(parse_responses(transport.value())[0].status, 408)
+
+    def test_whole_request_in_time(self) -> None:
+        """A request received whole in time is answered; the timer does not fire afterwards."""
+        site, _, clock = make_site(max_timeout=10)
+        channel, transport = connect(site)
+        clock.advance(9)
+        channel.dataReceived(GET)
+        clock.advance(5)
+        self.assertEqual([r.status for r in parse_responses(transport.value())], [200])
+        self.assertFalse(transport.disconnecting)
+
+    def test_idle_keep_alive_closed_silently(self) -> None:
+        """After a response, a connection that asks nothing more is closed without a 408."""
+        site, _, clock = make_site(max_timeout=10)
+        channel, transport = connect(site)
+        channel.dataReceived(GET)
+        answered = transport.value()
+        clock.advance(10)
+        self.assertEqual(transport.value(), answered)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(site.stats.status_408, 0)
+
+    def test_second_request_timed_from_its_start(self) -> None:
+        site, _, clock = make_site(max_timeout=10)
+        channel, transport = connect(site)
+        clock.advance(8)
+        channel.dataReceived(GET + b"GET / HTTP/1.1\r\n")
+        clock.advance(9.9)
+        self.assertEqual(len(parse_responses(transport.value())), 1)
+        clock.advance(0.1)
+        self.assertEqual([r.status for r in parse_responses(transport.value())], [200, 408])
+
+    def test_applies_live(self) -> None:
+        """A changed Max Timeout applies to the next request."""
+        site, settings, clock = make_site(max_timeout=10)
+        settings.change(max_timeout=3)
+        channel, transport = connect(site)
+        clock.advance(3)
+        self.assertEqual(parse_responses(transport.value())[0].status, 408)
+
+    def test_aborted_when_the_client_does_not_close(self) -> None:
+        site, _, clock = make_site(max_timeout=10)
+        channel, transport = connect(site)
+        clock.advance(10)
+        self.assertFalse(transport.disconnected)
+        clock.advance(ABORT_AFTER)
+        self.assertTrue(transport.disconnected)
+
+    def test_no_timer_after_close(self) -> None:
+        site, _, clock = make_site(max_timeout=10)
+        channel, transport = connect(site)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [c for c in clock.getDelayedCalls() if c.func.__name__ ==
+                                                  "_updateLogDateTime"])
+
+
+class MaxBytesTests(SynchronousTestCase):
+    def test_headers_too_large(self) -> None:
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 1100 + b"\r\n\r\n")
+        [response] = parse_responses(transport.value())
+        self.assertEqual(response.status, 413)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(site.stats.status_413, 1)
+
+    def test_many_small_headers(self) -> None:
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n")
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
+    def test_line_without_end(self) -> None:
+        """A line that never ends is refused as soon as it is too long."""
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"GET /" + b"a" * 600)
+        self.assertEqual(transport.value(), b"")
+        channel.dataReceived(b"a" * 600)
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
+    def test_header_above_twisted_limit_below_max_bytes(self) -> None:
+        """Max Bytes decides, not Twisted's own 16 KiB header limit."""
+        site, _, _ = make_site(max_bytes=40960)
+        channel, transport = connect(site)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        self.assertEqual(parse_responses(transport.value())[0].status, 200)
+
+    def test_content_length_refused_before_the_body(self) -> None:
+        """An announced body too large is refused at once, without a 100 Continue."""
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /f HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+        self.assertNotIn(b"100 Continue", transport.value())
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+        channel.dataReceived(b"x" * 5000)
+        self.assertEqual(len(parse_responses(transport.value())), 1)
+
+    def test_body_within_limit(self) -> None:
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        head = b"POST /f HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+        size = 1024 - len(head % 1000)
+        channel.dataReceived(head % size + b"x" * size)
+        self.assertEqual(parse_responses(transport.value())[0].status, 200)
+
+    def test_chunked_body(self) -> None:
+        """A chunked body is counted as it arrives: 413 once past Max Bytes."""
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /f HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(10):
+            channel.dataReceived(b"100\r\n" + b"x" * 256 + b"\r\n")
+        [response] = parse_responses(transport.value())
+        self.assertEqual(response.status, 413)
+        self.assertTrue(transport.disconnecting)
+
+    def test_chunked_within_limit(self) -> None:
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /f HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n")
+        self.assertEqual(parse_responses(transport.value())[0].body, b"got 8")
+
+    def test_applies_live(self) -> None:
+        site, settings, _ = make_site(max_bytes=40960)
+        settings.change(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
+
+class MalformedTests(SynchronousTestCase):
+    def assertBadRequest(self, data: bytes) -> None:
+        site, _, _ = make_site()
+        channel, transport = connect(site)
+        channel.dataReceived(data)
+        responses = parse_responses(transport.value())
+        self.assertEqual([r.status for r in responses], [400], data)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(site.stats.status_400, 1)
+
+    def test_request_line(self) -> None:
+        self.assertBadRequest(b"GARBAGE\r\n\r\n")
+
+    def test_header_without_colon(self) -> None:
+        self.assertBadRequest(b"GET / HTTP/1.1\r\nHost gw\r\n\r\n")
+
+    def test_header_name(self) -> None:
+        self.assertBadRequest(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n")
+
+    def test_content_length(self) -> None:
+        self.assertBadRequest(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n")
+
+    def test_two_lengths(self) -> None:
+        self.assertBadRequest(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+    def test_chunk_size(self) -> None:
+        self.assertBadRequest(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+
+    def test_transfer_encoding(self) -> None:
+        self.assertBadRequest(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")
+
+    def test_bad_multipart(self) -> None:
+        self.assertBadRequest(b"POST / HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                              b"Content-Length: 5\r\n\r\nhello")
+
+    def test_binary_noise_is_never_500(self) -> None:
+        """Noise gets a 400 or nothing yet, never a 500 nor an exception."""
+        import random
+
+        noise = random.Random(7)
+        for _ in range(200):
+            site, _, clock = make_site()
+            channel, transport = connect(site)
+            channel.dataReceived(bytes(noise.randrange(256) for _ in range(noise.randrange(1, 300))))
+            clock.advance(11)
+            statuses = [r.status for r in parse_responses(transport.value())]
+            self.assertIn(statuses, ([400], [408], [413]))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class AccessLogTests(SynchronousTestCase):
+    def record(self, **changes: object) -> AccessRecord:
+        headers = Headers({b"User-Agent": [b"curl/8"], b"Referer": [b"http://gw/"],
+                           b"Authorization": [b"Basic YWRtaW46YWRtaW4="], b"Cookie": [b"s=1"]})
+        values: dict[str, object] = dict(remote="127.0.0.1", local_port=8080, method=b"GET", path=b"/status",
+                                         query=b"?x=1", version=b"HTTP/1.1", status=200, body_bytes=0,
+                                         user="admin", headers=headers, time=3600.0)
+        values.update(changes)
+        return AccessRecord(**values)  # type: ignore[arg-type]
+
+    def test_directives(self) -> None:
+        clock = time.strftime("%H:%M:%S", time.localtime(3600.0))
+        record = self.record()
+        expected = {"%a": "127.0.0.1", "%h": "127.0.0.1", "%b": "0", "%B": "-", "%m": "GET", "%p": "8080",
+                    "%q": "?x=1", "%t": clock, "%u": "admin", "%U": "/status", "%r": "GET /status?x=1 HTTP/1.1",
+                    "%s": "200", "%{User-Agent}i": "curl/8", "%{X-None}i": "-", "%%": "%", "%z": "%z"}
+        for directive, value in expected.items():
+            self.assertEqual(format_entry(directive, record), value, directive)
+        self.assertEqual(format_entry("%b %B", self.record(body_bytes=12)), "12 12")
+        self.assertEqual(format_entry("%q", self.record(query=b"")), "")
+        self.assertEqual(format_entry("%u", self.record(user=None)), "-")
+
+    def test_default_format(self) -> None:
+        line = format_entry('%h %t "%r" %s %B "%{Referer}i" "%{User-Agent}i"', self.record(body_bytes=5))
+        clock = time.strftime("%H:%M:%S", time.localtime(3600.0))
+        self.assertEqual(line, f'127.0.0.1 {clock} "GET /status?x=1 HTTP/1.1" 200 5 "http://gw/" "curl/8"')
+
+    def test_secrets_never_logged(self) -> None:
+        self.assertEqual(format_entry("%{Authorization}i %{cookie}i %{Proxy-Authorization}i", self.record()),
+                         "- - -")
+
+    def test_cut_at_64_bytes(self) -> None:
+        long = b"/" + b"p" * 200
+        record = self.record(path=long, query=b"?" + b"q" * 200, method=b"M" * 100,
+                             headers=Headers({b"User-Agent": [b"u" * 100]}))
+        self.assertEqual(format_entry("%U", record), "/" + "p" * 63)
+        self.assertEqual(format_entry("%{User-Agent}i", record), "u" * 64)
+        self.assertEqual(format_entry("%r", record), "M" * 64 + " /" + "p" * 63 + "?" + "q" * 63 + " HTTP/1.1")
+
+    def test_escaped(self) -> None:
+        """No log injection: quotes, backslashes, line breaks and other bytes are escaped."""
+        record = self.record(headers=Headers({b"User-Agent": [b'a"b\\c\x1b[31m\xc3\xa9']}), path=b"/a\r\nb")
+        self.assertEqual(format_entry("%{User-Agent}i", record), 'a\\"b\\\\c\\x1b[31m\\xc3\\xa9')
+        self.assertEqual(format_entry("%U", record), "/a\\x0d\\x0ab")
+        self.assertEqual(escape_value(b"\n" * 40), "\\x0a" * 16)
+        self.assertNotIn("\n", format_entry("%U %r", record))
+
+    def test_ring_buffer(self) -> None:
+        log = AccessLog(3)
+        for n in range(5):
+            log.add(f"line {n}")
+        self.assertEqual(log.entries, ["line 2", "line 3", "line 4"])
+        self.assertEqual(log.bytes, 3 * len("line 2\n"))
+        log.resize(2)
+        self.assertEqual(log.entries, ["line 3", "line 4"])
+        log.clear()
+        self.assertEqual((log.entries, log.bytes), ([], 0))
+
+    def test_site_logs_each_request(self) -> None:
+        class WhoAmI(Placeholder):
+            def render_GET(self, request: object) -> bytes:
+                set_authenticated_user(request, "admin")
+                return b"x"
+
+        site, settings, _ = make_site(WhoAmI(), log_format="%u %m %U%q %s %b")
+        channel, transport = connect(site)
+        channel.dataReceived(GET)
+        self.assertEqual(site.access_log.entries, ["admin GET /status?x=1 200 1"])
+
+    def test_max_entries_and_logging_live(self) -> None:
+        site, settings, _ = make_site(max_log_entries=2, log_format="%U")
+        channel, transport = connect(site)
+        for n in range(4):
+            channel.dataReceived(b"GET /%d HTTP/1.1\r\n\r\n" % n)
+        self.assertEqual(site.access_log.entries, ["/2", "/3"])
+        settings.change(logging=False)
+        channel.dataReceived(b"GET /4 HTTP/1.1\r\n\r\n")
+        self.assertEqual(site.access_log.entries, ["/2", "/3"])
+        settings.change(logging=True, max_log_entries=3)
+        channel.dataReceived(b"GET /5 HTTP/1.1\r\n\r\n")
+        self.assertEqual(site.access_log.entries, ["/2", "/3", "/5"])
+
+    def test_refused_requests_logged(self) -> None:
+        site, _, clock = make_site(log_format="%a %r %s %{Host}i", max_bytes=1024)
+        channel, _ = connect(site)
+        channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: gw\r\nAccept: */*\r\n")
+        clock.advance(10)
+        channel, _ = connect(site)
+        channel.dataReceived(b"GET /big HTTP/1.1\r\nX: " + b"a" * 2000)
+        channel, _ = connect(site)
+        channel.dataReceived(b"NOISE\r\n")
+        self.assertEqual(site.access_log.entries, ["127.0.0.1 GET /slow HTTP/1.1 408 gw",
+                                                   "127.0.0.1 GET /big HTTP/1.1 413 -",
+                                                   "127.0.0.1 - - - 400 -"])
