@@ -1,0 +1,90 @@
+# -*- test-case-name: tests.test_web_pages -*-
+"""
+The web administration as one Klein application: the device's pages
+(Status, Network, M-Bus TCP/IP, M-Bus Serial, HTTP, System), their static
+files and the JSON API under ``/api``.
+
+`admin_resource(gateway)` is what the web service serves; it wraps it in the
+authentication of the HTTP page's directives.  Each page group lives in its
+own ``pages_*`` module; `cmegw.web.pages` holds what they share.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from typing import Any, Callable
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+
+from cmegw.web import api, pages_http, pages_network, pages_serial, pages_status, pages_system, pages_tcpip
+from cmegw.web.pages import Admin, CsrfGuard
+
+#: Browsers may keep the static files this long (seconds).
+STATIC_MAX_AGE = 3600
+
+_CSRF = CsrfGuard()
+
+
+def static_files(root: Path) -> dict[str, tuple[bytes, bytes]]:
+    """The files of web/static by name, with their content types (read once, nothing else served)."""
+    files = {}
+    folder = root / "static"
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if kind.startswith("text/") or kind in ("application/javascript", "image/svg+xml"):
+                kind += "; charset=utf-8"
+            files[path.name] = (path.read_bytes(), kind.encode("ascii"))
+    return files
+
+
+def build_app(admin: Admin) -> Klein:
+    app = Klein()
+    files = static_files(admin.root)
+
+    @app.route("/static/<string:name>", methods=["GET"])
+    def static(request: IRequest, name: str) -> Any:
+        found = files.get(name)
+        if found is None:
+            request.setResponseCode(404)
+            return b"not found"
+        request.setHeader(b"content-type", found[1])
+        request.setHeader(b"cache-control", f"private, max-age={STATIC_MAX_AGE}".encode())
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return found[0]
+
+    @app.handle_errors(Exception)
+    def failed(request: IRequest, failure: Any) -> Any:
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+        if failure.check(NotFound, MethodNotAllowed):
+            code = 404 if failure.check(NotFound) else 405
+            if request.path.startswith(b"/api"):
+                return api.json_error(request, code, "no such endpoint" if code == 404 else
+                                      "method not allowed here")
+            request.setResponseCode(code)
+            return admin.page(request, section="", title="Not found" if code == 404 else "Not allowed",
+                              code=code, content="There is no such page here.")
+        return failure
+
+    for module in (pages_status, pages_network, pages_tcpip, pages_serial, pages_http, pages_system, api):
+        module.routes(app, admin)
+    return app
+
+
+def admin_resource(gateway: Any, *, clock: Any = None, root: Path | None = None,
+                   host_network: Callable[[], Any] | None = None, web: Callable[[], Any] | None = None,
+                   updater: Any = None) -> IResource:
+    """
+    The admin pages and API of `gateway` as one resource (to be wrapped in authentication).
+
+    The keyword arguments replace collaborators in tests: the clock for the
+    delayed restart, the web files' folder, the host network reader, the web
+    part's state and the software updater.
+    """
+    admin = Admin(gateway, clock=clock, root=root, csrf=_CSRF, host_network=host_network, web=web)
+    admin.updater = updater or pages_system.SoftwareUpdater(admin)
+    return build_app(admin).resource()

@@ -1,0 +1,184 @@
+# -*- test-case-name: tests.test_web_pages -*-
+"""
+The Network pages: interface status (current and after restart), interface
+configuration and link.
+
+The host's operating system owns its network: "current" is what the kernel
+says now, "after restart" the configured values, which are stored and never
+applied to the host unless an operator enables a backend for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from twisted.web.template import Tag, tags
+
+from cmegw.config.model import LINK_DUPLEXES, LINK_SPEEDS
+from cmegw.web.pages import (
+    Admin,
+    Field,
+    FormState,
+    apply_form,
+    applies_text,
+    card,
+    grid_table,
+    kv_table,
+    mark_restart,
+    settings_form,
+    settings_state,
+)
+
+TABS = (("Interface status", "/network"), ("Interface configuration", "/network/interface"),
+        ("Link", "/network/link"))
+
+INTERFACE_FIELDS = mark_restart([
+    Field("network.bootp", "BOOTP client", "checkbox"),
+    Field("network.dhcp", "DHCP client", "checkbox",
+          help="With BOOTP or DHCP on, the address, gateway, host name and domain below are ignored; "
+               "with both on, DHCP runs."),
+    Field("network.ip_address", "IP address",
+          help="Alone (mask of its class), in CIDR form 192.168.1.1/24, or with a mask: "
+               "192.168.1.1 255.255.255.0.", placeholder="192.168.0.10 255.255.255.0"),
+    Field("network.gateway", "Default gateway", placeholder="192.168.0.1"),
+    Field("network.hostname", "Host name",
+          help="Starts with a letter; letters, digits and hyphens; ends with a letter or digit."),
+    Field("network.domain", "Domain", placeholder="example.com"),
+    Field("network.dhcp_client_id", "DHCP client ID", help="Text, or binary written as hex digits."),
+    Field("network.primary_dns", "Primary DNS"),
+    Field("network.secondary_dns", "Secondary DNS"),
+])
+
+LINK_FIELDS = mark_restart([
+    Field("network.link_speed", "Speed", "select",
+          tuple((s, "auto-negotiate" if s == "auto" else f"{s} Mbit/s") for s in LINK_SPEEDS)),
+    Field("network.link_duplex", "Duplex", "select",
+          tuple((d, "auto-negotiate" if d == "auto" else f"{d} duplex") for d in LINK_DUPLEXES)),
+])
+
+#: The mask is part of the IP address field, as on the device.
+ALIASES = {"network.netmask": "network.ip_address"}
+
+
+def on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def interface_state(admin: Admin) -> FormState:
+    state = settings_state(admin, INTERFACE_FIELDS)
+    net = admin.gateway.store.config.network
+    if net.ip_address and net.netmask:
+        state.values["network.ip_address"] = f"{net.ip_address} {net.netmask}"
+    running = admin.gateway.running_config.network
+    if "network.ip_address" in state.running or running.netmask != net.netmask:
+        state.running["network.ip_address"] = f"{running.ip_address} {running.netmask}".strip()
+    return state
+
+
+def prepare_interface(typed: dict[str, str]) -> dict[str, Any]:
+    """The mask comes from the address field: clear it first so the field alone decides."""
+    return {"network.netmask": "", **typed}
+
+
+def host_note(admin: Admin) -> Tag:
+    net = admin.gateway.running_config.network
+    if net.apply_to_host:
+        text = "Applying these values to the host is switched on (network.apply_to_host)."
+    else:
+        text = ("This host's operating system owns its network: the values below are stored with the "
+                "gateway's configuration and are not applied to the host.")
+    return tags.p(text, class_="muted")
+
+
+def status_content(admin: Admin) -> Tag:
+    host = admin.host_network()
+    saved = admin.gateway.store.config.network
+    running = admin.gateway.running_config.network
+
+    def configured(value: str) -> Any:
+        if not saved.static:
+            return tags.span(value or "—", " ", tags.small("(ignored: DHCP/BOOTP on)", class_="muted"))
+        return value or "—"
+
+    dhcp_now = on_off(running.dhcp)
+    if host.address_source == "DHCP":
+        dhcp_now += " (the host's address has a lease)"
+    rows = [
+        ("BOOTP client", on_off(running.bootp), on_off(saved.bootp)),
+        ("DHCP client", dhcp_now, on_off(saved.dhcp)),
+        ("IP address", host.address or "—", configured(saved.ip_address)),
+        ("Network mask", host.netmask or "—", configured(saved.netmask)),
+        ("Default gateway", host.gateway or "—", configured(saved.gateway)),
+        ("Host name", host.hostname or "—", configured(saved.hostname)),
+        ("Domain", host.domain or "—", configured(saved.domain)),
+        ("DNS suffix search list", " ".join(host.search) or "—", saved.domain or "—"),
+        ("Primary DNS", host.primary_dns or "—", saved.primary_dns or ("from DHCP" if saved.dhcp else "—")),
+        ("Secondary DNS", host.secondary_dns or "—", saved.secondary_dns or ("from DHCP" if saved.dhcp else "—")),
+        ("DHCP client ID", running.dhcp_client_id or "—", saved.dhcp_client_id or "—"),
+    ]
+    table = grid_table(["Setting", "Current", "After restart"], rows, numeric=False)
+    renew = tags.p("DHCP renew: the host's DHCP client renews its own lease (",
+                   tags.code(host.interface or "the interface"), ").", class_="muted")
+    return tags.div(card(f"Interface {host.interface or ''}".strip(), table, host_note(admin), renew, wide=True),
+                    class_="cards")
+
+
+def interface_content(admin: Admin, request: IRequest, state: FormState | None = None) -> Tag:
+    state = state or interface_state(admin)
+    return tags.div(card("Interface configuration", host_note(admin), settings_form(
+        admin, request, "/network/interface", "interface", INTERFACE_FIELDS, state,
+        applies=applies_text(INTERFACE_FIELDS)), wide=True), class_="cards")
+
+
+def link_content(admin: Admin, request: IRequest, state: FormState | None = None) -> Tag:
+    host = admin.host_network()
+    status = card("Link status", kv_table([
+        ("Interface", host.interface or "—"),
+        ("State", host.operstate or "unknown"),
+        ("Speed", f"{host.speed} Mbit/s" if host.speed else "unknown"),
+        ("Duplex", host.duplex or "unknown"),
+        ("MAC address", host.mac or "—"),
+    ]))
+    state = state or settings_state(admin, LINK_FIELDS)
+    config = card("Link configuration", host_note(admin), settings_form(
+        admin, request, "/network/link", "link", LINK_FIELDS, state, applies=applies_text(LINK_FIELDS)))
+    return tags.div(status, config, class_="cards")
+
+
+def routes(app: Klein, admin: Admin) -> None:
+    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
+        return admin.page(request, section="network", title="Network", tabs=TABS, content=content,
+                          code=code, notice=notice)
+
+    @app.route("/network", methods=["GET"])
+    def network_status(request: IRequest) -> Any:
+        return page(request, status_content(admin))
+
+    @app.route("/network/interface", methods=["GET"])
+    def network_interface(request: IRequest) -> Any:
+        return page(request, interface_content(admin, request))
+
+    @app.route("/network/interface", methods=["POST"])
+    def network_interface_post(request: IRequest) -> Any:
+        if not admin.checked(request):
+            return admin.forbidden(request)
+        state, ok = apply_form(admin, request, INTERFACE_FIELDS, prepare=prepare_interface, aliases=ALIASES)
+        if ok:
+            notice = state.notice
+            state = interface_state(admin)
+            state.notice = notice
+        return page(request, interface_content(admin, request, state), code=200 if ok else 400,
+                    notice=state.notice)
+
+    @app.route("/network/link", methods=["GET"])
+    def network_link(request: IRequest) -> Any:
+        return page(request, link_content(admin, request))
+
+    @app.route("/network/link", methods=["POST"])
+    def network_link_post(request: IRequest) -> Any:
+        if not admin.checked(request):
+            return admin.forbidden(request)
+        state, ok = apply_form(admin, request, LINK_FIELDS)
+        return page(request, link_content(admin, request, state), code=200 if ok else 400, notice=state.notice)

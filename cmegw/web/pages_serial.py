@@ -1,0 +1,103 @@
+# -*- test-case-name: tests.test_web_pages -*-
+"""
+The M-Bus Serial pages: statistics and configuration (baud rate) of each line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from twisted.web.template import Tag, tags
+
+from cmegw.config.model import BAUD_RATES
+from cmegw.web.pages import (
+    Admin,
+    Field,
+    FormState,
+    apply_form,
+    applies_text,
+    card,
+    form_value,
+    grid_table,
+    settings_form,
+    settings_state,
+    unavailable,
+)
+
+TABS = (("Statistics", "/serial"), ("Configuration", "/serial/configuration"))
+
+#: (label, attribute of LineStatistics) in the device's order.
+STATISTICS = (
+    ("Receiver bytes", "rx_bytes"),
+    ("Transmitter bytes", "tx_bytes"),
+    ("Receiver breaks", "rx_breaks"),
+    ("Transmitter breaks", "tx_breaks"),
+    ("Parity errors", "parity_errors"),
+    ("Framing errors", "framing_errors"),
+    ("Overrun errors", "overrun_errors"),
+    ("No rx buffer errors", "buffer_errors"),
+    ("Queued receive bytes", "queued_rx"),
+    ("Queued transmit bytes", "queued_tx"),
+)
+
+
+def line_fields(n: int) -> list[Field]:
+    return [Field(f"line.{n}.baud_rate", "Baud rate", "select",
+                  tuple((str(b), f"{b}") for b in BAUD_RATES), unit="bit/s",
+                  help="M-Bus meters talk 300 or 2400 bit/s; some accept more.")]
+
+
+def statistics_content(admin: Admin) -> Tag:
+    stats = admin.gateway.line_stats
+    numbers = list(admin.gateway.running_config.lines)
+    header = ["Counter"] + [f"Line {n}" for n in numbers]
+    rows = []
+    for label, attribute in STATISTICS:
+        rows.append([label] + [unavailable(getattr(stats[n], attribute)) if n in stats else "—" for n in numbers])
+    rows.append(["State"] + [stats[n].state if n in stats else "stopped" for n in numbers])
+    rows.append(["Device"] + [stats[n].device if n in stats else "—" for n in numbers])
+    rows.append(["Baud rate"] + [stats[n].baud_rate if n in stats else "—" for n in numbers])
+    return card("Statistics", grid_table(header, rows),
+                tags.p("Error counters come from the serial driver (TIOCGICOUNT); "
+                       "\u201cunavailable\u201d where the driver keeps none.", class_="muted"), wide=True)
+
+
+def configuration_content(admin: Admin, request: IRequest, states: dict[int, FormState]) -> Tag:
+    forms = []
+    for n, line in admin.gateway.store.config.lines.items():
+        fields = line_fields(n)
+        state = states.get(n) or settings_state(admin, fields)
+        forms.append(card(f"Line {n}", tags.p(tags.code(line.device), class_="muted"),
+                          settings_form(admin, request, "/serial/configuration", str(n), fields, state,
+                                        applies=applies_text(fields)),
+                          id=f"line-{n}"))
+    return tags.div(*forms, class_="cards")
+
+
+def routes(app: Klein, admin: Admin) -> None:
+    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
+        return admin.page(request, section="serial", title="M-Bus Serial", tabs=TABS, content=content,
+                          code=code, notice=notice)
+
+    @app.route("/serial", methods=["GET"])
+    def serial_statistics(request: IRequest) -> Any:
+        return page(request, statistics_content(admin))
+
+    @app.route("/serial/configuration", methods=["GET"])
+    def serial_configuration(request: IRequest) -> Any:
+        return page(request, configuration_content(admin, request, {}))
+
+    @app.route("/serial/configuration", methods=["POST"])
+    def serial_configure(request: IRequest) -> Any:
+        if not admin.checked(request):
+            return admin.forbidden(request)
+        group = form_value(request, "_group")
+        lines = admin.gateway.store.config.lines
+        if not group.isdigit() or int(group) not in lines:
+            return page(request, configuration_content(admin, request, {}), code=400)
+        n = int(group)
+        state, ok = apply_form(admin, request, line_fields(n))
+        return page(request, configuration_content(admin, request, {n: state}), code=200 if ok else 400,
+                    notice=state.notice)

@@ -1,0 +1,129 @@
+# -*- test-case-name: tests.test_web_pages -*-
+"""
+The M-Bus TCP/IP pages: statistics, accept mode and disconnect mode of each tunnel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from twisted.web.template import Tag, tags
+
+from cmegw.config.model import ACCEPT_POLICIES
+from cmegw.stats import format_duration
+from cmegw.web.pages import (
+    Admin,
+    Field,
+    FormState,
+    apply_form,
+    applies_text,
+    card,
+    form_value,
+    grid_table,
+    mark_restart,
+    settings_form,
+    settings_state,
+)
+
+TABS = (("Statistics", "/tcpip"), ("Accept mode", "/tcpip/accept"), ("Disconnect mode", "/tcpip/disconnect"))
+
+#: (label, attribute of TunnelStatistics) in the device's order.
+COUNTERS = (
+    ("Completed accepts", "completed_accepts"),
+    ("Completed connects", "completed_connects"),
+    ("Disconnects", "disconnects"),
+    ("Dropped accepts", "dropped_accepts"),
+    ("Dropped connects", "dropped_connects"),
+    ("Octets forwarded from serial", "octets_from_serial"),
+    ("Octets forwarded from network", "octets_from_network"),
+    ("Octets from serial without a client (discarded)", "octets_discarded"),
+)
+
+
+def accept_fields(n: int) -> list[Field]:
+    return mark_restart([
+        Field(f"tunnel.{n}.enabled", "Server enabled", "checkbox"),
+        Field(f"tunnel.{n}.listen", "Listening endpoint",
+              help="A Twisted endpoint: tcp:10001, or tcp:10001:interface=127.0.0.1 for one address."),
+        Field(f"tunnel.{n}.keepalive", "TCP keep-alive", "number", unit="s",
+              help="A silent dead client is dropped after about this time; 0 turns keep-alive off."),
+        Field(f"tunnel.{n}.on_busy", "When a client is connected", "select",
+              tuple((p, {"refuse": "refuse a second client (device)", "replace": "replace the first client"}
+                     .get(p, p)) for p in ACCEPT_POLICIES)),
+    ])
+
+
+def disconnect_fields(n: int) -> list[Field]:
+    return [Field(f"tunnel.{n}.disconnect_timeout", "Disconnect timeout", "number", unit="s",
+                  help="The connection is closed after this many seconds without data either way; 0 = never.")]
+
+
+def statistics_content(admin: Admin) -> Tag:
+    stats = admin.gateway.tunnel_stats
+    numbers = list(admin.gateway.running_config.tunnels)
+    now = admin.clock.seconds()
+    header = ["Counter"] + [f"Tunnel {n}" for n in numbers]
+    rows: list[list[Any]] = []
+    for label, attribute in COUNTERS:
+        rows.append([label] + [getattr(stats[n], attribute) if n in stats else "—" for n in numbers])
+    rows.append(["Accept connection time"] + [format_duration(stats[n].accept_connection_time(now))
+                                               if n in stats else "—" for n in numbers])
+    for i in range(12):
+        rows.append([f"Connect {i + 1} connection time"] + [
+            format_duration(stats[n].connect_times[i]) if n in stats and i < len(stats[n].connect_times)
+            else "—" for n in numbers])
+    rows.append(["State"] + [(stats[n].state + (f" ({stats[n].peer})" if stats[n].peer else ""))
+                             if n in stats else "stopped" for n in numbers])
+    rows.append(["Listening on"] + [stats[n].listening or "—" if n in stats else "—" for n in numbers])
+    return card("Statistics", grid_table(header, rows), wide=True)
+
+
+def forms_content(admin: Admin, request: IRequest, action: str, fields_of: Callable[[int], list[Field]],
+                  states: dict[int, FormState], intro: str) -> Tag:
+    forms = []
+    for n in admin.gateway.store.config.tunnels:
+        fields = fields_of(n)
+        state = states.get(n) or settings_state(admin, fields)
+        forms.append(card(f"Tunnel {n} (line {n})", settings_form(
+            admin, request, action, str(n), fields, state, intro=intro, applies=applies_text(fields)),
+            id=f"tunnel-{n}"))
+    if not forms:
+        forms.append(card("No tunnels", tags.p("No tunnel is configured.")))
+    return tags.div(*forms, class_="cards")
+
+
+def routes(app: Klein, admin: Admin) -> None:
+    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
+        return admin.page(request, section="tcpip", title="M-Bus TCP/IP", tabs=TABS, content=content,
+                          code=code, notice=notice)
+
+    @app.route("/tcpip", methods=["GET"])
+    def tcpip_statistics(request: IRequest) -> Any:
+        return page(request, statistics_content(admin))
+
+    kinds = {
+        "accept": (accept_fields, "Accept mode: the gateway listens and one client at a time gets the line."),
+        "disconnect": (disconnect_fields, "Disconnect mode: an idle connection is closed."),
+    }
+    for kind, (fields_of, intro) in kinds.items():
+        action = f"/tcpip/{kind}"
+
+        def show(request: IRequest, fields_of: Any = fields_of, intro: str = intro, action: str = action) -> Any:
+            return page(request, forms_content(admin, request, action, fields_of, {}, intro))
+
+        def change(request: IRequest, fields_of: Any = fields_of, intro: str = intro,
+                   action: str = action) -> Any:
+            if not admin.checked(request):
+                return admin.forbidden(request)
+            group = form_value(request, "_group")
+            if not group.isdigit() or int(group) not in admin.gateway.store.config.tunnels:
+                return page(request, forms_content(admin, request, action, fields_of, {}, intro), code=400)
+            n = int(group)
+            state, ok = apply_form(admin, request, fields_of(n))
+            return page(request, forms_content(admin, request, action, fields_of, {n: state}, intro),
+                        code=200 if ok else 400, notice=state.notice)
+
+        app.route(action, methods=["GET"], endpoint=f"tcpip_{kind}")(show)
+        app.route(action, methods=["POST"], endpoint=f"tcpip_{kind}_post")(change)
