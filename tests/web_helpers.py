@@ -14,7 +14,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
-from zope.interface import directlyProvides
+from zope.interface import implementer
 
 from cmegw.config.model import HttpConfig
 from cmegw.web.auth import authenticated_user
@@ -55,11 +55,21 @@ def make_site(resource: Any = None, clock: Clock | None = None, **http: Any) -> 
     return site, settings, clock
 
 
+@implementer(ISSLTransport)
+class SecureStringTransport(StringTransport):
+    """A `StringTransport` that says it is TLS (``request.isSecure()``)."""
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+    def getPeerCertificate(self) -> None:
+        return None
+
+
 def connect(site: GatewaySite, secure: bool = False, port: int = 8080) -> tuple[Any, StringTransport]:
-    transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", port),
-                                peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
-    if secure:
-        directlyProvides(transport, ISSLTransport)
+    kind = SecureStringTransport if secure else StringTransport
+    transport = kind(hostAddress=IPv4Address("TCP", "127.0.0.1", port),
+                     peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     channel = site.buildProtocol(transport.getPeer())
     channel.makeConnection(transport)
     return channel, transport
