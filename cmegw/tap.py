@@ -83,4 +83,6 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
 
 def part_factories() -> list[Any]:
     """The parts beside lines and tunnels (web, console, ...), each built from the gateway."""
-    return []
+    from cmegw.console.service import make_console
+
+    return [make_console]
