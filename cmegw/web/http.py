@@ -467,6 +467,10 @@ class GatewaySite(server.Site):
         self.stats = stats if stats is not None else HttpStatistics()
         self.access_log = access_log if access_log is not None else AccessLog(settings().max_log_entries)
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN: the channels speak HTTP/1.1 only."""
+        return [b"http/1.1"]
+
     def log(self, request: Any) -> None:
         """Called once per answered request (by ``Request.finish``)."""
         self.stats.count_response(request.code)
