@@ -77,14 +77,14 @@ def build_app(admin: Admin) -> Klein:
 
 def admin_resource(gateway: Any, *, clock: Any = None, root: Path | None = None,
                    host_network: Callable[[], Any] | None = None, web: Callable[[], Any] | None = None,
-                   updater: Any = None) -> IResource:
+                   updater: Callable[[Admin], Any] | None = None) -> IResource:
     """
     The admin pages and API of `gateway` as one resource (to be wrapped in authentication).
 
     The keyword arguments replace collaborators in tests: the clock for the
     delayed restart, the web files' folder, the host network reader, the web
-    part's state and the software updater.
+    part's state and the software updater (built from the `Admin`).
     """
     admin = Admin(gateway, clock=clock, root=root, csrf=_CSRF, host_network=host_network, web=web)
-    admin.updater = updater or pages_system.SoftwareUpdater(admin)
+    admin.updater = (updater or pages_system.SoftwareUpdater)(admin)
     return build_app(admin).resource()

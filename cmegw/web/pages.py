@@ -259,7 +259,7 @@ class Layout(Element):
             product=identity.product_type,
             identity=f"S/N {identity.serial_number or '—'}",
             version=f"{cmegw.__version__}",
-            user=f"signed in as {self.user}" if self.user else "",
+            user=f" · signed in as {self.user}" if self.user else "",
             nav=nav,
             tabs=tabs,
             banners=self.admin.banners(),
@@ -614,6 +614,7 @@ class Admin:
              tabs: Sequence[tuple[str, str]] = (), active: str = "", notice: Notice | None = None,
              code: int = 200, head: Any = "") -> Layout:
         security_headers(request)
+        self.csrf.session_id(request)  # the cookie must go out with the headers, before any form renders
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return Layout(self, request, section=section, title=title, content=content, tabs=tabs,

@@ -69,7 +69,9 @@ def configuration_content(admin: Admin, request: IRequest, states: dict[int, For
     for n, line in admin.gateway.store.config.lines.items():
         fields = line_fields(n)
         state = states.get(n) or settings_state(admin, fields)
-        forms.append(card(f"Line {n}", tags.p(tags.code(line.device), class_="muted"),
+        stats = admin.gateway.line_stats.get(n)
+        device = stats.device if stats is not None and stats.device else line.device
+        forms.append(card(f"Line {n}", tags.p(tags.code(device), class_="muted"),
                           settings_form(admin, request, "/serial/configuration", str(n), fields, state,
                                         applies=applies_text(fields)),
                           id=f"line-{n}"))
