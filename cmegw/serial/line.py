@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cmegw.config.model import LineConfig
-from cmegw.fastpath import write_now
+from cmegw.fastpath import Writer, fast_writer
 from cmegw.stats import LINE_CLOSED, LINE_ERROR, LINE_OPEN, LineStatistics
 
 log = Logger(namespace="cmegw.line")
@@ -148,6 +148,7 @@ class SerialLine(service.Service):
         self.device_override = device
         self.receiver: Receiver | None = None
         self.transport: M_BusSerialPort | None = None
+        self._write: Writer = _dropped
         self._protocol: _LineProtocol | None = None
         self._reopen: Any = None
         self._paused = False
@@ -197,11 +198,10 @@ class SerialLine(service.Service):
 
     def write(self, data: bytes) -> bool:
         """Write bytes to the device; False when the line is not open (the bytes are dropped)."""
-        transport = self.transport
-        if transport is None:
+        if self.transport is None:
             return False
         self.stats.tx_bytes += len(data)
-        write_now(transport, data)
+        self._write(data)
         return True
 
     def apply(self, config: LineConfig, device: str | None = None) -> None:
@@ -273,6 +273,7 @@ class SerialLine(service.Service):
             self._fail(f"cannot open {self.device}: {_reason(e)}")
             return
         self.transport = transport
+        self._write = fast_writer(transport)
         self._protocol = protocol
         self._icount_base = read_icount(transport.fileno())
         self.stats.state = LINE_OPEN
@@ -295,6 +296,7 @@ class SerialLine(service.Service):
 
     def _close(self) -> None:
         transport, self.transport, self._protocol = self.transport, None, None
+        self._write = _dropped
         if transport is not None and transport.connected:
             transport.connectionLost(Failure(main.CONNECTION_DONE))
         self._set_upstream_paused(False)
@@ -348,6 +350,10 @@ class SerialLine(service.Service):
         kernel_out = _queued(fd, TIOCOUTQ)
         buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         self.stats.queued_tx = None if kernel_out is None else kernel_out + buffered
+
+
+def _dropped(data: bytes) -> None:
+    """The writer of a closed line."""
 
 
 @implementer(IPushProducer)

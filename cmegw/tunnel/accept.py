@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cmegw.config.model import TunnelConfig
-from cmegw.fastpath import write_now
+from cmegw.fastpath import fast_writer
 from cmegw.serial.line import SerialLine
 from cmegw.stats import (
     TUNNEL_CONNECTED,
@@ -81,6 +81,7 @@ class TunnelProtocol(Protocol):
         self.peer = describe(self.transport.getPeer())
         self.last_activity = factory.clock.seconds()
         transport = self.transport
+        self.write = fast_writer(transport)
         if hasattr(transport, "setTcpNoDelay"):
             transport.setTcpNoDelay(True)
             set_keepalive(transport, factory.config.keepalive)
@@ -100,7 +101,7 @@ class TunnelProtocol(Protocol):
         factory = self.factory
         factory.stats.octets_from_serial += len(data)
         self.last_activity = factory.clock.seconds()
-        write_now(self.transport, data)
+        self.write(data)
 
     def close(self, reason: str) -> None:
         self.closing_reason = reason
