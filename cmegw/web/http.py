@@ -342,7 +342,15 @@ class GatewayChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.site.channels.add(self)
         self._arm()
+
+    def close_when_idle(self) -> None:
+        """Close now if no request is being answered, else once its answer is sent."""
+        if self._handlingRequest:
+            self.persistent = False
+        else:
+            self._close()
 
     def dataReceived(self, data: bytes) -> None:
         if not self._replaying:
@@ -407,6 +415,7 @@ class GatewayChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
+        self.site.channels.discard(self)
         if not reason.check(ConnectionDone):
             self.site.stats.socket_errors += 1
         super().connectionLost(reason)
@@ -466,6 +475,12 @@ class GatewaySite(server.Site):
         self.settings = settings
         self.stats = stats if stats is not None else HttpStatistics()
         self.access_log = access_log if access_log is not None else AccessLog(settings().max_log_entries)
+        self.channels: set[GatewayChannel] = set()
+
+    def close_connections(self) -> None:
+        """Close every connection (each after the answer it is sending): the web part stops."""
+        for channel in list(self.channels):
+            channel.close_when_idle()
 
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN: the channels speak HTTP/1.1 only."""
