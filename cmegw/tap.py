@@ -84,5 +84,6 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
 def part_factories() -> list[Any]:
     """The parts beside lines and tunnels (web, console, ...), each built from the gateway."""
     from cmegw.console.service import make_console
+    from cmegw.web.service import make_web
 
-    return [make_console]
+    return [make_web, make_console]
