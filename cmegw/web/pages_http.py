@@ -80,7 +80,7 @@ CONFIG_FIELDS = mark_restart([
 ])
 
 DIRECTIVE_FIELDS = [
-    Field("uri", "URI", placeholder="/api", help="Begins with /; the longest matching URI decides."),
+    Field("uri", "URI", help="Begins with /; the longest matching URI decides."),
     Field("realm", "Realm", placeholder="config"),
     Field("auth_type", "AuthType", "select", tuple((t, t) for t in AUTH_TYPES)),
 ]
