@@ -190,8 +190,8 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
     # -- idle and login timers -----------------------------------------------------------
 
     def touch(self) -> None:
-        """Input arrived: restart the idle timer (before login: the login timer)."""
-        if self.state == CLOSED:
+        """Input arrived: restart the idle timer (the login timer runs from the connection on)."""
+        if self.state == CLOSED or (self.session is None and self._idle_timer is not None):
             return
         if self._idle_timer is not None and self._idle_timer.active():
             self._idle_timer.cancel()
@@ -417,13 +417,13 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
             return
         self.say("Login incorrect.")
         self.state = LOGIN_NAME
-        self.touch()
         self._ask_login()
 
     def _logged_in(self, name: str) -> None:
         self.session = Session(self.console.gateway, user=name, emit=self._emit)
         self.state = COMMAND
         log.info("Console: {user} logged in from {peer}", user=name, peer=self._peer())
+        self._stop_timers()
         self.touch()
         self.say(f"Logged in as {name}. 'help' lists the commands; Tab completes.")
         self.drawInputLine()
