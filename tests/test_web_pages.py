@@ -958,3 +958,23 @@ class WebRootTests(unittest.TestCase):
         self.assertTrue((root / "templates" / "layout.xml").is_file())
         self.assertTrue((root / "static" / "cmegw.css").is_file())
         self.assertTrue((root / "API.md").is_file())
+
+    def test_every_web_file_is_installed(self) -> None:
+        """setup.cfg's data_files ship every file of web/ to where web_root() looks after `pip install .`."""
+        import configparser
+        import glob
+
+        from cmegw.web.pages import DATA_SUBDIR
+
+        repo = Path(__file__).resolve().parents[1]
+        parser = configparser.ConfigParser()
+        parser.read(repo / "setup.cfg")
+        shipped = {}
+        for target, patterns in parser["options.data_files"].items():
+            for pattern in patterns.split():
+                for found in glob.glob(str(repo / pattern)):
+                    shipped[Path(found).relative_to(repo / "web")] = Path(target) / Path(found).name
+        files = {p.relative_to(repo / "web") for p in (repo / "web").rglob("*") if p.is_file()}
+        self.assertEqual(set(shipped), files)
+        for source, target in shipped.items():
+            self.assertEqual(target, DATA_SUBDIR / source)
