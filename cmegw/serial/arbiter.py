@@ -1,0 +1,617 @@
+# -*- test-case-name: tests.test_arbiter -*-
+"""
+One owner of an M-Bus line per transaction.
+
+M-Bus is half duplex with one master: a request frame goes out, then the bus
+belongs to the addressed slave until its reply is complete or the time the
+standard allows it has passed.  Two masters talking at once corrupt each
+other's replies.  `BusArbiter` sits between a `SerialLine` and everything that
+talks on it (the tunnel, the gateway's own master, tunnel sharing) and lets
+one transaction run at a time.
+
+Transactions
+    `BusArbiter.transact(request)` queues a request (a bounded FIFO; a full
+    queue refuses at once with `BusBusy`) and returns a Deferred that fires
+    with a `Reply` when the transaction ends:
+
+    - a clean telegram was heard (its length is read from its header with
+      `frames.frame_length`, so a reply split over several reads is
+      reassembled), optionally followed by `settle` seconds in which nothing
+      more may arrive (more bytes mean several slaves answered: a collision);
+    - nothing arrived within the first-byte timeout: 330 bit times + 50 ms
+      (EN 13757-2) + 11 bit times for the character itself + `USB_SLACK` for
+      adapters, counted from the moment the request's last character has
+      left the UART (its length in characters at the line's baud rate);
+    - bytes arrived but the line then stayed silent for the
+      defragmentation timeout (`USB_SLACK` + 3 characters) before a whole
+      telegram was heard, or after bytes no telegram can start with;
+    - the whole reply window ran out: the first-byte timeout plus the
+      longest telegram (261 characters).
+
+    The outcome says which (`REPLY_OK`, `REPLY_SILENT`, `REPLY_GARBLED`,
+    `REPLY_INVALID`, `REPLY_TRUNCATED`); the bytes heard are always kept in
+    `Reply.data`, exactly as they came, so a sharing client gets the bus's
+    own garbage when several slaves answer.  A request that expects no reply
+    (a broadcast to 255) ends when it has been transmitted.  Between two
+    transactions the line idles for 33 bit times, as EN 60870-5-1 asks.
+
+    Each caller keeps at most one transaction queued at a time (the master
+    sends its next request when the last one is answered; a sharing client
+    likewise), so the FIFO interleaves them: a running scan and the tunnel
+    clients take turns and nobody is starved.  A transaction cancelled while
+    it waits leaves the queue; one cancelled on the wire keeps the bus until
+    its reply window ends, so its late reply cannot corrupt the next one.
+
+Transparent mode (the default: sharing off)
+    The transparent tunnel talks to `BusArbiter.port`, a `TransparentPort`
+    that looks like the line (``attach``, ``write``, producer and consumer).
+    While nobody else wants the bus, the line hands its bytes straight to the
+    tunnel's receiver (the arbiter is not in that path at all) and the port's
+    ``write`` is one flag check in front of ``SerialLine.write``.  That is
+    the device's exact behaviour and its lean byte path.
+
+    When a transaction is queued (the gateway's master, a scan), the arbiter
+    must not break into an exchange the tunnel's client has running.  It
+    cannot parse the client's traffic (transparent means unparsed), so it
+    waits for a *quiet gap*: no byte either way for the first-byte timeout
+    plus the transmission time of the last bytes written, the longest a
+    reply to them could take to start.  It sees traffic without touching the
+    byte path by reading the line's byte counters (``stats.rx_bytes`` and
+    ``tx_bytes``) each time it looks, every quarter of the gap while it
+    waits.  Counters unchanged since the arbiter last gave the bus back mean
+    nothing is pending: it takes the bus at once.
+
+    Taking the bus swaps the line's receiver for the arbiter's collector and
+    sets the port to *hold*: what the client writes is kept (bounded; past
+    `HOLD_LIMIT` its reading is paused) instead of reaching the line.  After
+    each transaction the arbiter looks at the held bytes: if the client has
+    written something, the bus goes back at once (receiver restored, held
+    bytes written to the line, the client resumed) and the next queued
+    transaction waits for a quiet gap again; if not, the next queued
+    transaction runs.  So a client's request waits at most one master
+    transaction (longest: 1.4 s at 2400 baud) and a scan never starves it;
+    when the queue is empty the bus goes back.  A client that disconnects
+    with held bytes loses them (counted).
+
+Sharing mode
+    `cmegw.tunnel.sharing` parses each client's frames and calls `transact`;
+    nothing uses the transparent path, so no quiet gaps are needed: the bus
+    is taken and given back around each transaction, and stray bytes between
+    transactions go to the port's receiver (the sharing factory counts them).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable
+
+import attrs
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from zope.interface import implementer
+
+from cmegw.mbus import frames
+from cmegw.mbus.frames import (
+    ChecksumError,
+    FrameError,
+    StopByteError,
+    TruncatedFrame,
+)
+
+#: Bits of one character on the wire: start, 8 data, even parity, stop.
+BITS_PER_CHARACTER = 11
+#: Latest start of a slave's answer after the request (EN 13757-2): bits and seconds.
+ANSWER_DELAY_BITS = 330
+ANSWER_DELAY_SECONDS = 0.050
+#: What a USB serial adapter may add to a reply's arrival (latency timer, scheduling).
+USB_SLACK = 0.100
+#: Characters of silence, beyond USB_SLACK, after which a reply is taken as ended.
+DEFRAGMENTATION_CHARACTERS = 3
+#: Line idle between two telegrams (EN 60870-5-1: at least 33 bit times).
+INTER_TELEGRAM_BITS = 33
+#: Transactions that may wait for the bus (mbusd serves 32 clients).
+QUEUE_LIMIT = 32
+#: Bytes a transparent client may write while the bus is held before it is paused.
+HOLD_LIMIT = 4096
+
+REPLY_OK = "ok"
+REPLY_SILENT = "silent"
+REPLY_GARBLED = "garbled"
+REPLY_INVALID = "invalid"
+REPLY_TRUNCATED = "truncated"
+REPLY_NOT_EXPECTED = "not expected"
+
+
+def character_time(baud: int) -> float:
+    """Seconds one character takes on the wire."""
+    return BITS_PER_CHARACTER / baud
+
+
+def first_byte_timeout(baud: int) -> float:
+    """
+    Longest wait, after a request's last character, for the reply's first
+    character to be read: 330 bit times + 50 ms, the character itself, USB slack.
+    """
+    return (ANSWER_DELAY_BITS + BITS_PER_CHARACTER) / baud + ANSWER_DELAY_SECONDS + USB_SLACK
+
+
+def reply_timeout(baud: int, characters: int = frames.MAX_TELEGRAM_LENGTH) -> float:
+    """Longest wait for a whole reply of `characters` after the request's last character."""
+    return first_byte_timeout(baud) + characters * character_time(baud)
+
+
+def defragmentation_timeout(baud: int) -> float:
+    """Silence after which bytes that arrived are taken as the whole reply."""
+    return USB_SLACK + DEFRAGMENTATION_CHARACTERS * character_time(baud)
+
+
+def transaction_floor(request: int, reply: int, baud: int) -> float:
+    """
+    The shortest an exchange can take on the wire: the request, the slave's
+    minimum turnaround (11 bit times), the reply, the idle before the next.
+    """
+    return ((request + reply) * BITS_PER_CHARACTER + BITS_PER_CHARACTER + INTER_TELEGRAM_BITS) / baud
+
+
+class BusBusy(Exception):
+    """Too many transactions wait for the bus already."""
+
+
+class LineUnavailable(Exception):
+    """The line is not open (or is stopping): the request cannot go out."""
+
+
+@attrs.frozen
+class Reply:
+    """
+    How one transaction ended.
+
+    @ivar data: every byte heard in the reply window, as it came.
+    @ivar frame: the parsed telegram when `outcome` is `REPLY_OK`.
+    @ivar error: why the bytes are not one clean telegram (empty when they are).
+    """
+
+    request: bytes
+    outcome: str
+    data: bytes = b""
+    frame: frames.Frame | None = None
+    error: str = ""
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == REPLY_OK
+
+    @property
+    def silent(self) -> bool:
+        return self.outcome == REPLY_SILENT
+
+
+@attrs.define
+class ArbiterStatistics:
+    """Counters of one line's arbiter (read by the web pages and the console)."""
+
+    transactions: int = 0
+    answered: int = 0
+    silent: int = 0
+    garbled: int = 0
+    invalid: int = 0
+    truncated: int = 0
+    refused: int = 0
+    cancelled: int = 0
+    #: Bytes from the line while the arbiter owned the bus but no transaction ran.
+    stray_bytes: int = 0
+    #: Times the bus was taken from the transparent path, and the client bytes held meanwhile.
+    takeovers: int = 0
+    held_bytes: int = 0
+    held_dropped: int = 0
+    queue_length: int = 0
+    queue_peak: int = 0
+    #: Seconds the bus was owned by transactions.
+    busy_time: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+@attrs.define(eq=False)
+class _Transaction:
+    request: bytes
+    expect_reply: bool
+    settle: float
+    deferred: defer.Deferred = attrs.field(init=False)
+    buffer: bytearray = attrs.field(factory=bytearray)
+    started: float = 0.0
+    baud: int = 2400
+    timer: IDelayedCall | None = None
+    deadline: IDelayedCall | None = None
+
+
+def _shape(buf: bytes) -> str:
+    """Whether `buf` is an incomplete, a complete or a broken telegram (extra bytes count as broken)."""
+    try:
+        needed = frames.frame_length(buf[:4])
+    except FrameError:
+        return REPLY_GARBLED
+    if needed is None or len(buf) < needed:
+        return REPLY_TRUNCATED
+    return REPLY_OK if len(buf) == needed else REPLY_GARBLED
+
+
+def classify(request: bytes, data: bytes, expect_reply: bool = True, duration: float = 0.0) -> Reply:
+    """The `Reply` for the bytes heard after `request`."""
+    if not expect_reply:
+        return Reply(request, REPLY_NOT_EXPECTED, data, duration=duration)
+    if not data:
+        return Reply(request, REPLY_SILENT, duration=duration)
+    try:
+        frame = frames.parse_frame(data)
+    except TruncatedFrame as e:
+        return Reply(request, REPLY_TRUNCATED, data, error=str(e), duration=duration)
+    except (ChecksumError, StopByteError) as e:
+        return Reply(request, REPLY_INVALID, data, error=str(e), duration=duration)
+    except FrameError as e:
+        return Reply(request, REPLY_GARBLED, data, error=str(e), duration=duration)
+    return Reply(request, REPLY_OK, data, frame, duration=duration)
+
+
+class BusArbiter(service.Service):
+    """One transaction at a time on line `number`; see the module docstring."""
+
+    def __init__(self, number: int, line: Any, clock: Any, queue_limit: int = QUEUE_LIMIT,
+                 stats: ArbiterStatistics | None = None) -> None:
+        self.number = number
+        self.line = line
+        self.clock = clock
+        self.queue_limit = queue_limit
+        self.stats = stats if stats is not None else ArbiterStatistics()
+        self.port = TransparentPort(self)
+        self._queue: collections.deque[_Transaction] = collections.deque()
+        self._current: _Transaction | None = None
+        self._owning = False
+        self._owned_since = 0.0
+        self._start_call: IDelayedCall | None = None
+        self._quiet_call: IDelayedCall | None = None
+        self._bus_free_at = 0.0
+        self._seen_total, self._seen_tx = self._counters()
+        self._seen_at = float("-inf")
+        self._quiet_needed = 0.0
+        line.attach(self.port.receiver)
+
+    # -- public API ----------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether a transaction runs or waits."""
+        return self._current is not None or bool(self._queue)
+
+    def transact(self, request: bytes, expect_reply: bool = True, settle: float = 0.0) -> defer.Deferred:
+        """
+        Queue `request`; the Deferred fires with its `Reply` (or fails with
+        `BusBusy` when the queue is full, `LineUnavailable` when the line is
+        not open).  Cancelling it takes a waiting request off the queue.
+        """
+        if len(self._queue) >= self.queue_limit:
+            self.stats.refused += 1
+            return defer.fail(BusBusy(f"line {self.number}: {len(self._queue)} transactions wait already"))
+        transaction = _Transaction(bytes(request), expect_reply, settle)
+        transaction.deferred = defer.Deferred(lambda d: self._cancelled(transaction))
+        self._queue.append(transaction)
+        self._queue_changed()
+        self._advance()
+        return transaction.deferred
+
+    def stopService(self) -> Any:
+        super().stopService()
+        for call in (self._start_call, self._quiet_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._start_call = self._quiet_call = None
+        waiting, self._queue = list(self._queue), collections.deque()
+        self._queue_changed()
+        current = self._current
+        if current is not None:
+            self._stop_timers(current)
+            self._current = None
+            waiting.insert(0, current)
+        for transaction in waiting:
+            if not transaction.deferred.called:
+                transaction.deferred.errback(LineUnavailable(f"line {self.number} is stopping"))
+        if self._owning:
+            self._give_back()
+        return None
+
+    # -- scheduling ----------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Start the next transaction when the bus is ours and idle; give it back when not needed."""
+        if self._current is not None or self._start_call is not None or self._quiet_call is not None:
+            return
+        if self._owning and (not self._queue or self.port.held):
+            self._give_back()
+        if not self._queue:
+            return
+        now = self.clock.seconds()
+        if not self._owning:
+            wait = self._quiet_remaining(now)
+            if wait > 0:
+                self._quiet_call = self.clock.callLater(min(wait, self._quiet_needed / 4), self._quiet_due)
+                return
+            self._take()
+        wait = self._bus_free_at - now
+        if wait > 0:
+            self._start_call = self.clock.callLater(wait, self._start_due)
+            return
+        self._start(self._queue.popleft())
+
+    def _quiet_due(self) -> None:
+        self._quiet_call = None
+        self._advance()
+
+    def _start_due(self) -> None:
+        self._start_call = None
+        self._advance()
+
+    def _counters(self) -> tuple[int, int]:
+        stats = self.line.stats
+        return stats.rx_bytes + stats.tx_bytes, stats.tx_bytes
+
+    def _quiet_remaining(self, now: float) -> float:
+        """Seconds until the transparent path has been quiet long enough to take the bus."""
+        total, tx = self._counters()
+        if total != self._seen_total:
+            written = min(tx - self._seen_tx, frames.MAX_TELEGRAM_LENGTH)
+            self._seen_total, self._seen_tx, self._seen_at = total, tx, now
+            baud = self.line.config.baud_rate
+            self._quiet_needed = first_byte_timeout(baud) + written * character_time(baud)
+        return self._seen_at + self._quiet_needed - now
+
+    def _take(self) -> None:
+        self._owning = True
+        self._owned_since = self.clock.seconds()
+        self.port.holding = True
+        if self.port.client_connected:
+            self.stats.takeovers += 1
+        self.line.attach(self._collect)
+        if self.port.line_paused:
+            self.line.resumeProducing()
+
+    def _give_back(self) -> None:
+        self._owning = False
+        now = self.clock.seconds()
+        self.stats.busy_time += now - self._owned_since
+        self.port.holding = False
+        self.line.attach(self.port.receiver)
+        if self.port.line_paused:
+            self.line.pauseProducing()
+        held = self.port.release()
+        self._seen_total, self._seen_tx = self._counters()
+        if held:
+            baud = self.line.config.baud_rate
+            self._seen_at = now
+            self._quiet_needed = first_byte_timeout(baud) + min(held, frames.MAX_TELEGRAM_LENGTH) * character_time(
+                baud)
+        else:
+            self._seen_at = float("-inf")
+
+    def _queue_changed(self) -> None:
+        self.stats.queue_length = len(self._queue)
+        self.stats.queue_peak = max(self.stats.queue_peak, len(self._queue))
+
+    # -- one transaction -----------------------------------------------------
+
+    def _start(self, transaction: _Transaction) -> None:
+        self._queue_changed()
+        self._current = transaction
+        now = self.clock.seconds()
+        baud = self.line.config.baud_rate
+        transaction.started = now
+        transaction.baud = baud
+        self.stats.transactions += 1
+        if not self.line.write(transaction.request):
+            self._current = None
+            self._bus_free_at = now
+            transaction.deferred.errback(LineUnavailable(f"line {self.number} is not open"))
+            self._advance()
+            return
+        sending = len(transaction.request) * character_time(baud)
+        if not transaction.expect_reply:
+            transaction.timer = self.clock.callLater(sending + INTER_TELEGRAM_BITS / baud, self._finish)
+            return
+        transaction.timer = self.clock.callLater(sending + first_byte_timeout(baud), self._finish)
+        transaction.deadline = self.clock.callLater(sending + reply_timeout(baud), self._finish)
+
+    def _collect(self, data: bytes) -> None:
+        transaction = self._current
+        if transaction is None:
+            self.stats.stray_bytes += len(data)
+            return
+        transaction.buffer += data
+        if not transaction.expect_reply:
+            return
+        shape = _shape(transaction.buffer)
+        if shape == REPLY_OK and not transaction.settle:
+            self._finish()
+            return
+        delay = transaction.settle if shape == REPLY_OK else defragmentation_timeout(transaction.baud)
+        timer = transaction.timer
+        if timer is not None and timer.active():
+            timer.reset(delay)
+        else:
+            transaction.timer = self.clock.callLater(delay, self._finish)
+
+    def _finish(self) -> None:
+        transaction = self._current
+        if transaction is None:
+            return
+        self._current = None
+        self._stop_timers(transaction)
+        now = self.clock.seconds()
+        reply = classify(transaction.request, bytes(transaction.buffer), transaction.expect_reply,
+                         now - transaction.started)
+        self._count(reply)
+        self._bus_free_at = now + INTER_TELEGRAM_BITS / transaction.baud
+        if not transaction.deferred.called:
+            transaction.deferred.callback(reply)
+        self._advance()
+
+    def _count(self, reply: Reply) -> None:
+        stats = self.stats
+        if reply.outcome == REPLY_OK:
+            stats.answered += 1
+        elif reply.outcome == REPLY_SILENT:
+            stats.silent += 1
+        elif reply.outcome == REPLY_GARBLED:
+            stats.garbled += 1
+        elif reply.outcome == REPLY_INVALID:
+            stats.invalid += 1
+        elif reply.outcome == REPLY_TRUNCATED:
+            stats.truncated += 1
+
+    @staticmethod
+    def _stop_timers(transaction: _Transaction) -> None:
+        for call in (transaction.timer, transaction.deadline):
+            if call is not None and call.active():
+                call.cancel()
+        transaction.timer = transaction.deadline = None
+
+    def _cancelled(self, transaction: _Transaction) -> None:
+        self.stats.cancelled += 1
+        if transaction in self._queue:
+            self._queue.remove(transaction)
+            self._queue_changed()
+            if not self._queue and self._start_call is not None and self._start_call.active():
+                self._start_call.cancel()
+                self._start_call = None
+            if not self._queue and self._quiet_call is not None and self._quiet_call.active():
+                self._quiet_call.cancel()
+                self._quiet_call = None
+            self._advance()
+        # On the wire: the Deferred fails now, the bus stays ours until the reply window ends.
+
+
+@implementer(IPushProducer)
+class TransparentPort:
+    """
+    The line as the transparent tunnel sees it: bytes pass straight through
+    unless the arbiter holds the bus for a transaction.
+    """
+
+    def __init__(self, arbiter: BusArbiter) -> None:
+        self._arbiter = arbiter
+        self._line = arbiter.line
+        self.receiver: Callable[[bytes], None] | None = None
+        #: Set by the arbiter while it owns the bus: writes are held, not sent.
+        self.holding = False
+        #: Whether the client asked the line to stop reading (its TCP buffer is full).
+        self.line_paused = False
+        self._held = bytearray()
+        self._client: IPushProducer | None = None
+        self._client_pauses: set[str] = set()
+        self._gate = _ClientGate(self)
+
+    @property
+    def config(self) -> Any:
+        return self._line.config
+
+    @property
+    def stats(self) -> Any:
+        return self._line.stats
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    @property
+    def client_connected(self) -> bool:
+        """Whether a tunnel client has registered itself (it does from connect to disconnect)."""
+        return self._client is not None
+
+    def attach(self, receiver: Callable[[bytes], None] | None) -> None:
+        self.receiver = receiver
+        if not self._arbiter._owning:
+            self._line.attach(receiver)
+
+    def write(self, data: bytes) -> bool:
+        if self.holding:
+            return self._hold(data)
+        return self._line.write(data)
+
+    def _hold(self, data: bytes) -> bool:
+        stats = self._arbiter.stats
+        room = HOLD_LIMIT - len(self._held)
+        if room < len(data):
+            stats.held_dropped += len(data) - max(room, 0)
+            data = data[:max(room, 0)]
+        self._held += data
+        stats.held_bytes += len(data)
+        if len(self._held) >= HOLD_LIMIT:
+            self._pause_client("hold")
+        return True
+
+    def release(self) -> int:
+        """Write the held bytes to the line and let the client write again; how many were held."""
+        held, self._held = bytes(self._held), bytearray()
+        if held:
+            self._line.write(held)
+        self._resume_client("hold")
+        return len(held)
+
+    # -- the client's producer (paused by the line when its buffer is full, or by the hold)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._client = producer
+        self._client_pauses.clear()
+        self._line.registerProducer(self._gate, True)
+
+    def unregisterProducer(self) -> None:
+        self._client = None
+        self._client_pauses.clear()
+        self._line.unregisterProducer()
+        if self._held:
+            self._arbiter.stats.held_dropped += len(self._held)
+            self._held = bytearray()
+
+    def _pause_client(self, why: str) -> None:
+        if not self._client_pauses and self._client is not None:
+            self._client.pauseProducing()
+        self._client_pauses.add(why)
+
+    def _resume_client(self, why: str) -> None:
+        if why not in self._client_pauses:
+            return
+        self._client_pauses.discard(why)
+        if not self._client_pauses and self._client is not None:
+            self._client.resumeProducing()
+
+    # -- the line as the client's producer (the client pauses it when its TCP buffer is full)
+
+    def pauseProducing(self) -> None:
+        self.line_paused = True
+        if not self._arbiter._owning:
+            self._line.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.line_paused = False
+        self._line.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+
+@implementer(IPushProducer)
+class _ClientGate:
+    """What the line pauses when its write buffer is full: the port's client, through its pause reasons."""
+
+    def __init__(self, port: TransparentPort) -> None:
+        self._port = port
+
+    def pauseProducing(self) -> None:
+        self._port._pause_client("line")
+
+    def resumeProducing(self) -> None:
+        self._port._resume_client("line")
+
+    def stopProducing(self) -> None:
+        self._port._resume_client("line")

@@ -1,0 +1,364 @@
+"""Tests for cmegw.serial.arbiter: one transaction at a time on a line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import TestCase
+
+from cmegw.config.model import LineConfig
+from cmegw.mbus import frames
+from cmegw.serial.arbiter import (
+    HOLD_LIMIT,
+    INTER_TELEGRAM_BITS,
+    REPLY_GARBLED,
+    REPLY_INVALID,
+    REPLY_NOT_EXPECTED,
+    REPLY_OK,
+    REPLY_SILENT,
+    REPLY_TRUNCATED,
+    BusArbiter,
+    BusBusy,
+    LineUnavailable,
+    character_time,
+    defragmentation_timeout,
+    first_byte_timeout,
+    reply_timeout,
+    transaction_floor,
+)
+from cmegw.testing import FakeLine
+
+RSP = frames.long_frame(0x08, 5, 0x72, bytes(range(60)))
+#: A hair more than an exact delay: the clock's sums of floats may fall short by one ulp.
+EPS = 1e-9
+IDLE = INTER_TELEGRAM_BITS / 2400 + EPS
+
+
+def pump(clock: task.Clock, seconds: float, step: float = 0.005) -> None:
+    """Advance in small steps: `Clock.advance` runs every due call at the end time, not at its own."""
+    clock.pump([step] * round(seconds / step))
+
+
+def outcome(d: defer.Deferred) -> list[Any]:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    return box
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class TimingTests(TestCase):
+    def test_first_byte_timeout_per_baud(self) -> None:
+        # libmbus: (330 + 11) / 2400 + 0.15 = 292 ms at 2400 baud.
+        self.assertAlmostEqual(first_byte_timeout(2400), 0.29208, places=4)
+        self.assertAlmostEqual(first_byte_timeout(300), 341 / 300 + 0.15, places=6)
+        self.assertAlmostEqual(first_byte_timeout(38400), 341 / 38400 + 0.15, places=6)
+
+    def test_reply_timeout_covers_the_longest_telegram(self) -> None:
+        self.assertAlmostEqual(reply_timeout(2400) - first_byte_timeout(2400), 261 * 11 / 2400)
+        self.assertAlmostEqual(character_time(2400), 0.004583, places=5)
+        self.assertGreater(defragmentation_timeout(2400), 3 * character_time(2400))
+
+    def test_transaction_floor(self) -> None:
+        # SND_NKE and E5: 6 characters, 11 bits turnaround, 33 bits idle.
+        self.assertAlmostEqual(transaction_floor(5, 1, 2400), (66 + 11 + 33) / 2400)
+
+
+class TransactionTests(TestCase):
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.line = FakeLine()
+        self.arbiter = BusArbiter(1, self.line, self.clock)
+        self.baud = 2400
+
+    def sending(self, request: bytes) -> float:
+        return len(request) * character_time(self.baud)
+
+    def test_clean_reply_reassembled_from_pieces(self) -> None:
+        request = frames.req_ud2(5)
+        box = outcome(self.arbiter.transact(request))
+        self.assertEqual(bytes(self.line.written), request)
+        self.clock.advance(0.05)
+        self.line.feed(RSP[:1])
+        self.line.feed(RSP[1:3])
+        self.clock.advance(0.05)
+        self.line.feed(RSP[3:40])
+        self.assertEqual(box, [])
+        self.line.feed(RSP[40:])
+        [reply] = box
+        self.assertEqual(reply.outcome, REPLY_OK)
+        self.assertEqual(reply.data, RSP)
+        self.assertEqual((reply.frame.kind, reply.frame.a, reply.frame.ci), ("long", 5, 0x72))
+        self.assertAlmostEqual(reply.duration, 0.1)
+        self.assertEqual(self.arbiter.stats.answered, 1)
+
+    def test_silence_after_the_first_byte_timeout(self) -> None:
+        request = frames.snd_nke(7)
+        box = outcome(self.arbiter.transact(request))
+        wait = self.sending(request) + first_byte_timeout(self.baud)
+        self.clock.advance(wait - 0.001)
+        self.assertEqual(box, [])
+        self.clock.advance(0.001 + EPS)
+        self.assertEqual(box[0].outcome, REPLY_SILENT)
+        self.assertEqual(self.arbiter.stats.silent, 1)
+
+    def test_timeout_follows_a_live_baud_change(self) -> None:
+        self.line.apply(LineConfig(baud_rate=300))
+        box = outcome(self.arbiter.transact(frames.snd_nke(7)))
+        self.clock.advance(5 * 11 / 300 + first_byte_timeout(300) - 0.001)
+        self.assertEqual(box, [])
+        self.clock.advance(0.001 + EPS)
+        self.assertEqual(box[0].outcome, REPLY_SILENT)
+
+    def test_truncated_after_the_defragmentation_timeout(self) -> None:
+        box = outcome(self.arbiter.transact(frames.req_ud2(5)))
+        self.line.feed(RSP[:15])
+        self.clock.advance(defragmentation_timeout(self.baud) - 0.001)
+        self.assertEqual(box, [])
+        self.clock.advance(0.001 + EPS)
+        self.assertEqual(box[0].outcome, REPLY_TRUNCATED)
+        self.assertEqual(box[0].data, RSP[:15])
+        self.assertIn("announces", box[0].error)
+
+    def test_garbage_waits_for_silence_and_is_kept(self) -> None:
+        box = outcome(self.arbiter.transact(frames.snd_nke(5)))
+        self.line.feed(b"\x21\x93")
+        self.clock.advance(0.05)
+        self.line.feed(b"\xff")
+        self.assertEqual(box, [])
+        self.clock.advance(defragmentation_timeout(self.baud) + EPS)
+        self.assertEqual(box[0].outcome, REPLY_GARBLED)
+        self.assertEqual(box[0].data, b"\x21\x93\xff")
+
+    def test_checksum_error_is_invalid(self) -> None:
+        bad = RSP[:-2] + bytes([(RSP[-2] + 1) & 0xFF]) + RSP[-1:]
+        box = outcome(self.arbiter.transact(frames.req_ud2(5)))
+        self.line.feed(bad)
+        self.assertEqual(box[0].outcome, REPLY_INVALID)
+        self.assertIn("checksum", box[0].error)
+
+    def test_settle_catches_bytes_after_a_clean_ack(self) -> None:
+        box = outcome(self.arbiter.transact(frames.snd_nke(5), settle=0.02))
+        self.line.feed(frames.ACK)
+        self.clock.advance(0.01)
+        self.assertEqual(box, [])
+        self.line.feed(b"\x33")
+        self.clock.advance(defragmentation_timeout(self.baud) + EPS)
+        self.assertEqual(box[0].outcome, REPLY_GARBLED)
+        box = outcome(self.arbiter.transact(frames.snd_nke(5), settle=0.02))
+        self.clock.advance(IDLE)
+        self.line.feed(frames.ACK)
+        self.assertEqual(box, [])
+        self.clock.advance(0.02 + EPS)
+        self.assertEqual(box[0].outcome, REPLY_OK)
+
+    def test_no_reply_expected(self) -> None:
+        request = frames.snd_nke(frames.BROADCAST_NOREPLY)
+        box = outcome(self.arbiter.transact(request, expect_reply=False))
+        self.clock.advance(self.sending(request) + IDLE)
+        self.assertEqual(box[0].outcome, REPLY_NOT_EXPECTED)
+
+    def test_one_at_a_time_in_order_with_idle_between(self) -> None:
+        first, second = frames.snd_nke(1), frames.snd_nke(2)
+        box1 = outcome(self.arbiter.transact(first))
+        box2 = outcome(self.arbiter.transact(second))
+        self.assertEqual(bytes(self.line.written), first, "the second waits")
+        self.assertEqual(self.arbiter.stats.queue_length, 1)
+        self.line.feed(frames.ACK)
+        self.assertEqual(box1[0].outcome, REPLY_OK)
+        self.assertEqual(bytes(self.line.written), first)
+        self.clock.advance(IDLE)
+        self.assertEqual(bytes(self.line.written), first + second)
+        self.line.feed(frames.ACK)
+        self.assertEqual(box2[0].outcome, REPLY_OK)
+
+    def test_bounded_queue(self) -> None:
+        self.arbiter.queue_limit = 3
+        boxes = [outcome(self.arbiter.transact(frames.snd_nke(a))) for a in range(1, 6)]
+        self.assertEqual([len(b) for b in boxes], [0, 0, 0, 0, 1])
+        boxes[4][0].trap(BusBusy)
+        self.assertEqual(self.arbiter.stats.refused, 1)
+        self.assertEqual(self.arbiter.stats.queue_peak, 3)
+
+    def test_cancel_while_waiting_leaves_the_queue(self) -> None:
+        self.arbiter.transact(frames.snd_nke(1))
+        waiting = self.arbiter.transact(frames.snd_nke(2))
+        box = outcome(waiting)
+        waiting.cancel()
+        box[0].trap(defer.CancelledError)
+        self.assertEqual(self.arbiter.stats.queue_length, 0)
+        self.clock.advance(5)
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(1))
+
+    def test_cancel_on_the_wire_keeps_the_bus_until_the_window_ends(self) -> None:
+        running = self.arbiter.transact(frames.req_ud2(5))
+        box = outcome(running)
+        after = outcome(self.arbiter.transact(frames.snd_nke(9)))
+        running.cancel()
+        box[0].trap(defer.CancelledError)
+        self.line.feed(RSP[:10])
+        self.assertEqual(bytes(self.line.written), frames.req_ud2(5), "the late reply must not meet the next request")
+        self.line.feed(RSP[10:])
+        self.clock.advance(IDLE)
+        self.assertEqual(bytes(self.line.written), frames.req_ud2(5) + frames.snd_nke(9))
+        self.assertEqual(after, [])
+
+    def test_closed_line(self) -> None:
+        self.line.open = False
+        box = outcome(self.arbiter.transact(frames.snd_nke(1)))
+        box[0].trap(LineUnavailable)
+        self.assertIn("line 1 is not open", box[0].getErrorMessage())
+        self.assertFalse(self.arbiter.busy)
+
+    def test_stop_fails_what_waits(self) -> None:
+        self.arbiter.startService()
+        boxes = [outcome(self.arbiter.transact(frames.snd_nke(a))) for a in (1, 2)]
+        self.arbiter.stopService()
+        for box in boxes:
+            box[0].trap(LineUnavailable)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stray_bytes_while_owning_are_counted(self) -> None:
+        self.arbiter.transact(frames.snd_nke(1))
+        self.arbiter.transact(frames.snd_nke(2))
+        self.line.feed(frames.ACK)
+        self.line.feed(b"\x00\x01")  # between the two, during the idle time
+        self.assertEqual(self.arbiter.stats.stray_bytes, 2)
+
+
+class TransparentTests(TestCase):
+    """The transparent tunnel's path through the arbiter, and the master breaking in."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.line = FakeLine()
+        self.arbiter = BusArbiter(1, self.line, self.clock)
+        self.port = self.arbiter.port
+        self.to_client = bytearray()
+        self.port.attach(self.to_client.extend)
+        self.client = Producer()
+        self.port.registerProducer(self.client, True)
+        self.gap = first_byte_timeout(2400)
+
+    def test_bytes_pass_straight_through(self) -> None:
+        self.assertIs(self.line.receiver.__self__, self.to_client, "the line calls the tunnel's receiver directly")
+        self.port.write(b"\x10\x40\x01\x41\x16")
+        self.line.feed(frames.ACK)
+        self.assertEqual(bytes(self.line.written), b"\x10\x40\x01\x41\x16")
+        self.assertEqual(bytes(self.to_client), frames.ACK)
+        self.assertIs(self.port.config, self.line.config)
+
+    def test_quiet_line_taken_at_once(self) -> None:
+        box = outcome(self.arbiter.transact(frames.snd_nke(3)))
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(3))
+        self.line.feed(frames.ACK)
+        self.assertEqual(box[0].outcome, REPLY_OK)
+        self.assertEqual(bytes(self.to_client), b"", "the master's reply is not the client's")
+        self.assertEqual(self.arbiter.stats.takeovers, 1)
+        self.line.feed(b"\xe5")
+        self.assertEqual(bytes(self.to_client), b"\xe5", "after the transaction the client gets the line back")
+
+    def test_waits_for_a_quiet_gap_after_client_traffic(self) -> None:
+        request = frames.req_ud2(1)
+        self.port.write(request)
+        box = outcome(self.arbiter.transact(frames.snd_nke(3)))
+        self.assertEqual(bytes(self.line.written), request, "the client's exchange runs")
+        pump(self.clock, 0.1)
+        self.line.feed(RSP)  # the client's reply arrives
+        self.assertEqual(bytes(self.to_client), RSP)
+        pump(self.clock, self.gap - 0.05)
+        self.assertEqual(bytes(self.line.written), request, "not quiet for long enough yet")
+        pump(self.clock, self.gap)
+        self.assertEqual(bytes(self.line.written), request + frames.snd_nke(3))
+        self.line.feed(frames.ACK)
+        self.assertEqual(box[0].outcome, REPLY_OK)
+        self.assertEqual(bytes(self.to_client), RSP)
+
+    def test_client_bytes_held_during_a_transaction_then_sent(self) -> None:
+        box = outcome(self.arbiter.transact(frames.snd_nke(3)))
+        self.assertTrue(self.port.write(frames.req_ud2(1)))
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(3), "held, not on the bus")
+        self.line.feed(frames.ACK)
+        self.assertEqual(box[0].outcome, REPLY_OK)
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(3) + frames.req_ud2(1))
+        self.line.feed(RSP)
+        self.assertEqual(bytes(self.to_client), RSP)
+        self.assertEqual(self.arbiter.stats.held_bytes, 5)
+
+    def test_scan_interleaves_with_the_client(self) -> None:
+        """A client's request waits one master transaction at most; then the master waits for quiet."""
+        master = [outcome(self.arbiter.transact(frames.snd_nke(a))) for a in (1, 2, 3)]
+        self.port.write(frames.req_ud2(9))  # held behind SND_NKE 1
+        pump(self.clock, first_byte_timeout(2400) + 0.1)  # address 1 is silent
+        self.assertEqual(master[0][0].outcome, REPLY_SILENT)
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.req_ud2(9))
+        pump(self.clock, 0.05)
+        self.line.feed(RSP)
+        self.assertEqual(bytes(self.to_client), RSP)
+        pump(self.clock, self.gap + 0.1)
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.req_ud2(9) + frames.snd_nke(2))
+        self.line.feed(frames.ACK)
+        self.clock.advance(IDLE)
+        self.assertEqual(bytes(self.line.written)[-5:], frames.snd_nke(3), "no client bytes: the master goes on")
+        self.line.feed(frames.ACK)
+        self.assertEqual([m[0].outcome for m in master], [REPLY_SILENT, REPLY_OK, REPLY_OK])
+        self.assertFalse(self.port.holding)
+
+    def test_hold_is_bounded_and_pauses_the_client(self) -> None:
+        self.arbiter.transact(frames.req_ud2(3))
+        self.port.write(b"x" * (HOLD_LIMIT - 1))
+        self.assertFalse(self.client.paused)
+        self.port.write(b"yy")
+        self.assertTrue(self.client.paused)
+        self.assertEqual(self.arbiter.stats.held_dropped, 1)
+        self.line.feed(RSP)
+        self.assertFalse(self.client.paused, "resumed when the bus goes back")
+        self.assertEqual(len(self.line.written), 5 + HOLD_LIMIT)
+
+    def test_client_pausing_the_line_does_not_stop_a_transaction(self) -> None:
+        self.port.pauseProducing()
+        self.assertTrue(self.line.paused)
+        box = outcome(self.arbiter.transact(frames.snd_nke(3)))
+        self.assertFalse(self.line.paused, "the master must hear its reply")
+        self.line.feed(frames.ACK)
+        self.assertEqual(box[0].outcome, REPLY_OK)
+        self.assertTrue(self.line.paused, "paused again for the client")
+        self.port.resumeProducing()
+        self.assertFalse(self.line.paused)
+
+    def test_line_pauses_reach_the_client_through_the_gate(self) -> None:
+        self.line._producer.pauseProducing()
+        self.assertTrue(self.client.paused)
+        self.line._producer.resumeProducing()
+        self.assertFalse(self.client.paused)
+
+    def test_held_bytes_of_a_client_that_left_are_dropped(self) -> None:
+        self.arbiter.transact(frames.snd_nke(3))
+        self.port.write(b"abc")
+        self.port.unregisterProducer()
+        self.line.feed(frames.ACK)
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(3))
+        self.assertEqual(self.arbiter.stats.held_dropped, 3)
+
+    def test_reattach_while_owning_takes_effect_on_release(self) -> None:
+        self.arbiter.transact(frames.snd_nke(3))
+        other = bytearray()
+        self.port.attach(other.extend)
+        self.line.feed(frames.ACK)
+        self.line.feed(b"z")
+        self.assertEqual((bytes(other), bytes(self.to_client)), (b"z", b""))
