@@ -450,6 +450,15 @@ class NetworkFormTests(PagesTestBase):
         self.assertIn("192.168.7.7", status)
 
     @defer.inlineCallbacks
+    def test_every_wrong_field_is_marked(self) -> None:
+        form = dict(self.FORM, **{"network.hostname": "9bad-", "network.ip_address": "10.0.0.1/33"})
+        response, body = yield self.post("/network/interface", form)
+        self.assertEqual(response.code, 400)
+        self.assertEqual(body.count('class="field-error"'), 2)
+        self.assertIn("network.hostname: &#x27;9bad-&#x27; is not allowed", body.replace("'", "&#x27;"))
+        self.assertIn("network.ip_address: &#x27;10.0.0.1/33&#x27; is not allowed", body.replace("'", "&#x27;"))
+
+    @defer.inlineCallbacks
     def test_bad_address(self) -> None:
         response, body = yield self.post("/network/interface", dict(self.FORM, **{"network.ip_address": "1.2.3"}))
         self.assertEqual(response.code, 400)

@@ -513,8 +513,15 @@ def apply_form(admin: "Admin", request: IRequest, fields: Sequence[Field],
         new = apply_settings(old, changes)
     except ConfigError as e:
         where = error_field(e, fields, aliases)
+        for name, value in changes.items():  # every wrong field at once, not only the first
+            try:
+                apply_settings(old, {name: value})
+            except ConfigError as other:
+                field = error_field(other, fields, aliases)
+                if field and field not in state.errors:
+                    state.errors[field] = error_message(other)
         if where:
-            state.errors[where] = error_message(e)
+            state.errors.setdefault(where, error_message(e))
             state.notice = Notice("error", "Nothing was saved: correct the field marked below.")
         else:
             state.notice = Notice("error", f"Nothing was saved: {e}")
