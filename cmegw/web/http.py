@@ -33,6 +33,8 @@ Authorization, Proxy-Authorization and Cookie are never logged (``-``).
 - Max Bytes: request line + headers + body (chunked bodies counted decoded)
   larger than ``max_bytes`` gets 413 (as soon as a Content-Length says so).
 - A malformed request gets 400.  All three close the connection.
+``close_connections()`` closes every connection (each after the answer it is
+sending), for a stop or restart; ALPN offers ``http/1.1`` only.
 """
 
 from __future__ import annotations
