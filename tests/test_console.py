@@ -9,6 +9,8 @@ import os
 import random
 import re
 import stat
+import sys
+from unittest import mock
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -857,3 +859,9 @@ class ServiceTests(TestCase):
         from cmegw.tap import part_factories
 
         self.assertIn(make_console, part_factories())
+
+    def test_ssh_unavailable(self):
+        """Without twisted.conch.ssh (no bcrypt), telnet still listens and the log says why."""
+        gateway = self.gateway(console__ssh_enabled="on", console__listen="tcp:2424:interface=127.0.0.1")
+        with mock.patch.dict(sys.modules, {"cmegw.console.ssh": None}):
+            self.assertEqual(self.ports(gateway), [(2424, "127.0.0.1")])

@@ -24,6 +24,8 @@ try:
 except ImportError:  # pragma: no cover - the test extra installs it
     pexpect = None
 
+#: The web part on loopback ports nobody else uses (the factory's are 80 and 443 on every address).
+LOOPBACK_WEB = ("--http", "tcp:0:interface=127.0.0.1", "--https", "tcp:0:interface=127.0.0.1")
 #: Seconds pexpect waits for one answer.
 EXPECT_TIMEOUT = 15
 PROMPT = "cmegw> "
@@ -66,7 +68,7 @@ class ConsoleProcessTests(TestCase):
         self.gw = GatewayProcess(self.dir, [
             "--config", "cmegw.toml", "--device", self.device,
             "--tunnel", f"tcp:{self.tunnel_port}:interface=127.0.0.1",
-            "--console", f"tcp:{self.console_port}:interface=127.0.0.1"])
+            "--console", f"tcp:{self.console_port}:interface=127.0.0.1", *LOOPBACK_WEB])
         self.addCleanup(self.gw.stop)
         self.gw.start([self.console_port, self.tunnel_port])
 
@@ -123,6 +125,8 @@ class ConsoleProcessTests(TestCase):
         self.assertRegex(self.command(child, "show settings line.1.baud_rate"), r"line\.1\.baud_rate\s+300\s+300")
         self.assertRegex(self.command(child, "show status"), r"Configuration saved\s+yes")
         self.assertEqual(self.speed(), termios.B300)
+        self.assertRegex(self.command(child, "show http"), r"Rx bytes\s+\d+")
+        self.assertIn("The HTTP access log is empty.", self.command(child, "show log"))
         child.send("exit\r")
         child.expect("Bye.")
         child.expect(pexpect.EOF)
@@ -205,7 +209,8 @@ class SSHConsoleTests(TestCase):
         self.dir.mkdir()
         text = factory_defaults_text().replace("ssh_enabled = false", "ssh_enabled = true").replace(
             'ssh_listen = "tcp:2222"', f'ssh_listen = "tcp:{self.ssh_port}:interface=127.0.0.1"').replace(
-            "[console]\nenabled = true", "[console]\nenabled = false")
+            "[console]\nenabled = true", "[console]\nenabled = false").replace(
+            "[http]\nenabled = true", "[http]\nenabled = false")
         (self.dir / "cmegw.toml").write_text(text)
         self.gw = GatewayProcess(self.dir, ["--config", "cmegw.toml", "--simulate",
                                             "--tunnel", f"tcp:{self.tunnel_port}:interface=127.0.0.1"])

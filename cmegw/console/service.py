@@ -50,8 +50,11 @@ def make_console(gateway: Any, clock: Any = None) -> service.IService:
     if telnet_endpoint:
         _listener(gateway.reactor, telnet_endpoint, TelnetConsoleFactory(console), "telnet").setServiceParent(part)
     if config.ssh_enabled:
-        from cmegw.console.ssh import ConsoleSSHFactory, host_key_path, load_host_key
-
+        try:
+            from cmegw.console.ssh import ConsoleSSHFactory, host_key_path, load_host_key
+        except ImportError as e:  # twisted.conch.ssh needs bcrypt and cryptography (twisted[conch])
+            log.error("Console: no SSH listener, twisted.conch.ssh cannot be imported: {e}", e=e)
+            return part
         key = load_host_key(host_key_path(gateway.store.path))
         _listener(gateway.reactor, config.ssh_listen, ConsoleSSHFactory(console, key), "ssh").setServiceParent(part)
     return part
