@@ -98,6 +98,22 @@ class BrowserTests(unittest.TestCase):
         page.wait_for_selector(".field-error")
         self.assertIn("line.1.baud_rate: 1234 is not allowed", page.inner_text(".field-error"))
 
+    def test_every_page_with_the_real_web_part(self) -> None:
+        """The pages read the real web part's statistics, log and certificate."""
+        page = self.page
+        for path, text in (("/network", "After restart"), ("/network/interface", "DHCP client"),
+                           ("/network/link", "Link status"), ("/tcpip", "Completed accepts"),
+                           ("/tcpip/accept", "TCP keep-alive"), ("/tcpip/disconnect", "Disconnect timeout"),
+                           ("/serial", "Receiver bytes"), ("/http", "401 Unauthorized"),
+                           ("/http/log", "GET /network HTTP/1.1"), ("/http/configuration", "Max bytes"),
+                           ("/http/authentication", "Directive /"), ("/http/certificate", "SHA-256 fingerprint"),
+                           ("/system", "Software update"), ("/api/status", '"software_version"')):
+            response = page.goto(self.url(path))
+            self.assertEqual(response.status, 200, path)
+            self.assertIn(text, page.content(), path)
+        page.goto(self.url("/http"))
+        self.screenshot("http")
+
     def test_restart_returns_to_status(self) -> None:
         page = self.page
         page.goto(self.url("/status"))
