@@ -1,0 +1,591 @@
+# -*- test-case-name: tests.test_mbus_master -*-
+"""
+The gateway's own M-Bus master: scan a line by primary and by secondary
+address, read a meter and decode its records.
+
+Every exchange goes through the line's `BusArbiter`, one transaction at a
+time, so the master shares the bus with the tunnel and never corrupts a
+client's frames; the arbiter's timeouts follow the line's baud rate.
+
+- `Master.scan_primary`: SND_NKE to each address 0..250; a clean E5 means a
+  meter, silence means none (tried ``1 + retries`` times, as libmbus's
+  ``max_search_retry`` = 1), a garbled answer after every try is reported as a
+  collision (two meters on one address) naming the address.
+- `Master.scan_secondary`: the wildcard search.  Select with the
+  identification number's digits wild (F), fix them one at a time, 0..9 at
+  the current position: silence, nobody; a garbled answer, several meters
+  (go one digit deeper); a clean E5, one meter, confirmed by reading it
+  (REQ_UD2 to 253), whose answer gives its whole secondary address (two
+  meters acknowledging in step read as one clean E5, but their RSP_UDs
+  always collide: a garbled read also sends the search deeper).  At most 8
+  levels, `MAX_METERS` meters and `MAX_SECONDARY_PROBES` selections.
+- `Master.read`: SND_NKE (primary) or selection (secondary), then REQ_UD2 with
+  FCB set and toggled for each further telegram while the meter ends its
+  records with DIF 0x1F; a repeated request keeps its FCB so the meter sends
+  the same telegram again.  Decoded with `cmegw.mbus.records`.
+
+A silent meter, a bad checksum, a truncated or garbled answer are retried,
+then fail with a `MeterError` that names the address and says what was
+heard.  A scan is a `Scan` that reports progress, can be cancelled and always
+ends; the Deferreds of `read` always fire within the retries' timeouts.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cmegw.mbus import frames, records
+from cmegw.mbus.frames import SecondaryAddress
+from cmegw.serial.arbiter import (
+    REPLY_GARBLED,
+    REPLY_INVALID,
+    REPLY_SILENT,
+    REPLY_TRUNCATED,
+    BusArbiter,
+    BusBusy,
+    LineUnavailable,
+    Reply,
+    character_time,
+)
+
+log = Logger(namespace="cmegw.master")
+
+PRIMARY_ADDRESSES = range(0, frames.MAX_PRIMARY + 1)
+#: Further tries of a probe that got no clean answer (libmbus: max_search_retry = 1).
+SCAN_RETRIES = 1
+#: Further tries of a read request (libmbus: max_data_retry = 3).
+READ_RETRIES = 3
+#: Telegrams one multi-telegram read may take.
+MAX_TELEGRAMS = 32
+#: Meters a secondary scan finds at most (the device's integrated master: 256).
+MAX_METERS = 256
+#: Selections a secondary scan sends at most: 10 per level for every meter's 8 levels.
+MAX_SECONDARY_PROBES = 10 * 8 * MAX_METERS
+#: After a clean E5, characters of silence that must follow (more bytes = several slaves answered).
+COLLISION_SETTLE_CHARACTERS = 3
+COLLISION_SETTLE_SECONDS = 0.020
+
+SCAN_RUNNING = "running"
+SCAN_DONE = "done"
+SCAN_CANCELLED = "cancelled"
+SCAN_FAILED = "failed"
+
+_HEARD = {
+    REPLY_SILENT: "no answer",
+    REPLY_GARBLED: "a garbled answer (collision or noise)",
+    REPLY_INVALID: "an invalid answer",
+    REPLY_TRUNCATED: "a truncated answer",
+}
+
+
+class MeterError(Exception):
+    """A meter could not be reached or read; the message names its address."""
+
+
+class ScanRunning(Exception):
+    """The line's master runs a scan already."""
+
+
+def describe_address(address: int | SecondaryAddress | str) -> str:
+    if isinstance(address, int):
+        return f"primary address {address}"
+    return f"secondary address {address}"
+
+
+def parse_meter_address(text: str | int) -> int | SecondaryAddress | str:
+    """
+    What a user typed: a primary address (0..250, 254), a secondary address
+    (``12345678-KAM-19-04`` or libmbus' 16 hex digits) or an identification
+    number alone (8 digits, selected with manufacturer, version and medium wild).
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        text = text.strip()
+        if text.isdigit() and len(text) <= 3:
+            value = int(text)
+        elif len(text) == 8 and text.isdigit():
+            return text
+        else:
+            return SecondaryAddress.parse(text)
+    if not (0 <= value <= frames.MAX_PRIMARY or value == frames.BROADCAST_REPLY):
+        raise ValueError(f"primary address {value} is outside 0..250 (or 254)")
+    return value
+
+
+def _heard(reply: Reply) -> str:
+    text = _HEARD.get(reply.outcome, reply.outcome)
+    if reply.error:
+        text += f" ({reply.error})"
+    return text
+
+
+@attrs.frozen
+class MeterInfo:
+    """A meter found by a scan; what is unknown is None."""
+
+    primary: int | None = None
+    secondary: SecondaryAddress | None = None
+    #: The identification number where the meter sent no long header (a secondary scan found it).
+    ident: str | None = None
+
+    @property
+    def identification(self) -> str:
+        if self.secondary is not None:
+            return self.secondary.ident
+        return self.ident or ""
+
+    @property
+    def manufacturer(self) -> str:
+        return self.secondary.manufacturer if self.secondary is not None else ""
+
+    @property
+    def version(self) -> int | None:
+        return self.secondary.version if self.secondary is not None else None
+
+    @property
+    def medium(self) -> int | None:
+        return self.secondary.medium if self.secondary is not None else None
+
+    @property
+    def medium_name(self) -> str:
+        return records.medium_name(self.medium) if self.medium is not None else ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "primary": self.primary,
+            "secondary": str(self.secondary) if self.secondary is not None else None,
+            "identification": self.identification,
+            "manufacturer": self.manufacturer,
+            "version": self.version,
+            "medium": self.medium,
+            "medium_name": self.medium_name,
+        }
+
+
+@attrs.define(eq=False)
+class Scan:
+    """
+    One scan of a line, as it runs: progress, what it found, what went wrong.
+
+    `deferred` fires with the scan itself when it ends (done, cancelled or
+    failed); it never fails.
+    """
+
+    kind: str
+    line: int
+    started_at: float
+    total: int = 0
+    done: int = 0
+    covered: float = 0.0
+    current: str = ""
+    state: str = SCAN_RUNNING
+    found: list[MeterInfo] = attrs.field(factory=list)
+    errors: list[str] = attrs.field(factory=list)
+    finished_at: float | None = None
+    deferred: defer.Deferred = attrs.field(factory=defer.Deferred)
+    _run: defer.Deferred | None = None
+    _observers: list[Callable[["Scan"], None]] = attrs.field(factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.state == SCAN_RUNNING
+
+    @property
+    def progress(self) -> float:
+        """From 0 to 1: addresses tried (primary), share of the identification numbers covered (secondary)."""
+        if self.state == SCAN_DONE:
+            return 1.0
+        if self.kind == "primary":
+            return self.done / self.total if self.total else 1.0
+        return min(self.covered, 1.0)
+
+    def observe(self, observer: Callable[["Scan"], None]) -> None:
+        """Call `observer(scan)` after every probe and when the scan ends."""
+        self._observers.append(observer)
+
+    def cancel(self) -> None:
+        """Stop after the transaction on the wire (its Deferred is cancelled)."""
+        if self.running and self._run is not None:
+            self._run.cancel()
+
+    def _changed(self) -> None:
+        for observer in list(self._observers):
+            observer(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "line": self.line,
+            "state": self.state,
+            "progress": round(self.progress, 4),
+            "probes": self.done,
+            "total": self.total or None,
+            "current": self.current,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "found": [meter.as_dict() for meter in self.found],
+            "errors": list(self.errors),
+        }
+
+
+@attrs.frozen
+class Reading:
+    """A meter's decoded answer: every telegram of one readout."""
+
+    address: str
+    telegrams: tuple[records.Telegram, ...]
+    frames: tuple[bytes, ...]
+    primary: int | None = None
+    read_at: float = 0.0
+
+    @property
+    def secondary(self) -> SecondaryAddress | None:
+        for telegram in self.telegrams:
+            if telegram.address is not None:
+                return telegram.address
+        return None
+
+    @property
+    def records(self) -> tuple[records.Record, ...]:
+        return tuple(record for telegram in self.telegrams for record in telegram.records)
+
+    @property
+    def meter(self) -> MeterInfo:
+        return MeterInfo(self.primary, self.secondary)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The records as plain rows (for tables, CSV and JSON); see `record_rows`."""
+        return record_rows(self.records)
+
+    def as_dict(self) -> dict[str, Any]:
+        first = self.telegrams[0].header if self.telegrams else None
+        return {
+            "address": self.address,
+            "meter": self.meter.as_dict(),
+            "access_number": first.access_number if first else None,
+            "status": first.status if first else None,
+            "telegrams": len(self.telegrams),
+            "frames": [frame.hex() for frame in self.frames],
+            "read_at": self.read_at,
+            "records": self.rows(),
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def record_rows(found: Sequence[records.Record]) -> list[dict[str, Any]]:
+    """
+    One plain row per record: value, unit, scale (decimal exponent),
+    description, storage, tariff, subunit, function and timestamp (the time
+    point of the same storage number, where the meter sends one).
+    """
+    times: dict[int, Any] = {}
+    for record in found:
+        if isinstance(record.value, (datetime.date, datetime.time)) and record.storage not in times:
+            times[record.storage] = record.value
+    rows = []
+    for record in found:
+        description = record.quantity
+        if record.vife_meanings:
+            description += " (" + ", ".join(record.vife_meanings) + ")"
+        if record.plain_text_unit:
+            description += f" [{record.plain_text_unit}]"
+        is_time = isinstance(record.value, (datetime.date, datetime.time))
+        rows.append({
+            "value": _plain(record.value),
+            "unit": record.plain_text_unit or record.unit,
+            "scale": record.exponent,
+            "description": description,
+            "storage": record.storage,
+            "tariff": record.tariff,
+            "subunit": record.subunit,
+            "function": record.function_name,
+            "timestamp": None if is_time else _plain(times.get(record.storage)),
+        })
+    return rows
+
+
+class Master(service.Service):
+    """The M-Bus master of line `number`, over its arbiter."""
+
+    def __init__(self, number: int, arbiter: BusArbiter, clock: Any) -> None:
+        self.number = number
+        self.arbiter = arbiter
+        self.clock = clock
+        #: The running or last scan.
+        self.scan: Scan | None = None
+        #: The meters the last finished scan of each kind ("primary", "secondary") found.
+        self.results: dict[str, list[MeterInfo]] = {}
+        self._reads: set[defer.Deferred] = set()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.scan is not None:
+            self.scan.cancel()
+        for d in list(self._reads):
+            d.cancel()
+        return None
+
+    # -- scans -----------------------------------------------------------------
+
+    def scan_primary(self, addresses: Iterable[int] = PRIMARY_ADDRESSES, retries: int = SCAN_RETRIES,
+                     identify: bool = False) -> Scan:
+        """
+        Start a primary scan; with `identify`, each meter found is read once
+        (REQ_UD2) to learn its secondary address.
+        """
+        wanted = list(addresses)
+        for address in wanted:
+            if not 0 <= address <= frames.MAX_PRIMARY:
+                raise ValueError(f"primary address {address} is outside 0..{frames.MAX_PRIMARY}")
+        scan = self._new_scan("primary", len(wanted))
+        self._run(scan, self._primary(scan, wanted, retries, identify))
+        return scan
+
+    def scan_secondary(self, retries: int = SCAN_RETRIES, limit: int = MAX_METERS) -> Scan:
+        """Start a secondary (wildcard) scan."""
+        scan = self._new_scan("secondary", 0)
+        self._run(scan, self._secondary(scan, retries, min(limit, MAX_METERS)))
+        return scan
+
+    def _new_scan(self, kind: str, total: int) -> Scan:
+        if self.scan is not None and self.scan.running:
+            raise ScanRunning(f"line {self.number}: a {self.scan.kind} scan is running")
+        scan = self.scan = Scan(kind, self.number, self.clock.seconds(), total)
+        log.info("Line {n}: {kind} scan started", n=self.number, kind=kind)
+        return scan
+
+    def _run(self, scan: Scan, run: defer.Deferred) -> None:
+        scan._run = run
+
+        def ended(result: Any) -> None:
+            if isinstance(result, Failure):
+                if result.check(defer.CancelledError):
+                    scan.state = SCAN_CANCELLED
+                else:
+                    scan.state = SCAN_FAILED
+                    scan.errors.append(result.getErrorMessage() if result.check(
+                        MeterError, LineUnavailable, BusBusy) else repr(result.value))
+                    if not result.check(MeterError, LineUnavailable, BusBusy):
+                        log.failure("Line {n}: scan failed", result, n=self.number)
+            else:
+                scan.state = SCAN_DONE
+                scan.covered = 1.0
+            scan.finished_at = self.clock.seconds()
+            scan.current = ""
+            if scan.state == SCAN_DONE:
+                self.results[scan.kind] = list(scan.found)
+            log.info("Line {n}: {kind} scan {state}: {count} meters in {s:.1f} s", n=self.number,
+                     kind=scan.kind, state=scan.state, count=len(scan.found), s=scan.finished_at - scan.started_at)
+            scan._changed()
+            scan.deferred.callback(scan)
+
+        run.addBoth(ended)
+
+    def _settle(self) -> float:
+        return COLLISION_SETTLE_CHARACTERS * character_time(self.arbiter.line.config.baud_rate) + \
+            COLLISION_SETTLE_SECONDS
+
+    @defer.inlineCallbacks
+    def _exchange(self, request: bytes, retries: int, accept: Callable[[frames.Frame], bool],
+                  settle: float = 0.0) -> Any:
+        """Send `request` up to 1 + `retries` times until `accept` takes the answer; the last `Reply`."""
+        reply: Reply | None = None
+        for _ in range(1 + retries):
+            reply = yield self.arbiter.transact(request, settle=settle)
+            if reply.ok and reply.frame is not None and accept(reply.frame):
+                return reply
+        return reply
+
+    @defer.inlineCallbacks
+    def _primary(self, scan: Scan, addresses: list[int], retries: int, identify: bool) -> Any:
+        settle = self._settle()
+        for address in addresses:
+            scan.current = str(address)
+            reply = yield self._exchange(frames.snd_nke(address), retries, _is_ack, settle)
+            if reply.ok and reply.frame.kind == "ack":
+                meter = MeterInfo(address)
+                if identify:
+                    meter = yield self._identify(address, retries, scan)
+                scan.found.append(meter)
+            elif reply.ok:
+                scan.errors.append(f"primary address {address}: answered SND_NKE with a {reply.frame.kind} frame")
+            elif not reply.silent:
+                scan.errors.append(f"primary address {address}: {_heard(reply)} after {1 + retries} tries; "
+                                   "two meters on one address?")
+            scan.done += 1
+            scan._changed()
+
+    @defer.inlineCallbacks
+    def _identify(self, address: int, retries: int, scan: Scan) -> Any:
+        reply = yield self._exchange(frames.req_ud2(address, fcb=True), retries, _is_rsp_ud)
+        if not reply.ok or not _is_rsp_ud(reply.frame):
+            scan.errors.append(f"primary address {address}: acknowledged, but {_heard(reply)} to REQ_UD2")
+            return MeterInfo(address)
+        return MeterInfo(address, _header_address(reply.frame))
+
+    @defer.inlineCallbacks
+    def _secondary(self, scan: Scan, retries: int, limit: int) -> Any:
+        settle = self._settle()
+        yield self._deselect_all()
+        pending = [str(digit) for digit in range(9, -1, -1)]
+        try:
+            while pending:
+                if scan.done >= MAX_SECONDARY_PROBES:
+                    scan.errors.append(f"stopped after {MAX_SECONDARY_PROBES} selections")
+                    break
+                prefix = pending.pop()
+                pattern = prefix.ljust(8, "F")
+                scan.current = pattern
+                share = 10.0 ** -len(prefix)
+                reply = yield self._exchange(frames.select_secondary(pattern), retries, _is_ack, settle)
+                scan.done += 1
+                several = False
+                if reply.ok and reply.frame.kind == "ack":
+                    answer = yield self._exchange(frames.req_ud2(frames.SELECTED, fcb=True), retries, _is_rsp_ud)
+                    if answer.ok and _is_rsp_ud(answer.frame):
+                        address = _header_address(answer.frame)
+                        if address is not None:
+                            scan.found.append(MeterInfo(answer.frame.a, address))
+                        elif len(prefix) == 8:
+                            scan.found.append(MeterInfo(answer.frame.a, None, prefix))
+                        else:
+                            several = True  # no long header: narrow down to the whole number
+                    elif answer.silent:
+                        scan.errors.append(f"{pattern}: acknowledged the selection, but no answer to REQ_UD2")
+                    else:
+                        several = True
+                elif reply.ok:
+                    scan.errors.append(f"{pattern}: answered the selection with a {reply.frame.kind} frame")
+                elif not reply.silent:
+                    several = True
+                if several and len(prefix) < 8:
+                    pending.extend(prefix + str(digit) for digit in range(9, -1, -1))
+                else:
+                    if several:
+                        scan.errors.append(f"{pattern}: several meters share this identification number")
+                    scan.covered += share
+                scan._changed()
+                if len(scan.found) >= limit:
+                    if pending:
+                        scan.errors.append(f"stopped at {limit} meters")
+                    break
+        except BaseException:
+            self._deselect_quietly()
+            raise
+        yield self.arbiter.transact(frames.snd_nke(frames.SELECTED))
+
+    @defer.inlineCallbacks
+    def _deselect_all(self) -> Any:
+        """SND_NKE to 253 (deselects) and to 255 (resets every meter's link layer, no answer), as libmbus."""
+        yield self.arbiter.transact(frames.snd_nke(frames.SELECTED))
+        yield self.arbiter.transact(frames.snd_nke(frames.BROADCAST_NOREPLY), expect_reply=False)
+
+    def _deselect_quietly(self) -> None:
+        d = self.arbiter.transact(frames.snd_nke(frames.SELECTED))
+        d.addErrback(lambda failure: None)
+
+    # -- reading ---------------------------------------------------------------
+
+    def read(self, address: int | SecondaryAddress | str, retries: int = READ_RETRIES) -> defer.Deferred:
+        """
+        Read a meter by primary address (int), secondary address or
+        identification number; fires with a `Reading` or fails with `MeterError`.
+        """
+        if isinstance(address, str):
+            address = parse_meter_address(address)
+        d = self._read(address, retries)
+        self._reads.add(d)
+
+        def done(result: Any) -> Any:
+            self._reads.discard(d)
+            if isinstance(result, Failure) and result.check(LineUnavailable, BusBusy):
+                raise MeterError(f"{describe_address(address)}: {result.getErrorMessage()}")
+            return result
+
+        d.addBoth(done)
+        return d
+
+    @defer.inlineCallbacks
+    def _read(self, address: int | SecondaryAddress | str, retries: int) -> Any:
+        what = describe_address(address)
+        if isinstance(address, int):
+            target = address
+            reply = yield self._exchange(frames.snd_nke(address), retries, _is_ack)
+            if not (reply.ok and reply.frame.kind == "ack"):
+                raise MeterError(f"{what}: {_heard(reply)} to SND_NKE after {1 + retries} tries")
+        else:
+            target = frames.SELECTED
+            yield self._deselect_all()
+            if isinstance(address, SecondaryAddress):
+                select = frames.select_secondary(address.ident, address.manufacturer_code, address.version,
+                                                 address.medium)
+            else:
+                select = frames.select_secondary(address)
+            reply = yield self._exchange(select, retries, _is_ack, self._settle())
+            if not (reply.ok and reply.frame.kind == "ack"):
+                if reply.outcome == REPLY_GARBLED:
+                    raise MeterError(f"{what}: several meters answer the selection (collision)")
+                raise MeterError(f"{what}: {_heard(reply)} to the selection after {1 + retries} tries")
+        telegrams: list[records.Telegram] = []
+        raw: list[bytes] = []
+        fcb = True
+        primary = None
+        while True:
+            if len(telegrams) == MAX_TELEGRAMS:
+                raise MeterError(f"{what}: more than {MAX_TELEGRAMS} telegrams; stopped")
+            reply = yield self._exchange(frames.req_ud2(target, fcb), retries,
+                                         lambda frame: _is_rsp_ud(frame) and _from(frame, target))
+            if not (reply.ok and _is_rsp_ud(reply.frame) and _from(reply.frame, target)):
+                part = f"telegram {len(telegrams) + 1}" if telegrams else "REQ_UD2"
+                if reply.ok:
+                    raise MeterError(f"{what}: answered {part} with a {reply.frame.kind} frame "
+                                     f"(C 0x{reply.frame.c or 0:02X}, A {reply.frame.a}) after {1 + retries} tries")
+                raise MeterError(f"{what}: {_heard(reply)} to {part} after {1 + retries} tries")
+            try:
+                telegram = records.decode_frame(reply.frame)
+            except records.DecodeError as e:
+                raise MeterError(f"{what}: the answer cannot be decoded: {e}") from None
+            telegrams.append(telegram)
+            raw.append(reply.data)
+            primary = reply.frame.a
+            if not telegram.more_follows:
+                break
+            fcb = not fcb
+        return Reading(what, tuple(telegrams), tuple(raw), primary, self.clock.seconds())
+
+
+def _is_ack(frame: frames.Frame) -> bool:
+    return frame.kind == "ack"
+
+
+def _is_rsp_ud(frame: frames.Frame) -> bool:
+    return frame.kind in ("long", "control") and frame.c is not None and frame.c & 0x4F == frames.RSP_UD
+
+
+def _from(frame: frames.Frame, target: int) -> bool:
+    """A reply to a primary address comes from that address (a late answer of another meter does not)."""
+    return target > frames.MAX_PRIMARY or frame.a == target
+
+
+def _header_address(frame: frames.Frame) -> SecondaryAddress | None:
+    if frame.ci == frames.CI_VARIABLE and len(frame.data) >= 8:
+        try:
+            return SecondaryAddress.from_bytes(frame.data[:8])
+        except ValueError:
+            return None
+    return None

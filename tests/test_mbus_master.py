@@ -1,0 +1,418 @@
+"""Tests for cmegw.mbus.master: scans and reads over the arbiter, on a simulated bus and task.Clock."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Callable
+
+from twisted.internet import defer, task
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from cmegw.config.model import LineConfig
+from cmegw.mbus import frames
+from cmegw.mbus.frames import SecondaryAddress
+from cmegw.mbus.master import (
+    MAX_SECONDARY_PROBES,
+    SCAN_CANCELLED,
+    SCAN_DONE,
+    SCAN_FAILED,
+    Master,
+    MeterError,
+    ScanRunning,
+    parse_meter_address,
+)
+from cmegw.mbus.records import Coding, RecordSpec, scaled
+from cmegw.mbus.simulator import MeterBus, SimulatedMeter, default_meters
+from cmegw.serial.arbiter import BusArbiter, first_byte_timeout
+from cmegw.testing import FakeLine
+
+Tamper = Callable[[bytes, bytes | None], bytes | None]
+
+
+class BusLine(FakeLine):
+    """
+    A FakeLine with a `MeterBus` behind it: each request telegram written is
+    answered `delay` seconds later on the clock; `tamper(request, reply)` may
+    change or drop the answer.
+    """
+
+    def __init__(self, bus: MeterBus, clock: task.Clock, delay: float = 0.01,
+                 config: LineConfig | None = None) -> None:
+        super().__init__(config)
+        self.bus = bus
+        self.clock = clock
+        self.delay = delay
+        self.requests: list[bytes] = []
+        self.tamper: Tamper | None = None
+        self._partial = b""
+
+    def write(self, data: bytes) -> bool:
+        if not super().write(data):
+            return False
+        telegrams, self._partial, _ = frames.split_telegrams(self._partial + data)
+        for telegram in telegrams:
+            self.requests.append(telegram)
+            reply = self.bus.handle(telegram)
+            if self.tamper is not None:
+                reply = self.tamper(telegram, reply)
+            if reply:
+                self.clock.callLater(self.delay, self.feed, reply)
+        return True
+
+
+def run(clock: task.Clock, d: defer.Deferred, limit: int = 1_000_000) -> Any:
+    """Advance the clock call by call until `d` fires; its result (a Failure is returned, not raised)."""
+    box: list[Any] = []
+    d.addBoth(box.append)
+    for _ in range(limit):
+        if box:
+            return box[0]
+        calls = clock.getDelayedCalls()
+        if not calls:
+            raise AssertionError("nothing scheduled and the Deferred has not fired: a hang")
+        clock.advance(max(0.0, min(call.getTime() for call in calls) - clock.seconds()))
+    raise AssertionError(f"not done after {limit} steps")
+
+
+def meter(primary: int, ident: str, manufacturer: str = "ELV", medium: int = 0x07,
+          telegrams: list[list[RecordSpec]] | None = None) -> SimulatedMeter:
+    records = telegrams or [[scaled("volume", primary * 1.5, -3), scaled("energy", 1000 * primary, 3)]]
+    return SimulatedMeter(primary, SecondaryAddress(ident, manufacturer, 0x01, medium), records)
+
+
+#: Meters whose identification numbers share leading digits with each other and the default meters'
+#: (12345678, 22110033, 30405060, 41520063): the wildcard search collides at several levels.
+def crowded_meters() -> list[SimulatedMeter]:
+    return default_meters() + [
+        meter(20, "12345679"),            # shares 7 digits with the heat meter
+        meter(21, "12340000", "KAM", 0x04),
+        meter(22, "12300001"),
+        meter(23, "22110034", "SEN", 0x16),
+        meter(24, "99999999"),
+        meter(25, "00000001"),
+        meter(26, "00000010"),
+    ]
+
+
+def same_records(test: TestCase, specs: list[RecordSpec], decoded: tuple[Any, ...]) -> None:
+    test.assertEqual(len(decoded), len(specs))
+    for spec, record in zip(specs, decoded):
+        test.assertEqual(bytes([record.vif, *record.vifes]), spec.vif)
+        test.assertEqual((record.coding, record.storage, record.tariff, record.subunit, record.function),
+                         (spec.coding, spec.storage, spec.tariff, spec.subunit, spec.function))
+        test.assertEqual(record.raw, spec.value, f"VIF {spec.vif.hex()}")
+
+
+class MasterTestCase(TestCase):
+    meters: Callable[[], list[SimulatedMeter]] = staticmethod(default_meters)
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.bus = MeterBus(self.meters())
+        self.line = BusLine(self.bus, self.clock)
+        self.arbiter = BusArbiter(1, self.line, self.clock)
+        self.master = Master(1, self.arbiter, self.clock)
+
+    def scan(self, scan: Any) -> Any:
+        run(self.clock, scan.deferred)
+        return scan
+
+
+class PrimaryScanTests(MasterTestCase):
+    def test_finds_exactly_the_meters(self) -> None:
+        progress: list[float] = []
+        scan = self.master.scan_primary()
+        scan.observe(lambda s: progress.append(s.progress))
+        self.scan(scan)
+        self.assertEqual(scan.state, SCAN_DONE)
+        self.assertEqual([m.primary for m in scan.found], [1, 2, 5, 10])
+        self.assertEqual(scan.errors, [])
+        self.assertEqual(scan.done, 251)
+        self.assertEqual(progress, sorted(progress))
+        self.assertEqual(progress[-1], 1.0)
+        self.assertEqual(self.master.results["primary"], scan.found)
+        # SND_NKE to every address; silent ones once more (libmbus' max_search_retry = 1).
+        nke = [r for r in self.line.requests if r[1] == frames.SND_NKE]
+        self.assertEqual(len(nke), 4 + 2 * 247)
+
+    def test_duration_is_what_the_timeouts_make_necessary(self) -> None:
+        scan = self.scan(self.master.scan_primary(retries=0))
+        per_silent = 5 * 11 / 2400 + first_byte_timeout(2400)
+        floor = 247 * per_silent
+        took = scan.finished_at - scan.started_at
+        self.assertGreater(took, floor)
+        self.assertLess(took, floor + 251 * (33 / 2400 + 0.05))
+
+    def test_identify_reads_the_secondary_addresses(self) -> None:
+        scan = self.scan(self.master.scan_primary(identify=True))
+        by_primary = {m.primary: m.secondary for m in scan.found}
+        self.assertEqual(by_primary, {m.primary: m.address for m in default_meters()})
+        self.assertEqual(scan.found[0].as_dict()["secondary"], "12345678-KAM-19-04")
+        self.assertEqual(scan.found[0].medium_name, "Heat: Outlet")
+
+    def test_two_meters_on_one_address_reported(self) -> None:
+        self.bus.meters.append(meter(5, "55555555"))
+        scan = self.scan(self.master.scan_primary(addresses=range(0, 11)))
+        self.assertEqual([m.primary for m in scan.found], [1, 2, 10])
+        [error] = scan.errors
+        self.assertIn("primary address 5", error)
+        self.assertIn("garbled", error)
+
+    def test_cancel(self) -> None:
+        scan = self.master.scan_primary()
+        self.clock.pump([0.1] * 30)
+        scan.cancel()
+        self.assertEqual(scan.state, SCAN_CANCELLED)
+        self.assertTrue(scan.deferred.called)
+        sent = len(self.line.requests)
+        self.clock.pump([0.1] * 100)
+        self.assertLessEqual(len(self.line.requests), sent, "nothing goes out after the cancel")
+        self.assertFalse(self.arbiter.busy)
+        self.assertLess(scan.progress, 0.1)
+        self.assertNotIn("primary", self.master.results)
+
+    def test_one_scan_at_a_time(self) -> None:
+        scan = self.master.scan_primary(range(3))
+        self.assertRaises(ScanRunning, self.master.scan_secondary)
+        self.scan(scan)
+        self.scan(self.master.scan_secondary())
+
+    def test_line_closed_fails_the_scan(self) -> None:
+        self.line.open = False
+        scan = self.scan(self.master.scan_primary())
+        self.assertEqual(scan.state, SCAN_FAILED)
+        self.assertEqual(scan.errors, ["line 1 is not open"])
+
+    def test_bad_address(self) -> None:
+        self.assertRaises(ValueError, self.master.scan_primary, [251])
+
+    def test_stop_service_cancels(self) -> None:
+        self.master.startService()
+        scan = self.master.scan_primary()
+        self.clock.advance(0.1)
+        self.master.stopService()
+        self.assertEqual(scan.state, SCAN_CANCELLED)
+
+
+class SecondaryScanTests(MasterTestCase):
+    meters = staticmethod(crowded_meters)
+
+    def found(self, scan: Any) -> list[str]:
+        return [str(m.secondary) for m in scan.found]
+
+    def test_finds_exactly_the_meters_through_collisions(self) -> None:
+        scan = self.scan(self.master.scan_secondary())
+        self.assertEqual(scan.state, SCAN_DONE, scan.errors)
+        self.assertEqual(scan.errors, [])
+        self.assertEqual(self.found(scan), sorted(str(m.address) for m in self.bus.meters))
+        self.assertEqual({m.primary for m in scan.found}, {m.primary for m in self.bus.meters})
+        self.assertAlmostEqual(scan.covered, 1.0)
+        selections = [r for r in self.line.requests if len(r) > 9 and r[6] == frames.CI_SELECTION]
+        patterns = [frames.decode_bcd_ident(r[7:11]) for r in selections]
+        self.assertIn("1234567F", patterns, "the search went down to the last digit")
+        self.assertNotIn("9FFFFFFF" + "0", patterns)
+        self.assertLess(len(selections), 2 * 10 * 8 * len(self.bus.meters))
+        self.assertEqual(self.line.requests[-1], frames.snd_nke(frames.SELECTED), "deselected at the end")
+
+    def test_progress_reaches_one(self) -> None:
+        progress: list[float] = []
+        scan = self.master.scan_secondary()
+        scan.observe(lambda s: progress.append(s.progress))
+        self.scan(scan)
+        self.assertEqual(progress, sorted(progress))
+        self.assertEqual(progress[-1], 1.0)
+
+    def test_empty_bus(self) -> None:
+        self.bus.meters.clear()
+        scan = self.scan(self.master.scan_secondary(retries=0))
+        self.assertEqual((scan.found, scan.errors, scan.done), ([], [], 10))
+
+    def test_acknowledgements_in_step_still_narrowed(self) -> None:
+        """Two E5s in step read as one clean E5; the RSP_UDs always collide, and the search goes deeper."""
+
+        class InStep(MeterBus):
+            def _answer(self, meters: Any, reply: Any) -> Any:
+                if meters and len(meters) > 1 and reply(meters[0]) == frames.ACK:
+                    return frames.ACK
+                return super()._answer(meters, reply)
+
+        self.line.bus = InStep(self.bus.meters)
+        scan = self.scan(self.master.scan_secondary())
+        self.assertEqual(scan.errors, [])
+        self.assertGreater(self.arbiter.stats.garbled, 0, "the collisions were heard in the RSP_UDs")
+        self.assertEqual(self.found(scan), sorted(str(m.address) for m in self.bus.meters))
+
+    def test_limit(self) -> None:
+        scan = self.scan(self.master.scan_secondary(limit=3))
+        self.assertEqual(len(scan.found), 3)
+        self.assertEqual(scan.errors, ["stopped at 3 meters"])
+
+    def test_meter_without_long_header_narrowed_to_its_number(self) -> None:
+        def short_header(request: bytes, reply: Any) -> Any:
+            if reply and len(reply) > 20:
+                frame = frames.parse_frame(reply)
+                return frames.long_frame(frame.c, frame.a, frames.CI_VARIABLE_SHORT, frame.data[8:])
+            return reply
+
+        self.bus.meters[:] = [meter(3, "31415926")]
+        self.line.tamper = short_header
+        scan = self.scan(self.master.scan_secondary())
+        [found] = scan.found
+        self.assertEqual((found.primary, found.secondary, found.identification), (3, None, "31415926"))
+
+    def test_bounded(self) -> None:
+        self.assertEqual(MAX_SECONDARY_PROBES, 10 * 8 * 256)
+
+
+class ReadTests(MasterTestCase):
+    def read(self, address: Any, **kw: Any) -> Any:
+        result = run(self.clock, self.master.read(address, **kw))
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
+
+    def read_error(self, address: Any, **kw: Any) -> str:
+        result = run(self.clock, self.master.read(address, **kw))
+        self.assertIsInstance(result, Failure)
+        result.trap(MeterError)
+        return result.getErrorMessage()
+
+    def test_each_meter_by_primary_address_gives_its_records(self) -> None:
+        for simulated in default_meters():
+            reading = self.read(simulated.primary)
+            self.assertEqual(reading.secondary, simulated.address)
+            self.assertEqual(reading.primary, simulated.primary)
+            self.assertEqual(len(reading.telegrams), len(simulated.telegrams))
+            same_records(self, simulated.records, reading.records)
+
+    def test_each_meter_by_secondary_address_gives_its_records(self) -> None:
+        for simulated in default_meters():
+            reading = self.read(str(simulated.address))
+            self.assertEqual(reading.secondary, simulated.address)
+            same_records(self, simulated.records, reading.records)
+        reading = self.read("41520063")  # the identification number alone
+        self.assertEqual(len(reading.telegrams), 2)
+
+    def test_multi_telegram_toggles_fcb(self) -> None:
+        reading = self.read(10)
+        requests = [r for r in self.line.requests if r[0] == frames.START_SHORT and r[1] & 0x4F == 0x4B]
+        self.assertEqual([r[1] for r in requests], [0x7B, 0x5B])
+        self.assertTrue(reading.telegrams[0].more_follows)
+        self.assertFalse(reading.telegrams[1].more_follows)
+
+    def test_lost_reply_repeated_with_the_same_fcb(self) -> None:
+        dropped: list[bytes] = []
+
+        def drop_first_second_telegram(request: bytes, reply: Any) -> Any:
+            if request[1] == 0x5B and not dropped:
+                dropped.append(request)
+                return None
+            return reply
+
+        self.line.tamper = drop_first_second_telegram
+        reading = self.read(10)
+        same_records(self, default_meters()[3].records, reading.records)
+        self.assertEqual(dropped, [frames.req_ud2(10)])
+
+    def test_rows(self) -> None:
+        reading = self.read(1)
+        rows = reading.rows()
+        energy = rows[1]
+        self.assertEqual((energy["value"], energy["unit"], energy["scale"], energy["description"]),
+                         (48213000, "Wh", 3, "Energy"))
+        self.assertEqual(energy["timestamp"], "2024-03-12T14:23:00")
+        self.assertEqual(rows[11]["storage"], 1)
+        self.assertEqual(rows[11]["timestamp"], "2023-12-31")
+        self.assertIsNone(rows[10]["timestamp"], "a time point has no timestamp of its own")
+        data = reading.as_dict()
+        self.assertEqual(data["meter"]["manufacturer"], "KAM")
+        self.assertEqual(len(data["records"]), 14)
+        self.assertEqual(data["address"], "primary address 1")
+
+    def test_silent_meter_named_after_retries(self) -> None:
+        start = self.clock.seconds()
+        message = self.read_error(77)
+        self.assertIn("primary address 77", message)
+        self.assertIn("no answer to SND_NKE after 4 tries", message)
+        self.assertLess(self.clock.seconds() - start, 4 * 0.4)
+
+    def test_silent_secondary_address(self) -> None:
+        message = self.read_error("87654321-ABC-01-07")
+        self.assertIn("secondary address 87654321-ABC-01-07", message)
+        self.assertIn("no answer to the selection", message)
+
+    def test_checksum_error_named(self) -> None:
+        def corrupt(request: bytes, reply: Any) -> Any:
+            if reply and len(reply) > 20:
+                return reply[:-2] + bytes([(reply[-2] + 1) & 0xFF]) + reply[-1:]
+            return reply
+
+        self.line.tamper = corrupt
+        message = self.read_error(2)
+        self.assertIn("primary address 2", message)
+        self.assertIn("invalid answer (checksum", message)
+        self.assertIn("after 4 tries", message)
+
+    def test_truncated_answer_named(self) -> None:
+        self.line.tamper = lambda request, reply: reply[:30] if reply and len(reply) > 20 else reply
+        message = self.read_error(5, retries=1)
+        self.assertIn("primary address 5: a truncated answer", message)
+        self.assertIn("after 2 tries", message)
+
+    def test_answer_of_another_address_refused(self) -> None:
+        def wrong_sender(request: bytes, reply: Any) -> Any:
+            if reply and len(reply) > 20:
+                frame = frames.parse_frame(reply)
+                return frames.long_frame(frame.c, 99, frame.ci, frame.data)
+            return reply
+
+        self.line.tamper = wrong_sender
+        message = self.read_error(1, retries=0)
+        self.assertIn("A 99", message)
+
+    def test_undecodable_answer(self) -> None:
+        def broken(request: bytes, reply: Any) -> Any:
+            if reply and len(reply) > 20:
+                frame = frames.parse_frame(reply)
+                return frames.long_frame(frame.c, frame.a, frame.ci, frame.data[:14] + b"\x04")
+            return reply
+
+        self.line.tamper = broken
+        message = self.read_error(1)
+        self.assertIn("primary address 1: the answer cannot be decoded", message)
+
+    def test_line_closed(self) -> None:
+        self.line.open = False
+        self.assertIn("line 1 is not open", self.read_error(1))
+
+    def test_read_while_scanning_interleaves(self) -> None:
+        scan = self.master.scan_primary()
+        self.clock.pump([0.1] * 10)
+        reading = self.read(5)
+        self.assertTrue(scan.running, "the read did not wait for the scan")
+        self.assertEqual(reading.secondary, default_meters()[2].address)
+        self.scan(scan)
+        self.assertEqual([m.primary for m in scan.found], [1, 2, 5, 10])
+
+
+class AddressTests(TestCase):
+    def test_parse(self) -> None:
+        self.assertEqual(parse_meter_address("5"), 5)
+        self.assertEqual(parse_meter_address(254), 254)
+        self.assertEqual(parse_meter_address("12345678"), "12345678")
+        self.assertEqual(parse_meter_address("12345678-KAM-19-04"), SecondaryAddress("12345678", "KAM", 0x19, 4))
+        self.assertRaises(ValueError, parse_meter_address, "251")
+        self.assertRaises(ValueError, parse_meter_address, "12-x")
+
+
+class RecordTimestampTests(TestCase):
+    def test_time_point_of_the_same_storage(self) -> None:
+        simulated = meter(1, "11111111", telegrams=[[
+            scaled("volume", 2.0, -3, Coding.INT32, storage=2),
+            RecordSpec(b"\x6c", datetime.date(2024, 1, 31), Coding.INT16, storage=2),
+        ]])
+        clock = task.Clock()
+        master = Master(1, BusArbiter(1, BusLine(MeterBus([simulated]), clock), clock), clock)
+        rows = run(clock, master.read(1)).rows()
+        self.assertEqual(rows[0]["timestamp"], "2024-01-31")
