@@ -114,7 +114,7 @@ class CommandTests(TestCase):
                          "show: 'frobs' is unknown; use one of status, network, tunnel, line, http, auth, log, settings")
 
     def test_group_alone(self):
-        self.assertIn("show: '' needs one more word; use one of status", self.text("show"))
+        self.assertIn("show: needs one more word; use one of status", self.text("show"))
 
     def test_extra_argument(self):
         self.assertEqual(self.text("show status now"),
@@ -298,7 +298,8 @@ class CommandTests(TestCase):
 
     def test_set_errors(self):
         self.assertIn("set: 'network.hostname' is missing the value", self.text("set network.hostname"))
-        self.assertIn("set: '' is missing the setting's name", self.text("set"))
+        self.assertIn("set: is missing the setting's name; use set NAME VALUE", self.text("set"))
+        self.assertEqual(self.text("passwd"), "passwd: is missing an argument; use passwd USER")
         self.assertIn("'help set' lists them", self.text("set nothing.here 1"))
         self.assertIn("start with a letter", self.text("set network.hostname 9abc"))
         self.assertIn("use on or off", self.text("set network.dhcp maybe"))

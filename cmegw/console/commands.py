@@ -39,7 +39,7 @@ from cmegw.stats import format_duration
 log = Logger(namespace="cmegw.console")
 
 #: Modules that add their commands to `COMMANDS` when imported; one that does not exist is skipped.
-EXTENSIONS: tuple[str, ...] = ("cmegw.console.mbus",)
+EXTENSIONS: tuple[str, ...] = ("cmegw.console.mbus", "cmegw.console.trace_commands")
 
 #: The URI whose directive holds the console's users.
 CONSOLE_URI = "/"
@@ -55,7 +55,8 @@ class CommandError(Exception):
         self.argument = argument
         self.problem = problem
         self.allowed = allowed
-        super().__init__(f"{command}: {argument!r} {problem}; {allowed}")
+        shown = f"{argument!r} {problem}" if argument else problem
+        super().__init__(f"{command}: {shown}; {allowed}")
 
 
 @attrs.frozen
