@@ -19,6 +19,7 @@ from cmegw.web.http import (
     ABORT_AFTER,
     AccessLog,
     AccessRecord,
+    UPLOAD_MAX_BYTES,
     HttpStatistics,
     escape_value,
     format_entry,
@@ -187,6 +188,25 @@ class MaxTimeoutTests(SynchronousTestCase):
 
 
 class MaxBytesTests(SynchronousTestCase):
+    def test_upload_paths_have_their_own_limit(self) -> None:
+        """A software update (a wheel is larger than Max Bytes) is bounded by the upload limit."""
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        body = b"x" * 200_000
+        channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+                             % len(body) + body)
+        self.assertNotEqual(parse_responses(transport.value())[0].status, 413)
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+                             % (UPLOAD_MAX_BYTES + 1))
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /system/other HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+                             % len(body))
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
     def test_headers_too_large(self) -> None:
         site, _, _ = make_site(max_bytes=1024)
         channel, transport = connect(site)

@@ -247,6 +247,15 @@ def _headers_size(version: bytes, code: bytes, reason: bytes, headers: Any) -> i
     return len(version) + len(code) + len(reason) + 4 + sum(len(n) + len(v) + 4 for n, v in pairs) + 2
 
 
+#: Requests that carry a file (software update, certificate upload): their body
+#: is bounded by UPLOAD_MAX_BYTES and UPLOAD_TIMEOUT instead of Max Bytes and
+#: Max Timeout, which are sized for forms (a cmegw wheel alone is larger than the
+#: factory 40960 bytes).  The headers still obey Max Bytes.
+UPLOAD_PATHS = frozenset({b"/system/update", b"/api/update", b"/http/certificate", b"/api/http/certificate"})
+UPLOAD_MAX_BYTES = 64 * 1024 * 1024
+UPLOAD_TIMEOUT = 300
+
+
 class GatewayChannel(HTTPChannel):
     """
     One HTTP connection with the device's limits: Max Timeout (408), Max Bytes
@@ -263,6 +272,7 @@ class GatewayChannel(HTTPChannel):
         self._served = 0
         self._rejected = False
         self._replaying = False
+        self._upload = False
 
     # -- limits ------------------------------------------------------------------
 
@@ -295,7 +305,8 @@ class GatewayChannel(HTTPChannel):
             self._reject(408)
 
     def _over_limit(self, extra: int = 0) -> bool:
-        return self._request_bytes + extra > self._settings.max_bytes
+        limit = UPLOAD_MAX_BYTES if self._upload else self._settings.max_bytes
+        return self._request_bytes + extra > limit
 
     # -- refusing ----------------------------------------------------------------
 
@@ -382,6 +393,11 @@ class GatewayChannel(HTTPChannel):
         super().lineReceived(line)
 
     def allHeadersReceived(self) -> None:
+        path = getattr(self, "_path", b"").partition(b"?")[0]
+        if path in UPLOAD_PATHS and getattr(self, "_command", b"") in (b"POST", b"PUT"):
+            self._upload = True
+            self._disarm()
+            self._timer = self.callLater(max(UPLOAD_TIMEOUT, self._settings.max_timeout), self._timed_out)
         if self.length is not None and self._over_limit(self.length):
             self._reject(413)  # before any 100 Continue: the body is not wanted
             return
@@ -406,6 +422,7 @@ class GatewayChannel(HTTPChannel):
             return
         self._disarm()
         self._request_bytes = 0
+        self._upload = False
         super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:

@@ -37,6 +37,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 import cmegw
+from cmegw.web.http import UPLOAD_MAX_BYTES
 from cmegw.web.pages import Admin, Field, FormState, Notice, button, card, form_value, kv_table, post_form, \
     render_field, uploads
 
@@ -314,10 +315,9 @@ def system_content(admin: Admin, request: IRequest, update_errors: dict[str, str
         status_line = tags.div(tags.strong(f"Last update: {state.phase}. "), state.message,
                                class_=f"notice notice-{kind}", role="status")
     errors = update_errors or {}
-    max_bytes = admin.gateway.running_config.http.max_bytes
     fields = [Field("wheel", "Software (cmegw wheel)", "file",
-                    help=f"A file named cmegw-VERSION-py3-none-any.whl. The upload counts against "
-                         f"HTTP Max bytes ({max_bytes} bytes now)."),
+                    help=f"A file named cmegw-VERSION-py3-none-any.whl, at most "
+                         f"{UPLOAD_MAX_BYTES // (1024 * 1024)} MiB (uploads are not bound by Max bytes)."),
               Field("sha256", "SHA-256 (optional)", help="The checksum published with the release: the file "
                                                          "is refused if it differs.")]
     form_state = FormState(values={"sha256": typed_sha}, errors={k: v for k, v in errors.items()
