@@ -17,9 +17,12 @@ from twisted.logger import Logger
 from cmegw.config.model import Config
 from cmegw.config.settings import get_setting, needs_restart, setting_names, apply_setting
 from cmegw.config.store import ConfigStore
+from cmegw.mbus.master import Master
+from cmegw.serial.arbiter import BusArbiter
 from cmegw.serial.line import SerialLine
 from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
 from cmegw.tunnel.accept import TunnelService
+from cmegw.tunnel.sharing import SharingTunnelService
 
 log = Logger(namespace="cmegw.service")
 
@@ -73,6 +76,9 @@ class GatewayService(service.MultiService):
         self.running_config: Config = overrides.apply(store.config)
         self.lines: dict[int, SerialLine] = {}
         self.tunnels: dict[int, TunnelService] = {}
+        #: Per line: the arbiter between the line and its users, and the gateway's M-Bus master.
+        self.arbiters: dict[int, BusArbiter] = {}
+        self.masters: dict[int, Master] = {}
         self.simulators: dict[int, Any] = {}
         self._part_factories: list[PartFactory] = []
         self._restarting: defer.Deferred | None = None
@@ -142,12 +148,32 @@ class GatewayService(service.MultiService):
             line = SerialLine(n, line_config, self.reactor, LineStatistics(), device=device)
             line.setServiceParent(self)
             self.lines[n] = line
+            arbiter = BusArbiter(n, line, self.reactor)
+            arbiter.setServiceParent(self)
+            self.arbiters[n] = arbiter
+            master = Master(n, arbiter, self.reactor)
+            master.setServiceParent(self)
+            self.masters[n] = master
         for n, tunnel_config in config.tunnels.items():
-            tunnel = TunnelService(n, tunnel_config, self.lines[n], self.reactor, TunnelStatistics())
+            tunnel = self._tunnel(n, tunnel_config, TunnelStatistics())
             tunnel.setServiceParent(self)
             self.tunnels[n] = tunnel
         for factory in self._part_factories:
             factory(self).setServiceParent(self)
+
+    def _tunnel(self, n: int, config: Any, stats: TunnelStatistics) -> TunnelService:
+        """Tunnel `n` on its line's arbiter: transparent (the device's tunnel) or sharing."""
+        if config.sharing:
+            return SharingTunnelService(n, config, self.arbiters[n], self.reactor, stats)
+        return TunnelService(n, config, self.arbiters[n].port, self.reactor, stats)  # type: ignore[arg-type]
+
+    def _replace_tunnel(self, n: int, config: Any) -> None:
+        """Sharing switched on or off: the old tunnel stops listening, then the other kind listens."""
+        old = self.tunnels[n]
+        new = self.tunnels[n] = self._tunnel(n, config, old.stats)
+        stopped = defer.maybeDeferred(old.disownServiceParent)
+        stopped.addCallback(lambda _: new.setServiceParent(self) if self.tunnels.get(n) is new else None)
+        stopped.addErrback(lambda f: log.failure("Tunnel {n}: cannot switch sharing", f, n=n))
 
     def startService(self) -> None:
         self.status.started_at = self.reactor.seconds()
@@ -182,9 +208,12 @@ class GatewayService(service.MultiService):
         for n, line in self.lines.items():
             if running.lines[n] != previous.lines[n]:
                 line.apply(running.lines[n])
-        for n, tunnel in self.tunnels.items():
+        for n, tunnel in list(self.tunnels.items()):
             if running.tunnels[n] != previous.tunnels[n]:
-                tunnel.apply(running.tunnels[n])
+                if running.tunnels[n].sharing != previous.tunnels[n].sharing:
+                    self._replace_tunnel(n, running.tunnels[n])
+                else:
+                    tunnel.apply(running.tunnels[n])
 
     def restart(self) -> defer.Deferred:
         """The device's reboot, in-process: stop every part, reload the configuration, start again."""
@@ -206,6 +235,8 @@ class GatewayService(service.MultiService):
             child.disownServiceParent()
         self.lines.clear()
         self.tunnels.clear()
+        self.arbiters.clear()
+        self.masters.clear()
         self.store.load()
         self.running_config = self.overrides.apply(self.store.config)
         self.status.restarts += 1

@@ -212,6 +212,8 @@ class TunnelConfig:
     keepalive: int = attrs.field(default=45, validator=_v(_int, 0, 7200, " seconds (0 = off)"))
     disconnect_timeout: int = attrs.field(default=10, validator=_v(_int, 0, 86400, " seconds (0 = never)"))
     on_busy: str = attrs.field(default="refuse", validator=_v(_choice, ACCEPT_POLICIES))
+    #: Several clients share the line, one M-Bus transaction at a time (off: the device's transparent tunnel).
+    sharing: bool = attrs.field(default=False, validator=_v(_bool))
 
 
 def ha1(name: str, realm: str, password: str, algorithm: str = "MD5") -> str:
