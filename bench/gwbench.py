@@ -160,7 +160,10 @@ enabled = false
 enabled = false
 """
 
-CMEGW_COMMAND = ("{python} -m twisted -n --pidfile= cmegw --config {config}"
+#: twistd in the foreground without a pid file (``python -m twisted`` is ``twist``, which
+#: knows neither ``-n`` nor ``--pidfile``).
+CMEGW_COMMAND = ("{python} -c 'from twisted.scripts.twistd import run; run()'"
+                 " -n --pidfile= cmegw --config {config}"
                  " --device {device} --tunnel tcp:{port}:interface=127.0.0.1")
 
 
@@ -176,7 +179,10 @@ class Rejected(BenchError):
 
 def _peer_main(conn: Any) -> None:
     """The master side of one pty pair, in its own process so it is never the bottleneck."""
+    # Ctrl-C and a SIGTERM to the process group are for the bench, which stops its peers;
+    # a peer also ends when the bench is gone (end of file on `conn`).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     master, slave = os.openpty()
     tty.setraw(master)
     tty.setraw(slave)
@@ -192,7 +198,12 @@ def _peer_main(conn: Any) -> None:
 
 
 class _PeerLoop:
-    """Echo, M-Bus responder, sink or source on a pty master, steered through `conn`."""
+    """
+    Echo, M-Bus responder, sink or source on a pty master, steered through `conn`.
+
+    Every command is ``(name, tag, *arguments)`` and every answer ``(name, tag, *values)``,
+    so the bench can drop an answer that arrives after it stopped waiting for it.
+    """
 
     def __init__(self, master: int, conn: Any) -> None:
         self.master = master
@@ -218,7 +229,7 @@ class _PeerLoop:
 
     def on_command(self) -> bool:
         try:
-            command, *args = self.conn.recv()
+            command, tag, *args = self.conn.recv()
         except (EOFError, OSError):
             return False
         if command == "stop":
@@ -227,15 +238,15 @@ class _PeerLoop:
             self.mode = args[0]
             self.pending.clear()
             self.sunk, self.sunk_at, self.expect = 0, 0, None
-            self.conn.send(("ok",))
+            self.conn.send(("mode", tag))
         elif command == "expect":
-            self.expect = (args[0], args[1])
+            self.expect = (args[0], tag)
             self.check_expect()
         elif command == "report":
             self.expect = None
-            self.conn.send(("sunk", args[0], self.sunk, self.sunk_at))
+            self.conn.send(("sunk", tag, self.sunk, self.sunk_at))
         elif command == "source":
-            self.conn.send(("sourced", *self.source(args[0], args[1])))
+            self.conn.send(("sourced", tag, *self.source(args[0], args[1])))
         return True
 
     def on_readable(self) -> None:
@@ -311,6 +322,7 @@ class PtyPeer:
         self._process.start()
         child_conn.close()
         self._tag = 0
+        self._source_tag = 0
         try:
             self.device: str = self._receive(PEER_START_TIMEOUT_S)
         except BaseException:
@@ -325,44 +337,58 @@ class PtyPeer:
             raise BenchError("the pty peer process is gone") from None
         raise BenchError(f"the pty peer did not answer within {timeout:g} s")
 
+    def _send(self, command: str, *args: Any) -> int:
+        self._tag += 1
+        try:
+            self._conn.send((command, self._tag, *args))
+        except OSError:
+            raise BenchError("the pty peer process is gone") from None
+        return self._tag
+
+    def _answer(self, tag: int, timeout: float) -> tuple[Any, ...]:
+        """The answer with this tag; answers to requests given up earlier are dropped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._receive(max(0.0, deadline - time.monotonic()))
+            if reply[1] == tag:
+                return reply
+
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
     def set_mode(self, mode: str) -> None:
-        self._conn.send(("mode", mode))
-        if self._receive(PEER_REPLY_TIMEOUT_S) != ("ok",):
-            raise BenchError("the pty peer did not change mode")
+        """echo, mbus (answer each REQ_UD2 with RSP_UD), sink (count), idle (discard)."""
+        self._answer(self._send("mode", mode), PEER_REPLY_TIMEOUT_S)
 
     def wait_sunk(self, count: int, timeout: float) -> tuple[int, int]:
         """Wait until the sink has `count` bytes: (bytes, perf_counter_ns of the last read)."""
-        self._tag += 1
-        self._conn.send(("expect", count, self._tag))
+        tag = self._send("expect", count)
         if not self._conn.poll(timeout):
-            self._conn.send(("report", self._tag))
-        reply = self._receive(PEER_REPLY_TIMEOUT_S)
-        while reply[1] != self._tag:  # bounded: at most one stale answer is ever in flight
-            reply = self._receive(PEER_REPLY_TIMEOUT_S)
+            self._conn.send(("report", tag))
+        reply = self._answer(tag, PEER_REPLY_TIMEOUT_S)
         return reply[2], reply[3]
 
     def start_source(self, seconds: float, limit: int) -> None:
-        self._conn.send(("source", seconds, limit))
+        self._source_tag = self._send("source", seconds, limit)
 
     def source_result(self, timeout: float) -> tuple[int, int, int] | None:
         """(bytes sent, start ns, end ns) once the source is done, else None."""
-        if not self._conn.poll(timeout):
-            return None
-        reply = self._conn.recv()
-        return reply[1], reply[2], reply[3]
+        deadline = time.monotonic() + timeout
+        while self._conn.poll(max(0.0, deadline - time.monotonic())):
+            reply = self._receive(0)
+            if reply[1] == self._source_tag:
+                return reply[2], reply[3], reply[4]
+        return None
 
     def fileno(self) -> int:
         return self._conn.fileno()
 
     def stop(self) -> None:
         try:
-            self._conn.send(("stop",))
+            self._conn.send(("stop", 0))
         except OSError:
             pass
         self._process.join(STOP_TIMEOUT_S)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(STOP_TIMEOUT_S)
         if self._process.is_alive():
             self._process.kill()
             self._process.join(STOP_TIMEOUT_S)
@@ -376,7 +402,14 @@ class Channel:
     """The client's end of one path: a TCP socket to a gateway, or the pty slave itself."""
 
     fd: int
-    close: Callable[[], None]
+    closer: Callable[[], None]
+    sock: socket.socket | None = None
+
+    def close(self) -> None:
+        try:
+            self.closer()
+        except OSError:
+            pass
 
 
 def _read_until(fd: int, token: bytes, timeout: float) -> None:
@@ -409,7 +442,10 @@ def synchronise(channel: Channel) -> None:
 
 
 def open_direct(device: str) -> Channel:
-    fd = os.open(device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as e:
+        raise BenchError(f"cannot open {device}: {e}") from None
     tty.setraw(fd)
     channel = Channel(fd, lambda: os.close(fd))
     try:
@@ -430,11 +466,10 @@ def open_tunnel(port: int) -> Channel:
             sock.connect(("127.0.0.1", port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            channel = Channel(sock.fileno(), sock.close)
-            channel.sock = sock  # type: ignore[attr-defined]  # keeps the socket object alive
+            channel = Channel(sock.fileno(), sock.close, sock)
             synchronise(channel)
             return channel
-        except (Rejected, ConnectionError, socket.timeout) as e:
+        except (Rejected, OSError) as e:
             problem = e
             sock.close()
             time.sleep(CONNECT_RETRY_S)
@@ -498,8 +533,9 @@ def send_for(fd: int, seconds: float, limit: int) -> tuple[int, int]:
     return sent, start
 
 
-def receive_source(fd: int, peer: PtyPeer, timeout: float) -> tuple[int, int, int, int]:
+def receive_source(fd: int, peer: PtyPeer, seconds: float) -> tuple[int, int, int, int]:
     """Read what the peer's source sends: (bytes received, bytes sent, start ns, last read ns)."""
+    timeout = DRAIN_TIMEOUT_S
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     poller.register(peer.fileno(), select.POLLIN)
@@ -525,7 +561,9 @@ def receive_source(fd: int, peer: PtyPeer, timeout: float) -> tuple[int, int, in
             elif result is None:
                 result = peer.source_result(0)
     if result is None:
-        result = peer.source_result(timeout) or (received, last, last)
+        result = peer.source_result(seconds + STALL_TIMEOUT_MS / 1000 + DRAIN_TIMEOUT_S)
+    if result is None:
+        raise BenchError("the pty peer never said how much it sent")
     return received, result[0], result[1], last
 
 
@@ -663,6 +701,8 @@ class BenchPath:
     result: PathResult = field(default_factory=PathResult)
 
     def open(self) -> Channel:
+        """A channel that bridges bytes, everything before it flushed; the peer echoes."""
+        self.peer.set_mode("echo")
         if self.gateway is None:
             return open_direct(self.peer.device)
         if not self.gateway.alive():
@@ -671,6 +711,9 @@ class BenchPath:
 
     def cpu_seconds(self) -> float:
         return self.gateway.cpu_seconds() if self.gateway else 0.0
+
+    def alive(self) -> bool:
+        return self.peer.alive() and (self.gateway is None or self.gateway.alive())
 
 
 
@@ -694,8 +737,6 @@ def phase_latency(path: BenchPath, round_no: int, kind: str, count: int, echo_si
         cpu = path.cpu_seconds() - cpu_before
     finally:
         channel.close()
-        if kind == "mbus":
-            path.peer.set_mode("echo")
     result = path.result
     result.samples[kind] += samples
     result.round_p50[kind].append((round_no, percentile(sorted(samples), 0.5)))
@@ -713,7 +754,6 @@ def phase_to_serial(path: BenchPath, seconds: float, limit: int) -> None:
         cpu = path.cpu_seconds() - cpu_before
     finally:
         channel.close()
-        path.peer.set_mode("echo")
     arrived = min(arrived, sent)
     _record_moved(path, "to_serial", sent, arrived, last - start, cpu)
 
@@ -728,7 +768,6 @@ def phase_from_serial(path: BenchPath, seconds: float, limit: int) -> None:
         cpu = path.cpu_seconds() - cpu_before
     finally:
         channel.close()
-        path.peer.set_mode("echo")
     _record_moved(path, "from_serial", sent, min(received, sent), last - start, cpu)
 
 
@@ -801,11 +840,11 @@ def run_rounds(args: argparse.Namespace, paths: list[BenchPath]) -> None:
             if phase not in args.phases:
                 continue
             for path in members:
-                if path.gateway is not None and not path.gateway.alive():
+                if not path.alive():
                     continue
                 try:
                     run(path)
-                except BenchError as e:
+                except (BenchError, OSError) as e:
                     note = f"round {round_no + 1}, {phase}: {e}"
                     path.result.problems.append(note)
                     print(f"  ! {path.name}: {note}", file=sys.stderr, flush=True)
