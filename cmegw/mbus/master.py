@@ -305,8 +305,11 @@ def record_rows(found: Sequence[records.Record]) -> list[dict[str, Any]]:
         if record.plain_text_unit:
             description += f" [{record.plain_text_unit}]"
         is_time = isinstance(record.value, (datetime.date, datetime.time))
+        value = record.value
+        if isinstance(value, float) and record.exponent < 0:
+            value = round(value, -record.exponent)  # 27.31, not 27.310000000000002
         rows.append({
-            "value": _plain(record.value),
+            "value": _plain(value),
             "unit": record.plain_text_unit or record.unit,
             "scale": record.exponent,
             "description": description,
