@@ -1,0 +1,316 @@
+"""
+Tests for cmegw.ops.metrics and cmegw.ops.graphs: the collector's series, the
+text format checked by ``promtool check metrics``, counters that move when a
+pyMeterBus client reads a meter through the tunnel, and the graphs' samples
+and SVG.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor, task, threads
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyRequest
+from twisted.web.template import flattenString
+
+import cmegw
+from cmegw.config.store import ConfigStore
+from cmegw.ops import graphs
+from cmegw.ops.metrics import GatewayCollector, metrics_resource, registry_for
+from cmegw.service import GatewayService, Overrides
+from cmegw.web.http import HttpStatistics
+from tests.support import open_pty
+
+try:
+    import meterbus
+    import serial
+except ImportError:  # pragma: no cover
+    meterbus = None
+
+
+def scrape(gateway) -> str:
+    from prometheus_client.exposition import generate_latest
+
+    return generate_latest(registry_for(gateway)).decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample by (name, sorted labels)."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def promtool(text: str) -> subprocess.CompletedProcess:
+    path = "/usr/bin/promtool" if os.path.exists("/usr/bin/promtool") else None
+    if path is None:
+        raise SkipTest("promtool is not installed (Debian: apt-get install prometheus)")
+    return subprocess.run([path, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+
+
+class GatewayCase(TestCase):
+    def make_gateway(self, overrides: Overrides | None = None) -> GatewayService:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        if overrides is None:
+            master, slave, device = open_pty()
+            self.addCleanup(os.close, master)
+            self.addCleanup(os.close, slave)
+            overrides = Overrides(device=device, tunnel="tcp:0:interface=127.0.0.1")
+        store = ConfigStore(directory / "cmegw.toml")
+        store.load()
+        gateway = GatewayService(store, reactor, overrides)
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        return gateway
+
+
+class CollectorTests(GatewayCase):
+    def setUp(self):
+        self.gateway = self.make_gateway()
+
+    def test_series(self):
+        s = samples(scrape(self.gateway))
+        serial_number = self.gateway.running_config.identity.serial_number
+        self.assertEqual(s[("cmegw_info", (("product_type", "cmegw"), ("serial_number", serial_number),
+                                           ("version", cmegw.__version__)))], 1)
+        self.assertEqual(s[("cmegw_line_up", (("line", "1"),))], 1)
+        self.assertEqual(s[("cmegw_line_state", (("line", "1"), ("state", "open")))], 1)
+        self.assertEqual(s[("cmegw_line_state", (("line", "1"), ("state", "error")))], 0)
+        self.assertEqual(s[("cmegw_line_baud_rate", (("line", "1"),))], 2400)
+        self.assertEqual(s[("cmegw_line_received_bytes_total", (("line", "1"),))], 0)
+        self.assertEqual(s[("cmegw_tunnel_state", (("state", "waiting"), ("tunnel", "1")))], 1)
+        self.assertEqual(s[("cmegw_tunnel_connected_peers", (("tunnel", "1"),))], 0)
+        self.assertEqual(s[("cmegw_tunnel_listening", (("tunnel", "1"),))], 1)
+        self.assertEqual(s[("cmegw_tunnel_connect_connected_seconds_total", (("host", "12"), ("tunnel", "1")))], 0)
+        self.assertEqual(s[("cmegw_line_trace_enabled", (("line", "1"),))], 0)
+        for (name, _), _value in s.items():
+            self.assertTrue(name.startswith("cmegw_"), name)
+
+    def test_counters_read_at_scrape_time(self):
+        stats = self.gateway.lines[1].stats
+        stats.rx_bytes, stats.parity_errors = 1234, 5
+        self.gateway.tunnels[1].stats.octets_from_network = 77
+        s = samples(scrape(self.gateway))
+        self.assertEqual(s[("cmegw_line_received_bytes_total", (("line", "1"),))], 1234)
+        self.assertEqual(s[("cmegw_line_parity_errors_total", (("line", "1"),))], 5)
+        self.assertEqual(s[("cmegw_tunnel_network_to_line_bytes_total", (("tunnel", "1"),))], 77)
+
+    def test_missing_kernel_counters_are_left_out(self):
+        self.gateway.lines[1].stats.framing_errors = None
+        self.assertNotIn(("cmegw_line_framing_errors_total", (("line", "1"),)), samples(scrape(self.gateway)))
+
+    def test_line_error_state(self):
+        stats = self.gateway.lines[1].stats
+        stats.state, stats.error = "error", "went away"
+        s = samples(scrape(self.gateway))
+        self.assertEqual(s[("cmegw_line_up", (("line", "1"),))], 0)
+        self.assertEqual(s[("cmegw_line_state", (("line", "1"), ("state", "error")))], 1)
+
+    def test_http_statistics_of_the_web_part(self):
+        stats = HttpStatistics()
+        stats.rx_bytes = 100
+        stats.count_response(200)
+        stats.count_response(401)
+        stats.count_response(302)
+        stats.socket_errors = 2
+        self.patch(__import__("cmegw.ops.metrics", fromlist=["web_statistics"]), "web_statistics",
+                   lambda gateway: stats)
+        s = samples(scrape(self.gateway))
+        self.assertEqual(s[("cmegw_http_received_bytes_total", ())], 100)
+        self.assertEqual(s[("cmegw_http_responses_total", (("code", "200"),))], 1)
+        self.assertEqual(s[("cmegw_http_responses_total", (("code", "302"),))], 1)
+        self.assertEqual(s[("cmegw_http_socket_errors_total", ())], 2)
+        self.assertNotIn(("cmegw_http_status_200_total", ()), s)
+
+    def test_no_web_part_no_http_series(self):
+        self.patch(__import__("cmegw.ops.metrics", fromlist=["web_statistics"]), "web_statistics",
+                   lambda gateway: None)
+        self.assertFalse([k for k in samples(scrape(self.gateway)) if k[0].startswith("cmegw_http")])
+
+    def test_mbus_series(self):
+        class Stats:
+            def __init__(self):
+                self.transactions, self.answered, self.queue_length, self.busy_time = 10, 8, 1, 2.5
+
+        self.gateway.arbiters = {1: SimpleNamespace(stats=Stats())}
+        self.gateway.masters = {1: SimpleNamespace(results={"primary": [1, 2, 3]})}
+        text = scrape(self.gateway)
+        s = samples(text)
+        self.assertEqual(s[("cmegw_mbus_transactions_total", (("line", "1"),))], 10)
+        self.assertEqual(s[("cmegw_mbus_answered_transactions_total", (("line", "1"),))], 8)
+        self.assertEqual(s[("cmegw_mbus_busy_seconds_total", (("line", "1"),))], 2.5)
+        self.assertEqual(s[("cmegw_mbus_queue_length", (("line", "1"),))], 1)
+        self.assertEqual(s[("cmegw_mbus_meters", (("line", "1"),))], 3)
+        self.assertIn("# TYPE cmegw_mbus_queue_length gauge", text)
+
+    def test_promtool_accepts_it(self):
+        self.gateway.lines[1].stats.parity_errors = 1
+        stats = HttpStatistics()
+        stats.count_response(200)
+        self.patch(__import__("cmegw.ops.metrics", fromlist=["web_statistics"]), "web_statistics",
+                   lambda gateway: stats)
+        self.gateway.arbiters = {1: SimpleNamespace(stats=SimpleNamespace(transactions=1, queue_peak=1,
+                                                                          busy_time=0.1))}
+        result = promtool(scrape(self.gateway))
+        self.assertEqual(result.returncode, 0, result.stdout.decode() + result.stderr.decode())
+        self.assertEqual(result.stdout.decode() + result.stderr.decode(), "", "no lint warnings")
+
+    def test_resource(self):
+        resource = metrics_resource(self.gateway)
+        request = DummyRequest([b""])
+        body = resource.render(request)
+        self.assertTrue(request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"text/plain"))
+        self.assertIn(b"cmegw_line_up{line=\"1\"} 1.0", body)
+        request = DummyRequest([b""])
+        request.requestHeaders.setRawHeaders(b"accept", [b"application/openmetrics-text; version=1.0.0"])
+        body = resource.render(request)
+        self.assertTrue(body.endswith(b"# EOF\n"))
+
+    def test_collector_is_a_collector(self):
+        names = {m.name for m in GatewayCollector(self.gateway).collect()}
+        self.assertIn("cmegw_line_received_bytes", names)
+
+
+class ReadThroughTunnelTests(GatewayCase):
+    """A pyMeterBus client reads a simulated meter through the tunnel: the counters move."""
+
+    @inlineCallbacks
+    def test_counters_move(self):
+        if meterbus is None:
+            raise SkipTest("pyMeterBus is not installed")
+        gateway = self.make_gateway(Overrides(simulate=True, tunnel="tcp:0:interface=127.0.0.1"))
+        port = gateway.tunnels[1].port.getHost().port
+        site = reactor.listenTCP(0, Site(metrics_resource(gateway)), interface="127.0.0.1")
+        self.addCleanup(site.stopListening)
+        url = f"http://127.0.0.1:{site.getHost().port}/metrics"
+
+        def fetch():
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+
+        def read_meter():
+            ser = serial.serial_for_url(f"socket://127.0.0.1:{port}", baudrate=2400, parity=serial.PARITY_EVEN,
+                                        timeout=3)
+            try:
+                meterbus.send_ping_frame(ser, 1)
+                ack = meterbus.recv_frame(ser, 1)
+                meterbus.send_request_frame(ser, 1)
+                frame = meterbus.recv_frame(ser, meterbus.FRAME_DATA_LENGTH)
+                return ack, meterbus.load(frame) if frame else None
+            finally:
+                ser.close()
+
+        before = samples((yield threads.deferToThread(fetch)))
+        ack, telegram = yield threads.deferToThread(read_meter)
+        self.assertTrue(ack)
+        self.assertIsNotNone(telegram)
+        text = yield threads.deferToThread(fetch)
+        after = samples(text)
+        for name, label in (("cmegw_line_received_bytes_total", ("line", "1")),
+                            ("cmegw_line_sent_bytes_total", ("line", "1")),
+                            ("cmegw_tunnel_line_to_network_bytes_total", ("tunnel", "1")),
+                            ("cmegw_tunnel_network_to_line_bytes_total", ("tunnel", "1")),
+                            ("cmegw_tunnel_accepts_total", ("tunnel", "1"))):
+            key = (name, (label,))
+            self.assertGreater(after[key], before[key], name)
+        self.assertEqual(after[("cmegw_tunnel_network_to_line_bytes_total", (("tunnel", "1"),))], 10,
+                         "SND_NKE and REQ_UD2: 5 bytes each")
+        result = promtool(text)
+        self.assertEqual(result.returncode, 0, result.stdout.decode() + result.stderr.decode())
+
+
+class FakeGateway(SimpleNamespace):
+    """Statistics only (hashable, weakly referenced: the graphs keep their history per gateway)."""
+
+    __hash__ = object.__hash__
+
+
+class GraphTests(TestCase):
+    def gateway(self):
+        tunnel = SimpleNamespace(stats=SimpleNamespace(octets_from_serial=0, octets_from_network=0,
+                                                       completed_accepts=0, completed_connects=0, state="waiting"))
+        line = SimpleNamespace(stats=SimpleNamespace(parity_errors=0, framing_errors=None, overrun_errors=0,
+                                                     buffer_errors=0, rx_breaks=None))
+        clock = task.Clock()
+        return FakeGateway(tunnels={1: tunnel}, lines={1: line}, reactor=clock), clock
+
+    def test_samples(self):
+        gateway, clock = self.gateway()
+        history = graphs.History()
+        sampler = graphs.GraphSampler(gateway, history)
+        sampler.startService()
+        self.addCleanup(sampler.stopService)
+        gateway.tunnels[1].stats.octets_from_serial = 1000
+        gateway.tunnels[1].stats.completed_accepts = 1
+        gateway.tunnels[1].stats.state = "connected"
+        gateway.lines[1].stats.parity_errors = 3
+        clock.advance(graphs.SAMPLE_INTERVAL)
+        self.assertEqual(history.series("tunnel1.to_network"), [(10.0, 100.0)])
+        self.assertEqual(history.series("tunnel1.connections"), [(10.0, 1)])
+        self.assertEqual(history.series("tunnel1.connected"), [(10.0, 1)])
+        self.assertEqual(history.series("line1.errors"), [(10.0, 3)])
+        clock.advance(graphs.SAMPLE_INTERVAL)
+        self.assertEqual(history.series("tunnel1.to_network")[-1], (20.0, 0.0))
+
+    def test_counter_reset(self):
+        gateway, clock = self.gateway()
+        history = graphs.History()
+        sampler = graphs.GraphSampler(gateway, history)
+        gateway.tunnels[1].stats.octets_from_serial = 5000
+        sampler.startService()
+        self.addCleanup(sampler.stopService)
+        gateway.tunnels[1].stats.octets_from_serial = 200  # a restart made new statistics
+        clock.advance(graphs.SAMPLE_INTERVAL)
+        self.assertEqual(history.series("tunnel1.to_network"), [(10.0, 20.0)])
+
+    def test_bounded_to_an_hour(self):
+        gateway, clock = self.gateway()
+        history = graphs.History()
+        sampler = graphs.GraphSampler(gateway, history)
+        sampler.startService()
+        self.addCleanup(sampler.stopService)
+        clock.pump([graphs.SAMPLE_INTERVAL] * (graphs.SAMPLES * 3))
+        self.assertEqual(len(history.times), graphs.SAMPLES)
+        self.assertEqual(len(history.values["tunnel1.to_line"]), graphs.SAMPLES)
+        self.assertEqual(history.times[0], graphs.SAMPLES * 2 * graphs.SAMPLE_INTERVAL + graphs.SAMPLE_INTERVAL)
+
+    def test_new_series_are_aligned(self):
+        history = graphs.History(samples=4)
+        history.add(1, {"a": 1})
+        history.add(2, {"a": 2, "b": 5})
+        self.assertEqual(history.series("b"), [(1, None), (2, 5)])
+        self.assertEqual(history.series("missing"), [(1, None), (2, None)])
+
+    @inlineCallbacks
+    def test_svg_and_numbers(self):
+        history = graphs.History()
+        for i in range(30):
+            history.add(1000 + i * 10, {"tunnel1.to_network": float(i % 7)})
+        series = graphs.tunnel_series(1)[0]
+        svg = (yield flattenString(None, graphs.chart(series, history.series(series.key)))).decode()
+        self.assertTrue(svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"'), svg[:80])
+        self.assertIn("<polyline", svg)
+        self.assertIn("stroke-width=\"1.5\"", svg)
+        self.assertNotIn("<script", svg)
+        text = graphs.figures_text(history.series(series.key), "B/s")
+        self.assertEqual(text, "now 1 B/s, highest 6 B/s, average 2.8 B/s over 5 min")
+        self.assertIn(text, svg, "the numbers are in the image's title too")
+
+    @inlineCallbacks
+    def test_panel_without_samples(self):
+        gateway, clock = self.gateway()
+        html = (yield flattenString(None, graphs.graphs_panel(gateway))).decode()
+        self.assertIn("no samples yet", html)
+        self.assertIn("Tunnel 1: line to network", html)
+        self.assertIn("Line 1: errors", html)
