@@ -11,12 +11,12 @@ from typing import Any, Callable
 
 import attrs
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from cmegw.config.model import Config
 from cmegw.config.settings import get_setting, needs_restart, setting_names, apply_setting
-from cmegw.config.store import ConfigStore
+from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.mbus.master import Master
 from cmegw.serial.arbiter import BusArbiter
 from cmegw.serial.line import SerialLine
@@ -28,6 +28,8 @@ log = Logger(namespace="cmegw.service")
 
 #: Seconds over which traffic makes the ACT indication flash.
 ACTIVITY_WINDOW = 2.0
+#: How often `when_listening` looks again at a tunnel that could not listen yet (seconds).
+LISTEN_CHECK_INTERVAL = 0.25
 
 
 @attrs.frozen
@@ -82,6 +84,8 @@ class GatewayService(service.MultiService):
         self.simulators: dict[int, Any] = {}
         self._part_factories: list[PartFactory] = []
         self._restarting: defer.Deferred | None = None
+        #: True while `restart` stops and starts the parts (a part's stopService is not the end then).
+        self.restarting = False
         self._activity = (0, 0.0, 0.0)
         store.subscribe(self._config_changed)
 
@@ -230,7 +234,11 @@ class GatewayService(service.MultiService):
     @defer.inlineCallbacks
     def _restart(self) -> Any:
         log.info("Restarting")
-        yield defer.maybeDeferred(self.stopService)
+        self.restarting = True
+        try:
+            yield defer.maybeDeferred(self.stopService)
+        finally:
+            self.restarting = False
         for child in list(self):
             child.disownServiceParent()
         self.lines.clear()
@@ -242,6 +250,59 @@ class GatewayService(service.MultiService):
         self.status.restarts += 1
         self.startService()
         log.info("Restarted")
+
+    # -- operations (systemd, SIGHUP) -------------------------------------------------
+
+    def when_listening(self) -> defer.Deferred:
+        """
+        Fires once every listener is up: each enabled tunnel has its port, and
+        each part that offers ``when_listening()`` (web, console) has fired its
+        own.  A listener that keeps failing keeps this waiting (cancel it).
+        """
+        parts = [defer.maybeDeferred(child.when_listening) for child in self
+                 if child not in self.tunnels.values() and hasattr(child, "when_listening")]
+        d = defer.gatherResults([self._tunnels_listening(), *parts], consumeErrors=True)
+        d.addCallback(lambda _: None)
+        return d
+
+    def _tunnels_listening(self) -> defer.Deferred:
+        tunnels = list(self.tunnels.values())
+
+        def up() -> bool:
+            return all(t.port is not None or not t.config.enabled for t in tunnels)
+
+        if up():
+            return defer.succeed(None)
+
+        def check() -> None:
+            if not self.running:
+                poll.stop()  # stopped before every tunnel listened: nothing to wait for
+            elif up():
+                poll.stop()
+                result.callback(None)
+
+        poll = task.LoopingCall(check)
+        poll.clock = self.reactor
+        result: defer.Deferred = defer.Deferred(lambda _: poll.stop() if poll.running else None)
+        poll.start(LISTEN_CHECK_INTERVAL, now=False)
+        return result
+
+    def reload_config(self) -> None:
+        """
+        Read the configuration file again (SIGHUP) and apply what applies live;
+        a bad file is refused and logged, and `ConfigFileError` raised: the
+        running configuration stays.
+        """
+        try:
+            self.store.reload()
+        except ConfigFileError as e:
+            log.error("Configuration reload refused, the running configuration stays: {e}", e=e)
+            self.status.config_problem = f"the configuration file was not reloaded: {e}"
+            raise
+        self.status.config_problem = None
+        pending = self.pending_restart()
+        log.info("Configuration reloaded from {path}{rest}", path=str(self.store.path),
+                 rest=f"; waiting for a restart: {', '.join(pending)}" if pending else "")
 
     def factory_reset(self) -> defer.Deferred:
         """Write the factory defaults, then restart."""

@@ -85,6 +85,7 @@ def part_factories() -> list[Any]:
     """The parts beside lines and tunnels (web, console, ...), each built from the gateway."""
     from cmegw.console.service import make_console
     from cmegw.ops.graphs import graphs_part
+    from cmegw.ops.systemd import hangup_part, systemd_part
     from cmegw.web.service import make_web
 
-    return [make_web, make_console, graphs_part]
+    return [make_web, make_console, graphs_part, hangup_part, systemd_part]

@@ -179,6 +179,27 @@ class ConfigStore:
             listener(old, new)
         return new
 
+    def reload(self) -> Config:
+        """
+        Read the file again and make it the configuration, without rewriting
+        it (SIGHUP).  A file that cannot be read or is not valid raises
+        `ConfigFileError` and changes nothing.
+        """
+        try:
+            text = self.path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigFileError(f"{self.path} cannot be read: {e}") from None
+        new = parse_config(text, str(self.path))
+        if not self.last_good_path.exists() or self.last_good_path.read_text("utf-8") != text:
+            atomic_write(self.last_good_path, text)
+        self._text = text
+        self.problem = None
+        self.unsaved = False
+        old, self.config = self.config, new
+        for listener in list(self._listeners):
+            listener(old, new)
+        return new
+
     def save(self) -> None:
         """Write the current configuration to the file (the console's ``save``)."""
         self._write(self.config)
