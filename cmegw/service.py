@@ -86,6 +86,8 @@ class GatewayService(service.MultiService):
         self._restarting: defer.Deferred | None = None
         #: True while `restart` stops and starts the parts (a part's stopService is not the end then).
         self.restarting = False
+        #: Traffic traces by line number (`cmegw.ops.trace.LineTrace`), kept across restarts.
+        self.traces: dict[int, Any] = {}
         self._activity = (0, 0.0, 0.0)
         store.subscribe(self._config_changed)
 
@@ -152,6 +154,8 @@ class GatewayService(service.MultiService):
             line = SerialLine(n, line_config, self.reactor, LineStatistics(), device=device)
             line.setServiceParent(self)
             self.lines[n] = line
+            if n in self.traces and self.traces[n].enabled:
+                self.traces[n].attach(line)
             arbiter = BusArbiter(n, line, self.reactor)
             arbiter.setServiceParent(self)
             self.arbiters[n] = arbiter
@@ -251,7 +255,7 @@ class GatewayService(service.MultiService):
         self.startService()
         log.info("Restarted")
 
-    # -- operations (systemd, SIGHUP) -------------------------------------------------
+    # -- operations (systemd, SIGHUP, trace) ------------------------------------------
 
     def when_listening(self) -> defer.Deferred:
         """
@@ -303,6 +307,30 @@ class GatewayService(service.MultiService):
         pending = self.pending_restart()
         log.info("Configuration reloaded from {path}{rest}", path=str(self.store.path),
                  rest=f"; waiting for a restart: {', '.join(pending)}" if pending else "")
+
+    def line_peer(self, n: int) -> str:
+        """Whom line `n`'s bytes come from and go to right now: its tunnel's client, or ""."""
+        tunnel = self.tunnels.get(n)
+        return tunnel.stats.peer if tunnel is not None else ""
+
+    def set_trace(self, n: int, on: bool) -> Any:
+        """
+        Turn the traffic trace of line `n` on or off and return it (a
+        `cmegw.ops.trace.LineTrace`; its buffer stays when turned off).
+        """
+        from cmegw.ops.trace import LineTrace
+
+        if n not in self.running_config.lines:
+            raise KeyError(f"there is no line {n}")
+        trace = self.traces.get(n)
+        if trace is None:
+            trace = self.traces[n] = LineTrace(n, clock=self.reactor, peer=lambda: self.line_peer(n))
+        trace.enabled = on
+        if not on:
+            trace.detach()
+        elif n in self.lines:
+            trace.attach(self.lines[n])
+        return trace
 
     def factory_reset(self) -> defer.Deferred:
         """Write the factory defaults, then restart."""
