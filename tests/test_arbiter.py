@@ -289,6 +289,37 @@ class TransparentTests(TestCase):
         self.assertEqual(box[0].outcome, REPLY_OK)
         self.assertEqual(bytes(self.to_client), RSP)
 
+    def test_the_clients_next_request_lets_the_master_in(self) -> None:
+        """A client polling back to back leaves no quiet gap: its next request marks the bus free."""
+        self.port.write(frames.snd_nke(1))
+        box = outcome(self.arbiter.transact(frames.snd_nke(3)))
+        pump(self.clock, 0.05)
+        self.line.feed(frames.ACK)
+        self.assertEqual(bytes(self.to_client), frames.ACK)
+        pump(self.clock, 0.05)
+        self.port.write(frames.req_ud2(1))  # the client's next request: held, the master goes first
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.snd_nke(3))
+        self.line.feed(frames.ACK)
+        self.assertEqual(box[0].outcome, REPLY_OK)
+        self.assertEqual(bytes(self.to_client), frames.ACK, "the master's E5 is not the client's")
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.snd_nke(3) + frames.req_ud2(1))
+        self.line.feed(RSP)
+        self.assertEqual(bytes(self.to_client), frames.ACK + RSP)
+        self.assertLess(self.clock.seconds(), self.gap, "no quiet gap was needed")
+
+    def test_claim_ends_when_the_waiting_transaction_is_cancelled(self) -> None:
+        self.port.write(frames.snd_nke(1))
+        waiting = self.arbiter.transact(frames.snd_nke(3))
+        self.assertTrue(self.port.holding, "claiming while it waits")
+        outcome(waiting)
+        waiting.cancel()
+        self.assertFalse(self.port.holding)
+        self.port.write(frames.req_ud2(1))
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.req_ud2(1))
+        box = outcome(self.arbiter.transact(frames.snd_nke(3)))
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.req_ud2(1), "still not quiet")
+        self.assertEqual(box, [])
+
     def test_client_bytes_held_during_a_transaction_then_sent(self) -> None:
         box = outcome(self.arbiter.transact(frames.snd_nke(3)))
         self.assertTrue(self.port.write(frames.req_ud2(1)))

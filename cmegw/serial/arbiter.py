@@ -53,13 +53,22 @@ Transparent mode (the default: sharing off)
     When a transaction is queued (the gateway's master, a scan), the arbiter
     must not break into an exchange the tunnel's client has running.  It
     cannot parse the client's traffic (transparent means unparsed), so it
-    waits for a *quiet gap*: no byte either way for the first-byte timeout
-    plus the transmission time of the last bytes written, the longest a
-    reply to them could take to start.  It sees traffic without touching the
-    byte path by reading the line's byte counters (``stats.rx_bytes`` and
-    ``tx_bytes``) each time it looks, every quarter of the gap while it
-    waits.  Counters unchanged since the arbiter last gave the bus back mean
-    nothing is pending: it takes the bus at once.
+    takes the bus at the first of two moments that mark the end of the
+    client's exchange:
+
+    - a *quiet gap*: no byte either way for the first-byte timeout plus the
+      transmission time of the last bytes written, the longest a reply to
+      them could take to start.  The arbiter sees traffic without touching
+      the byte path by reading the line's byte counters (``stats.rx_bytes``
+      and ``tx_bytes``) each time it looks, every quarter of the gap while it
+      waits.  Counters unchanged since it last gave the bus back mean nothing
+      is pending: it takes the bus at once.
+    - the client's *next request*: while a transaction waits, the port
+      *claims* the client's writes (holds them, below).  A head-end writes
+      when its previous exchange is over (answered or timed out), so its
+      first byte says the bus is free: the arbiter takes it at once and the
+      held request goes out after the transaction.  Without this a head-end
+      polling back to back would never leave a quiet gap.
 
     Taking the bus swaps the line's receiver for the arbiter's collector and
     sets the port to *hold*: what the client writes is kept (bounded; past
@@ -320,6 +329,7 @@ class BusArbiter(service.Service):
                 transaction.deferred.errback(LineUnavailable(f"line {self.number} is stopping"))
         if self._owning:
             self._give_back()
+        self._unclaim()
         return None
 
     # -- scheduling ----------------------------------------------------------
@@ -331,13 +341,16 @@ class BusArbiter(service.Service):
         if self._owning and (not self._queue or self.port.held):
             self._give_back()
         if not self._queue:
+            self._unclaim()
             return
         now = self.clock.seconds()
         if not self._owning:
-            wait = self._quiet_remaining(now)
-            if wait > 0:
-                self._quiet_call = self.clock.callLater(min(wait, self._quiet_needed / 4), self._quiet_due)
-                return
+            if not self.port.held:
+                wait = self._quiet_remaining(now)
+                if wait > 0:
+                    self.port.holding = True  # claim the client's next request
+                    self._quiet_call = self.clock.callLater(min(wait, self._quiet_needed / 4), self._quiet_due)
+                    return
             self._take()
         wait = self._bus_free_at - now
         if wait > 0:
@@ -346,6 +359,15 @@ class BusArbiter(service.Service):
         self._start(self._queue.popleft())
 
     def _quiet_due(self) -> None:
+        self._quiet_call = None
+        self._advance()
+
+    def _claimed(self) -> None:
+        """The client began a request while a transaction waited: its last exchange is over."""
+        if self._owning:
+            return
+        if self._quiet_call is not None and self._quiet_call.active():
+            self._quiet_call.cancel()
         self._quiet_call = None
         self._advance()
 
@@ -381,19 +403,29 @@ class BusArbiter(service.Service):
         self._owning = False
         now = self.clock.seconds()
         self.stats.busy_time += now - self._owned_since
-        self.port.holding = False
         self.line.attach(self.port.receiver)
         if self.port.line_paused:
             self.line.pauseProducing()
+        if not self._release_port(now):
+            self._seen_total, self._seen_tx = self._counters()
+            self._seen_at = float("-inf")  # every byte since the takeover was ours: nothing is pending
+
+    def _unclaim(self) -> None:
+        """Nothing waits any more: stop claiming the client's writes (and send what was claimed)."""
+        if not self._owning and self.port.holding:
+            self._release_port(self.clock.seconds())
+
+    def _release_port(self, now: float) -> int:
+        """Let the client write again, its held bytes first; how many there were (their reply is pending)."""
+        self.port.holding = False
         held = self.port.release()
-        self._seen_total, self._seen_tx = self._counters()
         if held:
             baud = self.line.config.baud_rate
+            self._seen_total, self._seen_tx = self._counters()
             self._seen_at = now
             self._quiet_needed = first_byte_timeout(baud) + min(held, frames.MAX_TELEGRAM_LENGTH) * character_time(
                 baud)
-        else:
-            self._seen_at = float("-inf")
+        return held
 
     def _queue_changed(self) -> None:
         self.stats.queue_length = len(self._queue)
@@ -502,7 +534,7 @@ class TransparentPort:
         self._arbiter = arbiter
         self._line = arbiter.line
         self.receiver: Callable[[bytes], None] | None = None
-        #: Set by the arbiter while it owns the bus: writes are held, not sent.
+        #: Set by the arbiter while it owns the bus or waits for it: writes are held, not sent.
         self.holding = False
         #: Whether the client asked the line to stop reading (its TCP buffer is full).
         self.line_paused = False
@@ -548,6 +580,7 @@ class TransparentPort:
         stats.held_bytes += len(data)
         if len(self._held) >= HOLD_LIMIT:
             self._pause_client("hold")
+        self._arbiter._claimed()
         return True
 
     def release(self) -> int:
