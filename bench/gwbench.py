@@ -111,6 +111,7 @@ PEER_START_TIMEOUT_S = 20.0
 PEER_REPLY_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 3.0
 WARMUP_FRACTION = 0.1
+WARMUP_SECONDS = 0.5
 LOG_TAIL_LINES = 25
 PHASES = ("echo", "mbus", "to_serial", "from_serial", "accept")
 
@@ -606,7 +607,7 @@ class GatewayProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent)
+                cwd=self.log_path.parent, start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -681,7 +682,7 @@ class PathResult:
     round_p50: dict[str, list[float]] = field(default_factory=lambda: {"echo": [], "mbus": []})
     latency_cpu_s: float = 0.0
     latency_trips: int = 0
-    moved: dict[str, list[tuple[int, int]]] = field(
+    moved: dict[str, list[tuple[int, int, int]]] = field(  # (round, bytes, ns)
         default_factory=lambda: {"to_serial": [], "from_serial": []})
     throughput_cpu_s: dict[str, float] = field(
         default_factory=lambda: {"to_serial": 0.0, "from_serial": 0.0})
@@ -744,7 +745,7 @@ def phase_latency(path: BenchPath, round_no: int, kind: str, count: int, echo_si
     result.latency_trips += len(samples)
 
 
-def phase_to_serial(path: BenchPath, seconds: float, limit: int) -> None:
+def phase_to_serial(path: BenchPath, round_no: int, seconds: float, limit: int) -> None:
     channel = path.open()
     try:
         path.peer.set_mode("sink")
@@ -755,10 +756,10 @@ def phase_to_serial(path: BenchPath, seconds: float, limit: int) -> None:
     finally:
         channel.close()
     arrived = min(arrived, sent)
-    _record_moved(path, "to_serial", sent, arrived, last - start, cpu)
+    _record_moved(path, round_no, "to_serial", sent, arrived, last - start, cpu)
 
 
-def phase_from_serial(path: BenchPath, seconds: float, limit: int) -> None:
+def phase_from_serial(path: BenchPath, round_no: int, seconds: float, limit: int) -> None:
     channel = path.open()
     try:
         path.peer.set_mode("idle")
@@ -768,13 +769,13 @@ def phase_from_serial(path: BenchPath, seconds: float, limit: int) -> None:
         cpu = path.cpu_seconds() - cpu_before
     finally:
         channel.close()
-    _record_moved(path, "from_serial", sent, min(received, sent), last - start, cpu)
+    _record_moved(path, round_no, "from_serial", sent, min(received, sent), last - start, cpu)
 
 
-def _record_moved(path: BenchPath, direction: str, sent: int, arrived: int, ns: int,
-                  cpu: float) -> None:
+def _record_moved(path: BenchPath, round_no: int, direction: str, sent: int, arrived: int,
+                  ns: int, cpu: float) -> None:
     result = path.result
-    result.moved[direction].append((arrived, max(ns, 1)))
+    result.moved[direction].append((round_no, arrived, max(ns, 1)))
     result.throughput_cpu_s[direction] += cpu
     if arrived < sent:
         result.lost[direction] += sent - arrived
@@ -822,33 +823,60 @@ def rotated(items: list[BenchPath], by: int) -> list[BenchPath]:
 
 
 def run_rounds(args: argparse.Namespace, paths: list[BenchPath]) -> None:
-    limit = int(args.max_mb * MB)
+    if not args.no_warmup:
+        warm_up(args, paths)
     for round_no in range(args.rounds):
-        order = rotated(paths, round_no)
-        gateways = [p for p in order if p.gateway is not None]
-        phases: list[tuple[str, list[BenchPath], Callable[[BenchPath], None]]] = [
-            ("echo", order, lambda p: phase_latency(p, round_no, "echo", args.round_trips,
-                                                    args.echo_bytes)),
-            ("mbus", order, lambda p: phase_latency(p, round_no, "mbus", args.round_trips,
-                                                    args.echo_bytes)),
-            ("to_serial", order, lambda p: phase_to_serial(p, args.seconds, limit)),
-            ("from_serial", order, lambda p: phase_from_serial(p, args.seconds, limit)),
-            ("accept", gateways, lambda p: phase_accept(p, args.accept_seconds,
-                                                        args.accept_cycles)),
-        ]
-        for phase, members, run in phases:
-            if phase not in args.phases:
-                continue
-            for path in members:
-                if not path.alive():
-                    continue
-                try:
-                    run(path)
-                except (BenchError, OSError) as e:
-                    note = f"round {round_no + 1}, {phase}: {e}"
-                    path.result.problems.append(note)
-                    print(f"  ! {path.name}: {note}", file=sys.stderr, flush=True)
+        run_round(args, paths, round_no)
         print(progress_line(round_no, args.rounds, paths), flush=True)
+
+
+def warm_up(args: argparse.Namespace, paths: list[BenchPath]) -> None:
+    """
+    One short round whose figures are dropped: an idle machine answers its first
+    thousands of round trips markedly slower (idle CPUs wake up late), which would
+    otherwise make the first round an outlier for every path.
+    """
+    short = argparse.Namespace(**vars(args))
+    short.round_trips = max(100, args.round_trips // 4)
+    short.seconds = min(args.seconds, WARMUP_SECONDS)
+    short.accept_seconds = min(args.accept_seconds, WARMUP_SECONDS)
+    kept = [path.result for path in paths]
+    for path in paths:
+        path.result = PathResult()
+    try:
+        run_round(short, paths, -1)
+    finally:
+        for path, result in zip(paths, kept):
+            path.result = result
+
+
+def run_round(args: argparse.Namespace, paths: list[BenchPath], round_no: int) -> None:
+    """Every phase on every path before the next phase; the paths' order rotates by round."""
+    limit = int(args.max_mb * MB)
+    order = rotated(paths, max(0, round_no))
+    gateways = [p for p in order if p.gateway is not None]
+    phases: list[tuple[str, list[BenchPath], Callable[[BenchPath], None]]] = [
+        ("echo", order, lambda p: phase_latency(p, round_no, "echo", args.round_trips,
+                                                args.echo_bytes)),
+        ("mbus", order, lambda p: phase_latency(p, round_no, "mbus", args.round_trips,
+                                                args.echo_bytes)),
+        ("to_serial", order, lambda p: phase_to_serial(p, round_no, args.seconds, limit)),
+        ("from_serial", order, lambda p: phase_from_serial(p, round_no, args.seconds, limit)),
+        ("accept", gateways, lambda p: phase_accept(p, args.accept_seconds, args.accept_cycles)),
+    ]
+    where = f"round {round_no + 1}" if round_no >= 0 else "warm-up"
+    for phase, members, run in phases:
+        if phase not in args.phases:
+            continue
+        for path in members:
+            if not path.alive():
+                continue
+            try:
+                run(path)
+            except (BenchError, OSError) as e:
+                note = f"{where}, {phase}: {e}"
+                path.result.problems.append(note)
+                print(f"  ! {path.name}: {note}", file=sys.stderr, flush=True)
 
 
 def progress_line(round_no: int, rounds: int, paths: list[BenchPath]) -> str:
@@ -856,8 +884,8 @@ def progress_line(round_no: int, rounds: int, paths: list[BenchPath]) -> str:
     for path in paths:
         r = path.result
         echo = [v for n, v in r.round_p50["echo"] if n == round_no]
-        rates = [a / ns * 1e3 for a, ns in r.moved["to_serial"][-1:]]
-        rates += [a / ns * 1e3 for a, ns in r.moved["from_serial"][-1:]]
+        rates = [a / ns * 1e3 for direction in ("to_serial", "from_serial")
+                 for n, a, ns in r.moved[direction] if n == round_no]
         text = f"{path.name} echo p50 {echo[0] / 1e3:.1f} us" if echo else f"{path.name} echo -"
         if rates:
             text += " " + "/".join(f"{x:.0f}" for x in rates) + " MB/s"
@@ -897,8 +925,8 @@ def _path_figures(path: BenchPath, direct: BenchPath | None) -> dict[str, Any]:
         out["cpu_us_per_round_trip"] = r.latency_cpu_s * 1e6 / r.latency_trips
     moved_total = 0
     for direction in ("to_serial", "from_serial"):
-        arrived = sum(a for a, _ in r.moved[direction])
-        ns = sum(n for _, n in r.moved[direction])
+        arrived = sum(a for _, a, _ in r.moved[direction])
+        ns = sum(n for _, _, n in r.moved[direction])
         entry = {"mb": arrived / MB, "mb_s": arrived / ns * 1e3 if ns else float("nan"),
                  "lost_bytes": r.lost[direction]}
         if path.gateway is not None and arrived:
@@ -980,7 +1008,11 @@ def report(figures: dict[str, Any], context: dict[str, Any]) -> str:
     width = 12
     lines = [f"gwbench, figures of {context['date']} ({context['rounds']} rounds x "
              f"{context['round_trips']} round trips, {context['seconds']:g} s per direction; "
-             f"{context['cpus']} CPUs, Linux {context['kernel']})", ""]
+             f"{context['cpus']} CPUs, Linux {context['kernel']})"]
+    for key in ("ser2net_version", "cmegw_module"):
+        if context.get(key):
+            lines.append(f"{key.replace('_', ' ')}: {context[key]}")
+    lines.append("")
     lines.append(f"{'':40}" + "".join(f"{n:>{width}}" for n in names))
 
     def row(label: str, keys: tuple[str, ...], digits: int = 1) -> None:
@@ -1035,6 +1067,108 @@ def _judged_line(item: dict[str, Any], digits: int) -> str:
             f" {verdict}")
 
 
+# --------------------------------------------------------------------------- pyrelay
+
+RELAY_HIGH_WATER = 1 << 20
+
+
+def serve_relay(device: str, port: int) -> int:
+    """
+    pyrelay: the least a Python pty<->TCP relay can do, as a reference beside the gateways.
+
+    One epoll loop; a new client replaces the old one; a chunk is written at once and
+    only what the kernel does not take waits for EPOLLOUT; a side with more than
+    RELAY_HIGH_WATER waiting stops the other side's reading.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    serial = os.open(device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    tty.setraw(serial)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    listener.setblocking(False)
+    poller = select.epoll()
+    poller.register(listener.fileno(), select.EPOLLIN)
+    poller.register(serial, select.EPOLLIN)
+    client: socket.socket | None = None
+    waiting = {serial: bytearray()}
+    peer_of: dict[int, int] = {}
+
+    def interest(fd: int) -> int:
+        events = select.EPOLLOUT if waiting[fd] else 0
+        if len(waiting[peer_of[fd]]) < RELAY_HIGH_WATER if fd in peer_of else True:
+            events |= select.EPOLLIN
+        return events
+
+    def update(*fds: int) -> None:
+        for fd in fds:
+            poller.modify(fd, interest(fd))
+
+    def drop_client() -> None:
+        nonlocal client
+        if client is not None:
+            poller.unregister(client.fileno())
+            del waiting[client.fileno()]
+            client.close()
+            client = None
+            peer_of.clear()
+            waiting[serial].clear()
+            update(serial)
+
+    def forward(target: int, data: bytes) -> None:
+        if not waiting[target]:
+            try:
+                data = data[os.write(target, data):]
+            except BlockingIOError:
+                pass
+        if data:
+            waiting[target] += data
+            update(target, peer_of.get(target, target))
+
+    while True:
+        for fd, events in poller.poll():
+            if fd == listener.fileno():
+                try:
+                    fresh, _address = listener.accept()
+                except BlockingIOError:
+                    continue
+                drop_client()
+                client = fresh
+                client.setblocking(False)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                waiting[client.fileno()] = bytearray()
+                peer_of.update({client.fileno(): serial, serial: client.fileno()})
+                poller.register(client.fileno(), select.EPOLLIN)
+                update(serial)
+                continue
+            if fd not in waiting:
+                continue
+            if events & select.EPOLLOUT and waiting[fd]:
+                try:
+                    del waiting[fd][:os.write(fd, waiting[fd])]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    drop_client()
+                    continue
+                update(fd, peer_of.get(fd, fd))
+            if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if fd == serial:
+                    if data and client is not None:
+                        forward(client.fileno(), data)
+                elif not data:
+                    drop_client()
+                else:
+                    forward(serial, data)
+
+
 # --------------------------------------------------------------------------- setup and main
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1054,6 +1188,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--accept-cycles", type=int, default=3000,
                         help="at most this many accept/close cycles per gateway and round")
     parser.add_argument("--only", choices=("cmegw", "ser2net"), help="measure one gateway only")
+    parser.add_argument("--with-pyrelay", action="store_true",
+                        help="also measure pyrelay, a bare Python epoll relay (the floor for a "
+                        "Python gateway)")
     parser.add_argument("--phases", default=",".join(PHASES), type=lambda text: text.split(","),
                         help="comma-separated subset of %(default)s")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
@@ -1061,6 +1198,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cmegw-cmd", default=CMEGW_COMMAND, metavar="TEMPLATE",
                         help="how to start cmegw; {python} {config} {device} {port} {tmpdir} "
                         "are filled in (default: %(default)s)")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the short warm-up round whose figures are dropped")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="keep the temporary directory (configurations, gateway logs)")
     parser.add_argument("--ser2net-bufsize", type=int, default=SER2NET_BUFSIZE,
@@ -1085,6 +1224,8 @@ def start_gateway(name: str, args: argparse.Namespace, tmp: Path, device: str) -
         config.write_text(SER2NET_CONFIG.format(port=port, device=device,
                                                 bufsize=args.ser2net_bufsize))
         command = ser2net_command(binary, config, tmp / "ser2net.pid")
+    elif name == "pyrelay":
+        command = [sys.executable, os.path.abspath(__file__), "--relay", device, str(port)]
     else:
         config = tmp / "cmegw.toml"
         config.write_text(CMEGW_CONFIG.format(port=port, device=device))
@@ -1109,9 +1250,9 @@ def describe_host() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def tool_version(command: list[str]) -> str:
+def tool_version(command: list[str], cwd: Path | None = None) -> str:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, cwd=cwd)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) else ""
@@ -1122,6 +1263,9 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--relay"] and len(argv) == 3:
+        return serve_relay(argv[1], int(argv[2]))
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
@@ -1136,8 +1280,8 @@ def main(argv: list[str] | None = None) -> int:
         direct_peer = PtyPeer("direct")
         peers.append(direct_peer)
         paths = [BenchPath("direct", direct_peer)]
-        for name in ("ser2net", "cmegw"):
-            if args.only and args.only != name:
+        for name in ("ser2net", "cmegw", "pyrelay"):
+            if (args.only and args.only != name) or (name == "pyrelay" and not args.with_pyrelay):
                 continue
             peer = PtyPeer(name)
             peers.append(peer)
@@ -1152,6 +1296,9 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 if name == "ser2net":
                     context["ser2net_version"] = tool_version([args.ser2net, "-v"])
+                elif args.cmegw_cmd == CMEGW_COMMAND:
+                    context["cmegw_module"] = tool_version(
+                        [sys.executable, "-c", "import cmegw; print(cmegw.__file__)"], cwd=tmp)
             gateways.append(gateway)
             paths.append(BenchPath(name, peer, gateway))
         if len(paths) < 2:
