@@ -35,7 +35,7 @@ import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 # --------------------------------------------------------------------------- M-Bus frames
 
@@ -350,7 +350,7 @@ class PtyPeer:
         """The answer with this tag; answers to requests given up earlier are dropped."""
         deadline = time.monotonic() + timeout
         while True:
-            reply = self._receive(max(0.0, deadline - time.monotonic()))
+            reply: tuple[Any, ...] = self._receive(max(0.0, deadline - time.monotonic()))
             if reply[1] == tag:
                 return reply
 
@@ -590,7 +590,8 @@ def _die_with_parent() -> None:
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -601,13 +602,26 @@ class GatewayProcess:
     command: list[str]
     port: int
     log_path: Path
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.log_path.parent, start_new_session=True, preexec_fn=_die_with_parent)
+        """Start the process and wait until it listens; stopped again if it never does."""
+        try:
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=self.log_path.parent, start_new_session=True,
+                    preexec_fn=_die_with_parent)
+        except OSError as e:
+            raise BenchError(f"cannot start {self.name}: {e}") from None
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -679,7 +693,8 @@ class PathResult:
     """Everything measured on one path, summed over the rounds."""
 
     samples: dict[str, list[int]] = field(default_factory=lambda: {"echo": [], "mbus": []})
-    round_p50: dict[str, list[float]] = field(default_factory=lambda: {"echo": [], "mbus": []})
+    round_p50: dict[str, list[tuple[int, float]]] = field(  # (round, p50 ns)
+        default_factory=lambda: {"echo": [], "mbus": []})
     latency_cpu_s: float = 0.0
     latency_trips: int = 0
     moved: dict[str, list[tuple[int, int, int]]] = field(  # (round, bytes, ns)
@@ -1296,7 +1311,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 if name == "ser2net":
                     context["ser2net_version"] = tool_version([args.ser2net, "-v"])
-                elif args.cmegw_cmd == CMEGW_COMMAND:
+                elif name == "cmegw" and args.cmegw_cmd == CMEGW_COMMAND:
                     context["cmegw_module"] = tool_version(
                         [sys.executable, "-c", "import cmegw; print(cmegw.__file__)"], cwd=tmp)
             gateways.append(gateway)
@@ -1319,7 +1334,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios, targets = judge(figures)
             args.json.write_text(json.dumps(
                 {"context": context, "figures": figures, "ratios": ratios, "targets": targets,
-                 "ser2net_config": SER2NET_CONFIG, "cmegw_command": args.cmegw_cmd},
+                 "ser2net_config": SER2NET_CONFIG, "ser2net_bufsize": args.ser2net_bufsize,
+                 "cmegw_config": CMEGW_CONFIG, "cmegw_command": args.cmegw_cmd},
                 indent=2) + "\n")
         return 0
     except BenchError as e:
