@@ -32,8 +32,13 @@ PAGE_ROWS = 200
 LIVE_ROWS = 2000
 
 
-def live_script() -> bytes:
-    return resources.files("cmegw.ops").joinpath("trace-live.js").read_bytes()
+def packaged(name: str) -> bytes:
+    """A file shipped beside this module (trace-live.js, ops.css)."""
+    return resources.files("cmegw.ops").joinpath(name).read_bytes()
+
+
+#: The pages' own style sheet, linked in their head (the policy allows same-origin styles only).
+STYLE = tags.link(rel="stylesheet", href="/ops/ops.css")
 
 
 def _line(admin: Any, n: int) -> bool:
@@ -84,7 +89,13 @@ def routes(app: Klein, admin: Any) -> None:
     def ops_trace_script(request: IRequest) -> bytes:
         request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        return live_script()
+        return packaged("trace-live.js")
+
+    @app.route("/ops/ops.css", methods=["GET"])
+    def ops_style(request: IRequest) -> bytes:
+        request.setHeader(b"content-type", b"text/css; charset=utf-8")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return packaged("ops.css")
 
     def trace_controls(request: IRequest, n: int) -> Tag:
         line_trace = gateway.traces.get(n)
@@ -128,7 +139,7 @@ def routes(app: Klein, admin: Any) -> None:
             card("Live", live, tags.noscript(tags.p("Without JavaScript this view does not follow: reload "
                                                     "the page to see what is new.")), wide=True),
             tags.script(src="/ops/trace-live.js", defer="defer"))
-        return admin.page(request, section="serial", title=f"Trace of line {n}", content=content)
+        return admin.page(request, section="serial", title=f"Trace of line {n}", content=content, head=STYLE)
 
     @app.route("/trace/<int:n>", methods=["POST"])
     def ops_trace_change(request: IRequest, n: int) -> Any:
@@ -181,7 +192,7 @@ def routes(app: Klein, admin: Any) -> None:
 
     @app.route("/graphs", methods=["GET"])
     def ops_graphs(request: IRequest) -> Any:
-        return admin.page(request, section="status", title="Graphs", content=card(
+        return admin.page(request, section="status", title="Graphs", head=STYLE, content=card(
             "The last hour", tags.p(f"Sampled every {graphs.SAMPLE_INTERVAL:.0f} s."),
             graphs.graphs_panel(gateway), wide=True))
 

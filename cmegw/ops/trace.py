@@ -206,7 +206,9 @@ def describe_records(telegram: mbus_records.Telegram) -> tuple[dict[str, Any], .
     out = []
     for record in telegram.records:
         value = record.value
-        if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+        if isinstance(value, float):
+            value = round(value, max(0, -record.exponent) + 3)  # 27.31, not 27.310000000000002
+        elif not isinstance(value, (int, str)) or isinstance(value, bool):
             value = None if value is None else str(value)
         out.append({"function": record.function_name, "storage": record.storage, "tariff": record.tariff,
                     "subunit": record.subunit, "quantity": record.quantity, "value": value,
