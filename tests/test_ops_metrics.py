@@ -7,12 +7,16 @@ and SVG.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+import attrs
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task, threads
 from twisted.internet.defer import inlineCallbacks
@@ -314,3 +318,52 @@ class GraphTests(TestCase):
         self.assertIn("no samples yet", html)
         self.assertIn("Tunnel 1: line to network", html)
         self.assertIn("Line 1: errors", html)
+
+
+class DashboardTests(GatewayCase):
+    """etc/grafana/cmegw-dashboard.json asks only for series the gateway exports, in valid PromQL."""
+
+    def expressions(self) -> list[str]:
+        dashboard = json.loads((Path(__file__).resolve().parents[1] / "etc/grafana/cmegw-dashboard.json").read_text())
+        found = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+        self.assertGreater(len(found), 15)
+        return found
+
+    def test_every_series_exists(self):
+        gateway = self.make_gateway()
+        stats = HttpStatistics()
+        self.patch(__import__("cmegw.ops.metrics", fromlist=["web_statistics"]), "web_statistics",
+                   lambda gateway: stats)
+        gateway.lines[1].stats.parity_errors = gateway.lines[1].stats.framing_errors = 0
+        gateway.lines[1].stats.overrun_errors = gateway.lines[1].stats.buffer_errors = 0
+        gateway.lines[1].stats.rx_breaks = 0
+        stats.count_response(200)
+        text = scrape(gateway)
+        exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        for expr in self.expressions():
+            for name in re.findall(r"\bcmegw_[a-z0-9_]+", expr):
+                if name.startswith("cmegw_mbus_"):
+                    continue  # the arbiters' series: checked below against their statistics' fields
+                self.assertIn(name, exported, expr)
+        from cmegw.ops.metrics import MBUS_NAMES
+        from cmegw.serial.arbiter import ArbiterStatistics
+
+        mbus = {MBUS_NAMES.get(f, f"cmegw_mbus_{f}") for f in attrs.fields_dict(ArbiterStatistics)}
+        mbus = {n if n.endswith(("_length", "_peak")) else n + "_total" for n in mbus} | {"cmegw_mbus_meters"}
+        for expr in self.expressions():
+            for name in re.findall(r"\bcmegw_mbus_[a-z0-9_]+", expr):
+                self.assertIn(name, mbus, expr)
+
+    def test_promql_parses(self):
+        promtool_path = shutil.which("promtool")
+        if promtool_path is None:
+            raise SkipTest("promtool is not installed (Debian: apt-get install prometheus)")
+        rules = ["groups:", "- name: dashboard", "  rules:"]
+        for i, expr in enumerate(self.expressions()):
+            expr = expr.replace("$__rate_interval", "5m").replace("$instance", ".*")
+            rules += [f"  - record: cmegw:dashboard_{i}", f"    expr: {json.dumps(expr)}"]
+        path = Path(self.mktemp())
+        path.write_text("\n".join(rules) + "\n")
+        result = subprocess.run([promtool_path, "check", "rules", str(path)], capture_output=True, text=True,
+                                timeout=30)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
