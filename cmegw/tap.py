@@ -70,15 +70,30 @@ class Options(usage.Options):
 def makeService(options: Options, reactor: Any = None) -> service.IService:
     """Build the gateway from parsed options: load the configuration, compose the parts."""
     if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
+        reactor = default_reactor()
     store = ConfigStore(Path(options["config"]))
     store.load()
     gateway = GatewayService(store, reactor, options.overrides())
     for factory in part_factories():
         gateway.add_part(factory)
     return gateway
+
+
+def default_reactor() -> Any:
+    """
+    The reactor twistd will run: the one chosen with ``twistd --reactor``, or
+    else cmegw's lean epoll reactor (cmegw.reactor), installed here, before
+    anything imports Twisted's default one.
+    """
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules and sys.platform.startswith("linux"):
+        from cmegw.reactor import install
+
+        install()
+    from twisted.internet import reactor
+
+    return reactor
 
 
 def part_factories() -> list[Any]:

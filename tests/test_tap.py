@@ -60,3 +60,35 @@ class OptionsTests(TestCase):
 
         names = [p.tapname for p in getPlugins(IServiceMaker)]
         self.assertIn("cmegw", names)
+
+
+class ReactorChoiceTests(TestCase):
+    def test_twistd_runs_the_lean_reactor(self):
+        """Without --reactor, twistd cmegw runs cmegw.reactor; with it, the operator's choice."""
+        import subprocess
+        import sys
+
+        from tests.support import REPO
+
+        # twistd up to makeService, then print the reactor it would run instead of running it.
+        code = ("import sys\n"
+                "from twisted.application import app\n"
+                "def run(self):\n"
+                "    from cmegw.tap import makeService\n"
+                "    makeService(self.config.subOptions)\n"
+                "    from twisted.internet import reactor\n"
+                "    print(type(reactor).__name__)\n"
+                "app.ApplicationRunner.run = run\n"
+                "from twisted.scripts.twistd import run as twistd\n"
+                "sys.argv = ['twistd'] + sys.argv[1:]\n"
+                "twistd()\n")
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        tmp = self.mktemp()
+        os.makedirs(tmp)
+        base = ["-n", "--pidfile=", "cmegw", "--config", os.path.join(tmp, "c.toml"), "--device", "/nonexistent"]
+        out = subprocess.run([sys.executable, "-c", code] + base, env=env, capture_output=True, text=True,
+                             timeout=60)
+        self.assertIn("GatewayReactor", out.stdout, out.stderr)
+        out = subprocess.run([sys.executable, "-c", code, "--reactor=poll"] + base, env=env, capture_output=True,
+                             text=True, timeout=60)
+        self.assertIn("PollReactor", out.stdout, out.stderr)
