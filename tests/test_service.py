@@ -34,7 +34,9 @@ class GatewayServiceTests(TestCase):
         self.assertEqual(self.gateway.line_stats[1].state, LINE_OPEN)
         self.assertEqual(self.gateway.line_stats[1].device, self.path)
         self.assertIsNotNone(self.gateway.tunnels[1].port)
-        self.assertIs(self.gateway.tunnels[1].factory.line, self.gateway.lines[1])
+        self.assertIs(self.gateway.tunnels[1].factory.line, self.gateway.arbiters[1].port,
+                      "the tunnel reaches its line through the line's bus arbiter")
+        self.assertIs(self.gateway.arbiters[1].line, self.gateway.lines[1])
 
     def test_baud_applies_live(self):
         self.store.change(apply_setting(self.store.config, "line.1.baud_rate", "300"))

@@ -464,7 +464,7 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
             result.addErrback(lambda f: self._error(command, f))
             result.addCallback(self._finished, command)
             return
-        reply = Reply(result) if isinstance(result, str) else result
+        reply = Reply(result or "") if result is None or isinstance(result, str) else result
         if reply.text:
             self.say(reply.text)
         if reply.close:
