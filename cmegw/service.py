@@ -325,6 +325,8 @@ class GatewayService(service.MultiService):
         trace = self.traces.get(n)
         if trace is None:
             trace = self.traces[n] = LineTrace(n, clock=self.reactor, peer=lambda: self.line_peer(n))
+        if trace.enabled != on:
+            log.info("Line {n}: traffic trace {state}", n=n, state="on" if on else "off")
         trace.enabled = on
         if not on:
             trace.detach()
