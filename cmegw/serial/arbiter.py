@@ -76,9 +76,9 @@ Transparent mode (the default: sharing off)
     each transaction the arbiter looks at the held bytes: if the client has
     written something, the bus goes back at once (receiver restored, held
     bytes written to the line, the client resumed) and the next queued
-    transaction waits for a quiet gap again; if not, the next queued
-    transaction runs.  So a client's request waits at most one master
-    transaction (longest: 1.4 s at 2400 baud) and a scan never starves it;
+    transaction waits again (for a quiet gap or the client's next request);
+    if not, the next queued transaction runs.  So a client's request waits at most one master
+    transaction (longest: 1.5 s at 2400 baud) and a scan never starves it;
     when the queue is empty the bus goes back.  A client that disconnects
     with held bytes loses them (counted).
 

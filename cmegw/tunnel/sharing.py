@@ -163,8 +163,8 @@ class SharingProtocol(TunnelProtocol):
         self._pending = None
         if not failure.check(defer.CancelledError):
             self.factory.sharing.dropped_requests += 1
-            log.info("Tunnel {n}: {peer}'s request got no bus time: {why}", n=self.factory.number, peer=self.peer,
-                     why=failure.getErrorMessage())
+            log.debug("Tunnel {n}: {peer}'s request got no bus time: {why}", n=self.factory.number, peer=self.peer,
+                      why=failure.getErrorMessage())
         self._next()
 
     def _check_idle(self) -> None:
