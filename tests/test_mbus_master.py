@@ -330,6 +330,13 @@ class ReadTests(MasterTestCase):
         self.assertEqual(len(data["records"]), 14)
         self.assertEqual(data["address"], "primary address 1")
 
+    def test_statistics(self) -> None:
+        self.read(10)
+        self.read_error(77)
+        self.scan(self.master.scan_primary(range(3)))
+        s = self.master.stats
+        self.assertEqual((s.reads, s.read_failures, s.telegrams, s.scans, s.scans_cancelled), (2, 1, 2, 1, 0))
+
     def test_silent_meter_named_after_retries(self) -> None:
         start = self.clock.seconds()
         message = self.read_error(77)

@@ -170,6 +170,21 @@ class MeterInfo:
         }
 
 
+@attrs.define
+class MasterStatistics:
+    """Counters of one line's master (read by the pages and /metrics)."""
+
+    scans: int = 0
+    scans_cancelled: int = 0
+    scans_failed: int = 0
+    reads: int = 0
+    read_failures: int = 0
+    telegrams: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return attrs.asdict(self)
+
+
 @attrs.define(eq=False)
 class Scan:
     """
@@ -333,6 +348,7 @@ class Master(service.Service):
         self.scan: Scan | None = None
         #: The meters the last finished scan of each kind ("primary", "secondary") found.
         self.results: dict[str, list[MeterInfo]] = {}
+        self.stats = MasterStatistics()
         self._reads: set[defer.Deferred] = set()
 
     def stopService(self) -> Any:
@@ -369,6 +385,7 @@ class Master(service.Service):
         if self.scan is not None and self.scan.running:
             raise ScanRunning(f"line {self.number}: a {self.scan.kind} scan is running")
         scan = self.scan = Scan(kind, self.number, self.clock.seconds(), total)
+        self.stats.scans += 1
         log.info("Line {n}: {kind} scan started", n=self.number, kind=kind)
         return scan
 
@@ -379,8 +396,10 @@ class Master(service.Service):
             if isinstance(result, Failure):
                 if result.check(defer.CancelledError):
                     scan.state = SCAN_CANCELLED
+                    self.stats.scans_cancelled += 1
                 else:
                     scan.state = SCAN_FAILED
+                    self.stats.scans_failed += 1
                     scan.errors.append(result.getErrorMessage() if result.check(
                         MeterError, LineUnavailable, BusBusy) else repr(result.value))
                     if not result.check(MeterError, LineUnavailable, BusBusy):
@@ -516,8 +535,13 @@ class Master(service.Service):
 
         def done(result: Any) -> Any:
             self._reads.discard(d)
-            if isinstance(result, Failure) and result.check(LineUnavailable, BusBusy):
-                raise MeterError(f"{describe_address(address)}: {result.getErrorMessage()}")
+            self.stats.reads += 1
+            if isinstance(result, Failure):
+                self.stats.read_failures += 1
+                if result.check(LineUnavailable, BusBusy):
+                    raise MeterError(f"{describe_address(address)}: {result.getErrorMessage()}")
+            else:
+                self.stats.telegrams += len(result.telegrams)
             return result
 
         d.addBoth(done)
