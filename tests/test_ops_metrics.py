@@ -367,3 +367,32 @@ class DashboardTests(GatewayCase):
         result = subprocess.run([promtool_path, "check", "rules", str(path)], capture_output=True, text=True,
                                 timeout=30)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+
+class WithConnectMode:
+    """A gateway seen with connect-mode statistics (``gateway.connect_stats``, cmegw.tunnel.connect)."""
+
+    def __init__(self, gateway, connect_stats):
+        self._gateway = gateway
+        self.connect_stats = connect_stats
+
+    def __getattr__(self, name):
+        return getattr(self._gateway, name)
+
+    def __iter__(self):
+        return iter(self._gateway)
+
+
+class ConnectModeTests(GatewayCase):
+    def test_connect_series(self):
+        connect = SimpleNamespace(state="retry", attempts=4, tls_failures=1, failed_rounds=2, buffered=17)
+        gateway = WithConnectMode(self.make_gateway(), {1: connect})
+        text = scrape(gateway)
+        s = samples(text)
+        self.assertEqual(s[("cmegw_tunnel_connect_attempts_total", (("tunnel", "1"),))], 4)
+        self.assertEqual(s[("cmegw_tunnel_connect_tls_failures_total", (("tunnel", "1"),))], 1)
+        self.assertEqual(s[("cmegw_tunnel_connect_buffered_bytes", (("tunnel", "1"),))], 17)
+        self.assertEqual(s[("cmegw_tunnel_connect_state", (("state", "retry"), ("tunnel", "1")))], 1)
+        self.assertEqual(s[("cmegw_tunnel_connect_state", (("state", "connected"), ("tunnel", "1")))], 0)
+        result = promtool(text)
+        self.assertEqual((result.returncode, result.stdout + result.stderr), (0, b""))

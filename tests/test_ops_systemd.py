@@ -277,6 +277,25 @@ class SystemdNotifyTests(GatewayTestCase):
         self.assertTrue(status_text(gateway).endswith("3 meters, configuration problem: bad file"))
 
 
+    def test_status_text_with_connect_mode(self):
+        gateway = self.make_gateway()
+        gateway.startService()
+
+        class Connect:
+            state = "connected"
+
+            def text(self, now):
+                return "connected to head-end.example:9000"
+
+        class View:
+            connect_stats = {1: Connect()}
+
+            def __getattr__(self, name):
+                return getattr(gateway, name)
+
+        self.assertTrue(status_text(View()).endswith(", tunnel 1 connect mode: connected to head-end.example:9000"))
+
+
 GOOD_CHANGE = ("keepalive = 45", "keepalive = 7")
 
 

@@ -42,6 +42,8 @@ log = Logger(namespace="cmegw.metrics")
 
 LINE_STATES = (LINE_OPEN, LINE_CLOSED, LINE_ERROR)
 TUNNEL_STATES = (TUNNEL_WAITING, TUNNEL_CONNECTED, TUNNEL_DISABLED, TUNNEL_LISTEN_FAILED)
+#: Connect mode's states (cmegw.tunnel.connect), each exported as 0 or 1.
+CONNECT_STATES = ("disabled", "idle", "connecting", "connected", "retry", "line held")
 
 #: LineStatistics counters: field, metric name (without _total), help.
 LINE_COUNTERS = (
@@ -119,6 +121,7 @@ class GatewayCollector:
         yield from self._gateway()
         yield from self._lines()
         yield from self._tunnels()
+        yield from self._connect()
         yield from self._http()
         yield from self._masters()
 
@@ -207,6 +210,34 @@ class GatewayCollector:
             listening.add_metric([label], 1 if s.listening else 0)
             info.add_metric([label], {"listening": s.listening})
         yield from (accept_time, connect_time, state, peers, listening, info)
+
+    def _connect(self) -> Iterator[Metric]:
+        """Connect mode (dial-out), where the gateway has it: ``gateway.connect_stats``."""
+        connect = sorted((getattr(self.gateway, "connect_stats", None) or {}).items())
+        if not connect:
+            return
+        attempts = CounterMetricFamily("cmegw_tunnel_connect_attempts", "Connections tried in connect mode.",
+                                       labels=["tunnel"])
+        tls = CounterMetricFamily("cmegw_tunnel_connect_tls_failures",
+                                  "Connect-mode connections dropped by TLS verification.", labels=["tunnel"])
+        rounds = GaugeMetricFamily("cmegw_tunnel_connect_failed_rounds",
+                                   "Rounds in a row in which no host answered (the back-off step).", labels=["tunnel"])
+        buffered = GaugeMetricFamily("cmegw_tunnel_connect_buffered_bytes",
+                                     "Bytes from the line waiting for the connection (start on data).",
+                                     labels=["tunnel"])
+        state = GaugeMetricFamily("cmegw_tunnel_connect_state", "The connect tunnel's state: 1 for the current one.",
+                                  labels=["tunnel", "state"])
+        for n, s in connect:
+            label = str(n)
+            for family, field in ((attempts, "attempts"), (tls, "tls_failures"), (rounds, "failed_rounds"),
+                                  (buffered, "buffered")):
+                value = getattr(s, field, None)
+                if _number(value):
+                    family.add_metric([label], value)
+            current = getattr(s, "state", "")
+            for name in sorted(set(CONNECT_STATES) | {current} - {""}):
+                state.add_metric([label, name], 1 if name == current else 0)
+        yield from (attempts, tls, rounds, buffered, state)
 
     def _http(self) -> Iterator[Metric]:
         stats = web_statistics(self.gateway)

@@ -147,6 +147,10 @@ def status_text(gateway: Any) -> str:
     """``line 1 ok 2400 baud, tunnel 1 connected to 10.1.2.3:50412, 3 meters``."""
     parts = [line_status(n, gateway.lines[n].stats) for n in sorted(gateway.lines)]
     parts += [tunnel_status(n, gateway.tunnels[n].stats) for n in sorted(gateway.tunnels)]
+    now = gateway.reactor.seconds()
+    for n, connect in sorted((getattr(gateway, "connect_stats", None) or {}).items()):
+        if getattr(connect, "state", "disabled") != "disabled":
+            parts.append(f"tunnel {n} connect mode: {connect.text(now)}")
     meters = meter_count(gateway)
     if meters is not None:
         parts.append(f"{meters} meter{'' if meters == 1 else 's'}")
