@@ -202,9 +202,132 @@ class LineConfig:
         return f"RS232, {self.baud_rate}, Even, 8, 1, None"
 
 
+#: Connect mode (dial-out to a head-end): when the tunnel connects, and in which order it tries its hosts.
+CONNECT_MODES = ("disabled", "always", "on-data")
+HOST_LIST_MODES = ("sequential", "round-robin")
+MAX_CONNECT_HOSTS = 12
+CONNECT_ENDPOINT_KINDS = ("tcp", "tls")
+MAX_ALLOW_LIST = 64
+
+
+@attrs.frozen
+class ClientEndpoint:
+    """A connect-mode host, parsed: ``tcp:host=H:port=P`` or ``tls:host=H:port=P`` (``:timeout=S`` optional)."""
+
+    kind: str
+    host: str
+    port: int
+    timeout: float = 10.0
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
+
+
+def client_endpoint(setting: str, value: object) -> ClientEndpoint:
+    """
+    Check a connect-mode host with Twisted's `clientFromString` syntax (no
+    reactor is needed to parse) and keep what the tunnel dials: tcp or tls,
+    host, port, connect timeout.  TLS trust and client certificates are the
+    tunnel's own settings, so the endpoint string does not carry them.
+    """
+    from twisted.internet.endpoints import _parse, clientFromString
+
+    text = _str(setting, value, 512)
+    allowed = "use tcp:host=NAME:port=N or tls:host=NAME:port=N (optionally :timeout=SECONDS)"
+    try:
+        args, options = _parse(text)
+    except Exception as e:
+        raise ConfigError(setting, value, f"{allowed} ({e})") from None
+    kind = args[0].lower() if args else ""
+    _check(setting, value, kind in CONNECT_ENDPOINT_KINDS, allowed)
+    positional = dict(zip(("host", "port", "timeout"), args[1:]))
+    options = {**positional, **options}
+    unknown = sorted(set(options) - {"host", "port", "timeout"})
+    _check(setting, value, not unknown, f"{allowed}; {', '.join(unknown)} is not used here (the TLS trust "
+           "and client certificate are the tunnel's connect_tls_* settings)")
+    _check(setting, value, bool(options.get("host")) and "port" in options, allowed)
+    try:
+        port = int(options["port"])
+        timeout = float(options.get("timeout", 10))
+        # The TCP part as Twisted reads it (its own tls: parser cannot take an IPv6 literal; TLS is ours).
+        clientFromString(None, "tcp:" + text.split(":", 1)[1])
+    except Exception as e:
+        raise ConfigError(setting, value, f"{allowed} ({e})") from None
+    _check(setting, value, 1 <= port <= 65535, f"{allowed}; the port is 1 to 65535")
+    _check(setting, value, 0 < timeout <= 300, f"{allowed}; the timeout is 1 to 300 seconds")
+    return ClientEndpoint(kind, options["host"], port, timeout)
+
+
+def _connect_hosts(setting: str, value: tuple[str, ...]) -> None:
+    _check(setting, f"({len(value)} hosts)", len(value) <= MAX_CONNECT_HOSTS,
+           f"use at most {MAX_CONNECT_HOSTS} hosts (the device's Connect 1..12)")
+    for host in value:
+        client_endpoint(setting, host)
+
+
+def allow_list_network(setting: str, value: object) -> "ipaddress.IPv4Network | ipaddress.IPv6Network":
+    """One allow-list entry: an IPv4 or IPv6 address, or a CIDR range (host bits are ignored)."""
+    text = _str(setting, value, 64).strip()
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(setting, value, "use IPv4 or IPv6 addresses or CIDR ranges such as 192.168.1.10, "
+                                          "10.0.0.0/8 or 2001:db8::/32 (empty: anyone)") from None
+
+
+def _allow_list(setting: str, value: tuple[str, ...]) -> None:
+    _check(setting, f"({len(value)} entries)", len(value) <= MAX_ALLOW_LIST,
+           f"use at most {MAX_ALLOW_LIST} addresses or ranges")
+    for entry in value:
+        allow_list_network(setting, entry)
+
+
+def _pem_file(setting: str, value: object, kind: str) -> None:
+    """
+    The absolute path of a PEM file of certificates or of a private key (""
+    for none).  A file that exists must hold what it should; one that does not
+    exist (yet) is reported by the tunnel when it is used, so that a missing
+    file never stops the gateway from loading its configuration.
+    """
+    import os
+
+    text = _str(setting, value, 1024)
+    if text == "":
+        return
+    what = "certificates" if kind == "certificates" else "a private key"
+    _check(setting, value, os.path.isabs(text), f"use the absolute path of a PEM file of {what}, or leave it empty")
+    try:
+        with open(text, "rb") as f:
+            data = f.read(1024 * 1024)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(setting, value, f"the file cannot be read ({e.strerror})") from None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    if kind == "certificates":
+        _check(setting, value, b"-----BEGIN CERTIFICATE-----" in data,
+               "use a PEM file of certificates (text starting -----BEGIN CERTIFICATE-----)")
+        try:
+            x509.load_pem_x509_certificates(data)
+        except ValueError as e:
+            raise ConfigError(setting, value, f"use a PEM file of certificates; this one cannot be read ({e})") \
+                from None
+        return
+    _check(setting, value, b"-----BEGIN" in data and b"PRIVATE KEY-----" in data,
+           "use a PEM private key (text starting -----BEGIN PRIVATE KEY-----)")
+    try:
+        serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(setting, value, "use a private key without a passphrase") from None
+    except Exception as e:
+        raise ConfigError(setting, value, f"use a PEM private key; this one cannot be read ({e})") from None
+
+
 @attrs.frozen
 class TunnelConfig:
-    """The transparent TCP tunnel of one line (accept mode)."""
+    """The transparent TCP tunnel of one line: accept mode, connect mode, TLS, allow-list, RFC 2217."""
 
     _section = "tunnel"
     enabled: bool = attrs.field(default=True, validator=_v(_bool))
@@ -214,6 +337,25 @@ class TunnelConfig:
     on_busy: str = attrs.field(default="refuse", validator=_v(_choice, ACCEPT_POLICIES))
     #: Several clients share the line, one M-Bus transaction at a time (off: the device's transparent tunnel).
     sharing: bool = attrs.field(default=False, validator=_v(_bool))
+    #: Connect mode: dial the head-end "always" (at start, and again when lost), "on-data" (when the line
+    #: has bytes for the network; they are kept, bounded, and sent once connected) or never ("disabled").
+    connect_mode: str = attrs.field(default="disabled", validator=_v(_choice, CONNECT_MODES))
+    connect_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_v(_connect_hosts))
+    connect_host_list: str = attrs.field(default="sequential", validator=_v(_choice, HOST_LIST_MODES))
+    #: Reconnect back-off: the first wait, doubled after each failed round up to the longest, with jitter.
+    connect_backoff_min: int = attrs.field(default=1, validator=_v(_int, 1, 3600, " seconds"))
+    connect_backoff_max: int = attrs.field(default=60, validator=_v(_int, 1, 3600, " seconds"))
+    #: tls: hosts are verified against this CA bundle ("" = the system's trust store); optional client certificate.
+    connect_tls_ca: str = attrs.field(default="", validator=_v(_pem_file, "certificates"))
+    connect_tls_certificate: str = attrs.field(default="", validator=_v(_pem_file, "certificates"))
+    connect_tls_key: str = attrs.field(default="", validator=_v(_pem_file, "key"))
+    #: Accept mode over TLS (1.2/1.3, the HTTPS certificate); clients must show a certificate from tls_client_ca if set.
+    tls: bool = attrs.field(default=False, validator=_v(_bool))
+    tls_client_ca: str = attrs.field(default="", validator=_v(_pem_file, "certificates"))
+    #: Addresses and CIDR ranges that may use the tunnel (empty: anyone).
+    allow_list: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_v(_allow_list))
+    #: Speak Telnet COM-PORT-OPTION (RFC 2217) to accept-mode clients: they set the baud rate remotely.
+    rfc2217: bool = attrs.field(default=False, validator=_v(_bool))
 
 
 def ha1(name: str, realm: str, password: str, algorithm: str = "MD5") -> str:
