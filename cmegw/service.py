@@ -7,6 +7,7 @@ factory defaults.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import attrs
@@ -22,6 +23,7 @@ from cmegw.serial.arbiter import BusArbiter
 from cmegw.serial.line import SerialLine
 from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
 from cmegw.tunnel.accept import TunnelService
+from cmegw.tunnel.connect import ConnectStatistics, ConnectTunnelService
 from cmegw.tunnel.sharing import SharingTunnelService
 
 log = Logger(namespace="cmegw.service")
@@ -81,6 +83,8 @@ class GatewayService(service.MultiService):
         #: Per line: the arbiter between the line and its users, and the gateway's M-Bus master.
         self.arbiters: dict[int, BusArbiter] = {}
         self.masters: dict[int, Master] = {}
+        #: Per tunnel: its connect mode (dial-out), sharing the line with the accept-mode tunnel.
+        self.connectors: dict[int, ConnectTunnelService] = {}
         self.simulators: dict[int, Any] = {}
         self._part_factories: list[PartFactory] = []
         self._restarting: defer.Deferred | None = None
@@ -100,6 +104,10 @@ class GatewayService(service.MultiService):
     @property
     def tunnel_stats(self) -> dict[int, TunnelStatistics]:
         return {n: t.stats for n, t in self.tunnels.items()}
+
+    @property
+    def connect_stats(self) -> dict[int, ConnectStatistics]:
+        return {n: c.connect_stats for n, c in self.connectors.items()}
 
     def uptime(self) -> float:
         return self.reactor.seconds() - self.status.started_at
@@ -130,7 +138,8 @@ class GatewayService(service.MultiService):
         return {
             "PWR": self.running,
             "ERR": any(s.state == LINE_ERROR for s in self.line_stats.values()),
-            "LINK": any(t.state == TUNNEL_CONNECTED for t in self.tunnel_stats.values()),
+            "LINK": any(t.state == TUNNEL_CONNECTED for t in self.tunnel_stats.values())
+            or any(c.connected for c in self.connectors.values()),
             "ACT": now - last_change < ACTIVITY_WINDOW and last_change > 0,
         }
 
@@ -162,18 +171,48 @@ class GatewayService(service.MultiService):
             master = Master(n, arbiter, self.reactor)
             master.setServiceParent(self)
             self.masters[n] = master
+        self.connectors = {}
         for n, tunnel_config in config.tunnels.items():
             tunnel = self._tunnel(n, tunnel_config, TunnelStatistics())
             tunnel.setServiceParent(self)
             self.tunnels[n] = tunnel
+            connector = ConnectTunnelService(n, tunnel_config, self.arbiters[n].port, self.reactor, tunnel.stats,
+                                             arbiter=self.arbiters[n], accept=lambda n=n: self.tunnels.get(n))
+            connector.setServiceParent(self)
+            self.connectors[n] = connector
         for factory in self._part_factories:
             factory(self).setServiceParent(self)
 
     def _tunnel(self, n: int, config: Any, stats: TunnelStatistics) -> TunnelService:
         """Tunnel `n` on its line's arbiter: transparent (the device's tunnel) or sharing."""
+        tunnel: TunnelService
         if config.sharing:
-            return SharingTunnelService(n, config, self.arbiters[n], self.reactor, stats)
-        return TunnelService(n, config, self.arbiters[n].port, self.reactor, stats)  # type: ignore[arg-type]
+            tunnel = SharingTunnelService(n, config, self.arbiters[n], self.reactor, stats)
+        else:
+            tunnel = TunnelService(n, config, self.arbiters[n].port, self.reactor, stats)  # type: ignore[arg-type]
+        tunnel.https_files = self._https_files
+        tunnel.factory.change_baud = lambda baud: self._remote_baud(n, baud)
+        return tunnel
+
+    def _https_files(self) -> tuple[Path, Path]:
+        """The HTTPS store's certificate and key, which a TLS tunnel serves (made self-signed, as HTTPS does)."""
+        from cmegw.web.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY, TlsManager
+
+        folder = Path(self.store.path).parent
+        http = self.running_config.http
+        if http.certificate and http.private_key:
+            return folder / http.certificate, folder / http.private_key
+        if not (folder / SELF_SIGNED_CERT).exists():
+            TlsManager(folder, lambda: http).reload()
+        return folder / SELF_SIGNED_CERT, folder / SELF_SIGNED_KEY
+
+    def _remote_baud(self, n: int, baud: int) -> str | None:
+        """An RFC 2217 client sets line `n`'s baud rate: validated and saved as on the M-Bus Serial page."""
+        try:
+            self.store.change(apply_setting(self.store.config, f"line.{n}.baud_rate", baud))
+        except (ValueError, OSError, ConfigFileError) as e:
+            return str(e)
+        return None
 
     def _replace_tunnel(self, n: int, config: Any) -> None:
         """Sharing switched on or off: the old tunnel stops listening, then the other kind listens."""
@@ -222,6 +261,9 @@ class GatewayService(service.MultiService):
                     self._replace_tunnel(n, running.tunnels[n])
                 else:
                     tunnel.apply(running.tunnels[n])
+        for n, connector in self.connectors.items():
+            if running.tunnels[n] != previous.tunnels[n]:
+                connector.apply(running.tunnels[n])
 
     def restart(self) -> defer.Deferred:
         """The device's reboot, in-process: stop every part, reload the configuration, start again."""

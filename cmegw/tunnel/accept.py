@@ -2,6 +2,12 @@
 """
 The transparent TCP tunnel in accept mode: one client at a time, bytes both
 ways unchanged, TCP keep-alive, idle disconnect, flow control, statistics.
+
+Options per tunnel, each off by default (and then the listening factory and
+the protocol are exactly the plain ones): an allow-list in front of the
+factory (`cmegw.tunnel.allowlist`), TLS around it (`cmegw.tunnel.tlsconfig`),
+RFC 2217 as the protocol (`cmegw.tunnel.rfc2217`), and, with connect mode on,
+the line shared with the connect-mode peer (`ownership`, one peer at a time).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from cmegw.stats import (
     TUNNEL_WAITING,
     TunnelStatistics,
 )
+from cmegw.tunnel.allowlist import AccessStatistics
 
 log = Logger(namespace="cmegw.tunnel")
 
@@ -142,11 +149,33 @@ class TunnelProtocol(Protocol):
         factory._client_gone(self, why)
 
 
+def protocol_class(config: TunnelConfig) -> type[TunnelProtocol]:
+    """The accept-mode protocol: the device's transparent one unless RFC 2217 or TLS is on."""
+    if not (config.rfc2217 or config.tls):
+        return TunnelProtocol
+    base: type[TunnelProtocol] = TunnelProtocol
+    if config.rfc2217:
+        from cmegw.tunnel.rfc2217 import Rfc2217Protocol
+
+        base = Rfc2217Protocol
+    if config.tls:
+        from cmegw.tunnel.tlsconfig import tls_protocol
+
+        base = tls_protocol(base)
+    return base
+
+
 class TunnelFactory(ServerFactory):
     """Accepts one client at a time for one line; a second is refused (or replaces the first)."""
 
     protocol = TunnelProtocol
     noisy = False
+    #: With connect mode on: the `cmegw.tunnel.connect.LineOwnership` shared with the connect-mode peer.
+    ownership: Any = None
+    #: Set by the tunnel service with TLS on: ``tls_failed(protocol, reason)`` counts and explains a failed handshake.
+    tls_failed: Any = None
+    #: Set by the gateway: ``change_baud(baud) -> str | None`` (an error) for RFC 2217 clients.
+    change_baud: Any = None
 
     def __init__(self, number: int, config: TunnelConfig, line: SerialLine, clock: Any,
                  stats: TunnelStatistics | None = None) -> None:
@@ -157,20 +186,38 @@ class TunnelFactory(ServerFactory):
         self.stats = stats if stats is not None else TunnelStatistics()
         self.client: TunnelProtocol | None = None
         self._to_client: Any = None
+        self.protocol = protocol_class(config)
         line.attach(self.line_data)
 
     def buildProtocol(self, addr: IAddress) -> TunnelProtocol | None:  # type: ignore[override]
+        # Over TLS the client is not known yet: it replaces nobody before its handshake.
+        if not self.admit(describe(addr), final=not self.config.tls):
+            return None
+        return super().buildProtocol(addr)  # type: ignore[return-value]
+
+    def admit(self, peer: str, final: bool = True) -> bool:
+        """Whether a new client may have the line (a refusal is counted and logged; a replaced client closed)."""
+        ownership = self.ownership
+        if ownership is not None and not ownership.free_for(self):
+            self.stats.dropped_accepts += 1
+            log.info("Tunnel {n}: refused {peer}: the line is in use by {holder}", n=self.number, peer=peer,
+                     holder=ownership.holder_name)
+            return False
         if self.client is not None:
             if self.config.on_busy == "replace":
-                log.info("Tunnel {n}: {peer} replaces {old}", n=self.number, peer=describe(addr),
-                         old=self.client.peer)
-                self.client.abort(f"replaced by {describe(addr)}")
+                if final:
+                    log.info("Tunnel {n}: {peer} replaces {old}", n=self.number, peer=peer, old=self.client.peer)
+                    self.client.abort(f"replaced by {peer}")
             else:
                 self.stats.dropped_accepts += 1
                 log.info("Tunnel {n}: refused {peer}: the line is in use by {old}", n=self.number,
-                         peer=describe(addr), old=self.client.peer)
-                return None
-        return super().buildProtocol(addr)  # type: ignore[return-value]
+                         peer=peer, old=self.client.peer)
+                return False
+        return True
+
+    def admit_after_handshake(self, protocol: TunnelProtocol) -> bool:
+        """A TLS client whose handshake succeeded: the line may have been taken meanwhile."""
+        return self.admit(describe(protocol.transport.getPeer()))
 
     def line_data(self, data: bytes) -> None:
         client = self.client
@@ -182,6 +229,7 @@ class TunnelFactory(ServerFactory):
     def apply(self, config: TunnelConfig) -> None:
         """Keep-alive and disconnect timeout apply at once, to the current client too."""
         self.config = config
+        self.protocol = protocol_class(config)
         client = self.client
         if client is not None:
             if hasattr(client.transport, "setTcpKeepAlive"):
@@ -197,6 +245,8 @@ class TunnelFactory(ServerFactory):
         if old is not None and old is not client:
             self._client_gone(old, old.closing_reason or "replaced")
         self.client = client
+        if self.ownership is not None:
+            self.ownership.claim(self, self.line_data, f"accept-mode client {client.peer}")
         s = self.stats
         s.completed_accepts += 1
         s.state = TUNNEL_CONNECTED
@@ -208,6 +258,8 @@ class TunnelFactory(ServerFactory):
         if client is not self.client:
             return
         self.client = None
+        if self.ownership is not None:
+            self.ownership.release(self)
         s = self.stats
         s.disconnects += 1
         if s.connected_at is not None:
@@ -234,6 +286,12 @@ class TunnelService(service.Service):
         self.port: IListeningPort | None = None
         self._retry: Any = None
         self._listening: defer.Deferred | None = None
+        #: Clients turned away by the allow-list or TLS.
+        self.access = AccessStatistics()
+        #: Set by the gateway: ``https_files() -> (certificate, key)``, the HTTPS store's files (TLS accept mode).
+        self.https_files: Any = None
+        self._server_tls: Any = None
+        self._allowed: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -249,15 +307,81 @@ class TunnelService(service.Service):
 
     def apply(self, config: TunnelConfig, listen: str | None = None) -> defer.Deferred:
         old_endpoint, old_enabled = self.endpoint, self.config.enabled
+        old_guard = self._guard_settings(self.config)
         self.config = config
         if listen is not None:
             self.listen_override = listen
         self.factory.apply(config)
-        if (self.endpoint, config.enabled) == (old_endpoint, old_enabled) or not self.running:
+        if config.allow_list:
+            self._close_outsiders()
+        if not self.running:
             return defer.succeed(None)
-        d = self._stop_listening("the tunnel was reconfigured")
+        if (self.endpoint, config.enabled) != (old_endpoint, old_enabled) or \
+                old_guard[:2] != self._guard_settings(config)[:2]:
+            d = self._stop_listening("the tunnel was reconfigured")
+        elif old_guard != self._guard_settings(config):
+            d = self._stop_listening("", disconnect=False)  # allow-list on or off: the client may stay
+        else:
+            return defer.succeed(None)
         d.addCallback(lambda _: self._listen())
         return d
+
+    @staticmethod
+    def _guard_settings(config: TunnelConfig) -> tuple[Any, ...]:
+        """What the listening factory is made of (a change means listening again)."""
+        return config.tls, config.tls_client_ca, bool(config.allow_list)
+
+    def _listening_factory(self) -> Any:
+        """The tunnel's factory, inside TLS and behind the allow-list when those are on (else itself)."""
+        config = self.config
+        factory: Any = self.factory
+        if config.tls:
+            from cmegw.tunnel.tlsconfig import ServerTls, TlsSetupError, TunnelTlsFactory
+
+            if self.https_files is None:
+                raise TlsSetupError("TLS needs the HTTPS certificate store, which this tunnel was not given")
+            self._server_tls = ServerTls(self.https_files, config.tls_client_ca)
+            self._server_tls.options()  # a certificate that cannot serve is reported now, not at the first client
+            self.factory.tls_failed = self._tls_failed
+            factory = TunnelTlsFactory(self._server_tls, False, factory)
+        if config.allow_list:
+            from cmegw.tunnel.allowlist import GuardedFactory
+
+            factory = GuardedFactory(factory, self._allow_list, self.number, self.stats, self.access, self.reactor)
+        return factory
+
+    def _allow_list(self) -> Any:
+        from cmegw.tunnel.allowlist import AllowList
+
+        entries = self.config.allow_list
+        if self._allowed is None or self._allowed[0] != entries:
+            self._allowed = (entries, AllowList.from_setting(entries))
+        return self._allowed[1]
+
+    def _close_outsiders(self) -> None:
+        """A changed allow-list applies to the connected clients too."""
+        allowed = self._allow_list()
+        clients = getattr(self.factory, "clients", None)
+        for client in list(clients if clients is not None else [self.factory.client]):
+            if client is None:
+                continue
+            host = getattr(client.transport.getPeer(), "host", "")
+            if not allowed.permits(host if isinstance(host, str) else ""):
+                self.access.refused(client.peer, "no longer in the allow-list", self.reactor.seconds())
+                log.info("Tunnel {n}: closing {peer}: no longer in the allow-list", n=self.number, peer=client.peer)
+                client.close("no longer in the allow-list")
+
+    def _tls_failed(self, protocol: Any, reason: Failure) -> None:
+        """A client's TLS handshake failed: counted as a dropped accept, the reason logged and kept."""
+        transport = protocol.transport
+        peer = describe(transport.getPeer())
+        handle = getattr(transport, "getHandle", None)
+        why = self._server_tls.explain(reason, handle() if handle else None, transport) if self._server_tls \
+            else reason.getErrorMessage()
+        self.stats.dropped_accepts += 1
+        self.access.tls_refused += 1
+        self.access.refused(peer, why, self.reactor.seconds())
+        log.info("Tunnel {n}: refused {peer}: {why}", n=self.number, peer=peer, why=why)
 
     def _listen(self) -> None:
         self._retry = None
@@ -267,10 +391,11 @@ class TunnelService(service.Service):
             return
         try:
             endpoint = serverFromString(self.reactor, self.endpoint)
-        except Exception as e:  # validated already; a plugin may still refuse
+            factory = self._listening_factory()
+        except Exception as e:  # validated already; a plugin may still refuse, a TLS file be unusable
             self._listen_failed(Failure(e))
             return
-        d = self._listening = endpoint.listen(self.factory)
+        d = self._listening = endpoint.listen(factory)
         d.addCallbacks(self._listened, self._listen_failed)
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
@@ -292,14 +417,15 @@ class TunnelService(service.Service):
         if self.running:
             self._retry = self.reactor.callLater(LISTEN_RETRY, self._listen)
 
-    def _stop_listening(self, reason: str) -> defer.Deferred:
+    def _stop_listening(self, reason: str, disconnect: bool = True) -> defer.Deferred:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         if self._listening is not None:
             self._listening.cancel()
             self._listening = None
-        self.factory.disconnect(reason)
+        if disconnect:
+            self.factory.disconnect(reason)
         port, self.port = self.port, None
         self.stats.listening = ""
         if port is None:

@@ -1,0 +1,733 @@
+# -*- test-case-name: tests.test_tunnel_connect -*-
+"""
+Connect mode: the tunnel dials a head-end, as the device's Connect Mode does.
+
+Per tunnel, beside accept mode: up to 12 hosts (``tcp:host=..:port=..`` or
+``tls:host=..:port=..``, Twisted's client endpoint syntax), a start mode and a
+host-list mode.
+
+Start
+    ``always``: connect at start and again whenever the connection is lost.
+    ``on-data``: connect when the line has bytes for the network; those bytes
+    are kept (up to `ON_DATA_LIMIT`, the rest counted as discarded) and sent
+    once connected.
+
+Host list
+    ``sequential``: each round tries the hosts from the first, the first that
+    answers wins.  ``round-robin``: each round starts after the host used
+    last.  When no host of a round answers, the tunnel waits before the next
+    round: ``connect_backoff_min`` seconds, doubled after each failed round
+    up to ``connect_backoff_max``, with up to `JITTER` more (never past the
+    longest) so that many gateways do not all come back at once.  A
+    connection that held for `GOOD_CONNECTION` seconds starts the back-off
+    from the first wait again; a lost connection waits before it redials.
+
+The connected peer is an ordinary tunnel client (`TunnelProtocol`): the same
+byte path (the fast writer, producers both ways), TCP keep-alive and the
+disconnect timeout as in accept mode.  Over TLS it starts only after the
+handshake verified the head-end (`cmegw.tunnel.tlsconfig`); a refused
+certificate is counted and its reason shown in the state.
+
+One peer holds a line at a time (`LineOwnership`): while the connect-mode
+peer holds it an accept-mode client is refused and counted, and while an
+accept-mode client holds it the connect tunnel does not dial (a dropped
+connect is counted) until the line is free.  With sharing mode on, the
+connect-mode peer is one more sharing client: its telegrams take turns on
+the bus with the accept clients' (and ``on-data`` then behaves as
+``always``: in sharing mode the line speaks only when asked).
+
+Statistics are the device's: completed and dropped connects, disconnects,
+the connection time of each host 1..12 (in `TunnelStatistics`), and the
+state (`ConnectStatistics.text`): disabled / connecting to X / connected to
+X / waiting N s before retry.
+"""
+
+from __future__ import annotations
+
+import math
+import random as _random
+from typing import Any, Callable
+
+import attrs
+from OpenSSL import SSL
+from twisted.application import service
+from twisted.internet import defer, error, task
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cmegw.config.model import ClientEndpoint, ConfigError, TunnelConfig, client_endpoint
+from cmegw.stats import TunnelStatistics
+from cmegw.tunnel.accept import TunnelProtocol, describe, set_keepalive
+
+log = Logger(namespace="cmegw.tunnel")
+
+#: Bytes from the line kept for the network while an on-data connection is being made.
+ON_DATA_LIMIT = 4096
+#: Seconds a connection must hold for the back-off to start from its first wait again.
+GOOD_CONNECTION = 10.0
+#: A wait may be up to this fraction longer than its step (never longer than the longest wait).
+JITTER = 0.5
+#: How often the connection time of the connected host is brought up to date (seconds).
+TIME_TICK = 1.0
+
+CONNECT_DISABLED = "disabled"
+CONNECT_NO_HOSTS = "no hosts"
+CONNECT_IDLE = "idle"
+CONNECT_CONNECTING = "connecting"
+CONNECT_CONNECTED = "connected"
+CONNECT_RETRY = "retry"
+CONNECT_HELD = "line held"
+
+
+def backoff_delay(failed_rounds: int, first: float, longest: float, random: Callable[[], float]) -> float:
+    """
+    Seconds to wait after `failed_rounds` (1, 2, ...) rounds in a row found
+    no head-end: `first` doubled each round up to `longest`, plus up to
+    `JITTER` of it (from `random()` in [0, 1)), never shorter than `first` nor
+    longer than `longest` (when `longest` < `first`, `first` is the cap).
+    """
+    longest = max(longest, first)
+    step = min(longest, first * 2.0 ** min(max(failed_rounds, 1) - 1, 32))
+    return min(longest, step * (1.0 + JITTER * random()))
+
+
+def host_order(count: int, mode: str, after: int) -> list[int]:
+    """Indexes of the hosts one round tries: from the first (sequential), or starting at `after` (round robin)."""
+    if count <= 0:
+        return []
+    start = after % count if mode == "round-robin" else 0
+    return [(start + i) % count for i in range(count)]
+
+
+def connect_failure_text(reason: Failure, endpoint: ClientEndpoint) -> str:
+    """A failed TCP connect, in words."""
+    if reason.check(error.ConnectionRefusedError):
+        return f"connection refused (nothing listens on {endpoint})"
+    if reason.check(error.TimeoutError, defer.TimeoutError):
+        return f"no answer within {endpoint.timeout:g} s"
+    if reason.check(error.DNSLookupError):
+        return f"cannot resolve {endpoint.host}"
+    if reason.check(error.NoRouteError):
+        return f"no route to {endpoint.host}"
+    return reason.getErrorMessage()
+
+
+class LineOwnership:
+    """
+    Who holds a line whose tunnel both listens (accept mode) and dials
+    (connect mode): at most one peer at a time.
+
+    The holder's receiver is attached to the line itself, so the byte path
+    has no extra step; with nobody holding the line its bytes go to the idle
+    receiver: the connect tunnel's on-data buffer, or else the accept
+    factory's (which counts them as discarded).
+    """
+
+    def __init__(self, line: Any) -> None:
+        self.line = line
+        self.holder: Any = None
+        self.holder_name = ""
+        #: The accept-mode factory's receiver (used when no on-data receiver is set).
+        self.fallback: Callable[[bytes], None] | None = None
+        #: The connect tunnel's on-data receiver, while it waits for data.
+        self.idle: Callable[[bytes], None] | None = None
+        self._waiters: list[Callable[[], None]] = []
+
+    @property
+    def idle_receiver(self) -> Callable[[bytes], None] | None:
+        return self.idle or self.fallback
+
+    def free_for(self, who: Any) -> bool:
+        return self.holder is None or self.holder is who
+
+    def claim(self, who: Any, receiver: Callable[[bytes], None], name: str) -> bool:
+        """Hold the line for `who` (its bytes go to `receiver`); False when another peer holds it."""
+        if not self.free_for(who):
+            return False
+        self.holder, self.holder_name = who, name
+        self.line.attach(receiver)
+        return True
+
+    def release(self, who: Any) -> None:
+        if self.holder is not who:
+            return
+        self.holder, self.holder_name = None, ""
+        self.line.attach(self.idle_receiver)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter()
+
+    def set_idle(self, receiver: Callable[[bytes], None] | None) -> None:
+        self.idle = receiver
+        if self.holder is None:
+            self.line.attach(self.idle_receiver)
+
+    def when_free(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, the next time the line is released."""
+        if callback not in self._waiters:
+            self._waiters.append(callback)
+
+
+@attrs.define
+class ConnectStatistics:
+    """The connect tunnel's state, for Status, M-Bus TCP/IP, the console and the API."""
+
+    state: str = CONNECT_DISABLED
+    #: The host (as configured) being dialled or connected, and its number 1..12.
+    host: str = ""
+    host_number: int = 0
+    #: The head-end's address while connected.
+    peer: str = ""
+    retry_at: float | None = None
+    #: Who holds the line while the connect tunnel waits for it.
+    holder: str = ""
+    attempts: int = 0
+    #: Rounds in a row in which no host answered (the back-off step).
+    failed_rounds: int = 0
+    tls_failures: int = 0
+    #: The latest failure: which host, why (in words), when (clock seconds).
+    last_error: str = ""
+    last_error_at: float | None = None
+    #: On-data bytes waiting for the connection.
+    buffered: int = 0
+
+    def text(self, now: float) -> str:
+        """The device's words: disabled / connecting to X / connected to X / waiting N s before retry."""
+        if self.state == CONNECT_CONNECTING:
+            return f"connecting to {self.host}"
+        if self.state == CONNECT_CONNECTED:
+            return f"connected to {self.host}"
+        if self.state == CONNECT_RETRY and self.retry_at is not None:
+            return f"waiting {max(0, math.ceil(self.retry_at - now - 1e-9))} s before retry"
+        if self.state == CONNECT_HELD:
+            return f"waiting for the line (in use by {self.holder})" if self.holder else "waiting for the line"
+        if self.state == CONNECT_IDLE:
+            return "waiting for data from the line"
+        if self.state == CONNECT_NO_HOSTS:
+            return "no host configured"
+        return self.state
+
+    def as_dict(self, now: float) -> dict[str, object]:
+        d = attrs.asdict(self)
+        d["text"] = self.text(now)
+        return d
+
+
+class ConnectProtocol(TunnelProtocol):
+    """The head-end's connection: a tunnel client that first takes the line (`ConnectFactory.admit`)."""
+
+    factory: "ConnectFactory"
+    started = False
+
+    def connectionMade(self) -> None:
+        if not self.factory.admit(self):
+            self.transport.abortConnection()
+            return
+        self.started = True
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if not self.started:
+            self.factory.not_started(self, reason)
+            return
+        if reason is not None and reason.check(SSL.Error) and not self.closing_reason:
+            # TLS 1.3: the head-end checks our certificate after our side of the handshake is done.
+            self.closing_reason = self.factory.tunnel._tls_ended(reason)
+        super().connectionLost(reason)
+
+
+class ConnectFactory(Factory):
+    """What a connect-mode connection's protocol talks to; the `ConnectTunnelService` decides."""
+
+    protocol = ConnectProtocol
+    noisy = False
+
+    def __init__(self, tunnel: "ConnectTunnelService") -> None:
+        self.tunnel = tunnel
+        self.number = tunnel.number
+        self.config = tunnel.config
+        self.line = tunnel.line
+        self.clock = tunnel.clock
+        self.stats = tunnel.stats
+        self.client: Any = None
+        #: Sharing mode: the line's arbiter and the sharing counters (set by the tunnel when sharing is on).
+        self.arbiter: Any = tunnel.arbiter
+        self.sharing: Any = None
+
+    def line_data(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            self.stats.octets_discarded += len(data)
+        else:
+            client.line_data(data)
+
+    def admit(self, protocol: Any) -> bool:
+        return self.tunnel._admit(protocol)
+
+    def not_started(self, protocol: Any, reason: Failure | None) -> None:
+        """A connection closed before it got the line (already counted)."""
+
+    def tls_failed(self, protocol: Any, reason: Failure) -> None:
+        self.tunnel._tls_failed(reason)
+
+    def _client_connected(self, protocol: Any) -> None:
+        self.tunnel._connected(protocol)
+
+    def _client_gone(self, protocol: Any, why: str) -> None:
+        self.tunnel._gone(protocol, why)
+
+
+def default_endpoint(reactor: Any, host: ClientEndpoint, creator: Any) -> Any:
+    """The endpoint a host is dialled with: names and IPv4/IPv6 literals, TLS wrapped around TCP."""
+    tcp = HostnameEndpoint(reactor, host.host, host.port, timeout=host.timeout)
+    return wrapClientTLS(creator, tcp) if creator is not None else tcp
+
+
+_CONNECTION_SETTINGS = ("connect_mode", "connect_hosts", "connect_host_list", "connect_tls_ca",
+                        "connect_tls_certificate", "connect_tls_key", "sharing")
+
+
+class ConnectTunnelService(service.Service):
+    """
+    Connect mode of tunnel `number` on `line` (the arbiter's transparent port).
+
+    ``accept()`` returns the tunnel's accept-mode service (or None): the two
+    share the line through `ownership` when connect mode is on.
+    """
+
+    def __init__(self, number: int, config: TunnelConfig, line: Any, reactor: Any,
+                 stats: TunnelStatistics | None = None, *, arbiter: Any = None,
+                 accept: Callable[[], Any] | None = None, random: Callable[[], float] | None = None,
+                 endpoint: Callable[[Any, ClientEndpoint, Any], Any] = default_endpoint) -> None:
+        self.number = number
+        self.config = config
+        self.line = line
+        self.reactor = reactor
+        self.clock = reactor
+        self.stats = stats if stats is not None else TunnelStatistics()
+        self.arbiter = arbiter
+        self.accept = accept or (lambda: None)
+        self.random = random or _random.random
+        self.make_endpoint = endpoint
+        self.connect_stats = ConnectStatistics()
+        self.ownership = LineOwnership(line)
+        self.factory = ConnectFactory(self)
+        self._linked: Any = None
+        self._pending = bytearray()
+        self._round: list[int] = []
+        self._next_host = 0
+        self._dialing = False
+        self._attempt: defer.Deferred | None = None
+        self._attempt_host: tuple[int, ClientEndpoint] | None = None
+        self._creator: Any = None
+        self._retry: Any = None
+        self._connected_at: float | None = None
+        self._counted_until = 0.0
+        self._ticker: task.LoopingCall | None = None
+        self._reconfigured = False
+        self._closed: list[defer.Deferred] = []
+
+    # -- what others read -------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.factory.client is not None
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.connect_mode != "disabled"
+
+    def text(self) -> str:
+        return self.connect_stats.text(self.clock.seconds())
+
+    # -- service ----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._configure()
+
+    def stopService(self) -> Any:
+        """Stop dialling and close the connection; the Deferred fires once it is closed."""
+        super().stopService()
+        client = self.factory.client
+        closed: defer.Deferred = defer.Deferred()
+        if client is None:
+            closed.callback(None)
+        else:
+            self._closed.append(closed)
+        self._halt("the gateway is stopping")
+        self._unlink()
+        self.connect_stats.state = CONNECT_DISABLED
+        return closed
+
+    def apply(self, config: TunnelConfig) -> None:
+        """A changed tunnel configuration: timeouts at once; new hosts or modes start connect mode again."""
+        old, self.config = self.config, config
+        self.factory.config = config
+        client = self.factory.client
+        if client is not None:
+            if hasattr(client.transport, "setTcpKeepAlive"):
+                set_keepalive(client.transport, config.keepalive)
+            client._schedule_idle()
+        if any(getattr(old, name) != getattr(config, name) for name in _CONNECTION_SETTINGS):
+            self._halt("the connect mode settings changed")
+            self.connect_stats.failed_rounds = 0
+            if self.running and self.factory.client is None:
+                self._configure()
+        elif self.running:
+            self._link()
+
+    # -- the line: shared with the accept-mode tunnel ------------------------------
+
+    def _sharing(self) -> bool:
+        return bool(self.config.sharing and self.arbiter is not None)
+
+    def _link(self) -> None:
+        """Share the line with the accept-mode factory (transparent mode with connect mode on)."""
+        accept = self.accept()
+        factory = getattr(accept, "factory", None)
+        wanted = factory if (self.enabled and not self._sharing() and factory is not None
+                             and hasattr(factory, "ownership")) else None
+        if wanted is self._linked:
+            return
+        self._unlink()
+        if wanted is None:
+            return
+        self._linked = wanted
+        ownership = self.ownership
+        ownership.fallback = wanted.line_data
+        if wanted.client is not None and ownership.holder is None:
+            ownership.holder, ownership.holder_name = wanted, f"accept-mode client {wanted.client.peer}"
+        wanted.ownership = ownership
+
+    def _unlink(self) -> None:
+        """
+        Leave the accept-mode factory alone again.  Its receiver stays the
+        fallback, so a connection still closing gives the line back to it.
+        """
+        linked, self._linked = self._linked, None
+        ownership = self.ownership
+        ownership.idle = None
+        if linked is None:
+            return
+        if linked.ownership is ownership:
+            linked.ownership = None
+        if ownership.holder is linked:
+            ownership.holder, ownership.holder_name = None, ""
+        if ownership.holder is None:
+            self.line.attach(linked.line_data)
+
+    # -- what to do now ---------------------------------------------------------------
+
+    def _configure(self) -> None:
+        s = self.connect_stats
+        self._link()
+        if self._linked is not None:
+            self.ownership.set_idle(self._line_idle if self._on_data() else None)
+        if not self.enabled:
+            s.state = CONNECT_DISABLED
+            return
+        if not self.config.connect_hosts:
+            s.state = CONNECT_NO_HOSTS
+            log.warn("Tunnel {n}: connect mode is {mode} but no host is configured", n=self.number,
+                     mode=self.config.connect_mode)
+            return
+        if self._on_data():
+            if not self._pending:
+                s.state = CONNECT_IDLE
+                return
+        self._dial_round()
+
+    def _on_data(self) -> bool:
+        return self.config.connect_mode == "on-data" and not self._sharing()
+
+    def _wanted(self) -> bool:
+        """Whether a connection should be made now."""
+        if not self.running or not self.enabled or not self.config.connect_hosts:
+            return False
+        return not self._on_data() or bool(self._pending)
+
+    def _line_idle(self, data: bytes) -> None:
+        """On-data start: the line's bytes while nobody holds it, kept for the connection they start."""
+        room = ON_DATA_LIMIT - len(self._pending)
+        if room < len(data):
+            self.stats.octets_discarded += len(data) - max(room, 0)
+            data = data[:max(room, 0)]
+        self._pending += data
+        self.connect_stats.buffered = len(self._pending)
+        if not self._dialing and self._retry is None and self.factory.client is None:
+            self._dial_round()
+
+    def _dial_round(self) -> None:
+        self._retry = None
+        s = self.connect_stats
+        s.retry_at = None
+        if not self._wanted() or self._dialing or self.factory.client is not None:
+            if self.running and self.enabled and self._on_data() and self.factory.client is None \
+                    and not self._dialing:
+                s.state = CONNECT_IDLE
+            return
+        if not self._sharing() and not self.ownership.free_for(self.factory):
+            self._wait_for_line()
+            return
+        count = len(self.config.connect_hosts)
+        self._round = host_order(count, self.config.connect_host_list, self._next_host)
+        self._try_next()
+
+    def _wait_for_line(self) -> None:
+        s = self.connect_stats
+        s.state = CONNECT_HELD
+        s.holder = self.ownership.holder_name
+        self.stats.dropped_connects += 1
+        log.info("Tunnel {n}: not connecting: the line is in use by {holder}", n=self.number, holder=s.holder)
+        self.ownership.when_free(self._line_freed)
+
+    def _line_freed(self) -> None:
+        self.connect_stats.holder = ""
+        if self.running and self._retry is None:
+            self._dial_round()
+
+    def _try_next(self) -> None:
+        if not self._round:
+            self._round_failed()
+            return
+        if not self._wanted():
+            self._dialing = False
+            self._dial_round()
+            return
+        index = self._round.pop(0)
+        text = self.config.connect_hosts[index]
+        s = self.connect_stats
+        try:
+            host = client_endpoint(f"tunnel.{self.number}.connect_hosts", text)
+        except ConfigError as e:  # validated already; kept for safety
+            self._attempt_failed(index, text, str(e))
+            return
+        creator = None
+        if host.kind == "tls":
+            from cmegw.tunnel.tlsconfig import TlsSetupError, client_creator
+
+            config = self.config
+            try:
+                creator = client_creator(host, config.connect_tls_ca, config.connect_tls_certificate,
+                                         config.connect_tls_key)
+            except TlsSetupError as e:
+                s.tls_failures += 1
+                self._attempt_failed(index, text, str(e))
+                return
+        self._dialing = True
+        self._attempt_host = (index, host)
+        self._creator = creator
+        s.state = CONNECT_CONNECTING
+        s.host = str(host) + (" (TLS)" if creator is not None else "")
+        s.host_number = index + 1
+        s.attempts += 1
+        self.factory.protocol = self._protocol_class(creator is not None)
+        try:
+            endpoint = self.make_endpoint(self.reactor, host, creator)
+            d = self._attempt = endpoint.connect(self.factory)
+        except Exception as e:
+            self._attempt = None
+            self._attempt_failed(index, text, str(e))
+            return
+        d.addCallbacks(self._tcp_connected, self._tcp_failed, errbackArgs=(index, text, host))
+
+    def _protocol_class(self, tls: bool) -> type:
+        base: type = ConnectProtocol
+        if self._sharing():
+            base = sharing_connect_protocol()
+            self.factory.arbiter = self.arbiter
+            self.factory.sharing = getattr(getattr(self.accept(), "factory", None), "sharing", None)
+            if self.factory.sharing is None:
+                from cmegw.tunnel.sharing import SharingStatistics
+
+                self.factory.sharing = SharingStatistics()
+        if tls:
+            from cmegw.tunnel.tlsconfig import tls_protocol
+
+            return tls_protocol(base)
+        return base
+
+    def _tcp_connected(self, protocol: Any) -> None:
+        self._attempt = None
+
+    def _tcp_failed(self, reason: Failure, index: int, text: str, host: ClientEndpoint) -> None:
+        self._attempt = None
+        if reason.check(defer.CancelledError) or not self._dialing:
+            return
+        self._attempt_failed(index, text, connect_failure_text(reason, host))
+
+    def _tls_failed(self, reason: Failure) -> None:
+        """The head-end's TLS handshake failed (a refused certificate): counted, explained, next host."""
+        if not self._dialing or self._attempt_host is None:
+            return
+        index, host = self._attempt_host
+        why = self._creator.explain(reason) if self._creator is not None else reason.getErrorMessage()
+        self.connect_stats.tls_failures += 1
+        self._attempt_failed(index, self.config.connect_hosts[index] if index < len(self.config.connect_hosts)
+                             else str(host), why)
+
+    def _tls_ended(self, reason: Failure) -> str:
+        """A TLS connection that the head-end ended with an alert (a refused client certificate): explained."""
+        why = self._creator.explain(reason) if self._creator is not None else reason.getErrorMessage()
+        s = self.connect_stats
+        s.tls_failures += 1
+        index = self._attempt_host[0] if self._attempt_host else 0
+        s.last_error = f"connect {index + 1} ({s.host}): {why}"
+        s.last_error_at = self.clock.seconds()
+        return why
+
+    def _attempt_failed(self, index: int, text: str, why: str) -> None:
+        self._dialing = False
+        self._attempt_host = None
+        s = self.connect_stats
+        self.stats.dropped_connects += 1
+        s.last_error = f"connect {index + 1} ({text}): {why}"
+        s.last_error_at = self.clock.seconds()
+        log.warn("Tunnel {n}: cannot connect to {host}: {why}", n=self.number, host=text, why=why)
+        if self.running:
+            self._try_next()
+
+    def _round_failed(self) -> None:
+        self._dialing = False
+        s = self.connect_stats
+        s.failed_rounds += 1
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        s = self.connect_stats
+        config = self.config
+        delay = backoff_delay(s.failed_rounds, config.connect_backoff_min, config.connect_backoff_max, self.random)
+        s.state = CONNECT_RETRY
+        s.retry_at = self.clock.seconds() + delay
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = self.clock.callLater(delay, self._dial_round)
+        log.info("Tunnel {n}: connecting again in {s:.1f} s", n=self.number, s=delay)
+
+    # -- the connection -----------------------------------------------------------------
+
+    def _admit(self, protocol: Any) -> bool:
+        """The head-end answered (and passed TLS): take the line, or give up if an accept client has it."""
+        if self._sharing():
+            return True
+        peer = describe(protocol.transport.getPeer())
+        if self.ownership.claim(self.factory, self.factory.line_data, f"connect-mode peer {peer}"):
+            return True
+        index = self._attempt_host[0] if self._attempt_host else 0
+        self._dialing = False
+        self._attempt_host = None
+        s = self.connect_stats
+        s.last_error = f"connect {index + 1}: the line was taken by {self.ownership.holder_name}"
+        s.last_error_at = self.clock.seconds()
+        self._wait_for_line()
+        return False
+
+    def _connected(self, protocol: Any) -> None:
+        index, host = self._attempt_host if self._attempt_host else (0, None)
+        self._dialing = False
+        self.factory.client = protocol
+        now = self.clock.seconds()
+        s = self.connect_stats
+        s.state = CONNECT_CONNECTED
+        s.peer = protocol.peer
+        s.host_number = index + 1
+        s.last_error = ""
+        self.stats.completed_connects += 1
+        self._connected_at = self._counted_until = now
+        self._ticker = task.LoopingCall(self._tick)
+        self._ticker.clock = self.clock
+        self._ticker.start(TIME_TICK, now=False)
+        if self.config.connect_host_list == "round-robin":
+            self._next_host = index + 1
+        log.info("Tunnel {n}: connected to {host} ({peer})", n=self.number, host=s.host, peer=protocol.peer)
+        if self._pending:
+            data, self._pending = bytes(self._pending), bytearray()
+            s.buffered = 0
+            if hasattr(protocol, "line_data") and not self._sharing():
+                protocol.line_data(data)
+
+    def _tick(self) -> None:
+        if self._attempt_host is None or self._connected_at is None:
+            return
+        now = self.clock.seconds()
+        index = self._attempt_host[0]
+        if index < len(self.stats.connect_times):
+            self.stats.connect_times[index] += now - self._counted_until
+        self._counted_until = now
+
+    def _gone(self, protocol: Any, why: str) -> None:
+        if protocol is not self.factory.client:
+            return
+        self._tick()
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._ticker = None
+        self.factory.client = None
+        self.ownership.release(self.factory)
+        now = self.clock.seconds()
+        held = now - (self._connected_at or now)
+        self._connected_at = None
+        self._attempt_host = None
+        s = self.connect_stats
+        s.peer = ""
+        self.stats.disconnects += 1
+        if held >= GOOD_CONNECTION:
+            s.failed_rounds = 0
+        log.info("Tunnel {n}: disconnected from {host}: {why}", n=self.number, host=s.host, why=why)
+        restart, self._reconfigured = self._reconfigured, False
+        closed, self._closed = self._closed, []
+        for d in closed:
+            d.callback(None)
+        if not self.running:
+            s.state = CONNECT_DISABLED
+            return
+        if restart or not self.enabled:
+            self._configure()
+            return
+        if self._wanted():
+            s.failed_rounds += 1
+            self._schedule_retry()
+        else:
+            s.state = CONNECT_IDLE
+
+    def _halt(self, reason: str) -> None:
+        """Stop dialling and close the connection (the settings changed, or the gateway stops)."""
+        self._dialing = False
+        self._round = []
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self.connect_stats.retry_at = None
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            attempt.cancel()
+        client = self.factory.client
+        if client is not None:
+            self._reconfigured = True  # its connectionLost starts connect mode again (`_gone`)
+            client.close(reason)
+        else:
+            self._attempt_host = None
+        self._pending = bytearray()
+        self.connect_stats.buffered = 0
+
+
+_SHARING_CLASS: list[type] = []
+
+
+def sharing_connect_protocol() -> type:
+    """A sharing-mode client (`cmegw.tunnel.sharing.SharingProtocol`) that is the connect-mode peer."""
+    if not _SHARING_CLASS:
+        from cmegw.tunnel.sharing import SharingProtocol
+
+        class SharingConnectProtocol(SharingProtocol):
+            started = False
+
+            def connectionMade(self) -> None:
+                self.started = True
+                super().connectionMade()
+
+        _SHARING_CLASS.append(SharingConnectProtocol)
+    return _SHARING_CLASS[0]
