@@ -8,6 +8,7 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.config.model import TunnelConfig
 from cmegw.config.settings import apply_setting
+from cmegw.console.commands import COMMANDS, Session
 from cmegw.stats import TunnelStatistics
 from cmegw.testing import FakeLine
 from cmegw.tunnel.accept import TunnelService
@@ -23,6 +24,7 @@ from cmegw.tunnel.connect import (
     backoff_delay,
     host_order,
 )
+from tests.test_web_pages import PagesTestBase
 
 HOSTS = ("tcp:host=10.0.0.1:port=9001", "tcp:host=10.0.0.2:port=9002", "tcp:host=10.0.0.3:port=9003")
 
@@ -403,3 +405,54 @@ class GatewayWiringTests(TestCase):
         store.change(new)
         self.assertEqual(gateway.connect_stats[1].state, CONNECT_IDLE)
         self.assertIs(gateway.tunnels[1].factory.ownership, gateway.connectors[1].ownership)
+
+
+class FrontEndTests(PagesTestBase):
+    """Connect mode, TLS and allow-list settings on the M-Bus TCP/IP page, the API, Status and the console."""
+
+    @defer.inlineCallbacks
+    def test_connect_tab_form_status_api_console(self):
+        pages = self
+        response, body = yield pages.get("/tcpip/connect")
+        self.assertEqual(response.code, 200)
+        for name in ("tunnel.1.connect_mode", "tunnel.1.connect_hosts", "tunnel.1.connect_host_list",
+                     "tunnel.1.connect_backoff_min", "tunnel.1.connect_backoff_max", "tunnel.1.connect_tls_ca",
+                     "tunnel.1.connect_tls_certificate", "tunnel.1.connect_tls_key"):
+            self.assertIn(f'name="{name}"', body)
+        _, body = yield pages.get("/tcpip/accept")
+        for name in ("tunnel.1.allow_list", "tunnel.1.tls", "tunnel.1.tls_client_ca", "tunnel.1.rfc2217"):
+            self.assertIn(f'name="{name}"', body)
+        form = {"_group": "1", "tunnel.1.connect_mode": "on-data", "tunnel.1.connect_host_list": "sequential",
+                "tunnel.1.connect_backoff_min": "1", "tunnel.1.connect_backoff_max": "60",
+                "tunnel.1.connect_tls_ca": "", "tunnel.1.connect_tls_certificate": "", "tunnel.1.connect_tls_key": "",
+                "tunnel.1.connect_hosts": ", ".join(f"tcp:host=127.0.0.1:port={i + 1}" for i in range(13))}
+        response, body = yield pages.post("/tcpip/connect", form)
+        self.assertEqual(response.code, 400)
+        self.assertIn("tunnel.1.connect_hosts: '(13 hosts)' is not allowed; use at most 12 hosts", body)
+        self.assertEqual(pages.store.config.tunnels[1].connect_mode, "disabled", "nothing is half-applied")
+        form["tunnel.1.connect_hosts"] = "tcp:host=127.0.0.1:port=1"
+        response, body = yield pages.post("/tcpip/connect", form)
+        self.assertEqual(response.code, 200)
+        self.assertIn("Applied at once", body)
+        self.assertEqual(pages.gateway.connect_stats[1].state, CONNECT_IDLE)
+        _, body = yield pages.get("/tcpip")
+        self.assertIn("waiting for data from the line", body)
+        _, body = yield pages.get("/status")
+        self.assertIn("waiting for data from the line", body)
+        response, status = yield pages.api("GET", "/api/status")
+        self.assertEqual(status["tunnels"]["1"]["connect_mode"], "waiting for data from the line")
+        response, stats = yield pages.api("GET", "/api/stats")
+        self.assertEqual(stats["tunnels"]["1"]["connect"]["state"], CONNECT_IDLE)
+        response, error_body = yield pages.api("PUT", "/api/settings", {"tunnel.1.allow_list": ["10.0.0.0/33"]})
+        self.assertEqual(response.code, 400)
+        self.assertEqual(error_body["setting"], "tunnel.1.allow_list")
+        response, changed = yield pages.api("PUT", "/api/settings", {"tunnel.1.allow_list": "192.0.2.0/24, ::1"})
+        self.assertEqual(changed["applied_now"], ["tunnel.1.allow_list"])
+        session = Session(pages.gateway, user="admin")
+        text = COMMANDS.run(session, "show tunnel 1")
+        self.assertIn("Connect mode", text)
+        self.assertIn("waiting for data from the line", text)
+        self.assertIn("tcp:host=127.0.0.1:port=1", text)
+        self.assertIn("192.0.2.0/24, ::1", text)
+        text = COMMANDS.run(session, "show status")
+        self.assertIn("connect mode: waiting for data from the line", text)

@@ -376,6 +376,12 @@ def _tunnel_state(gateway: Any, n: int) -> str:
     return text
 
 
+def _connect_state(gateway: Any, n: int) -> str:
+    """Tunnel `n`'s connect mode: disabled / connecting to X / connected to X / waiting N s before retry."""
+    connect = getattr(gateway, "connect_stats", {}).get(n)
+    return connect.text(gateway.reactor.seconds()) if connect is not None else "disabled"
+
+
 def _line_state(gateway: Any, n: int) -> str:
     stats = gateway.line_stats.get(n)
     if stats is None:
@@ -411,7 +417,7 @@ def show_status(session: Session, args: Arguments) -> Result:
     tunnel_rows = []
     for n, tunnel in config.tunnels.items():
         accept = _tunnel_state(gateway, n) if tunnel.enabled else "disabled"
-        tunnel_rows.append((f"Tunnel {n}", f"connect mode: disabled; accept mode: {accept}"))
+        tunnel_rows.append((f"Tunnel {n}", f"connect mode: {_connect_state(gateway, n)}; accept mode: {accept}"))
     lines += ["", "Tunnels", *table_lines(tunnel_rows)]
     indications = gateway.indications()
     lines += ["", "Indications", "  " + "  ".join(f"{name} {_on(state)}" for name, state in indications.items())]
@@ -493,7 +499,33 @@ def show_tunnel(session: Session, args: Arguments) -> Result:
              else tunnel.listen),
             ("TCP keep-alive", f"{tunnel.keepalive} s" if tunnel.keepalive else "off"),
             ("Second client", tunnel.on_busy),
+            ("Allowed clients", ", ".join(tunnel.allow_list) or "anyone"),
+            ("TLS", ("on, client certificates from " + tunnel.tls_client_ca if tunnel.tls_client_ca else "on")
+             if tunnel.tls else "off"),
+            ("RFC 2217", "on" if tunnel.rfc2217 else "off"),
         ], 4)]
+        access = getattr(getattr(gateway, "tunnels", {}).get(n), "access", None)
+        if access is not None and (access.refused_by_allow_list or access.tls_refused):
+            lines += table_lines([
+                ("Refused by the allow-list", str(access.refused_by_allow_list)),
+                ("Refused TLS clients", str(access.tls_refused)),
+                ("Last refused", access.last_refused),
+            ], 4)
+        connect = getattr(gateway, "connect_stats", {}).get(n)
+        rows = [("State", _connect_state(gateway, n)), ("Connect", tunnel.connect_mode)]
+        rows += [(f"Host {i}", host) for i, host in enumerate(tunnel.connect_hosts, 1)]
+        if tunnel.connect_hosts:
+            rows += [
+                ("Host list", tunnel.connect_host_list),
+                ("Retry wait", f"{tunnel.connect_backoff_min} s doubling up to {tunnel.connect_backoff_max} s"),
+                ("Trusted CA (tls:)", tunnel.connect_tls_ca or "the system's trust store"),
+                ("Client certificate", tunnel.connect_tls_certificate or "none"),
+            ]
+        if connect is not None and connect.last_error:
+            rows.append(("Last failure", connect.last_error))
+        if connect is not None and connect.tls_failures:
+            rows.append(("Failed TLS handshakes", str(connect.tls_failures)))
+        lines += ["  Connect mode", *table_lines(rows, 4)]
         lines += ["  Disconnect mode", *table_lines([
             ("Disconnect timeout", f"{tunnel.disconnect_timeout} s" if tunnel.disconnect_timeout else "never"),
         ], 4)]

@@ -323,7 +323,7 @@ class TunnelService(service.Service):
             d = self._stop_listening("", disconnect=False)  # allow-list on or off: the client may stay
         else:
             return defer.succeed(None)
-        d.addCallback(lambda _: self._listen())
+        d.addCallback(lambda _: self._listen() if self.running else None)
         return d
 
     @staticmethod

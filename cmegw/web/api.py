@@ -142,7 +142,8 @@ def status_view(admin: Admin) -> dict[str, Any]:
                       "accept_mode": ("disabled" if not tunnel.enabled else
                                       tunnel_state_text(stats) if stats else "stopped"),
                       "state": stats.state if stats else "stopped", "peer": stats.peer if stats else "",
-                      "listening": stats.listening if stats else "", "connect_mode": "disabled"}
+                      "listening": stats.listening if stats else "",
+                      "connect_mode": connect_text(gateway, n, admin.clock.seconds())}
     updater = admin.updater
     return {
         "product_type": running.identity.product_type,
@@ -168,6 +169,12 @@ def status_view(admin: Admin) -> dict[str, Any]:
     }
 
 
+def connect_text(gateway: Any, n: int, now: float) -> str:
+    """Tunnel `n`'s connect mode in the device's words (disabled / connecting to X / ...)."""
+    connect = getattr(gateway, "connect_stats", {}).get(n)
+    return connect.text(now) if connect is not None else "disabled"
+
+
 def stats_view(admin: Admin) -> dict[str, Any]:
     gateway = admin.gateway
     now = admin.clock.seconds()
@@ -176,6 +183,10 @@ def stats_view(admin: Admin) -> dict[str, Any]:
         d = stats.as_dict(now)
         d["accept_connection_time_text"] = format_duration(d["accept_connection_time"])
         d["connect_times_text"] = [format_duration(t) for t in stats.connect_times]
+        connect = getattr(gateway, "connect_stats", {}).get(n)
+        d["connect"] = connect.as_dict(now) if connect is not None else None
+        access = getattr(getattr(gateway, "tunnels", {}).get(n), "access", None)
+        d["access"] = access.as_dict() if access is not None else None
         tunnels[n] = d
     web = admin.web()
     http = None

@@ -105,7 +105,12 @@ def status_content(admin: Admin) -> Tag:
         where = stats.listening if stats is not None and stats.listening else tunnel.listen
         tunnel_rows.append((f"Tunnel {n} accept mode", tags.span(
             tags.span(accept, class_="pill pill-" + accept.split()[0]), " ", tags.small(where, class_="muted"))))
-        tunnel_rows.append((f"Tunnel {n} connect mode", tags.span("disabled", class_="pill pill-disabled")))
+        connect = getattr(gateway, "connect_stats", {}).get(n)
+        connect_text = connect.text(admin.clock.seconds()) if connect is not None else "disabled"
+        tunnel_rows.append((f"Tunnel {n} connect mode", tags.span(
+            tags.span(connect_text, class_="pill pill-" + connect_text.split()[0]),
+            " ", tags.small(connect.last_error, class_="muted") if connect is not None and connect.last_error
+            and connect.state != "connected" else "")))
     tunnels = card("M-Bus TCP/IP", kv_table(tunnel_rows))
     return tags.div(device, lights, network, lines, tunnels, class_="cards")
 
