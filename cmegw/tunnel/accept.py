@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from cmegw.config.model import TunnelConfig
 from cmegw.fastpath import fast_writer
+from cmegw.tunnel.eventlog import ConnectionEvents
 from cmegw.serial.line import SerialLine
 from cmegw.stats import (
     TUNNEL_CONNECTED,
@@ -186,6 +187,7 @@ class TunnelFactory(ServerFactory):
         self.stats = stats if stats is not None else TunnelStatistics()
         self.client: TunnelProtocol | None = None
         self._to_client: Any = None
+        self.events = ConnectionEvents(number, clock)
         self.protocol = protocol_class(config)
         line.attach(self.line_data)
 
@@ -200,18 +202,18 @@ class TunnelFactory(ServerFactory):
         ownership = self.ownership
         if ownership is not None and not ownership.free_for(self):
             self.stats.dropped_accepts += 1
-            log.info("Tunnel {n}: refused {peer}: the line is in use by {holder}", n=self.number, peer=peer,
-                     holder=ownership.holder_name)
+            self.events.info("Tunnel {n}: refused {peer}: the line is in use by {holder}", peer=peer,
+                             holder=ownership.holder_name)
             return False
         if self.client is not None:
             if self.config.on_busy == "replace":
                 if final:
-                    log.info("Tunnel {n}: {peer} replaces {old}", n=self.number, peer=peer, old=self.client.peer)
+                    self.events.info("Tunnel {n}: {peer} replaces {old}", peer=peer, old=self.client.peer)
                     self.client.abort(f"replaced by {peer}")
             else:
                 self.stats.dropped_accepts += 1
-                log.info("Tunnel {n}: refused {peer}: the line is in use by {old}", n=self.number,
-                         peer=peer, old=self.client.peer)
+                self.events.info("Tunnel {n}: refused {peer}: the line is in use by {old}", peer=peer,
+                                 old=self.client.peer)
                 return False
         return True
 
@@ -252,7 +254,7 @@ class TunnelFactory(ServerFactory):
         s.state = TUNNEL_CONNECTED
         s.peer = client.peer
         s.connected_at = self.clock.seconds()
-        log.info("Tunnel {n}: {peer} connected", n=self.number, peer=client.peer)
+        self.events.info("Tunnel {n}: {peer} connected", peer=client.peer)
 
     def _client_gone(self, client: TunnelProtocol, why: str) -> None:
         if client is not self.client:
@@ -268,7 +270,7 @@ class TunnelFactory(ServerFactory):
         s.peer = ""
         if s.state == TUNNEL_CONNECTED:
             s.state = TUNNEL_WAITING
-        log.info("Tunnel {n}: {peer} disconnected: {why}", n=self.number, peer=client.peer, why=why)
+        self.events.info("Tunnel {n}: {peer} disconnected: {why}", peer=client.peer, why=why)
 
 
 class TunnelService(service.Service):
@@ -303,7 +305,9 @@ class TunnelService(service.Service):
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
-        return self._stop_listening("the gateway is stopping")
+        d = self._stop_listening("the gateway is stopping")
+        self.factory.events.flush()
+        return d
 
     def apply(self, config: TunnelConfig, listen: str | None = None) -> defer.Deferred:
         old_endpoint, old_enabled = self.endpoint, self.config.enabled

@@ -43,6 +43,7 @@ from cmegw.mbus.frames import FrameError
 from cmegw.serial.arbiter import BusArbiter, Reply
 from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING, TunnelStatistics
 from cmegw.tunnel.accept import TunnelProtocol, TunnelService, describe, set_keepalive
+from cmegw.tunnel.eventlog import ConnectionEvents
 
 log = Logger(namespace="cmegw.tunnel")
 
@@ -204,13 +205,14 @@ class SharingFactory(ServerFactory):
         self.stats = stats if stats is not None else TunnelStatistics()
         self.sharing = sharing if sharing is not None else SharingStatistics()
         self.clients: list[SharingProtocol] = []
+        self.events = ConnectionEvents(number, clock)
         arbiter.port.attach(self.stray)
 
     def buildProtocol(self, addr: IAddress) -> SharingProtocol | None:  # type: ignore[override]
         if len(self.clients) >= MAX_CLIENTS:
             self.stats.dropped_accepts += 1
-            log.info("Tunnel {n}: refused {peer}: {count} clients share the line already", n=self.number,
-                     peer=describe(addr), count=len(self.clients))
+            self.events.info("Tunnel {n}: refused {peer}: {count} clients share the line already",
+                             peer=describe(addr), count=len(self.clients))
             return None
         return super().buildProtocol(addr)  # type: ignore[return-value]
 
@@ -238,8 +240,8 @@ class SharingFactory(ServerFactory):
         if s.connected_at is None:
             s.connected_at = self.clock.seconds()
         self.sharing.clients = len(self.clients)
-        log.info("Tunnel {n}: {peer} connected (sharing, {count} clients)", n=self.number, peer=client.peer,
-                 count=len(self.clients))
+        self.events.info("Tunnel {n}: {peer} connected (sharing, {count} clients)", peer=client.peer,
+                         count=len(self.clients))
 
     def _client_gone(self, client: SharingProtocol, why: str) -> None:
         if client not in self.clients:
@@ -255,7 +257,7 @@ class SharingFactory(ServerFactory):
             s.connected_at = None
             if s.state == TUNNEL_CONNECTED:
                 s.state = TUNNEL_WAITING
-        log.info("Tunnel {n}: {peer} disconnected: {why}", n=self.number, peer=client.peer, why=why)
+        self.events.info("Tunnel {n}: {peer} disconnected: {why}", peer=client.peer, why=why)
 
 
 class SharingTunnelService(TunnelService):
