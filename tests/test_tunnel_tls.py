@@ -22,7 +22,7 @@ from cmegw.stats import TunnelStatistics
 from cmegw.testing import FakeLine
 from cmegw.tunnel.accept import TunnelService
 from cmegw.tunnel.connect import CONNECT_CONNECTED, ConnectTunnelService
-from cmegw.tunnel.tlsconfig import TunnelTlsFactory
+from cmegw.tunnel.tlsconfig import TlsClientEndpoint, TunnelTlsFactory
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
@@ -142,7 +142,7 @@ class ConnectTlsTests(TestCase):
                               connect_tls_ca=settings.pop("ca", self.ca_file), **settings)
 
         def endpoint(reactor_, host, creator):  # headend.example is 127.0.0.1 here
-            return wrapClientTLS(creator, TCP4ClientEndpoint(reactor_, "127.0.0.1", host.port, timeout=5))
+            return TlsClientEndpoint(creator, TCP4ClientEndpoint(reactor_, "127.0.0.1", host.port, timeout=5))
 
         self.connector = ConnectTunnelService(1, config, self.line, reactor, self.stats, random=lambda: 0.0,
                                               endpoint=endpoint)

@@ -52,7 +52,7 @@ import attrs
 from OpenSSL import SSL
 from twisted.application import service
 from twisted.internet import defer, error, task
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -282,7 +282,11 @@ class ConnectFactory(Factory):
 def default_endpoint(reactor: Any, host: ClientEndpoint, creator: Any) -> Any:
     """The endpoint a host is dialled with: names and IPv4/IPv6 literals, TLS wrapped around TCP."""
     tcp = HostnameEndpoint(reactor, host.host, host.port, timeout=host.timeout)
-    return wrapClientTLS(creator, tcp) if creator is not None else tcp
+    if creator is None:
+        return tcp
+    from cmegw.tunnel.tlsconfig import TlsClientEndpoint
+
+    return TlsClientEndpoint(creator, tcp)
 
 
 _CONNECTION_SETTINGS = ("connect_mode", "connect_hosts", "connect_host_list", "connect_tls_ca",

