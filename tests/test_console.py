@@ -97,9 +97,14 @@ class CommandTests(TestCase):
     # errors name the command, the argument and what is allowed
 
     def test_unknown_command(self):
+        """The message lists every command of the table (extensions such as mbus included once loaded)."""
+        from cmegw.console.commands import COMMANDS
+
         self.assertEqual(self.text("frobnicate now"),
-                         "frobnicate: 'frobnicate' is not a command; use one of help, show, set, save, restart, "
-                         "factory-defaults, passwd, auth, clear, exit ('help' explains each)")
+                         "frobnicate: 'frobnicate' is not a command; use one of "
+                         + ", ".join(c.name for c in COMMANDS) + " ('help' explains each)")
+        for name in ("help", "show", "set", "save", "restart", "factory-defaults", "passwd", "auth", "exit"):
+            self.assertIn(name, COMMANDS.names())
 
     def test_ambiguous_prefix(self):
         text = self.text("s")

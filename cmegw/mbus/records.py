@@ -1200,7 +1200,10 @@ def _scale(raw: object, unit: Unit) -> object:
         return raw
     if unit.exponent >= 0 and unit.factor == 1.0 and isinstance(raw, int):
         return raw * 10**unit.exponent
-    return raw * 10.0**unit.exponent * unit.factor
+    # Dividing by an exact power of ten keeps decimals exact where a float can:
+    # 2731 * 10.0**-2 is 27.310000000000002, 2731 / 100 is 27.31.
+    scaled = raw / 10**-unit.exponent if unit.exponent < 0 else raw * 10.0**unit.exponent
+    return scaled * unit.factor if unit.factor != 1.0 else scaled
 
 
 # Fixed data structure (CI 0x73) -------------------------------------------

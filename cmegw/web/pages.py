@@ -210,6 +210,7 @@ SECTIONS = (
     ("network", "Network", "/network"),
     ("tcpip", "M-Bus TCP/IP", "/tcpip"),
     ("serial", "M-Bus Serial", "/serial"),
+    ("meters", "Meters", "/meters"),
     ("http", "HTTP", "/http"),
     ("system", "System", "/system"),
 )
