@@ -456,3 +456,45 @@ class FrontEndTests(PagesTestBase):
         self.assertIn("192.0.2.0/24, ::1", text)
         text = COMMANDS.run(session, "show status")
         self.assertIn("connect mode: waiting for data from the line", text)
+
+
+class SharingTests(TestCase):
+    """With sharing on, the connect-mode peer is one more sharing client: no one holds the line alone."""
+
+    def test_connect_peer_and_accept_clients_share_the_bus(self):
+        from cmegw.mbus import frames
+        from cmegw.mbus.simulator import MeterBus, default_meters
+        from cmegw.serial.arbiter import BusArbiter
+        from cmegw.tunnel.sharing import SharingTunnelService
+        from tests.test_mbus_master import BusLine
+
+        clock = task.Clock()
+        line = BusLine(MeterBus(default_meters()), clock, delay=0.05)
+        arbiter = BusArbiter(1, line, clock)
+        config = TunnelConfig(sharing=True, connect_mode="on-data", connect_hosts=HOSTS[:1])
+        accept = SharingTunnelService(1, config, arbiter, clock)
+        endpoints = FakeEndpoints()
+        connector = ConnectTunnelService(1, config, arbiter.port, clock, accept.stats, arbiter=arbiter,
+                                         accept=lambda: accept, endpoint=endpoints, random=lambda: 0.0)
+        connector.startService()
+        self.assertEqual(len(endpoints.dials), 1, "in sharing mode on-data behaves as always")
+        peer, peer_transport = endpoints.answer()
+        address = IPv4Address("TCP", "127.0.0.1", 40001)
+        client = accept.factory.buildProtocol(address)
+        self.assertIsNotNone(client, "an accept client is not refused: the bus is shared")
+        client_transport = StringTransport(peerAddress=address)
+        client.makeConnection(client_transport)
+        peer.dataReceived(frames.snd_nke(1))
+        client.dataReceived(frames.snd_nke(2))
+        clock.pump([0.01] * 40)
+        self.assertEqual((peer_transport.value(), client_transport.value()), (frames.ACK, frames.ACK))
+        self.assertEqual(accept.factory.sharing.requests, 2, "the connect peer's requests are counted too")
+        self.assertEqual(self.connector_state(connector, clock), "connected to 10.0.0.1:9001")
+        peer.transport.loseConnection()
+        peer.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(accept.stats.completed_connects, 1)
+        connector.stopService()
+
+    @staticmethod
+    def connector_state(connector, clock):
+        return connector.connect_stats.text(clock.seconds())
