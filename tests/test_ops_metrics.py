@@ -350,6 +350,12 @@ class DashboardTests(GatewayCase):
 
         mbus = {MBUS_NAMES.get(f, f"cmegw_mbus_{f}") for f in attrs.fields_dict(ArbiterStatistics)}
         mbus = {n if n.endswith(("_length", "_peak")) else n + "_total" for n in mbus} | {"cmegw_mbus_meters"}
+        try:
+            from cmegw.mbus.master import MasterStatistics
+        except ImportError:
+            MasterStatistics = None
+        if MasterStatistics is not None:
+            mbus |= {f"cmegw_mbus_master_{f}_total" for f in attrs.fields_dict(MasterStatistics)}
         for expr in self.expressions():
             for name in re.findall(r"\bcmegw_mbus_[a-z0-9_]+", expr):
                 self.assertIn(name, mbus, expr)
