@@ -351,7 +351,8 @@ class TunnelService(service.Service):
         if config.allow_list:
             from cmegw.tunnel.allowlist import GuardedFactory
 
-            factory = GuardedFactory(factory, self._allow_list, self.number, self.stats, self.access, self.reactor)
+            factory = GuardedFactory(factory, self._allow_list, self.number, self.stats, self.access, self.reactor,
+                                     getattr(self.factory, "events", None))
         return factory
 
     def _allow_list(self) -> Any:
@@ -385,7 +386,7 @@ class TunnelService(service.Service):
         self.stats.dropped_accepts += 1
         self.access.tls_refused += 1
         self.access.refused(peer, why, self.reactor.seconds())
-        log.info("Tunnel {n}: refused {peer}: {why}", n=self.number, peer=peer, why=why)
+        self.factory.events.info("Tunnel {n}: refused {peer}: {why}", peer=peer, why=why)
 
     def _listen(self) -> None:
         self._retry = None

@@ -98,13 +98,15 @@ class GuardedFactory(Factory):
     noisy = False
 
     def __init__(self, inner: Any, allow: Callable[[], AllowList], number: int, stats: Any,
-                 access: AccessStatistics, clock: Any) -> None:
+                 access: AccessStatistics, clock: Any, events: Any = None) -> None:
         self.inner = inner
         self.allow = allow
         self.number = number
         self.stats = stats
         self.access = access
         self.clock = clock
+        #: The tunnel's `cmegw.tunnel.eventlog.ConnectionEvents`: a scanner's flood is summed up, not logged.
+        self.events = events
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         host = getattr(addr, "host", None)
@@ -115,7 +117,10 @@ class GuardedFactory(Factory):
             self.stats.dropped_accepts += 1
             self.access.refused_by_allow_list += 1
             self.access.refused(peer, "not in the allow-list", self.clock.seconds())
-            log.info("Tunnel {n}: refused {peer}: not in the allow-list", n=self.number, peer=peer)
+            if self.events is not None:
+                self.events.info("Tunnel {n}: refused {peer}: not in the allow-list", peer=peer)
+            else:
+                log.info("Tunnel {n}: refused {peer}: not in the allow-list", n=self.number, peer=peer)
             return None
         return self.inner.buildProtocol(addr)
 
