@@ -396,3 +396,45 @@ class ReloadTests(GatewayTestCase):
         self.assertNotEqual(signal.getsignal(signal.SIGHUP), before)
         part.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+
+
+class ListenersReadyTests(GatewayTestCase):
+    """gateway.when_listening() waits for the web and console listeners, not only the tunnels."""
+
+    @defer.inlineCallbacks
+    def test_web_and_console_listening(self):
+        from cmegw.console.service import make_console
+        from cmegw.web.service import make_web
+
+        gateway = self.make_gateway()
+        gateway.overrides = Overrides(device=gateway.overrides.device, tunnel="tcp:0:interface=127.0.0.1",
+                                      http="tcp:0:interface=127.0.0.1", https="tcp:0:interface=127.0.0.1",
+                                      console="tcp:0:interface=127.0.0.1")
+        gateway.add_part(make_web)
+        gateway.add_part(make_console)
+        gateway.startService()
+        yield gateway.when_listening()
+        web = gateway.getServiceNamed("web")
+        console = gateway.getServiceNamed("console")
+        self.assertEqual(sorted(web._ports), ["http", "https"])
+        self.assertTrue(all(listener.port is not None for listener in console))
+
+    @defer.inlineCallbacks
+    def test_console_port_in_use_holds_ready(self):
+        from cmegw.console.service import make_console
+
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        gateway = self.make_gateway()
+        gateway.overrides = Overrides(device=gateway.overrides.device, tunnel="tcp:0:interface=127.0.0.1",
+                                      console=f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1")
+        gateway.add_part(make_console)
+        gateway.startService()
+        ready = gateway.when_listening()
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        self.assertFalse(ready.called, "no READY while the console cannot listen")
+        ready.cancel()
+        self.flushLoggedErrors()
+        yield ready.addErrback(lambda f: None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -30,11 +30,61 @@ class ConsoleService(service.MultiService):
         return super().stopService()
 
 
+    def when_listening(self) -> defer.Deferred:
+        """Fires once every console listener listens (systemd's READY waits for it)."""
+        return defer.gatherResults([listener.when_listening() for listener in self],
+                                    consumeErrors=True).addCallback(lambda _: None)
+
+
+class ConsoleListener(service.Service):
+    """One listener of the console (telnet or SSH): logs where it listens, or why it cannot."""
+
+    def __init__(self, reactor: Any, endpoint: str, factory: Any, what: str) -> None:
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.factory = factory
+        self.what = what
+        self.port: Any = None
+        self._attempt: defer.Deferred | None = None
+        self.setName(what)
+
+    def startService(self) -> None:
+        super().startService()
+        self._attempt = serverFromString(self.reactor, self.endpoint).listen(self.factory)
+        self._attempt.addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port: Any) -> None:
+        self.port = port
+        host = port.getHost()
+        log.info("Console: {what} listening on {host}:{port}", what=self.what, host=getattr(host, "host", host),
+                 port=getattr(host, "port", ""))
+
+    def _failed(self, reason: Any) -> None:
+        log.error("Console: cannot listen for {what} on {endpoint}: {why}", what=self.what, endpoint=self.endpoint,
+                  why=reason.getErrorMessage())
+
+    def when_listening(self) -> defer.Deferred:
+        wait: defer.Deferred = defer.Deferred()
+
+        def done(result: Any) -> Any:
+            if self.port is not None:
+                wait.callback(None)
+            return result
+
+        if self._attempt is not None:
+            self._attempt.addBoth(done)
+        return wait
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._attempt is not None and not self._attempt.called:
+            self._attempt.cancel()
+        port, self.port = self.port, None
+        return defer.maybeDeferred(port.stopListening) if port is not None else None
+
+
 def _listener(reactor: Any, endpoint: str, factory: Any, what: str) -> service.IService:
-    listener = StreamServerEndpointService(serverFromString(reactor, endpoint), factory)
-    listener.setName(what)
-    log.info("Console: {what} on {endpoint}", what=what, endpoint=endpoint)
-    return listener
+    return ConsoleListener(reactor, endpoint, factory, what)
 
 
 def make_console(gateway: Any, clock: Any = None) -> service.IService:

@@ -96,6 +96,7 @@ class WebService(service.Service):
         self.site = GatewaySite(gate, self._http, self.stats, self.access_log, reactor=self.reactor)
         self.listening = {HTTP: "off", HTTPS: "off"}
         self._ports: dict[str, Any] = {}
+        self._attempts: dict[str, defer.Deferred] = {}
         self._tls_settings: tuple[Any, ...] | None = None
 
     def _http(self) -> HttpConfig:
@@ -157,6 +158,25 @@ class WebService(service.Service):
         self.listening[kind] = f"starting on {description}"
         d = endpoint.listen(factory)
         d.addCallbacks(self._now_listening, self._not_listening, (kind,), None, (kind, description))
+        self._attempts[kind] = d
+
+    def when_listening(self) -> defer.Deferred:
+        """
+        Fires once the HTTP and HTTPS listeners being opened listen (systemd's
+        READY waits for it); a listener that could not be opened keeps it waiting.
+        """
+        waits = []
+        for kind, attempt in self._attempts.items():
+            wait: defer.Deferred = defer.Deferred()
+
+            def done(result: Any, kind: str = kind, wait: defer.Deferred = wait) -> Any:
+                if kind in self._ports:
+                    wait.callback(None)
+                return result
+
+            attempt.addBoth(done)
+            waits.append(wait)
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
     def _now_listening(self, port: Any, kind: str) -> None:
         if not self.running or kind in self._ports:
