@@ -321,6 +321,18 @@ class EveryPageTests(PagesTestBase):
         self.assertNotIn("Configuration problem", body)
 
     @defer.inlineCallbacks
+    def test_last_hour_graphs(self) -> None:
+        """Status and the M-Bus pages show the last hour as SVG charts with their numbers as text."""
+        for path, title in (("/status", "Tunnel 1"), ("/tcpip", "Tunnel 1"), ("/serial", "Line 1")):
+            _, body = yield self.get(path)
+            self.assertIn("Last hour", body, path)
+            self.assertIn("<svg", body, path)
+            self.assertIn(title, body, path)
+            self.assertIn("/ops/ops.css", body, path)
+        _, body = yield self.get("/serial")
+        self.assertIn('href="/trace"', body)
+
+    @defer.inlineCallbacks
     def test_config_problem_banner(self) -> None:
         self.gateway.status.config_problem = "cmegw.toml is not valid TOML: line 3"
         for path in ("/status", "/serial"):

@@ -12,6 +12,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 from cmegw.config.model import BAUD_RATES
+from cmegw.ops.graphs import graphs_panel
+from cmegw.ops.pages import STYLE as GRAPHS_STYLE
 from cmegw.web.pages import (
     Admin,
     Field,
@@ -26,7 +28,7 @@ from cmegw.web.pages import (
     unavailable,
 )
 
-TABS = (("Statistics", "/serial"), ("Configuration", "/serial/configuration"))
+TABS = (("Statistics", "/serial"), ("Configuration", "/serial/configuration"), ("Trace", "/trace"))
 
 #: (label, attribute of LineStatistics) in the device's order.
 STATISTICS = (
@@ -79,13 +81,14 @@ def configuration_content(admin: Admin, request: IRequest, states: dict[int, For
 
 
 def routes(app: Klein, admin: Admin) -> None:
-    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
+    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None, head: Any = "") -> Any:
         return admin.page(request, section="serial", title="M-Bus Serial", tabs=TABS, content=content,
-                          code=code, notice=notice)
+                          code=code, notice=notice, head=head)
 
     @app.route("/serial", methods=["GET"])
     def serial_statistics(request: IRequest) -> Any:
-        return page(request, statistics_content(admin))
+        last_hour = card("Last hour", graphs_panel(admin.gateway, tunnels=False), wide=True)
+        return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
 
     @app.route("/serial/configuration", methods=["GET"])
     def serial_configuration(request: IRequest) -> Any:

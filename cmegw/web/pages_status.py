@@ -14,6 +14,8 @@ from twisted.web.template import Tag, tags
 
 import cmegw
 from cmegw.stats import TUNNEL_CONNECTED, format_duration
+from cmegw.ops.graphs import graphs_panel
+from cmegw.ops.pages import STYLE as GRAPHS_STYLE
 from cmegw.web.pages import Admin, card, kv_table
 
 #: The device's LEDs and what each means when lit.
@@ -124,4 +126,8 @@ def routes(app: Klein, admin: Admin) -> None:
     @app.route("/status", methods=["GET"])
     def status_page(request: IRequest) -> Any:
         refresh = tags.meta(**{"http-equiv": "refresh", "content": "30"})
-        return admin.page(request, section="status", title="Status", content=status_content(admin), head=refresh)
+        last_hour = card("Last hour", graphs_panel(admin.gateway), tags.p(tags.a("All graphs", href="/graphs")),
+                         wide=True)
+        return admin.page(request, section="status", title="Status",
+                          content=tags.div(status_content(admin), last_hour, class_="cards"),
+                          head=tags.transparent(refresh, GRAPHS_STYLE))

@@ -14,6 +14,8 @@ from twisted.web.template import Tag, tags
 
 from cmegw.config.model import ACCEPT_POLICIES, CONNECT_MODES, HOST_LIST_MODES, MAX_CONNECT_HOSTS
 from cmegw.stats import format_duration
+from cmegw.ops.graphs import graphs_panel
+from cmegw.ops.pages import STYLE as GRAPHS_STYLE
 from cmegw.web.pages import (
     Admin,
     Field,
@@ -142,13 +144,14 @@ def forms_content(admin: Admin, request: IRequest, action: str, fields_of: Calla
 
 
 def routes(app: Klein, admin: Admin) -> None:
-    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
+    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None, head: Any = "") -> Any:
         return admin.page(request, section="tcpip", title="M-Bus TCP/IP", tabs=TABS, content=content,
-                          code=code, notice=notice)
+                          code=code, notice=notice, head=head)
 
     @app.route("/tcpip", methods=["GET"])
     def tcpip_statistics(request: IRequest) -> Any:
-        return page(request, statistics_content(admin))
+        last_hour = card("Last hour", graphs_panel(admin.gateway, lines=False), wide=True)
+        return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
 
     kinds = {
         "accept": (accept_fields, "Accept mode: the gateway listens and one client at a time gets the line."),
