@@ -6,10 +6,12 @@ set -u
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in telnet:telnet curl:curl openssl:openssl chromium:chromium socat:socat ssh:openssh-client; do
+for pair in telnet:telnet curl:curl openssl:openssl chromium:chromium socat:socat ssh:openssh-client \
+            systemd-analyze:systemd systemd-socket-activate:systemd promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
+  readarray -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   if [ "$(id -u)" = 0 ]; then
     echo "Installing Debian packages: ${need[*]}"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/tmp/cmegw-apt.log 2>&1 \
