@@ -255,3 +255,78 @@ class GatewayWiringTests(TestCase):
             yield task.deferLater(reactor, 0.01, lambda: None)
         self.assertIsNotNone(back.port)
         self.assertEqual(gateway.lines[1].receiver, back.factory.line_data)
+
+
+class SharingTlsTests(TestCase):
+    """Sharing mode over TLS on loopback: a client shares the bus only after a verified handshake."""
+
+    def setUp(self) -> None:
+        from tests.test_tunnel_tls import Authority, key_pem, pem, write
+
+        self.pem, self.key_pem = pem, key_pem
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        self.server_ca = Authority("Gateway CA")
+        self.clients_ca = Authority("Client CA")
+        key, certificate = self.server_ca.issue(["localhost", "127.0.0.1"])
+        files = (Path(write(directory, "https.crt", pem(certificate))),
+                 Path(write(directory, "https.key", key_pem(key))))
+        client_ca = write(directory, "clients.pem", pem(self.clients_ca.certificate))
+        self.line = BusLine(MeterBus(default_meters()), reactor, delay=0.01)  # type: ignore[arg-type]
+        self.arbiter = BusArbiter(1, self.line, reactor)
+        config = TunnelConfig(listen="tcp:0:interface=127.0.0.1", sharing=True, tls=True, tls_client_ca=client_ca)
+        self.svc = SharingTunnelService(1, config, self.arbiter, reactor)
+        self.svc.https_files = lambda: files
+        self.svc.startService()
+        self.addCleanup(self.svc.stopService)
+
+    def connect(self, client: Any = None) -> defer.Deferred:
+        from twisted.internet import ssl
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+
+        from tests.test_tunnel_tls import Client
+
+        own = None
+        if client is not None:
+            own = ssl.PrivateCertificate.loadPEM(self.pem(client[1]) + self.key_pem(client[0]))
+        options = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(
+            self.pem(self.server_ca.certificate)), clientCertificate=own)
+        endpoint = wrapClientTLS(options, TCP4ClientEndpoint(reactor, "127.0.0.1", self.svc.port.getHost().port))
+        return connectProtocol(endpoint, Client())
+
+    @defer.inlineCallbacks
+    def test_clients_without_a_good_certificate_are_refused_and_counted(self) -> Any:
+        from tests.test_tunnel_tls import wait
+
+        yield wait(lambda: self.svc.port is not None)
+        client = yield self.connect()
+        yield client.lost
+        yield wait(lambda: self.svc.access.tls_refused == 1)
+        self.assertIn("the client showed no certificate", self.svc.access.last_refused)
+        stranger = yield self.connect(self.server_ca.issue(["stranger"], client=True))
+        yield stranger.lost
+        yield wait(lambda: self.svc.access.tls_refused == 2)
+        self.assertIn("issued by Gateway CA, not by the CA in", self.svc.access.last_refused)
+        s = self.svc.stats
+        self.assertEqual((s.dropped_accepts, s.completed_accepts, s.disconnects), (2, 0, 0))
+        self.assertEqual((self.svc.factory.clients, self.line.requests), ([], []))
+        self.assertEqual(self.svc.factory.sharing.clients, 0)
+
+    @defer.inlineCallbacks
+    def test_verified_clients_share_the_bus(self) -> Any:
+        from tests.test_tunnel_tls import wait
+
+        yield wait(lambda: self.svc.port is not None)
+        a = yield self.connect(self.clients_ca.issue(["head-end a"], client=True))
+        b = yield self.connect(self.clients_ca.issue(["head-end b"], client=True))
+        yield wait(lambda: len(self.svc.factory.clients) == 2)
+        a.transport.write(frames.snd_nke(1))
+        b.transport.write(frames.snd_nke(5))
+        yield wait(lambda: a.received == frames.ACK and b.received == frames.ACK)
+        self.assertEqual(sorted(self.line.requests), sorted([frames.snd_nke(1), frames.snd_nke(5)]))
+        self.assertEqual((self.svc.stats.completed_accepts, self.svc.access.tls_refused), (2, 0))
+        self.assertEqual(self.svc.factory.sharing.replies, 2)
+        for client in (a, b):
+            client.transport.loseConnection()
+            yield client.lost
+        yield wait(lambda: not self.svc.factory.clients)

@@ -22,7 +22,10 @@ a bad checksum or stop byte, a partial telegram not completed within
 `PARTIAL_FRAME_TIMEOUT`.  They are counted in `SharingStatistics`.
 
 `SharingTunnelService` is the accept-mode `TunnelService` (listening, retry,
-live changes, keep-alive and idle disconnect) with this factory.
+live changes, keep-alive and idle disconnect, the allow-list, TLS) with this
+factory.  Over TLS a client shares the bus only once its handshake verified
+it (`tlsconfig.StartAfterHandshake`); a failed handshake is counted and
+explained by the service as in accept mode.
 """
 
 from __future__ import annotations
@@ -190,6 +193,15 @@ class SharingProtocol(TunnelProtocol):
         self.factory._client_gone(self, why)
 
 
+def sharing_protocol_class(config: TunnelConfig) -> type[SharingProtocol]:
+    """The sharing protocol, started only after a verified handshake when the tunnel accepts over TLS."""
+    if not config.tls:
+        return SharingProtocol
+    from cmegw.tunnel.tlsconfig import tls_protocol
+
+    return tls_protocol(SharingProtocol)
+
+
 class SharingFactory(ServerFactory):
     """Up to `MAX_CLIENTS` clients of one tunnel in sharing mode."""
 
@@ -206,15 +218,26 @@ class SharingFactory(ServerFactory):
         self.sharing = sharing if sharing is not None else SharingStatistics()
         self.clients: list[SharingProtocol] = []
         self.events = ConnectionEvents(number, clock)
+        self.protocol = sharing_protocol_class(config)
         arbiter.port.attach(self.stray)
 
     def buildProtocol(self, addr: IAddress) -> SharingProtocol | None:  # type: ignore[override]
+        if not self.admit(describe(addr)):
+            return None
+        return super().buildProtocol(addr)  # type: ignore[return-value]
+
+    def admit(self, peer: str) -> bool:
+        """Whether one more client may share the line (a refusal is counted and logged)."""
         if len(self.clients) >= MAX_CLIENTS:
             self.stats.dropped_accepts += 1
             self.events.info("Tunnel {n}: refused {peer}: {count} clients share the line already",
-                             peer=describe(addr), count=len(self.clients))
-            return None
-        return super().buildProtocol(addr)  # type: ignore[return-value]
+                             peer=peer, count=len(self.clients))
+            return False
+        return True
+
+    def admit_after_handshake(self, protocol: SharingProtocol) -> bool:
+        """A TLS client whose handshake succeeded: the others may have filled the tunnel meanwhile."""
+        return self.admit(describe(protocol.transport.getPeer()))
 
     def stray(self, data: bytes) -> None:
         """Bytes from the line outside any transaction: nobody asked for them."""
@@ -222,6 +245,7 @@ class SharingFactory(ServerFactory):
 
     def apply(self, config: TunnelConfig) -> None:
         self.config = config
+        self.protocol = sharing_protocol_class(config)
         for client in self.clients:
             if hasattr(client.transport, "setTcpKeepAlive"):
                 set_keepalive(client.transport, config.keepalive)
