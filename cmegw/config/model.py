@@ -23,10 +23,14 @@ TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 ACCEPT_POLICIES = ("refuse", "replace")
 LINK_SPEEDS = ("auto", "10", "100")
 LINK_DUPLEXES = ("auto", "half", "full")
+#: How `network.apply_to_host` applies the Network settings: systemd-networkd files or nmcli.
+NETWORK_BACKENDS = ("networkd", "networkmanager")
 MAX_LINES = 32
 
 _HOSTNAME = re.compile(r"^[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")
 _DOMAIN = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+#: A Linux interface name (IFNAMSIZ: at most 15 characters); it becomes part of a file name.
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _USER_NAME = re.compile(r"^[^\s:\"\\]{1,32}$")
 _REALM = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
 
@@ -167,6 +171,16 @@ class NetworkConfig:
     link_speed: str = attrs.field(default="auto", validator=_v(_choice, LINK_SPEEDS))
     link_duplex: str = attrs.field(default="auto", validator=_v(_choice, LINK_DUPLEXES))
     apply_to_host: bool = attrs.field(default=False, validator=_v(_bool))
+    #: The host interface these settings are for ("" = the one with the default route).
+    interface: str = attrs.field(default="")
+    backend: str = attrs.field(default="networkd", validator=_v(_choice, NETWORK_BACKENDS))
+
+    @interface.validator
+    def _interface(self, attribute: attrs.Attribute, value: object) -> None:
+        text = _str("network.interface", value, 15)
+        _check("network.interface", value, text == "" or bool(_IFNAME.match(text)),
+               "use an interface name such as eth0 or enp1s0 (letters, digits, _ . -; at most 15), "
+               "or leave it empty for the interface of the default route")
 
     @hostname.validator
     def _hostname(self, attribute: attrs.Attribute, value: object) -> None:
