@@ -20,7 +20,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from cmegw.ops import pages as ops_pages
-from cmegw.web import api, pages_http, pages_meters, pages_network, pages_serial, pages_status, pages_system, pages_tcpip
+from cmegw.web import (api, pages_http, pages_meters, pages_network, pages_serial, pages_status, pages_system,
+                       pages_tcpip, pages_tunnel_tls)
 from cmegw.web.pages import Admin, CsrfGuard
 
 #: Browsers may keep the static files this long (seconds).
@@ -71,7 +72,8 @@ def build_app(admin: Admin) -> Klein:
                               code=code, content="There is no such page here.")
         return failure
 
-    for module in (pages_status, pages_network, pages_tcpip, pages_serial, pages_meters, pages_http, pages_system, api, ops_pages):
+    for module in (pages_status, pages_network, pages_tcpip, pages_tunnel_tls, pages_serial, pages_meters, pages_http,
+                   pages_system, api, ops_pages):
         module.routes(app, admin)
     return app
 

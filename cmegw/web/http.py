@@ -251,7 +251,8 @@ def _headers_size(version: bytes, code: bytes, reason: bytes, headers: Any) -> i
 #: is bounded by UPLOAD_MAX_BYTES and UPLOAD_TIMEOUT instead of Max Bytes and
 #: Max Timeout, which are sized for forms (a cmegw wheel alone is larger than the
 #: factory 40960 bytes).  The headers still obey Max Bytes.
-UPLOAD_PATHS = frozenset({b"/system/update", b"/api/update", b"/http/certificate", b"/api/http/certificate"})
+UPLOAD_PATHS = frozenset({b"/system/update", b"/api/update", b"/http/certificate", b"/api/http/certificate",
+                          b"/tcpip/tls", b"/api/tunnels/tls"})
 UPLOAD_MAX_BYTES = 64 * 1024 * 1024
 UPLOAD_TIMEOUT = 300
 

@@ -31,7 +31,7 @@ from cmegw.web.pages import (
 )
 
 TABS = (("Statistics", "/tcpip"), ("Accept mode", "/tcpip/accept"), ("Connect mode", "/tcpip/connect"),
-        ("Disconnect mode", "/tcpip/disconnect"))
+        ("Disconnect mode", "/tcpip/disconnect"), ("TLS files", "/tcpip/tls"))
 
 #: (label, attribute of TunnelStatistics) in the device's order.
 COUNTERS = (
@@ -62,7 +62,8 @@ def accept_fields(n: int) -> list[Field]:
         Field(f"tunnel.{n}.tls", "Accept over TLS", "checkbox",
               help="TLS 1.2/1.3 with the HTTPS certificate (HTTP page). Clients must speak TLS."),
         Field(f"tunnel.{n}.tls_client_ca", "Require client certificates from CA", placeholder="no client certificate",
-              help="Absolute path of a PEM CA bundle; with TLS on, a client must show a certificate it issued."),
+              help="Absolute path of a PEM CA bundle (or upload one on the TLS files tab); with TLS on, a client "
+                   "must show a certificate it issued."),
         Field(f"tunnel.{n}.rfc2217", "RFC 2217 (remote serial port)", "checkbox",
               help="The tunnel speaks Telnet COM-PORT-OPTION: a client such as pyserial's rfc2217:// sets the "
                    "baud rate (saved as on M-Bus Serial). Off: bytes pass unchanged."),
@@ -84,9 +85,11 @@ def connect_fields(n: int) -> list[Field]:
               help="When no host answered; doubled after each failed round, with jitter."),
         Field(f"tunnel.{n}.connect_backoff_max", "Longest retry wait", "number", unit="s"),
         Field(f"tunnel.{n}.connect_tls_ca", "Trusted CA bundle (tls: hosts)", placeholder="the system's trust store",
-              help="Absolute path of a PEM file; the head-end's certificate must chain to it and name the host."),
+              help="Absolute path of a PEM file (or upload one on the TLS files tab); the head-end's certificate "
+                   "must chain to it and name the host."),
         Field(f"tunnel.{n}.connect_tls_certificate", "Client certificate (mutual TLS)", placeholder="none",
-              help="Absolute path of a PEM certificate for head-ends that ask for one; its key below."),
+              help="Absolute path of a PEM certificate for head-ends that ask for one; its key below. Or upload "
+                   "both on the TLS files tab."),
         Field(f"tunnel.{n}.connect_tls_key", "Client key", placeholder="none"),
     ])
 
