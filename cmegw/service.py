@@ -19,6 +19,7 @@ from cmegw.config.model import Config
 from cmegw.config.settings import get_setting, needs_restart, setting_names, apply_setting
 from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.mbus.master import Master
+from cmegw.netapply import NetworkApplier
 from cmegw.serial.arbiter import BusArbiter
 from cmegw.serial.line import SerialLine
 from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
@@ -93,6 +94,8 @@ class GatewayService(service.MultiService):
         #: Traffic traces by line number (`cmegw.ops.trace.LineTrace`), kept across restarts.
         self.traces: dict[int, Any] = {}
         self._activity = (0, 0.0, 0.0)
+        #: The opt-in backend that applies the Network settings to the host (only with network.apply_to_host).
+        self.netapply = NetworkApplier(reactor)
         store.subscribe(self._config_changed)
 
     # -- statistics read by the other parts ------------------------------------
@@ -227,6 +230,8 @@ class GatewayService(service.MultiService):
         self.status.config_problem = self.store.problem
         self._build()
         super().startService()
+        if self.running_config.network.apply_to_host:
+            self.netapply.apply(self.running_config.network)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
