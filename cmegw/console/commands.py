@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import socket
+import time
 from typing import Any, Callable, Iterable, Iterator, Union
 
 import attrs
@@ -447,8 +448,16 @@ def show_network(session: Session, args: Arguments) -> Result:
     if not after.static:
         lines.append("  With DHCP or BOOTP on, the static address, mask, gateway, host name and domain are ignored.")
     lines.append(f"  The host ({socket.gethostname()}) owns its network; "
-                 + ("these settings are applied to it." if current.apply_to_host
+                 + (f"these settings are applied to it at every restart (backend {current.backend}, interface "
+                    f"{current.interface or 'of the default route'})." if current.apply_to_host
                     else "these settings are stored, not applied to it (network.apply_to_host)."))
+    last = getattr(getattr(gateway, "netapply", None), "last", None)
+    if last is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.at))
+        lines.append(f"  Last {last.action} ({when}): {last.message}")
+        lines.extend("    " + line for line in last.details())
+    elif current.apply_to_host:
+        lines.append("  Not applied yet.")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from cmegw.config.settings import apply_settings, get_setting, needs_restart, se
 from cmegw.config.store import ConfigFileError
 from cmegw.stats import format_duration
 from cmegw.web import pages_http
+from cmegw.web.pages_network import renew_code
 from cmegw.web.pages import Admin, factory_password_in_use, same_origin, security_headers
 from cmegw.web.pages_status import build_date, tunnel_state_text
 from cmegw.web.pages_system import UpdateError, boot_id, schedule_factory_reset, schedule_restart
@@ -162,11 +163,19 @@ def status_view(admin: Admin) -> dict[str, Any]:
             "interface": host.interface, "link": host.link_text, "mac": host.mac, "hostname": host.hostname,
             "ip_address": host.address, "netmask": host.netmask, "address_source": host.address_source,
             "gateway": host.gateway, "domain": host.domain, "dns": list(host.dns),
+            "apply_to_host": running.network.apply_to_host, "backend": running.network.backend,
+            "host_backend_last": _last_host_result(gateway),
         },
         "lines": lines,
         "tunnels": tunnels,
         "update": updater.state.as_dict() if updater is not None else None,
     }
+
+
+def _last_host_result(gateway: Any) -> dict[str, Any] | None:
+    """What the host network backend (`cmegw.netapply`) last did, or None."""
+    last = getattr(getattr(gateway, "netapply", None), "last", None)
+    return last.as_dict() if last is not None else None
 
 
 def connect_text(gateway: Any, n: int, now: float) -> str:
@@ -245,7 +254,7 @@ ENDPOINTS = [
     "GET /api/auth", "POST /api/auth/directives", "PUT /api/auth/directives",
     "DELETE /api/auth/directives?uri=URI", "POST /api/auth/users", "DELETE /api/auth/users?uri=URI&name=NAME",
     "GET /api/http/log", "DELETE /api/http/log", "GET /api/http/certificate", "PUT /api/http/certificate",
-    "POST /api/restart", "POST /api/factory-reset", "GET /api/update", "POST /api/update",
+    "POST /api/network/renew", "POST /api/restart", "POST /api/factory-reset", "GET /api/update", "POST /api/update",
 ]
 
 
@@ -388,6 +397,18 @@ def routes(app: Klein, admin: Admin) -> None:
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         return {"certificate": certificate_view(info)}
+
+    @app.route("/api/network/renew", methods=["POST"], endpoint="api_network_renew")
+    def network_renew(request: IRequest) -> Any:
+        try:
+            read_json(request)
+        except ApiError as e:
+            return json_error(request, e.code, str(e), **e.extra)
+        net = admin.gateway.running_config.network
+        d = admin.gateway.netapply.renew(net)
+        d.addCallback(lambda r: json_response(request, {"renewed": r.ok, "message": r.message,
+                                                        "result": r.as_dict()}, renew_code(net, r)))
+        return d
 
     @endpoint("/api/restart", ["POST"], "api_restart")
     def restart(request: IRequest) -> Any:

@@ -10,6 +10,7 @@ applied to the host unless an operator enables a backend for it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from klein import Klein
@@ -21,12 +22,15 @@ from cmegw.web.pages import (
     Admin,
     Field,
     FormState,
+    Notice,
     apply_form,
     applies_text,
+    button,
     card,
     grid_table,
     kv_table,
     mark_restart,
+    post_form,
     settings_form,
     settings_state,
 )
@@ -82,17 +86,36 @@ def prepare_interface(typed: dict[str, str]) -> dict[str, Any]:
     return {"network.netmask": "", **typed}
 
 
+def host_result(result: Any) -> Tag:
+    """What the host network backend last did (`cmegw.netapply.HostNetworkResult`), with its commands."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.at))
+    details = result.details()
+    return tags.div(tags.p(tags.strong(f"Last {result.action} ({when}): "), result.message),
+                    tags.pre("\n".join(details), class_="log") if details else "")
+
+
 def host_note(admin: Admin) -> Tag:
     net = admin.gateway.running_config.network
     if net.apply_to_host:
-        text = "Applying these values to the host is switched on (network.apply_to_host)."
+        last = admin.gateway.netapply.last
+        return tags.div(tags.p(f"Applying these values to the host is switched on (network.apply_to_host): "
+                               f"backend {net.backend}, interface {net.interface or 'of the default route'}; "
+                               "they are applied at every restart.", class_="muted"),
+                        host_result(last) if last is not None else tags.p("Not applied yet.", class_="muted"))
     else:
         text = ("This host's operating system owns its network: the values below are stored with the "
                 "gateway's configuration and are not applied to the host.")
     return tags.p(text, class_="muted")
 
 
-def status_content(admin: Admin) -> Tag:
+def renew_code(net: Any, result: Any) -> int:
+    """200 renewed; 409 nothing to renew (backend or DHCP off); 502 the host's network service failed."""
+    if result.ok:
+        return 200
+    return 409 if not (net.apply_to_host and net.dhcp) else 502
+
+
+def status_content(admin: Admin, request: IRequest | None = None) -> Tag:
     host = admin.host_network()
     saved = admin.gateway.store.config.network
     running = admin.gateway.running_config.network
@@ -119,8 +142,11 @@ def status_content(admin: Admin) -> Tag:
         ("DHCP client ID", running.dhcp_client_id or "—", saved.dhcp_client_id or "—"),
     ]
     table = grid_table(["Setting", "Current", "After restart"], rows, numeric=False)
-    renew = tags.p("DHCP renew: the host's DHCP client renews its own lease (",
-                   tags.code(host.interface or "the interface"), ").", class_="muted")
+    if running.apply_to_host and running.dhcp and request is not None:
+        renew: Tag = post_form(admin, request, "/network/renew", button("Renew DHCP lease", "secondary"))
+    else:
+        renew = tags.p("DHCP renew: the host's DHCP client renews its own lease (",
+                       tags.code(host.interface or "the interface"), ").", class_="muted")
     return tags.div(card(f"Interface {host.interface or ''}".strip(), table, host_note(admin), renew, wide=True),
                     class_="cards")
 
@@ -154,7 +180,17 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @app.route("/network", methods=["GET"])
     def network_status(request: IRequest) -> Any:
-        return page(request, status_content(admin))
+        return page(request, status_content(admin, request))
+
+    @app.route("/network/renew", methods=["POST"])
+    def network_renew(request: IRequest) -> Any:
+        if not admin.checked(request):
+            return admin.forbidden(request)
+        net = admin.gateway.running_config.network
+        d = admin.gateway.netapply.renew(net)
+        d.addCallback(lambda result: page(request, status_content(admin, request), code=renew_code(net, result),
+                                          notice=Notice("ok" if result.ok else "error", result.message)))
+        return d
 
     @app.route("/network/interface", methods=["GET"])
     def network_interface(request: IRequest) -> Any:
