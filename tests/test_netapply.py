@@ -1,0 +1,584 @@
+"""
+Tests for cmegw.netapply, the opt-in backend that applies the Network
+settings to the host, and for where the gateway, the pages, the JSON API and
+the console use it.
+
+Every command is a fake: a small shell script in the test's temporary folder
+that records its arguments, and PATH holds only that folder while a test
+runs, so the host's own networkctl, nmcli or ethtool can never be reached.
+Files go to a temporary folder, never to /etc.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet import defer, reactor
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import TestCase
+
+from cmegw.config.model import Config, NetworkConfig
+from cmegw.config.settings import apply_settings
+from cmegw.config.store import ConfigStore
+from cmegw.netapply import (
+    CommandRun,
+    CommandRunner,
+    HostNetworkResult,
+    NetworkApplier,
+    Refused,
+    default_interface,
+    networkd_network,
+    nm_client_id,
+)
+from cmegw.console.commands import COMMANDS, Session
+from cmegw.service import GatewayService
+from tests.test_web_pages import PagesTestBase
+
+FAKE = """#!/bin/sh
+# A fake {name}: records its arguments (one call a line, each argument followed by \\037), prints
+# {name}.out if there is one, exits with the number in {name}.status (0 without it).
+here="${{0%/*}}"
+printf '%s\\037' "${{0##*/}}" "$@" >> "$here/calls.log"
+printf '\\n' >> "$here/calls.log"
+if [ -f "$here/{name}.out" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do printf '%s\\n' "$line"; done < "$here/{name}.out"
+fi
+status=0
+if [ -f "$here/{name}.status" ]; then read -r status < "$here/{name}.status"; fi
+exit "$status"
+"""
+
+ON = NetworkConfig(apply_to_host=True, interface="eth0")
+
+
+def network(**settings: Any) -> NetworkConfig:
+    """Network settings as the pages and the console make them (the address field parsed the same way)."""
+    config = apply_settings(Config(), {f"network.{k}": v for k, v in settings.items()})
+    return attrs.evolve(config.network, apply_to_host=settings.get("apply_to_host", True),
+                        interface=settings.get("interface", "eth0"))
+
+
+class FakeCommands:
+    """Fake networkctl, nmcli and ethtool in a folder that is, while a test runs, all of PATH."""
+
+    def __init__(self, testcase: TestCase, names: tuple[str, ...] = ("networkctl", "nmcli", "ethtool")) -> None:
+        self.bin = Path(testcase.mktemp())
+        self.bin.mkdir(parents=True)
+        for name in names:
+            self.add(name)
+        old = os.environ.get("PATH")
+        os.environ["PATH"] = str(self.bin)
+        testcase.addCleanup(self._restore, old)
+
+    @staticmethod
+    def _restore(old: str | None) -> None:
+        if old is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = old
+
+    def add(self, name: str, output: str = "", status: int = 0, script: str | None = None) -> None:
+        path = self.bin / name
+        path.write_text(script if script is not None else FAKE.format(name=name))
+        path.chmod(0o755)
+        (self.bin / f"{name}.out").write_text(output)
+        (self.bin / f"{name}.status").write_text(f"{status}\n")
+
+    def remove(self, name: str) -> None:
+        (self.bin / name).unlink()
+
+    @property
+    def calls(self) -> list[list[str]]:
+        log = self.bin / "calls.log"
+        if not log.exists():
+            return []
+        return [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
+
+
+class Base(TestCase):
+    def setUp(self) -> None:
+        self.fake = FakeCommands(self, ("networkctl", "nmcli"))
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+        self.applier = NetworkApplier(reactor, networkd_directory=self.directory,
+                                      find_interface=lambda: "eth9")
+
+    def file(self, interface: str = "eth0") -> str:
+        return (self.directory / f"10-cmegw-{interface}.network").read_text()
+
+    def written(self) -> list[str]:
+        return sorted(p.name for p in self.directory.iterdir())
+
+
+class NetworkdFileTests(TestCase):
+    """What the .network file says for each kind of settings (pure, nothing run)."""
+
+    def test_dhcp(self) -> None:
+        text = networkd_network(network(dhcp="on", hostname="Gw-1", primary_dns="10.0.0.53"), "eth0")
+        self.assertIn("[Match]\nName=eth0\n", text)
+        self.assertIn("[Network]\nDHCP=ipv4\nLinkLocalAddressing=yes\n", text)
+        self.assertIn("[DHCPv4]\nClientIdentifier=mac\nSendHostname=yes\nHostname=gw-1\n", text)
+        self.assertIn("DNS=10.0.0.53\n", text)
+        self.assertNotIn("Address=", text)
+
+    def test_dhcp_ignores_the_static_values(self) -> None:
+        text = networkd_network(network(dhcp="on", ip_address="192.168.1.10/24", gateway="192.168.1.1",
+                                        domain="plant.example"), "eth0")
+        for word in ("Address=", "Gateway=", "Domains="):
+            self.assertNotIn(word, text)
+
+    def test_static_forms(self) -> None:
+        for typed, address in (("10.1.2.3", "10.1.2.3/8"), ("172.16.5.4", "172.16.5.4/16"),
+                               ("192.168.1.10/24", "192.168.1.10/24"),
+                               ("192.168.1.10 255.255.255.128", "192.168.1.10/25")):
+            text = networkd_network(network(dhcp="off", ip_address=typed), "eth0")
+            self.assertIn(f"Address={address}\n", text, typed)
+            self.assertNotIn("DHCP=", text)
+            self.assertNotIn("LinkLocalAddressing", text)
+            self.assertNotIn("[DHCPv4]", text)
+
+    def test_static_gateway_domain_dns_hostname(self) -> None:
+        text = networkd_network(network(dhcp="off", ip_address="192.168.1.10/24", gateway="192.168.1.1",
+                                        domain="plant.example", hostname="gw1", primary_dns="192.168.1.53",
+                                        secondary_dns="9.9.9.9"), "enp1s0")
+        self.assertIn("Name=enp1s0\n", text)
+        self.assertIn("Address=192.168.1.10/24\nGateway=192.168.1.1\nDomains=plant.example\n"
+                      "DNS=192.168.1.53\nDNS=9.9.9.9\n", text)
+        self.assertIn("# Host name gw1: networkd does not set host names", text)
+        self.assertNotIn("Hostname=", text)
+
+    def test_static_without_address_is_autoip(self) -> None:
+        text = networkd_network(network(dhcp="off"), "eth0")
+        self.assertIn("LinkLocalAddressing=yes\n", text)
+        self.assertNotIn("Address=", text)
+
+    def test_client_id_is_refused_with_a_reason(self) -> None:
+        with self.assertRaises(Refused) as caught:
+            networkd_network(network(dhcp="on", dhcp_client_id="gw-17"), "eth0")
+        self.assertIn("cannot send the DHCP client ID 'gw-17'", str(caught.exception))
+        self.assertIn("networkmanager", str(caught.exception))
+
+    def test_bootp(self) -> None:
+        net = network(dhcp="off", bootp="on")
+        with self.assertRaises(Refused) as caught:
+            networkd_network(net, "eth0", bootp=False)
+        self.assertIn("cannot do BOOTP", str(caught.exception))
+        self.assertIn("[DHCPv4]\nClientIdentifier=mac\nBOOTP=yes\n", networkd_network(net, "eth0", bootp=True))
+        # With both on, DHCP runs and BOOTP does not.
+        self.assertNotIn("BOOTP", networkd_network(network(dhcp="on", bootp="on"), "eth0"))
+
+    def test_nm_client_id(self) -> None:
+        self.assertEqual(nm_client_id("01a0b1c2d3e4f5"), "01:a0:b1:c2:d3:e4:f5")
+        self.assertEqual(nm_client_id("gw-17"), "gw-17")
+
+
+class NetworkdApplyTests(Base):
+    @defer.inlineCallbacks
+    def test_dhcp_writes_reloads_and_reconfigures(self) -> None:
+        result = yield self.applier.apply(network(dhcp="on", hostname="gw1"))
+        self.assertTrue(result.ok, result.message)
+        self.assertEqual(result.message, "applied to eth0 by systemd-networkd")
+        self.assertIn("DHCP=ipv4", self.file())
+        self.assertEqual(self.fake.calls, [["networkctl", "reload"], ["networkctl", "reconfigure", "eth0"]])
+        self.assertEqual(oct(stat.S_IMODE((self.directory / "10-cmegw-eth0.network").stat().st_mode)), "0o644")
+        self.assertIs(self.applier.last, result)
+        self.assertEqual(result.files, (str(self.directory / "10-cmegw-eth0.network"),))
+        self.assertEqual([r.status for r in result.commands], [0, 0])
+
+    @defer.inlineCallbacks
+    def test_unchanged_file_only_reloads(self) -> None:
+        net = network(dhcp="off", ip_address="192.168.1.10/24")
+        yield self.applier.apply(net)
+        result = yield self.applier.apply(net)
+        self.assertTrue(result.ok)
+        self.assertIn("already had these settings", result.message)
+        self.assertEqual(self.fake.calls[2:], [["networkctl", "reload"]])
+
+    @defer.inlineCallbacks
+    def test_default_route_interface_and_stale_file(self) -> None:
+        (self.directory / "10-cmegw-eth0.network").write_text("[Match]\nName=eth0\n")
+        (self.directory / "20-other.network").write_text("[Match]\nName=eth1\n")
+        result = yield self.applier.apply(attrs.evolve(network(dhcp="on"), interface=""))
+        self.assertTrue(result.ok, result.message)
+        self.assertEqual(result.interface, "eth9")
+        self.assertEqual(self.written(), ["10-cmegw-eth9.network", "20-other.network"])
+        self.assertIn("removed", result.files[1])
+
+    @defer.inlineCallbacks
+    def test_link_speed_duplex_through_ethtool(self) -> None:
+        self.fake.add("ethtool")
+        yield self.applier.apply(network(link_speed="100", link_duplex="full"))
+        self.assertEqual(self.fake.calls[-1], ["ethtool", "-s", "eth0", "speed", "100", "duplex", "full",
+                                               "autoneg", "off"])
+        yield self.applier.apply(network(link_speed="10"))
+        self.assertEqual(self.fake.calls[-1], ["ethtool", "-s", "eth0", "speed", "10", "autoneg", "on"])
+
+    @defer.inlineCallbacks
+    def test_back_to_auto_negotiation(self) -> None:
+        self.fake.add("ethtool", output="Settings for eth0:\n\tSpeed: 100Mb/s\n\tAuto-negotiation: off\n")
+        result = yield self.applier.apply(network())
+        self.assertTrue(result.ok, result.message)
+        self.assertEqual(self.fake.calls[-2:], [["ethtool", "eth0"], ["ethtool", "-s", "eth0", "autoneg", "on"]])
+        self.fake.add("ethtool", output="\tAuto-negotiation: on\n")
+        yield self.applier.apply(network(hostname="x"))
+        self.assertEqual(self.fake.calls[-1], ["ethtool", "eth0"])
+
+    @defer.inlineCallbacks
+    def test_no_ethtool_with_auto_is_fine_forced_is_reported(self) -> None:
+        result = yield self.applier.apply(network())
+        self.assertTrue(result.ok, result.message)
+        result = yield self.applier.apply(network(link_speed="100", link_duplex="half"))
+        self.assertFalse(result.ok)
+        self.assertIn("already had these settings (file unchanged; systemd-networkd reloaded), but setting the "
+                      "link of eth0 to 100/half did not happen: ethtool is not installed on this host",
+                      result.message)
+
+    @defer.inlineCallbacks
+    def test_bootp_follows_the_networkd_version(self) -> None:
+        self.fake.add("networkctl", output="systemd 252 (252.39-1~deb12u2)\n+PAM +AUDIT")
+        result = yield self.applier.apply(network(dhcp="off", bootp="on"))
+        self.assertFalse(result.ok)
+        self.assertIn("cannot do BOOTP", result.message)
+        self.assertEqual(self.written(), [])
+        self.assertEqual(self.fake.calls, [["networkctl", "--version"]])
+        self.fake.add("networkctl", output="systemd 257 (257.1)")
+        result = yield self.applier.apply(network(dhcp="off", bootp="on"))
+        self.assertTrue(result.ok, result.message)
+        self.assertIn("BOOTP=yes", self.file())
+
+    @defer.inlineCallbacks
+    def test_renew(self) -> None:
+        result = yield self.applier.renew(network(dhcp="on"))
+        self.assertTrue(result.ok, result.message)
+        self.assertEqual(self.fake.calls, [["networkctl", "renew", "eth0"]])
+        self.assertEqual(result.action, "renew")
+        result = yield self.applier.renew(network(dhcp="off", ip_address="10.0.0.2"))
+        self.assertFalse(result.ok)
+        self.assertIn("DHCP client is off", result.message)
+        self.assertEqual(len(self.fake.calls), 1)
+
+
+class FailureTests(Base):
+    @defer.inlineCallbacks
+    def test_permission_denied_puts_the_file_back(self) -> None:
+        self.fake.add("networkctl", output="Failed to reload network settings: Access denied", status=1)
+        result = yield self.applier.apply(network())
+        self.assertFalse(result.ok)
+        self.assertIn("was refused: the gateway lacks the permission", result.message)
+        self.assertIn("Access denied", result.message)
+        self.assertIn("was put back as it was", result.message)
+        self.assertEqual(self.written(), [])
+        self.assertEqual(self.fake.calls, [["networkctl", "reload"]])
+        self.assertIn("$ networkctl reload: exit status 1", result.details())
+
+    @defer.inlineCallbacks
+    def test_failure_keeps_the_previous_file(self) -> None:
+        yield self.applier.apply(network(dhcp="on"))
+        before = self.file()
+        self.fake.add("networkctl", output="Failed to reload: networkd is not running", status=3)
+        result = yield self.applier.apply(network(dhcp="off", ip_address="10.0.0.2/8"))
+        self.assertIn("ended with exit status 3 (Failed to reload: networkd is not running)", result.message)
+        self.assertEqual(self.file(), before)
+
+    @defer.inlineCallbacks
+    def test_networkctl_missing(self) -> None:
+        self.fake.remove("networkctl")
+        result = yield self.applier.apply(network())
+        self.assertFalse(result.ok)
+        self.assertIn("networkctl is not installed on this host", result.message)
+        self.assertEqual(self.written(), [])
+        self.assertEqual(result.commands[0].status, None)
+
+    @defer.inlineCallbacks
+    def test_reconfigure_fails(self) -> None:
+        script = FAKE.format(name="networkctl").replace('exit "$status"', '[ "$1" = reconfigure ] && status=1\nexit "$status"')
+        self.fake.add("networkctl", output="Interface \"eth0\" not found.", script=script)
+        result = yield self.applier.apply(network())
+        self.assertFalse(result.ok)
+        self.assertIn("reconfiguring eth0 failed", result.message)
+
+    @defer.inlineCallbacks
+    def test_directory_missing(self) -> None:
+        applier = NetworkApplier(reactor, networkd_directory=self.directory / "absent")
+        result = yield applier.apply(network())
+        self.assertFalse(result.ok)
+        self.assertIn("does not exist; is systemd-networkd installed?", result.message)
+        self.assertEqual(self.fake.calls, [])
+
+    @defer.inlineCallbacks
+    def test_directory_not_writable(self) -> None:
+        if os.geteuid() == 0:
+            self.skipTest("root may write anywhere")
+        self.directory.chmod(0o500)
+        self.addCleanup(self.directory.chmod, 0o700)
+        result = yield self.applier.apply(network())
+        self.assertFalse(result.ok)
+        self.assertIn("no permission to write", result.message)
+        self.assertEqual(self.fake.calls, [])
+
+    @defer.inlineCallbacks
+    def test_hung_command_is_killed(self) -> None:
+        self.fake.add("networkctl", script="#!/bin/sh\nexec /bin/sleep 30\n")
+        applier = NetworkApplier(reactor, networkd_directory=self.directory,
+                                 runner=CommandRunner(reactor, timeout=0.3))
+        result = yield applier.apply(network())
+        self.assertFalse(result.ok)
+        self.assertIn("killed after 0.3 seconds", result.message)
+        self.assertEqual(self.written(), [])
+
+    @defer.inlineCallbacks
+    def test_unexpected_error_is_a_result(self) -> None:
+        def broken() -> str:
+            raise RuntimeError("boom")
+
+        applier = NetworkApplier(reactor, networkd_directory=self.directory, find_interface=broken)
+        result = yield applier.apply(attrs.evolve(network(), interface=""))
+        self.assertFalse(result.ok)
+        self.assertIn("unexpected error", result.message)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_default_interface(self) -> None:
+        root = Path(self.mktemp())
+        (root / "proc/net").mkdir(parents=True)
+        (root / "sys/class/net/lo").mkdir(parents=True)
+        (root / "sys/class/net/eth0").mkdir()
+        (root / "sys/class/net/eth1").mkdir()
+        (root / "proc/net/route").write_text(
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+            "eth1\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\n")
+        self.assertEqual(default_interface(root), "eth1")
+        (root / "proc/net/route").write_text("Iface\tDestination\n")
+        with self.assertRaises(Refused) as caught:
+            default_interface(root)
+        self.assertIn("several interfaces (eth0, eth1); set network.interface", str(caught.exception))
+        (root / "sys/class/net/eth1").rmdir()
+        self.assertEqual(default_interface(root), "eth0")
+
+
+class NetworkManagerTests(Base):
+    @defer.inlineCallbacks
+    def test_dhcp_creates_modifies_and_activates(self) -> None:
+        self.fake.add("nmcli", output="Wired connection 1\nlo\n")
+        net = attrs.evolve(network(dhcp="on", hostname="gw1", dhcp_client_id="01a0b1c2d3e4f5",
+                                   primary_dns="10.0.0.53"), backend="networkmanager")
+        result = yield self.applier.apply(net)
+        self.assertTrue(result.ok, result.message)
+        calls = self.fake.calls
+        self.assertEqual(calls[0], ["nmcli", "-t", "-f", "NAME", "connection", "show"])
+        self.assertEqual(calls[1], ["nmcli", "connection", "add", "type", "ethernet", "ifname", "eth0",
+                                    "con-name", "cmegw-eth0"])
+        modify = calls[2]
+        self.assertEqual(modify[:4], ["nmcli", "connection", "modify", "cmegw-eth0"])
+        props = dict(zip(modify[4::2], modify[5::2]))
+        self.assertEqual(props["ipv4.method"], "auto")
+        self.assertEqual(props["ipv4.dhcp-client-id"], "01:a0:b1:c2:d3:e4:f5")
+        self.assertEqual(props["ipv4.dhcp-hostname"], "gw1")
+        self.assertEqual(props["ipv4.addresses"], "")
+        self.assertEqual(props["ipv4.dns"], "10.0.0.53")
+        self.assertEqual(props["802-3-ethernet.auto-negotiation"], "yes")
+        self.assertEqual(calls[3], ["nmcli", "connection", "up", "cmegw-eth0"])
+        self.assertEqual(self.written(), [])
+
+    @defer.inlineCallbacks
+    def test_static_on_an_existing_connection(self) -> None:
+        self.fake.add("nmcli", output="cmegw-eth0\n")
+        net = attrs.evolve(network(dhcp="off", ip_address="192.168.1.10 255.255.255.0", gateway="192.168.1.1",
+                                   domain="plant.example", primary_dns="192.168.1.53", secondary_dns="9.9.9.9",
+                                   link_speed="100", link_duplex="full"), backend="networkmanager")
+        result = yield self.applier.apply(net)
+        self.assertTrue(result.ok, result.message)
+        self.assertEqual([c[1:3] for c in self.fake.calls], [["-t", "-f"], ["connection", "modify"],
+                                                             ["connection", "up"]])
+        modify = self.fake.calls[1]
+        props = dict(zip(modify[4::2], modify[5::2]))
+        self.assertEqual((props["ipv4.method"], props["ipv4.addresses"], props["ipv4.gateway"]),
+                         ("manual", "192.168.1.10/24", "192.168.1.1"))
+        self.assertEqual((props["ipv4.dns"], props["ipv4.dns-search"]), ("192.168.1.53,9.9.9.9", "plant.example"))
+        self.assertEqual((props["802-3-ethernet.speed"], props["802-3-ethernet.duplex"],
+                          props["802-3-ethernet.auto-negotiation"]), ("100", "full", "no"))
+
+    @defer.inlineCallbacks
+    def test_refusals_and_failures(self) -> None:
+        result = yield self.applier.apply(attrs.evolve(network(dhcp="off", bootp="on"), backend="networkmanager"))
+        self.assertIn("NetworkManager has no BOOTP client", result.message)
+        result = yield self.applier.apply(attrs.evolve(network(link_speed="10"), backend="networkmanager"))
+        self.assertIn("speed and duplex together", result.message)
+        self.assertEqual(self.fake.calls, [])
+        self.fake.add("nmcli", output="Error: NetworkManager is not running.", status=8)
+        result = yield self.applier.apply(attrs.evolve(network(), backend="networkmanager"))
+        self.assertFalse(result.ok)
+        self.assertIn("asking NetworkManager for its connections failed", result.message)
+        self.assertIn("NetworkManager is not running", result.message)
+        self.fake.remove("nmcli")
+        result = yield self.applier.apply(attrs.evolve(network(), backend="networkmanager"))
+        self.assertIn("nmcli is not installed on this host", result.message)
+
+    @defer.inlineCallbacks
+    def test_renew(self) -> None:
+        result = yield self.applier.renew(attrs.evolve(network(dhcp="on"), backend="networkmanager"))
+        self.assertTrue(result.ok, result.message)
+        self.assertEqual(self.fake.calls, [["nmcli", "connection", "up", "cmegw-eth0"]])
+
+
+class OffTests(Base):
+    """With network.apply_to_host off (the factory default) nothing is written or run, ever."""
+
+    def test_factory_default_is_off(self) -> None:
+        self.assertFalse(Config().network.apply_to_host)
+        self.assertFalse(NetworkConfig().apply_to_host)
+
+    @defer.inlineCallbacks
+    def test_applier_does_nothing(self) -> None:
+        for net in (network(apply_to_host=False), attrs.evolve(network(apply_to_host=False), backend="networkmanager")):
+            for action in (self.applier.apply, self.applier.renew):
+                result = yield action(net)
+                self.assertFalse(result.ok)
+                self.assertIn("applying the Network settings to the host is off", result.message)
+        self.assertEqual(self.written(), [])
+        self.assertEqual(self.fake.calls, [])
+        self.assertIsNone(self.applier.last)
+
+
+class RecordingApplier:
+    """Stands in for `NetworkApplier` in the gateway: records what it is asked, runs nothing."""
+
+    def __init__(self, ok: bool = True) -> None:
+        self.calls: list[tuple[str, NetworkConfig]] = []
+        self.ok = ok
+        self.last: HostNetworkResult | None = None
+
+    def _record(self, action: str, net: NetworkConfig) -> defer.Deferred:
+        self.calls.append((action, net))
+        self.last = HostNetworkResult(action, self.ok, f"{action} done" if self.ok else f"{action} failed",
+                                      net.backend, "eth0", (), (), 0.0)
+        return defer.succeed(self.last)
+
+    def apply(self, net: NetworkConfig) -> defer.Deferred:
+        return self._record("apply", net)
+
+    def renew(self, net: NetworkConfig) -> defer.Deferred:
+        return self._record("renew", net)
+
+
+def gateway_on(testcase: TestCase, apply_to_host: bool) -> tuple[GatewayService, ConfigStore]:
+    folder = Path(testcase.mktemp())
+    folder.mkdir()
+    store = ConfigStore(folder / "cmegw.toml")
+    store.load()
+    if apply_to_host:
+        store.change(apply_settings(store.config, {"network.apply_to_host": True, "network.interface": "eth0"}))
+    return GatewayService(store, MemoryReactorClock()), store
+
+
+class GatewayTests(TestCase):
+    def test_a_default_gateway_never_applies(self) -> None:
+        gateway, store = gateway_on(self, False)
+        self.assertIsInstance(gateway.netapply, NetworkApplier)
+        gateway.netapply = fake = RecordingApplier()  # type: ignore[assignment]
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        self.assertEqual(fake.calls, [])
+
+    @defer.inlineCallbacks
+    def test_applied_at_start_and_after_every_restart(self) -> None:
+        gateway, store = gateway_on(self, True)
+        gateway.netapply = fake = RecordingApplier(ok=False)  # type: ignore[assignment]
+        saved = store.config
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        self.assertEqual([(a, n.interface) for a, n in fake.calls], [("apply", "eth0")])
+        yield gateway.restart()
+        self.assertEqual([a for a, _ in fake.calls], ["apply", "apply"])
+        self.assertEqual(store.config, saved)  # a failed apply changes nothing stored
+
+    @defer.inlineCallbacks
+    def test_the_real_applier_on_a_gateway_touches_nothing_when_off(self) -> None:
+        fake = FakeCommands(self)
+        gateway, store = gateway_on(self, False)
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        result = yield gateway.netapply.renew(gateway.running_config.network)
+        self.assertFalse(result.ok)
+        self.assertEqual(fake.calls, [])
+
+
+class FrontEndTests(PagesTestBase):
+    """The Network page's Renew button, the JSON API and the console's show network."""
+
+    def switch_on(self, ok: bool = True) -> RecordingApplier:
+        running = self.gateway.running_config
+        self.gateway.running_config = running.evolve(network=attrs.evolve(
+            running.network, apply_to_host=True, interface="eth0"))
+        self.gateway.netapply = fake = RecordingApplier(ok)  # type: ignore[assignment]
+        return fake
+
+    @defer.inlineCallbacks
+    def test_off_no_button_and_renew_refused(self) -> None:
+        _, body = yield self.get("/network")
+        self.assertNotIn('action="/network/renew"', body)
+        self.assertIn("the host's DHCP client renews its own lease", body)
+        response, body = yield self.post("/network/renew", {})
+        self.assertEqual(response.code, 409)
+        self.assertIn("applying the Network settings to the host is off", body)
+        response, data = yield self.api("POST", "/api/network/renew", {})
+        self.assertEqual(response.code, 409)
+        self.assertFalse(data["renewed"])
+
+    @defer.inlineCallbacks
+    def test_renew_button(self) -> None:
+        fake = self.switch_on()
+        _, body = yield self.get("/network")
+        self.assertIn('action="/network/renew"', body)
+        self.assertIn("Renew DHCP lease", body)
+        self.assertIn("backend networkd, interface eth0", body)
+        self.assertIn("Not applied yet.", body)
+        response, body = yield self.post("/network/renew", {})
+        self.assertEqual(response.code, 200)
+        self.assertIn("renew done", body)
+        self.assertIn("Last renew", body)
+        self.assertEqual([a for a, _ in fake.calls], ["renew"])
+
+    @defer.inlineCallbacks
+    def test_renew_needs_the_csrf_token(self) -> None:
+        fake = self.switch_on()
+        response, _ = yield self.post("/network/renew", {}, token="")
+        self.assertEqual(response.code, 403)
+        response, _ = yield self.post("/network/renew", {}, token="0" * 32)
+        self.assertEqual(response.code, 403)
+        self.assertEqual(fake.calls, [])
+
+    @defer.inlineCallbacks
+    def test_api_renew(self) -> None:
+        fake = self.switch_on(ok=False)
+        response, data = yield self.api("POST", "/api/network/renew", {})
+        self.assertEqual(response.code, 502)
+        self.assertEqual((data["renewed"], data["message"]), (False, "renew failed"))
+        self.assertEqual(data["result"]["action"], "renew")
+        response, _ = yield self.api("POST", "/api/network/renew", {}, content_type=b"text/plain")
+        self.assertEqual(response.code, 415)
+        response, _ = yield self.api("POST", "/api/network/renew", {}, headers={b"origin": [b"http://evil.example"]})
+        self.assertEqual(response.code, 403)
+        self.assertEqual(len(fake.calls), 1)
+        _, status = yield self.api("GET", "/api/status")
+        self.assertTrue(status["network"]["apply_to_host"])
+        self.assertEqual(status["network"]["host_backend_last"]["message"], "renew failed")
+
+    def test_console_show_network(self) -> None:
+        session = Session(self.gateway, user="admin")
+        text = COMMANDS.run(session, "show network")
+        self.assertIn("not applied to it (network.apply_to_host)", text)
+        self.assertRegex(text, r"backend\s+networkd\s+networkd")
+        self.switch_on()
+        self.gateway.netapply.last = HostNetworkResult(
+            "apply", False, "not applied: no permission to write /etc/systemd/network/10-cmegw-eth0.network",
+            "networkd", "eth0", (), (CommandRun(("networkctl", "reload"), 1, "Access denied"),), 0.0)
+        text = COMMANDS.run(session, "show network")
+        self.assertIn("applied to it at every restart (backend networkd, interface eth0)", text)
+        self.assertIn("Last apply (", text)
+        self.assertIn("): not applied: no permission to write", text)
+        self.assertIn("$ networkctl reload: exit status 1", text)
+        self.assertIn("    Access denied", text)
