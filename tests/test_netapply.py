@@ -295,7 +295,8 @@ class FailureTests(Base):
 
     @defer.inlineCallbacks
     def test_reconfigure_fails(self) -> None:
-        script = FAKE.format(name="networkctl").replace('exit "$status"', '[ "$1" = reconfigure ] && status=1\nexit "$status"')
+        script = FAKE.format(name="networkctl").replace(
+            'exit "$status"', '[ "$1" = reconfigure ] && status=1\nexit "$status"')
         self.fake.add("networkctl", output="Interface \"eth0\" not found.", script=script)
         result = yield self.applier.apply(network())
         self.assertFalse(result.ok)
