@@ -427,7 +427,8 @@ class CsrfTests(PagesTestBase):
 class NetworkFormTests(PagesTestBase):
     FORM = {"_group": "interface", "network.dhcp": "on", "network.ip_address": "", "network.gateway": "",
             "network.hostname": "", "network.domain": "", "network.dhcp_client_id": "",
-            "network.primary_dns": "", "network.secondary_dns": ""}
+            "network.primary_dns": "", "network.secondary_dns": "", "network.interface": "",
+            "network.backend": "networkd"}
 
     @defer.inlineCallbacks
     def test_hostname_rule_inline_and_typed_values_kept(self) -> None:

@@ -35,8 +35,12 @@ _SECTIONS: dict[str, type] = {
 
 #: Settings that take effect only after a restart (the device's "after reboot" column).
 RESTART_SETTINGS = frozenset({
+    # The device applies BOOTP, DHCP, the address and the client ID after a reboot; cmegw's
+    # optional host backend (cmegw.netapply) applies every network setting at start.
     "network.bootp", "network.dhcp", "network.ip_address", "network.netmask", "network.dhcp_client_id",
-    "network.link_speed", "network.link_duplex", "network.apply_to_host",
+    "network.link_speed", "network.link_duplex", "network.apply_to_host", "network.gateway",
+    "network.hostname", "network.domain", "network.primary_dns", "network.secondary_dns",
+    "network.interface", "network.backend",
     "http.enabled", "http.http_port", "http.https_port", "http.interface",
     "console.enabled", "console.listen", "console.ssh_enabled", "console.ssh_listen",
 })

@@ -17,7 +17,7 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
-from cmegw.config.model import LINK_DUPLEXES, LINK_SPEEDS
+from cmegw.config.model import LINK_DUPLEXES, LINK_SPEEDS, NETWORK_BACKENDS
 from cmegw.web.pages import (
     Admin,
     Field,
@@ -53,6 +53,12 @@ INTERFACE_FIELDS = mark_restart([
     Field("network.dhcp_client_id", "DHCP client ID", help="Text, or binary written as hex digits."),
     Field("network.primary_dns", "Primary DNS"),
     Field("network.secondary_dns", "Secondary DNS"),
+    Field("network.apply_to_host", "Apply to this host", "checkbox",
+          help="Off (the default): the host's own network configuration is never touched. On: at every "
+               "start the settings are written for the backend below and the interface is reconfigured."),
+    Field("network.interface", "Host interface", placeholder="the interface of the default route"),
+    Field("network.backend", "Backend", "select", tuple((b, b) for b in NETWORK_BACKENDS),
+          help="systemd-networkd or NetworkManager, whichever manages this host's network."),
 ])
 
 LINK_FIELDS = mark_restart([
