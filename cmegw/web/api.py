@@ -254,6 +254,8 @@ ENDPOINTS = [
     "GET /api/auth", "POST /api/auth/directives", "PUT /api/auth/directives",
     "DELETE /api/auth/directives?uri=URI", "POST /api/auth/users", "DELETE /api/auth/users?uri=URI&name=NAME",
     "GET /api/http/log", "DELETE /api/http/log", "GET /api/http/certificate", "PUT /api/http/certificate",
+    "GET /api/tunnels/tls", "PUT|POST /api/tunnels/tls", "GET /api/meters", "GET /api/meters/N",
+    "POST /api/meters/N/scan", "DELETE /api/meters/N/scan", "POST /api/meters/N/read", "GET /api/meters/N/reading",
     "POST /api/network/renew", "POST /api/restart", "POST /api/factory-reset", "GET /api/update", "POST /api/update",
 ]
 
