@@ -65,9 +65,9 @@ def read_hex(path: Path) -> bytes:
     return bytes.fromhex(path.read_text().replace("\n", " ").strip())
 
 
-def twistd_command() -> list[str]:
-    """Run twistd with this interpreter, the repository first on the path."""
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+def twistd_command(python: str | None = None) -> list[str]:
+    """Run twistd with this interpreter (or `python`), the repository first on the path."""
+    return [python or sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 class GatewayProcess:
@@ -76,21 +76,32 @@ class GatewayProcess:
 
     Its log goes to ``directory/twistd.log``; `stop` ends it (and any child)
     and is safe to call twice.  Use as ``self.addCleanup(gw.stop)``.
+
+    By default it runs this interpreter with the repository first on
+    ``PYTHONPATH``; with `python` (another environment's interpreter, e.g. a
+    virtualenv with cmegw installed from a wheel) it runs that one, and
+    ``PYTHONPATH`` is left out so the installed code is what runs.
     """
 
-    def __init__(self, directory: str | Path, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, directory: str | Path, args: Sequence[str], env: dict[str, str] | None = None,
+                 python: str | None = None) -> None:
         self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.args = list(args)
         self.log_path = self.directory / "twistd.log"
-        self.env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.python = python
+        if python is None:
+            self.env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        else:
+            self.env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         self.env.pop("NOTIFY_SOCKET", None)
         if env:
             self.env.update(env)
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_ports: Sequence[int] = ()) -> "GatewayProcess":
-        cmd = twistd_command() + ["-n", "--pidfile=", "--logfile", str(self.log_path), "cmegw"] + self.args
+        cmd = twistd_command(self.python) + ["-n", "--pidfile=", "--logfile", str(self.log_path), "cmegw"]
+        cmd += self.args
         self.process = subprocess.Popen(cmd, cwd=self.directory, env=self.env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=open(self.directory / "stderr", "w"),
                                         start_new_session=True)
