@@ -9,15 +9,15 @@ is a sixth of the gateway's added latency.  This reactor calls Twisted's own
 ``_doReadOrWrite`` directly (the same error handling and disconnection
 logic, only without the per-event log prefix, which cmegw does not use: it
 logs through ``twisted.logger`` with its own namespaces), and handles the
-common event, bytes to read and nothing else, with the read branch of
-``_doReadOrWrite`` inline.
+common events, bytes to read or room to write and nothing else, with the
+read or write branch of ``_doReadOrWrite`` inline.
 """
 
 from __future__ import annotations
 
 import errno
 import sys
-from select import EPOLLIN
+from select import EPOLLIN, EPOLLOUT
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
@@ -43,17 +43,22 @@ class GatewayReactor(EPollReactor):
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            if event != EPOLLIN:
+            # The common cases, bytes to read or room to write and nothing else:
+            # _doReadOrWrite's read or write branch inline.
+            if event == EPOLLIN:
+                reading = True
+            elif event == EPOLLOUT:
+                reading = False
+            else:
                 dispatch(selectable, fd, event)
                 continue
-            # The common case, bytes to read and nothing else: _doReadOrWrite's read branch.
             try:
-                why = selectable.doRead()
+                why = selectable.doRead() if reading else selectable.doWrite()
             except BaseException:
                 why = sys.exc_info()[1]
                 log.err()
             if why:
-                self._disconnectSelectable(selectable, why, True)
+                self._disconnectSelectable(selectable, why, reading)
 
     doIteration = doPoll
 
