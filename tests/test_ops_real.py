@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 from twisted.trial.unittest import SkipTest, TestCase
 
 from cmegw.mbus.simulator import default_meters
+from tests.test_ops_systemd import NotifySocket
 from tests.support import REPO, START_TIMEOUT, GatewayProcess, free_port, require_program, twistd_command
 
 try:
@@ -82,29 +82,6 @@ def accepts(port: int) -> bool:
         return False
 
 
-class NotifySocket:
-    def __init__(self, testcase: TestCase) -> None:
-        folder = tempfile.mkdtemp(prefix="cmegw-notify-")
-        testcase.addCleanup(shutil.rmtree, folder, True)
-        self.path = os.path.join(folder, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.setblocking(False)
-        testcase.addCleanup(self.sock.close)
-        self.received: list[str] = []
-
-    def messages(self) -> list[str]:
-        while True:
-            try:
-                self.received.append(self.sock.recv(4096).decode())
-            except BlockingIOError:
-                return self.received
-
-    def fields(self, key: str) -> list[str]:
-        return [line.split("=", 1)[1] for message in self.messages() for line in message.split("\n")
-                if line.startswith(key + "=")]
-
-
 class GatewayWithPorts:
     """Free loopback ports for every listener and the arguments that use them."""
 
@@ -122,7 +99,7 @@ class NotifyTests(TestCase):
         self.notify = NotifySocket(self)
         self.ports = GatewayWithPorts()
         self.gw = GatewayProcess(self.mktemp(), self.ports.args(),
-                                 env={"NOTIFY_SOCKET": self.notify.path, "WATCHDOG_USEC": "400000"})
+                                 env={"NOTIFY_SOCKET": self.notify.address, "WATCHDOG_USEC": "400000"})
         self.addCleanup(self.gw.stop)
         self.gw.start()
         wait_for(lambda: self.notify.fields("READY"), "READY=1", log=self.gw.log)
