@@ -97,7 +97,7 @@ def wheel_builders() -> list[list[str]]:
     The command is completed with the output folder and run in the source.
     """
     builders = [[sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                 "--no-cache-dir", "-q", ".", "-w"]]
+                 "--ignore-requires-python", "--no-cache-dir", "-q", ".", "-w"]]
     hook = "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
     for python in (shutil.which("python3"), "/usr/bin/python3"):
         if python and os.path.exists(python) and [python, "-c", hook] not in builders:
