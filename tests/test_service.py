@@ -111,3 +111,59 @@ class FormatTests(TestCase):
         self.assertEqual(format_duration(77), "0 days 00:01:17")
         self.assertEqual(format_duration(2 * 86400 + 3661), "2 days 01:01:01")
         self.assertEqual(format_duration(-5), "0 days 00:00:00")
+
+
+class SeveralLinesTests(TestCase):
+    """Two adapters at once: line N's bytes go through tunnel N only."""
+
+    @defer.inlineCallbacks
+    def test_two_lines_two_tunnels(self):
+        import socket
+
+        from twisted.internet import task, threads
+
+        d = Path(self.mktemp())
+        d.mkdir()
+        ptys = [open_pty(), open_pty()]
+        for master, slave, _ in ptys:
+            self.addCleanup(os.close, master)
+            self.addCleanup(os.close, slave)
+        (d / "cmegw.toml").write_text(
+            f'[line.1]\ndevice = "{ptys[0][2]}"\n[line.2]\ndevice = "{ptys[1][2]}"\nbaud_rate = 300\n'
+            '[tunnel.1]\nlisten = "tcp:0:interface=127.0.0.1"\n'
+            '[tunnel.2]\nlisten = "tcp:0:interface=127.0.0.1"\n')
+        store = ConfigStore(d / "cmegw.toml")
+        store.load()
+        gateway = GatewayService(store, reactor)
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        self.assertEqual([s.state for s in gateway.line_stats.values()], [LINE_OPEN, LINE_OPEN])
+        self.assertEqual(termios.tcgetattr(ptys[1][1])[4], termios.B300)
+        self.assertEqual(termios.tcgetattr(ptys[0][1])[4], termios.B2400)
+        for n, (master, _, _) in ((1, ptys[0]), (2, ptys[1])):
+            port = gateway.tunnels[n].port.getHost().port
+            client = socket.create_connection(("127.0.0.1", port))
+            self.addCleanup(client.close)
+            client.sendall(b"\x10\x40%c\x41\x16" % n)
+            got = yield threads.deferToThread(_read_fd, master, 5)
+            self.assertEqual(got, b"\x10\x40%c\x41\x16" % n, f"line {n} got its tunnel's request")
+            os.write(master, b"\xe5")
+            client.settimeout(5)
+            reply = yield threads.deferToThread(client.recv, 10)
+            self.assertEqual(reply, b"\xe5")
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual([t.octets_from_network for t in gateway.tunnel_stats.values()], [5, 5])
+        self.assertEqual([t.octets_from_serial for t in gateway.tunnel_stats.values()], [1, 1])
+
+
+def _read_fd(fd, size, timeout=5.0):
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < size and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            data += os.read(fd, size - len(data))
+    return data
