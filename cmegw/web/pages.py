@@ -628,6 +628,16 @@ class Admin:
         return Layout(self, request, section=section, title=title, content=content, tabs=tabs,
                       active=active or request.path.decode("utf-8", "replace"), notice=notice, head=head)
 
+    def section_page(self, section: str, title: str, tabs: Sequence[tuple[str, str]] = ()) -> Callable[..., Layout]:
+        """The page function of one navigation section: its section, title and tabs filled in."""
+
+        def page(request: IRequest, content: Any, code: int = 200, notice: Any = None, head: Any = "",
+                 active: str = "") -> Layout:
+            return self.page(request, section=section, title=title, tabs=tabs, content=content, code=code,
+                             notice=notice, head=head, active=active)
+
+        return page
+
     def forbidden(self, request: IRequest) -> Layout:
         return self.page(request, section="", title="Form expired", code=403, content=card(
             "The form could not be accepted",

@@ -268,9 +268,7 @@ def certificate_content(admin: Admin, request: IRequest, errors: dict[str, str] 
 
 
 def routes(app: Klein, admin: Admin) -> None:
-    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None, active: str = "") -> Any:
-        return admin.page(request, section="http", title="HTTP", tabs=TABS, content=content, code=code,
-                          notice=notice, active=active)
+    page = admin.section_page("http", "HTTP", TABS)
 
     @app.route("/http", methods=["GET"])
     def http_statistics(request: IRequest) -> Any:

@@ -180,9 +180,7 @@ def link_content(admin: Admin, request: IRequest, state: FormState | None = None
 
 
 def routes(app: Klein, admin: Admin) -> None:
-    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
-        return admin.page(request, section="network", title="Network", tabs=TABS, content=content,
-                          code=code, notice=notice)
+    page = admin.section_page("network", "Network", TABS)
 
     @app.route("/network", methods=["GET"])
     def network_status(request: IRequest) -> Any:

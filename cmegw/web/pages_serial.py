@@ -81,9 +81,7 @@ def configuration_content(admin: Admin, request: IRequest, states: dict[int, For
 
 
 def routes(app: Klein, admin: Admin) -> None:
-    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None, head: Any = "") -> Any:
-        return admin.page(request, section="serial", title="M-Bus Serial", tabs=TABS, content=content,
-                          code=code, notice=notice, head=head)
+    page = admin.section_page("serial", "M-Bus Serial", TABS)
 
     @app.route("/serial", methods=["GET"])
     def serial_statistics(request: IRequest) -> Any:

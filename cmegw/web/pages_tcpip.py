@@ -147,9 +147,7 @@ def forms_content(admin: Admin, request: IRequest, action: str, fields_of: Calla
 
 
 def routes(app: Klein, admin: Admin) -> None:
-    def page(request: IRequest, content: Any, code: int = 200, notice: Any = None, head: Any = "") -> Any:
-        return admin.page(request, section="tcpip", title="M-Bus TCP/IP", tabs=TABS, content=content,
-                          code=code, notice=notice, head=head)
+    page = admin.section_page("tcpip", "M-Bus TCP/IP", TABS)
 
     @app.route("/tcpip", methods=["GET"])
     def tcpip_statistics(request: IRequest) -> Any:
