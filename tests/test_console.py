@@ -21,11 +21,11 @@ from twisted.python.failure import Failure
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import TestCase
 
-from cmegw.config.model import User, directive_for
-from cmegw.config.settings import apply_setting, get_setting
+from cmegw.config.model import directive_for
+from cmegw.config.settings import apply_setting
 from cmegw.config.store import ConfigStore
 from cmegw.console import commands as C
-from cmegw.console.commands import COMMANDS, CommandTable, Question, Reply, Session
+from cmegw.console.commands import COMMANDS, CommandTable, Reply, Session
 from cmegw.console.protocol import (
     LOGIN_FAILURE_DELAY,
     LOGIN_TIMEOUT,

@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
 from cmegw.mbus.frames import FrameError, SecondaryAddress
-from cmegw.mbus.records import Coding, scaled
+from cmegw.mbus.records import scaled
 from cmegw.mbus.simulator import (
     BITS_PER_CHARACTER,
     MeterBus,

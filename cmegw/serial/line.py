@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import serial
 from twisted.application import service
-from twisted.internet import fdesc, main, task
+from twisted.internet import main, task
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.serialport import SerialPort

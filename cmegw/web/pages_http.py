@@ -29,7 +29,6 @@ from cmegw.web.pages import (
     card,
     error_message,
     form_value,
-    grid_table,
     hidden,
     kv_table,
     make_user,

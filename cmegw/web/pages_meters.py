@@ -32,7 +32,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 from cmegw.mbus.master import (
-    SCAN_RUNNING,
     Master,
     MeterError,
     MeterInfo,
