@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import attrs
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from cmegw.config.model import Config
@@ -31,8 +31,6 @@ log = Logger(namespace="cmegw.service")
 
 #: Seconds over which traffic makes the ACT indication flash.
 ACTIVITY_WINDOW = 2.0
-#: How often `when_listening` looks again at a tunnel that could not listen yet (seconds).
-LISTEN_CHECK_INTERVAL = 0.25
 
 
 @attrs.frozen
@@ -93,7 +91,8 @@ class GatewayService(service.MultiService):
         self.restarting = False
         #: Traffic traces by line number (`cmegw.ops.trace.LineTrace`), kept across restarts.
         self.traces: dict[int, Any] = {}
-        self._activity = (0, 0.0, 0.0)
+        #: Line bytes counted when the indications were last read, and when they last changed.
+        self._activity = (0, 0.0)
         #: The opt-in backend that applies the Network settings to the host (only with network.apply_to_host).
         self.netapply = NetworkApplier(reactor)
         store.subscribe(self._config_changed)
@@ -134,9 +133,9 @@ class GatewayService(service.MultiService):
         """The device's four LEDs: PWR, ERR, LINK, ACT."""
         now = self.reactor.seconds()
         total = sum(s.rx_bytes + s.tx_bytes for s in self.line_stats.values())
-        last_total, last_change, _ = self._activity
+        last_total, last_change = self._activity
         if total != last_total:
-            self._activity = (total, now, now)
+            self._activity = (total, now)
             last_change = now
         return {
             "PWR": self.running,
@@ -306,37 +305,12 @@ class GatewayService(service.MultiService):
 
     def when_listening(self) -> defer.Deferred:
         """
-        Fires once every listener is up: each enabled tunnel has its port, and
-        each part that offers ``when_listening()`` (web, console) has fired its
-        own.  A listener that keeps failing keeps this waiting (cancel it).
+        Fires once every listener is up: each part that offers
+        ``when_listening()`` (tunnels, web, console) has fired its own.  A
+        listener that keeps failing keeps this waiting (cancel it).
         """
-        parts = [defer.maybeDeferred(child.when_listening) for child in self
-                 if child not in self.tunnels.values() and hasattr(child, "when_listening")]
-        d = defer.gatherResults([self._tunnels_listening(), *parts], consumeErrors=True)
-        d.addCallback(lambda _: None)
-        return d
-
-    def _tunnels_listening(self) -> defer.Deferred:
-        tunnels = list(self.tunnels.values())
-
-        def up() -> bool:
-            return all(t.port is not None or not t.config.enabled for t in tunnels)
-
-        if up():
-            return defer.succeed(None)
-
-        def check() -> None:
-            if not self.running:
-                poll.stop()  # stopped before every tunnel listened: nothing to wait for
-            elif up():
-                poll.stop()
-                result.callback(None)
-
-        poll = task.LoopingCall(check)
-        poll.clock = self.reactor
-        result: defer.Deferred = defer.Deferred(lambda _: poll.stop() if poll.running else None)
-        poll.start(LISTEN_CHECK_INTERVAL, now=False)
-        return result
+        parts = [defer.maybeDeferred(child.when_listening) for child in self if hasattr(child, "when_listening")]
+        return defer.gatherResults(parts, consumeErrors=True).addCallback(lambda _: None)
 
     def reload_config(self) -> None:
         """

@@ -171,6 +171,14 @@ class TunnelServiceRealTests(TestCase):
         yield self.wait(lambda: other.stats.state == "listen failed")
         self.assertIn("cannot listen on", other.stats.error)
         self.assertIsNotNone(other._retry)
+        ready = other.when_listening()
+        self.assertFalse(ready.called, "not listening: systemd's READY waits")
+        yield self.svc.stopService()
+        other._retry.cancel()
+        other._listen()  # the retry, without waiting its 5 s
+        yield ready
+        self.assertIsNotNone(other.port)
+        self.assertTrue(other.when_listening().called)
 
 
 class BackPressureTests(TestCase):

@@ -186,7 +186,6 @@ class TunnelFactory(ServerFactory):
         self.clock = clock
         self.stats = stats if stats is not None else TunnelStatistics()
         self.client: TunnelProtocol | None = None
-        self._to_client: Any = None
         self.events = ConnectionEvents(number, clock)
         self.protocol = protocol_class(config)
         line.attach(self.line_data)
@@ -288,6 +287,7 @@ class TunnelService(service.Service):
         self.port: IListeningPort | None = None
         self._retry: Any = None
         self._listening: defer.Deferred | None = None
+        self._waiting: list[defer.Deferred] = []
         #: Clients turned away by the allow-list or TLS.
         self.access = AccessStatistics()
         #: Set by the gateway: ``https_files() -> (certificate, key)``, the HTTPS store's files (TLS accept mode).
@@ -302,6 +302,22 @@ class TunnelService(service.Service):
     def startService(self) -> None:
         super().startService()
         self._listen()
+
+    def when_listening(self) -> defer.Deferred:
+        """
+        Fires once the tunnel listens (at once if it does, or is disabled); a
+        tunnel that cannot listen yet keeps it waiting while it retries.
+        """
+        if self.port is not None or not self.config.enabled:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred(lambda d: self._waiting.remove(d) if d in self._waiting else None)
+        self._waiting.append(d)
+        return d
+
+    def _listening_now(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
@@ -393,6 +409,7 @@ class TunnelService(service.Service):
         if not self.config.enabled:
             self.stats.state = TUNNEL_DISABLED
             self.stats.listening = ""
+            self._listening_now()
             return
         try:
             endpoint = serverFromString(self.reactor, self.endpoint)
@@ -411,6 +428,7 @@ class TunnelService(service.Service):
         if self.stats.state != TUNNEL_CONNECTED:
             self.stats.state = TUNNEL_WAITING
         log.info("Tunnel {n}: listening on {where} for line {n}", n=self.number, where=self.stats.listening)
+        self._listening_now()
         return port
 
     def _listen_failed(self, failure: Failure) -> None:
