@@ -143,12 +143,20 @@ class ConfigStore:
             log.error("{problem}; running on {source}", problem=self.problem,
                       source="the last good copy" if text else "the factory defaults")
         else:
-            if not self.last_good_path.exists() or self.last_good_path.read_text("utf-8") != text:
-                atomic_write(self.last_good_path, text)
+            self._remember_good(text)
         self._text = text
         self.config = config
         self.unsaved = self.problem is not None
         return config
+
+    def _remember_good(self, text: str) -> None:
+        """Keep `text`, which loaded cleanly, as the last good copy (written only when it differs)."""
+        if not self.last_good_path.exists() or self.last_good_path.read_text("utf-8") != text:
+            atomic_write(self.last_good_path, text)
+
+    def _tell(self, old: Config, new: Config) -> None:
+        for listener in list(self._listeners):
+            listener(old, new)
 
     def _fallback(self) -> tuple[Config, str]:
         try:
@@ -175,8 +183,7 @@ class ConfigStore:
         else:
             self.unsaved = True
         self.config = new
-        for listener in list(self._listeners):
-            listener(old, new)
+        self._tell(old, new)
         return new
 
     def reload(self) -> Config:
@@ -190,14 +197,12 @@ class ConfigStore:
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigFileError(f"{self.path} cannot be read: {e}") from None
         new = parse_config(text, str(self.path))
-        if not self.last_good_path.exists() or self.last_good_path.read_text("utf-8") != text:
-            atomic_write(self.last_good_path, text)
+        self._remember_good(text)
         self._text = text
         self.problem = None
         self.unsaved = False
         old, self.config = self.config, new
-        for listener in list(self._listeners):
-            listener(old, new)
+        self._tell(old, new)
         return new
 
     def save(self) -> None:
