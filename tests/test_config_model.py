@@ -42,7 +42,14 @@ class FactoryDefaultsTests(TestCase):
         self.assertEqual(Config.from_dict(c.to_dict()), c)
 
     def test_no_clear_password(self):
-        self.assertNotIn("admin:", repr(factory_defaults().to_dict()).replace("'admin'", ""))
+        """Users are stored as digests only: no password field, and the factory password appears nowhere."""
+        from cmegw.config.store import factory_defaults_text
+
+        [user] = factory_defaults().to_dict()["auth"][0]["user"]
+        self.assertEqual(sorted(user), ["ha1_md5", "ha1_sha256", "name"])
+        text = factory_defaults_text()
+        self.assertNotIn("password =", text)
+        self.assertEqual(text.count('"admin"'), 1, "the user name only, not the password")
 
 
 class ValidationTests(TestCase):
