@@ -310,7 +310,8 @@ def _on(value: bool) -> str:
     return "on" if value else "off"
 
 
-def _number(args: Arguments, word: str, table: dict[int, Any], what: str) -> int:
+def number_argument(args: Arguments, word: str, table: dict[int, Any], what: str) -> int:
+    """The number `word` names in `table` (a line, a tunnel); else an error listing the numbers there are."""
     available = ", ".join(str(n) for n in table) or "none"
     if not word.isdigit() or int(word) not in table:
         raise args.error(word, f"is not a {what}", f"{what}s: {available}")
@@ -465,13 +466,14 @@ def _tunnels(session: Session, words: list[str]) -> list[str]:
     return [str(n) for n in session.gateway.running_config.tunnels] if not words else []
 
 
-def _lines(session: Session, words: list[str]) -> list[str]:
+def line_numbers(session: Session, words: list[str]) -> list[str]:
+    """Completes a line's number (the first argument)."""
     return [str(n) for n in session.gateway.running_config.lines] if not words else []
 
 
 def _numbers(args: Arguments, table: dict[int, Any], what: str) -> list[int]:
     words = args.expect(0, 1, "[N]")
-    return [_number(args, words[0], table, what)] if words else list(table)
+    return [number_argument(args, words[0], table, what)] if words else list(table)
 
 
 @SHOW.command("tunnel", "the M-Bus TCP/IP page: statistics, accept and disconnect mode", "[N]",
@@ -542,7 +544,7 @@ def show_tunnel(session: Session, args: Arguments) -> Result:
     return "\n\n".join(pages)
 
 
-@SHOW.command("line", "the M-Bus Serial page: statistics and baud rate", "[N]", complete=_lines)
+@SHOW.command("line", "the M-Bus Serial page: statistics and baud rate", "[N]", complete=line_numbers)
 def show_line(session: Session, args: Arguments) -> Result:
     gateway = session.gateway
     config: Config = gateway.running_config

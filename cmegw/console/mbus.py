@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from cmegw.console.commands import COMMANDS, Arguments, Reply, Result, Session, columns
+from cmegw.console.commands import COMMANDS, Arguments, Reply, Result, Session, columns, number_argument
 from cmegw.mbus.master import SCAN_RUNNING, Master, MeterError, MeterInfo, Reading, Scan, ScanRunning, \
     parse_meter_address
 
@@ -28,11 +28,7 @@ def _master(session: Session, args: Arguments, word: str | None) -> Master:
     masters = _masters(session)
     if not masters:
         raise args.error("", "cannot run", "no line has a master (is the gateway stopped?)")
-    if word is None:
-        return masters[min(masters)]
-    if not word.isdigit() or int(word) not in masters:
-        raise args.error(word, "is not a line", "lines: " + ", ".join(str(n) for n in masters))
-    return masters[int(word)]
+    return masters[number_argument(args, word, masters, "line") if word is not None else min(masters)]
 
 
 def _lines(session: Session, words: list[str]) -> list[str]:

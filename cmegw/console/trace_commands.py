@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from cmegw.console.commands import COMMANDS, Arguments, Reply, Result, Session
+from cmegw.console.commands import COMMANDS, Arguments, Reply, Result, Session, line_numbers, number_argument
 from cmegw.ops.trace import Chunk, LineTrace, chunk_heading, trace_time
 
 #: Seconds a ``trace follow`` runs unless told otherwise, and at most.
@@ -23,17 +23,10 @@ FLUSH_LINES = 100
 SHOW_DEFAULT = 20
 
 
-def _line_number(session: Session, args: Arguments, word: str | None) -> int:
+def _line_number(session: Session, args: Arguments, words: list[str]) -> int:
+    """The line the first of `words` names, the first line when there is none."""
     lines = session.gateway.running_config.lines
-    if word is None:
-        return min(lines)
-    if not word.isdigit() or int(word) not in lines:
-        raise args.error(word, "is not a line", "lines: " + ", ".join(str(n) for n in lines))
-    return int(word)
-
-
-def _lines(session: Session, words: list[str]) -> list[str]:
-    return [str(n) for n in session.gateway.running_config.lines] if not words else []
+    return number_argument(args, words[0], lines, "line") if words else min(lines)
 
 
 def _state(session: Session, n: int) -> str:
@@ -57,36 +50,33 @@ TRACE = COMMANDS.group("trace", "the traffic trace of a line: on, off, show, fol
                                "has the same trace with downloads as text and JSON.")
 
 
-@TRACE.command("on", "start recording what goes over the line", "[LINE]", complete=_lines)
+@TRACE.command("on", "start recording what goes over the line", "[LINE]", complete=line_numbers)
 def trace_on(session: Session, args: Arguments) -> Result:
-    words = args.expect(0, 1, "[LINE]")
-    n = _line_number(session, args, words[0] if words else None)
+    n = _line_number(session, args, args.expect(0, 1, "[LINE]"))
     session.gateway.set_trace(n, True)
     return f"Trace of line {n} on. 'trace follow {n}' shows it live, 'trace off {n}' stops it."
 
 
-@TRACE.command("off", "stop recording (what was recorded stays)", "[LINE]", complete=_lines)
+@TRACE.command("off", "stop recording (what was recorded stays)", "[LINE]", complete=line_numbers)
 def trace_off(session: Session, args: Arguments) -> Result:
-    words = args.expect(0, 1, "[LINE]")
-    n = _line_number(session, args, words[0] if words else None)
+    n = _line_number(session, args, args.expect(0, 1, "[LINE]"))
     session.gateway.set_trace(n, False)
     return f"Trace of line {n} off; {_state(session, n)}."
 
 
-@TRACE.command("clear", "forget what was recorded", "[LINE]", complete=_lines)
+@TRACE.command("clear", "forget what was recorded", "[LINE]", complete=line_numbers)
 def trace_clear(session: Session, args: Arguments) -> Result:
-    words = args.expect(0, 1, "[LINE]")
-    n = _line_number(session, args, words[0] if words else None)
+    n = _line_number(session, args, args.expect(0, 1, "[LINE]"))
     trace = session.gateway.traces.get(n)
     if trace is not None:
         trace.clear()
     return f"Trace of line {n} cleared."
 
 
-@TRACE.command("show", "the last telegrams recorded", "[LINE] [COUNT]", complete=_lines)
+@TRACE.command("show", "the last telegrams recorded", "[LINE] [COUNT]", complete=line_numbers)
 def trace_show(session: Session, args: Arguments) -> Result:
     words = args.expect(0, 2, "[LINE] [COUNT]")
-    n = _line_number(session, args, words[0] if words else None)
+    n = _line_number(session, args, words)
     count = SHOW_DEFAULT
     if len(words) > 1:
         if not words[1].isdigit() or int(words[1]) < 1:
@@ -161,10 +151,10 @@ class Follower:
 
 
 @TRACE.command("follow", "show what goes over the line as it happens (Ctrl-C stops)", "[LINE] [SECONDS]",
-               complete=_lines)
+               complete=line_numbers)
 def trace_follow(session: Session, args: Arguments) -> Result:
     words = args.expect(0, 2, "[LINE] [SECONDS]")
-    n = _line_number(session, args, words[0] if words else None)
+    n = _line_number(session, args, words)
     seconds = FOLLOW_DEFAULT
     if len(words) > 1:
         if not words[1].isdigit() or not 1 <= int(words[1]) <= FOLLOW_LIMIT:
