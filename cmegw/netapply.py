@@ -169,10 +169,12 @@ class CommandRunner:
 
 
 def _kill(process: Any) -> None:
+    """SIGKILL, and close our ends of its pipes: a child it left behind must not keep the run waiting."""
     try:
         process.signalProcess("KILL")
     except error.ProcessExitedAlready:
         pass
+    process.loseConnection()
 
 
 def explain(run: CommandRun, purpose: str) -> str:

@@ -332,6 +332,17 @@ class FailureTests(Base):
         self.assertEqual(self.written(), [])
 
     @defer.inlineCallbacks
+    def test_killed_command_whose_child_keeps_the_output_open(self) -> None:
+        # The child left behind holds the output pipe: the run must still end at the time limit.
+        self.fake.add("networkctl", script="#!/bin/sh\n/bin/sleep 3 &\nexec /bin/sleep 30\n")
+        applier = NetworkApplier(reactor, networkd_directory=self.directory,
+                                 runner=CommandRunner(reactor, timeout=0.3))
+        started = reactor.seconds()
+        result = yield applier.apply(network())
+        self.assertIn("killed after 0.3 seconds", result.message)
+        self.assertLess(reactor.seconds() - started, 2.5)
+
+    @defer.inlineCallbacks
     def test_unexpected_error_is_a_result(self) -> None:
         def broken() -> str:
             raise RuntimeError("boom")
