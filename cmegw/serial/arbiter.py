@@ -313,10 +313,7 @@ class BusArbiter(service.Service):
 
     def stopService(self) -> Any:
         super().stopService()
-        for call in (self._start_call, self._quiet_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._start_call = self._quiet_call = None
+        self._cancel_waits()
         waiting, self._queue = list(self._queue), collections.deque()
         self._queue_changed()
         current = self._current
@@ -358,6 +355,13 @@ class BusArbiter(service.Service):
             return
         self._start(self._queue.popleft())
 
+    def _cancel_waits(self) -> None:
+        """Stop waiting for the bus (for the idle time, or for a quiet gap)."""
+        for call in (self._start_call, self._quiet_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._start_call = self._quiet_call = None
+
     def _quiet_due(self) -> None:
         self._quiet_call = None
         self._advance()
@@ -383,10 +387,8 @@ class BusArbiter(service.Service):
         """Seconds until the transparent path has been quiet long enough to take the bus."""
         total, tx = self._counters()
         if total != self._seen_total:
-            written = min(tx - self._seen_tx, frames.MAX_TELEGRAM_LENGTH)
+            self._quiet_needed = self._reply_may_start_within(tx - self._seen_tx)
             self._seen_total, self._seen_tx, self._seen_at = total, tx, now
-            baud = self.line.config.baud_rate
-            self._quiet_needed = first_byte_timeout(baud) + written * character_time(baud)
         return self._seen_at + self._quiet_needed - now
 
     def _take(self) -> None:
@@ -420,12 +422,15 @@ class BusArbiter(service.Service):
         self.port.holding = False
         held = self.port.release()
         if held:
-            baud = self.line.config.baud_rate
             self._seen_total, self._seen_tx = self._counters()
             self._seen_at = now
-            self._quiet_needed = first_byte_timeout(baud) + min(held, frames.MAX_TELEGRAM_LENGTH) * character_time(
-                baud)
+            self._quiet_needed = self._reply_may_start_within(held)
         return held
+
+    def _reply_may_start_within(self, written: int) -> float:
+        """Seconds after `written` bytes went to the line within which a reply to them may still start."""
+        baud = self.line.config.baud_rate
+        return first_byte_timeout(baud) + min(written, frames.MAX_TELEGRAM_LENGTH) * character_time(baud)
 
     def _queue_changed(self) -> None:
         self.stats.queue_length = len(self._queue)
@@ -513,12 +518,8 @@ class BusArbiter(service.Service):
         if transaction in self._queue:
             self._queue.remove(transaction)
             self._queue_changed()
-            if not self._queue and self._start_call is not None and self._start_call.active():
-                self._start_call.cancel()
-                self._start_call = None
-            if not self._queue and self._quiet_call is not None and self._quiet_call.active():
-                self._quiet_call.cancel()
-                self._quiet_call = None
+            if not self._queue:
+                self._cancel_waits()
             self._advance()
         # On the wire: the Deferred fails now, the bus stays ours until the reply window ends.
 
