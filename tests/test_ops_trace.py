@@ -354,18 +354,24 @@ class OnTheLineTests(TestCase):
         self.assertEqual(trace.snapshot()[-1].note, "dropped: the line is not open")
 
 
+def start_gateway(test: TestCase) -> tuple[int, GatewayService]:
+    """A running gateway whose line 1 is a pty (its master end returned) and whose tunnel is on port 0."""
+    directory = Path(test.mktemp())
+    directory.mkdir()
+    master, slave, path = open_pty()
+    test.addCleanup(os.close, master)
+    test.addCleanup(os.close, slave)
+    store = ConfigStore(directory / "cmegw.toml")
+    store.load()
+    gateway = GatewayService(store, reactor, Overrides(device=path, tunnel="tcp:0:interface=127.0.0.1"))
+    gateway.startService()
+    test.addCleanup(gateway.stopService)
+    return master, gateway
+
+
 class GatewayTraceTests(TestCase):
     def setUp(self):
-        directory = Path(self.mktemp())
-        directory.mkdir()
-        self.master, self.slave, path = open_pty()
-        self.addCleanup(os.close, self.master)
-        self.addCleanup(os.close, self.slave)
-        store = ConfigStore(directory / "cmegw.toml")
-        store.load()
-        self.gateway = GatewayService(store, reactor, Overrides(device=path, tunnel="tcp:0:interface=127.0.0.1"))
-        self.gateway.startService()
-        self.addCleanup(self.gateway.stopService)
+        self.master, self.gateway = start_gateway(self)
 
     @defer.inlineCallbacks
     def test_peer_and_restart(self):
@@ -388,6 +394,7 @@ class GatewayTraceTests(TestCase):
         self.assertIn("write", vars(self.gateway.lines[1]), "and on the new line")
         self.gateway.set_trace(1, False)
         self.assertNotIn("write", vars(self.gateway.lines[1]))
+        self.assertNotIn("_received", vars(self.gateway.lines[1]))
         self.assertRaises(KeyError, self.gateway.set_trace, 9, True)
 
     @defer.inlineCallbacks
@@ -491,16 +498,7 @@ class PagesTests(TestCase):
             from cmegw.web.app import admin_resource
         except ImportError as e:
             raise SkipTest(f"the web application is not there: {e}")
-        directory = Path(self.mktemp())
-        directory.mkdir()
-        self.master, self.slave, path = open_pty()
-        self.addCleanup(os.close, self.master)
-        self.addCleanup(os.close, self.slave)
-        store = ConfigStore(directory / "cmegw.toml")
-        store.load()
-        self.gateway = GatewayService(store, reactor, Overrides(device=path, tunnel="tcp:0:interface=127.0.0.1"))
-        self.gateway.startService()
-        self.addCleanup(self.gateway.stopService)
+        self.master, self.gateway = start_gateway(self)
         self.http = StubTreq(admin_resource(self.gateway, clock=task.Clock(), host_network=lambda: None))
 
     @defer.inlineCallbacks
