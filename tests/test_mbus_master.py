@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.config.model import LineConfig
 from cmegw.mbus import frames
+from cmegw.mbus import master as master_module
 from cmegw.mbus.frames import SecondaryAddress
 from cmegw.mbus.master import (
     MAX_SECONDARY_PROBES,
@@ -263,6 +264,18 @@ class SecondaryScanTests(MasterTestCase):
 
     def test_bounded(self) -> None:
         self.assertEqual(MAX_SECONDARY_PROBES, 10 * 8 * 256)
+
+    def test_stops_after_max_probes(self) -> None:
+        """A bus that garbles every selection sends the search ever deeper; the probe limit ends it."""
+        self.patch(master_module, "MAX_SECONDARY_PROBES", 30)
+        self.line.tamper = lambda request, reply: b"\x00\x01" if len(request) > 9 else reply
+        scan = self.scan(self.master.scan_secondary(retries=0))
+        self.assertEqual(scan.state, SCAN_DONE)
+        self.assertEqual(scan.done, 30)
+        self.assertEqual(scan.errors[-1], "stopped after 30 selections")
+        self.assertTrue(all(e.endswith("several meters share this identification number") for e in scan.errors[:-1]))
+        self.assertEqual(scan.found, [])
+        self.assertEqual(self.line.requests[-1], frames.snd_nke(frames.SELECTED), "deselected at the end")
 
 
 class ReadTests(MasterTestCase):
