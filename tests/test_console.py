@@ -200,6 +200,17 @@ class CommandTests(TestCase):
         self.assertIn("Baud rate  2400", text)
         self.assertEqual(self.text("show line 2"), "show line: '2' is not a line; lines: 1")
 
+    def test_show_line_every_line(self):
+        """Without a number, every line's page, a blank line between them."""
+        from cmegw.config.model import LineConfig
+
+        config = self.gateway.running_config
+        self.gateway.running_config = config.with_line(2, LineConfig(device="/dev/ttyUSB9", baud_rate=300))
+        pages = self.text("show line").split("\n\n")
+        self.assertEqual([page.splitlines()[0] for page in pages],
+                         ["Line 1: RS232, 2400, Even, 8, 1, None", "Line 2: RS232, 300, Even, 8, 1, None"])
+        self.assertEqual(pages[1], self.text("show line 2"))
+
     def test_show_http(self):
         text = self.text("show http")
         self.assertRegex(text, r"http_port\s+80\s+80")

@@ -471,111 +471,113 @@ def line_numbers(session: Session, words: list[str]) -> list[str]:
     return [str(n) for n in session.gateway.running_config.lines] if not words else []
 
 
-def _numbers(args: Arguments, table: dict[int, Any], what: str) -> list[int]:
+def _pages(args: Arguments, table: dict[int, Any], what: str, page: Callable[[int], list[str]]) -> str:
+    """The page of the numbered part named (``show tunnel 2``), or of every one, a blank line between."""
     words = args.expect(0, 1, "[N]")
-    return [number_argument(args, words[0], table, what)] if words else list(table)
+    numbers = [number_argument(args, words[0], table, what)] if words else list(table)
+    return "\n\n".join("\n".join(page(n)) for n in numbers)
+
+
+def _tunnel_page(gateway: Any, n: int) -> list[str]:
+    tunnel = gateway.running_config.tunnels[n]
+    stats = gateway.tunnel_stats.get(n)
+    lines = [f"Tunnel {n} (line {n})"]
+    if stats is None:
+        lines.append("  not running")
+    else:
+        now = gateway.reactor.seconds()
+        rows = [
+            ("Completed accepts", str(stats.completed_accepts)),
+            ("Completed connects", str(stats.completed_connects)),
+            ("Disconnects", str(stats.disconnects)),
+            ("Dropped accepts", str(stats.dropped_accepts)),
+            ("Dropped connects", str(stats.dropped_connects)),
+            ("Octets forwarded from serial", str(stats.octets_from_serial)),
+            ("Octets forwarded from network", str(stats.octets_from_network)),
+            ("Octets discarded (no client)", str(stats.octets_discarded)),
+            ("Accept connection time", format_duration(stats.accept_connection_time(now))),
+        ]
+        rows += [(f"Connect {i} connection time", format_duration(t))
+                 for i, t in enumerate(stats.connect_times, 1)]
+        lines += ["  Statistics", *table_lines(rows, 4)]
+    lines += ["  Accept mode", *table_lines([
+        ("State", _tunnel_state(gateway, n) if tunnel.enabled else "disabled"),
+        ("Listening endpoint", gateway.overrides.tunnel if n == 1 and gateway.overrides.tunnel
+         else tunnel.listen),
+        ("TCP keep-alive", f"{tunnel.keepalive} s" if tunnel.keepalive else "off"),
+        ("Second client", tunnel.on_busy),
+        ("Allowed clients", ", ".join(tunnel.allow_list) or "anyone"),
+        ("TLS", ("on, client certificates from " + tunnel.tls_client_ca if tunnel.tls_client_ca else "on")
+         if tunnel.tls else "off"),
+        ("RFC 2217", "on" if tunnel.rfc2217 else "off"),
+    ], 4)]
+    access = getattr(getattr(gateway, "tunnels", {}).get(n), "access", None)
+    if access is not None and (access.refused_by_allow_list or access.tls_refused):
+        lines += table_lines([
+            ("Refused by the allow-list", str(access.refused_by_allow_list)),
+            ("Refused TLS clients", str(access.tls_refused)),
+            ("Last refused", access.last_refused),
+        ], 4)
+    connect = getattr(gateway, "connect_stats", {}).get(n)
+    rows = [("State", _connect_state(gateway, n)), ("Connect", tunnel.connect_mode)]
+    rows += [(f"Host {i}", host) for i, host in enumerate(tunnel.connect_hosts, 1)]
+    if tunnel.connect_hosts:
+        rows += [
+            ("Host list", tunnel.connect_host_list),
+            ("Retry wait", f"{tunnel.connect_backoff_min} s doubling up to {tunnel.connect_backoff_max} s"),
+            ("Trusted CA (tls:)", tunnel.connect_tls_ca or "the system's trust store"),
+            ("Client certificate", tunnel.connect_tls_certificate or "none"),
+        ]
+    if connect is not None and connect.last_error:
+        rows.append(("Last failure", connect.last_error))
+    if connect is not None and connect.tls_failures:
+        rows.append(("Failed TLS handshakes", str(connect.tls_failures)))
+    lines += ["  Connect mode", *table_lines(rows, 4)]
+    lines += ["  Disconnect mode", *table_lines([
+        ("Disconnect timeout", f"{tunnel.disconnect_timeout} s" if tunnel.disconnect_timeout else "never"),
+    ], 4)]
+    return lines
 
 
 @SHOW.command("tunnel", "the M-Bus TCP/IP page: statistics, accept and disconnect mode", "[N]",
               complete=_tunnels)
 def show_tunnel(session: Session, args: Arguments) -> Result:
     gateway = session.gateway
-    config: Config = gateway.running_config
-    pages = []
-    for n in _numbers(args, config.tunnels, "tunnel"):
-        tunnel = config.tunnels[n]
-        stats = gateway.tunnel_stats.get(n)
-        lines = [f"Tunnel {n} (line {n})"]
-        if stats is None:
-            lines.append("  not running")
-        else:
-            now = gateway.reactor.seconds()
-            rows = [
-                ("Completed accepts", str(stats.completed_accepts)),
-                ("Completed connects", str(stats.completed_connects)),
-                ("Disconnects", str(stats.disconnects)),
-                ("Dropped accepts", str(stats.dropped_accepts)),
-                ("Dropped connects", str(stats.dropped_connects)),
-                ("Octets forwarded from serial", str(stats.octets_from_serial)),
-                ("Octets forwarded from network", str(stats.octets_from_network)),
-                ("Octets discarded (no client)", str(stats.octets_discarded)),
-                ("Accept connection time", format_duration(stats.accept_connection_time(now))),
-            ]
-            rows += [(f"Connect {i} connection time", format_duration(t))
-                     for i, t in enumerate(stats.connect_times, 1)]
-            lines += ["  Statistics", *table_lines(rows, 4)]
-        lines += ["  Accept mode", *table_lines([
-            ("State", _tunnel_state(gateway, n) if tunnel.enabled else "disabled"),
-            ("Listening endpoint", gateway.overrides.tunnel if n == 1 and gateway.overrides.tunnel
-             else tunnel.listen),
-            ("TCP keep-alive", f"{tunnel.keepalive} s" if tunnel.keepalive else "off"),
-            ("Second client", tunnel.on_busy),
-            ("Allowed clients", ", ".join(tunnel.allow_list) or "anyone"),
-            ("TLS", ("on, client certificates from " + tunnel.tls_client_ca if tunnel.tls_client_ca else "on")
-             if tunnel.tls else "off"),
-            ("RFC 2217", "on" if tunnel.rfc2217 else "off"),
+    return _pages(args, gateway.running_config.tunnels, "tunnel", lambda n: _tunnel_page(gateway, n))
+
+
+def _line_page(gateway: Any, n: int) -> list[str]:
+    line = gateway.running_config.lines[n]
+    stats = gateway.line_stats.get(n)
+    lines = [f"Line {n}: {line.settings_text}"]
+    if stats is None:
+        lines.append("  not running")
+    else:
+        lines += ["  Statistics", *table_lines([
+            ("State", _line_state(gateway, n)),
+            ("Receiver bytes", str(stats.rx_bytes)),
+            ("Receiver breaks", _count(stats.rx_breaks)),
+            ("Transmitter bytes", str(stats.tx_bytes)),
+            ("Transmitter breaks", _count(stats.tx_breaks)),
+            ("Parity errors", _count(stats.parity_errors)),
+            ("Framing errors", _count(stats.framing_errors)),
+            ("Overrun errors", _count(stats.overrun_errors)),
+            ("No Rx buffer errors", _count(stats.buffer_errors)),
+            ("Queued receive bytes", _count(stats.queued_rx)),
+            ("Queued transmit bytes", _count(stats.queued_tx)),
+            ("Reopen attempts", str(stats.reopen_attempts)),
         ], 4)]
-        access = getattr(getattr(gateway, "tunnels", {}).get(n), "access", None)
-        if access is not None and (access.refused_by_allow_list or access.tls_refused):
-            lines += table_lines([
-                ("Refused by the allow-list", str(access.refused_by_allow_list)),
-                ("Refused TLS clients", str(access.tls_refused)),
-                ("Last refused", access.last_refused),
-            ], 4)
-        connect = getattr(gateway, "connect_stats", {}).get(n)
-        rows = [("State", _connect_state(gateway, n)), ("Connect", tunnel.connect_mode)]
-        rows += [(f"Host {i}", host) for i, host in enumerate(tunnel.connect_hosts, 1)]
-        if tunnel.connect_hosts:
-            rows += [
-                ("Host list", tunnel.connect_host_list),
-                ("Retry wait", f"{tunnel.connect_backoff_min} s doubling up to {tunnel.connect_backoff_max} s"),
-                ("Trusted CA (tls:)", tunnel.connect_tls_ca or "the system's trust store"),
-                ("Client certificate", tunnel.connect_tls_certificate or "none"),
-            ]
-        if connect is not None and connect.last_error:
-            rows.append(("Last failure", connect.last_error))
-        if connect is not None and connect.tls_failures:
-            rows.append(("Failed TLS handshakes", str(connect.tls_failures)))
-        lines += ["  Connect mode", *table_lines(rows, 4)]
-        lines += ["  Disconnect mode", *table_lines([
-            ("Disconnect timeout", f"{tunnel.disconnect_timeout} s" if tunnel.disconnect_timeout else "never"),
-        ], 4)]
-        pages.append("\n".join(lines))
-    return "\n\n".join(pages)
+    lines += ["  Configuration", *table_lines([
+        ("Device", "simulated M-Bus" if line.simulate else line.device),
+        ("Baud rate", f"{line.baud_rate} (set line.{n}.baud_rate; applies at once)"),
+    ], 4)]
+    return lines
 
 
 @SHOW.command("line", "the M-Bus Serial page: statistics and baud rate", "[N]", complete=line_numbers)
 def show_line(session: Session, args: Arguments) -> Result:
     gateway = session.gateway
-    config: Config = gateway.running_config
-    pages = []
-    for n in _numbers(args, config.lines, "line"):
-        line = config.lines[n]
-        stats = gateway.line_stats.get(n)
-        lines = [f"Line {n}: {line.settings_text}"]
-        if stats is None:
-            lines.append("  not running")
-        else:
-            lines += ["  Statistics", *table_lines([
-                ("State", _line_state(gateway, n)),
-                ("Receiver bytes", str(stats.rx_bytes)),
-                ("Receiver breaks", _count(stats.rx_breaks)),
-                ("Transmitter bytes", str(stats.tx_bytes)),
-                ("Transmitter breaks", _count(stats.tx_breaks)),
-                ("Parity errors", _count(stats.parity_errors)),
-                ("Framing errors", _count(stats.framing_errors)),
-                ("Overrun errors", _count(stats.overrun_errors)),
-                ("No Rx buffer errors", _count(stats.buffer_errors)),
-                ("Queued receive bytes", _count(stats.queued_rx)),
-                ("Queued transmit bytes", _count(stats.queued_tx)),
-                ("Reopen attempts", str(stats.reopen_attempts)),
-            ], 4)]
-        lines += ["  Configuration", *table_lines([
-            ("Device", "simulated M-Bus" if line.simulate else line.device),
-            ("Baud rate", f"{line.baud_rate} (set line.{n}.baud_rate; applies at once)"),
-        ], 4)]
-        pages.append("\n".join(lines))
-    return "\n\n".join(pages)
+    return _pages(args, gateway.running_config.lines, "line", lambda n: _line_page(gateway, n))
 
 
 def web_state(gateway: Any) -> Any:
