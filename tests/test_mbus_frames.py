@@ -2,6 +2,10 @@
 Tests for L{cmegw.mbus.frames}.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
@@ -182,3 +186,22 @@ class SecondaryAddressTests(TestCase):
         self.assertFalse(address.matches("FFFFFFFF", 0x1597, 0xFF, 0xFF))
         self.assertFalse(address.matches("FFFFFFFF", 0xFFFF, 2, 0xFF))
         self.assertFalse(address.matches("FFFFFFFF", 0xFFFF, 0xFF, 6))
+
+
+class PurityTests(TestCase):
+    def test_imports_no_twisted(self) -> None:
+        """
+        The link layer is pure functions on bytes: importing it loads no Twisted.
+        """
+        code = (
+            "import sys, cmegw.mbus.frames; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "[]"), result.stderr)
