@@ -952,9 +952,10 @@ def _decode_record(data: bytes, start: int) -> tuple[Record, int]:
     vifes, pos = _read_vifes(data, pos, vif)
     unit, meanings, manufacturer_vife = _interpret_vif(vif, vifes, text_unit)
     payload, lvar, pos = _read_value(data, pos, coding, start)
-    raw, value = _convert(coding, lvar, payload, vif, vifes, unit)
+    time_point = _is_time_point(vif, vifes)
+    raw, value = _convert(coding, lvar, payload, time_point, unit)
     if isinstance(raw, (datetime.date, datetime.time)) or (
-        raw is None and coding is not Coding.NONE and _is_time_point(vif, vifes)
+        raw is None and coding is not Coding.NONE and time_point
     ):
         unit = attrs.evolve(unit, unit="", exponent=0, factor=1.0)
     record = Record(
@@ -1159,14 +1160,14 @@ def _date_vife(vifes: tuple[int, ...]) -> bool:
 
 
 def _convert(
-    coding: Coding, lvar: int | None, payload: bytes, vif: int, vifes: tuple[int, ...], unit: Unit
+    coding: Coding, lvar: int | None, payload: bytes, time_point: bool, unit: Unit
 ) -> tuple[object, object]:
     """
     The raw value and the value in C{unit}.
     """
     if coding in (Coding.NONE, Coding.READOUT):
         return None, None
-    if _is_time_point(vif, vifes):
+    if time_point:
         if coding is Coding.INT16:
             date = decode_date(payload)
             return date, date
