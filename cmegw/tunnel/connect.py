@@ -541,8 +541,9 @@ class ConnectTunnelService(service.Service):
     def _protocol_class(self, tls: bool) -> type:
         base: type = ConnectProtocol
         if self._sharing():
-            base = sharing_connect_protocol()
-            self.factory.arbiter = self.arbiter
+            from cmegw.tunnel.sharing import SharingProtocol
+
+            base = SharingProtocol
             self.factory.sharing = getattr(getattr(self.accept(), "factory", None), "sharing", None)
             if self.factory.sharing is None:
                 from cmegw.tunnel.sharing import SharingStatistics
@@ -716,22 +717,3 @@ class ConnectTunnelService(service.Service):
             self._attempt_host = None
         self._pending = bytearray()
         self.connect_stats.buffered = 0
-
-
-_SHARING_CLASS: list[type] = []
-
-
-def sharing_connect_protocol() -> type:
-    """A sharing-mode client (`cmegw.tunnel.sharing.SharingProtocol`) that is the connect-mode peer."""
-    if not _SHARING_CLASS:
-        from cmegw.tunnel.sharing import SharingProtocol
-
-        class SharingConnectProtocol(SharingProtocol):
-            started = False
-
-            def connectionMade(self) -> None:
-                self.started = True
-                super().connectionMade()
-
-        _SHARING_CLASS.append(SharingConnectProtocol)
-    return _SHARING_CLASS[0]
