@@ -400,9 +400,10 @@ class Master(service.Service):
                 else:
                     scan.state = SCAN_FAILED
                     self.stats.scans_failed += 1
-                    scan.errors.append(result.getErrorMessage() if result.check(
-                        MeterError, LineUnavailable, BusBusy) else repr(result.value))
-                    if not result.check(MeterError, LineUnavailable, BusBusy):
+                    if result.check(MeterError, LineUnavailable, BusBusy):
+                        scan.errors.append(result.getErrorMessage())
+                    else:
+                        scan.errors.append(repr(result.value))
                         log.failure("Line {n}: scan failed", result, n=self.number)
             else:
                 scan.state = SCAN_DONE
