@@ -64,7 +64,7 @@ class SimulatedMeter:
     status: int = 0
     signature: int = 0
     access_number: int = 0
-    baud: int = 2400
+    baud: int = DEFAULT_BAUD
     selected: bool = False
     _next: int = attrs.field(default=0, init=False)
     _last_fcb: bool | None = attrs.field(default=None, init=False)
