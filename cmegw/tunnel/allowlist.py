@@ -24,11 +24,9 @@ from typing import Any, Callable, Iterable
 import attrs
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 
 from cmegw.config.model import allow_list_network
-
-log = Logger(namespace="cmegw.tunnel")
+from cmegw.tunnel.eventlog import ConnectionEvents
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -106,7 +104,7 @@ class GuardedFactory(Factory):
         self.access = access
         self.clock = clock
         #: The tunnel's `cmegw.tunnel.eventlog.ConnectionEvents`: a scanner's flood is summed up, not logged.
-        self.events = events
+        self.events = events if events is not None else ConnectionEvents(number, clock)
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         host = getattr(addr, "host", None)
@@ -117,10 +115,7 @@ class GuardedFactory(Factory):
             self.stats.dropped_accepts += 1
             self.access.refused_by_allow_list += 1
             self.access.refused(peer, "not in the allow-list", self.clock.seconds())
-            if self.events is not None:
-                self.events.info("Tunnel {n}: refused {peer}: not in the allow-list", peer=peer)
-            else:
-                log.info("Tunnel {n}: refused {peer}: not in the allow-list", n=self.number, peer=peer)
+            self.events.info("Tunnel {n}: refused {peer}: not in the allow-list", peer=peer)
             return None
         return self.inner.buildProtocol(addr)
 
