@@ -759,6 +759,39 @@ class SessionTests(TestCase):
             self.assertIn("Stopping.", client.text())
 
 
+class SSHCommandTests(TestCase):
+    """A single command over SSH (``ssh gateway show status``) answers as the telnet session does."""
+
+    def setUp(self):
+        try:
+            from cmegw.console.ssh import ConsoleAvatar
+        except ImportError as e:
+            raise self.skipTest(f"twisted.conch.ssh cannot be imported here: {e}")
+        self.gateway = make_gateway(self)
+        self.clock = task.Clock()
+        table = CommandTable()
+
+        @table.command("later", "fails after a while")
+        def later(session, args):
+            return defer.fail(RuntimeError("kaput"))
+
+        self.avatar = ConsoleAvatar(Console(self.gateway, self.clock, table), "admin")
+
+    def run_command(self, line: str) -> tuple[str, list]:
+        transport = StringTransport()
+        ended = []
+        transport.processEnded = ended.append
+        self.avatar.execCommand(transport, line.encode())
+        self.clock.advance(0)
+        return transport.value().decode(), ended
+
+    def test_failure_is_reported_as_in_a_session(self):
+        out, ended = self.run_command("later now")
+        self.assertEqual(out, "later: failed (kaput); the gateway's log has the details.\n")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(len(ended), 1)
+
+
 class RobustnessTests(TestCase):
     """Garbage and option floods neither raise nor grow without bound."""
 

@@ -89,6 +89,19 @@ class Console:
             session.close(why)
 
 
+def error_reply(command: str, failure: Failure) -> Reply:
+    """What a session (telnet, SSH shell or SSH command) answers when `command` fails."""
+    if failure.check(CommandError):
+        return Reply(str(failure.value))
+    if failure.check(ConfigError):
+        return Reply(f"{command}: {failure.value}")
+    if failure.check(defer.CancelledError):
+        return Reply(f"{command}: cancelled.")
+    log.failure("Console: {command} failed", failure, command=command)
+    return Reply(f"{command}: failed ({failure.getErrorMessage() or failure.type.__name__}); "
+                 "the gateway's log has the details.")
+
+
 def _text(data: str) -> bytes:
     """Text for the terminal, which ends each line with CR LF."""
     return data.replace("\r\n", "\n").encode("utf-8", "replace")
@@ -441,19 +454,8 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
         try:
             result = call()
         except Exception as e:
-            result = self._error(command, Failure(e))
+            result = error_reply(command, Failure(e))
         self._show(result, command)
-
-    def _error(self, command: str, failure: Failure) -> Reply:
-        if failure.check(CommandError):
-            return Reply(str(failure.value))
-        if failure.check(ConfigError):
-            return Reply(f"{command}: {failure.value}")
-        if failure.check(defer.CancelledError):
-            return Reply(f"{command}: cancelled.")
-        log.failure("Console: {command} failed", failure, command=command)
-        return Reply(f"{command}: failed ({failure.getErrorMessage() or failure.type.__name__}); "
-                     "the gateway's log has the details.")
 
     def _show(self, result: Result, command: str) -> None:
         if self.state == CLOSED:
@@ -461,7 +463,7 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
         if isinstance(result, defer.Deferred):
             self.state = BUSY
             self._running = result
-            result.addErrback(lambda f: self._error(command, f))
+            result.addErrback(lambda f: error_reply(command, f))
             result.addCallback(self._finished, command)
             return
         reply = Reply(result or "") if result is None or isinstance(result, str) else result

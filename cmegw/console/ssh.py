@@ -30,8 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cmegw.config.model import ConfigError
-from cmegw.console.commands import CommandError, Reply, Session
+from cmegw.console.commands import Reply, Session
 from cmegw.console.protocol import (
     LOGIN_FAILURE_DELAY,
     LOGIN_TIMEOUT,
@@ -40,6 +39,7 @@ from cmegw.console.protocol import (
     ConsoleProtocol,
     ConsoleTerminal,
     _text,
+    error_reply,
 )
 
 log = Logger(namespace="cmegw.console")
@@ -122,6 +122,8 @@ class ConsoleAvatar(avatar.ConchUser):
         self.console.clock.callLater(0, self._exec, transport, command.decode("utf-8", "replace"))
 
     def _exec(self, transport: Any, line: str) -> None:
+        command = line.split()[0] if line.split() else ""
+
         def emit(text: str) -> None:
             transport.write(_text(text.rstrip("\n") + "\n"))
 
@@ -129,7 +131,7 @@ class ConsoleAvatar(avatar.ConchUser):
             reply = Reply(result) if isinstance(result, str) else result
             status = 0
             if reply.ask is not None:
-                emit(f"{line.split()[0]}: asks a question; run it in an interactive session (ssh -t)")
+                emit(f"{command}: asks a question; run it in an interactive session (ssh -t)")
                 status = 1
             elif reply.text:
                 emit(reply.text)
@@ -139,15 +141,9 @@ class ConsoleAvatar(avatar.ConchUser):
             ended = ProcessDone(0) if status == 0 else ProcessTerminated(exitCode=status)
             transport.processEnded(Failure(ended))
 
-        def failed(failure: Failure) -> Reply:
-            if failure.check(CommandError, ConfigError):
-                return Reply(str(failure.value))
-            log.failure("Console: {line!r} failed", failure, line=line)
-            return Reply(f"failed: {failure.getErrorMessage()}")
-
         session_ = Session(self.console.gateway, user=self.name, emit=emit)
         d = defer.maybeDeferred(self.console.table.run, session_, line)
-        d.addErrback(failed).addCallback(done)
+        d.addErrback(lambda f: error_reply(command, f)).addCallback(done)
 
     def eofReceived(self) -> None:
         if self._terminal is not None:
