@@ -27,9 +27,9 @@ from cmegw.config.model import ConfigError
 from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 from cmegw.web import pages_http
-from cmegw.web.app import admin_resource
+from cmegw.web.app import admin_resource, build_app
 from cmegw.web.hostnet import HostAddress, HostNetwork, read_host_network, resolv_conf
-from cmegw.web.pages import web_root
+from cmegw.web.pages import Admin, web_root
 from cmegw.web.pages_system import RESTART_DELAY, SoftwareUpdater, UpdateError, pidfile_of, verify_wheel
 from tests.support import open_pty
 
@@ -415,6 +415,23 @@ class CsrfTests(PagesTestBase):
         response, _ = yield self.post("/serial/configuration", {"_group": "1", "line.1.baud_rate": "300"},
                                       token=token, headers={b"origin": [b"http://127.0.0.1:8080"]})
         self.assertEqual(response.code, 200)
+
+    @defer.inlineCallbacks
+    def test_every_form_needs_the_token(self) -> None:
+        """Every POST route of the pages (the JSON API has its own guard) refuses a request without the token."""
+        app = build_app(Admin(self.gateway, clock=self.clock, host_network=lambda: HOST, web=lambda: self.web))
+        forms = sorted(re.sub(r"<[^>]+>", "1", rule.rule) for rule in app.url_map.iter_rules()
+                       if "POST" in rule.methods and not rule.rule.startswith("/api"))
+        self.assertIn("/system/restart", forms)
+        config = self.store.config
+        yield self.get("/status")
+        for path in forms:
+            response, body = yield self.post(path, {"_group": "1", "line": "1", "confirm": "on"}, token="00" * 32)
+            self.assertEqual(response.code, 403, path)
+            self.assertIn("Nothing was changed", body, path)
+        self.assertIs(self.store.config, config)
+        self.assertEqual(self.clock.getDelayedCalls(), [], "no restart was scheduled")
+        self.assertEqual(len(self.web.access_log.entries), 1, "the log was not cleared")
 
     @defer.inlineCallbacks
     def test_session_cookie_flags(self) -> None:

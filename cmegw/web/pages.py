@@ -17,6 +17,7 @@ form keeps what the user typed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -25,7 +26,7 @@ import sys
 import sysconfig
 from email import message_from_bytes
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Container, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import attrs
@@ -500,10 +501,12 @@ def error_message(error: ConfigError) -> str:
 
 def apply_form(admin: "Admin", request: IRequest, fields: Sequence[Field],
                prepare: Callable[[dict[str, str]], dict[str, Any]] | None = None,
-               aliases: dict[str, str] | None = None) -> tuple[FormState, bool]:
+               aliases: dict[str, str] | None = None,
+               saved_state: Callable[[], FormState] | None = None) -> tuple[FormState, bool]:
     """
     Change the settings of a submitted form, all or nothing.  Returns the
-    state to show and whether it was saved.
+    state to show and whether it was saved; once saved, the form shows
+    `saved_state()` (by default `settings_state` of its fields).
     """
     typed = typed_values(request, fields)
     state = FormState(values=dict(typed))
@@ -536,9 +539,32 @@ def apply_form(admin: "Admin", request: IRequest, fields: Sequence[Field],
             return state, False
     labels = {f.name: f.label for f in fields}
     labels.update({alias: labels[target] for alias, target in (aliases or {}).items() if target in labels})
-    fresh = settings_state(admin, fields)
+    fresh = saved_state() if saved_state else settings_state(admin, fields)
     fresh.notice = change_message(labels, changed)
     return fresh, True
+
+
+def save_form(admin: "Admin", request: IRequest, page: Callable[..., "Layout"], fields: Sequence[Field],
+              show: Callable[[FormState], Any], **options: Any) -> "Layout":
+    """Apply a settings form (`apply_form` with `options`) and answer with `show(state)`: 200 saved, 400 not."""
+    state, ok = apply_form(admin, request, fields, **options)
+    return page(request, show(state), code=200 if ok else 400, notice=state.notice)
+
+
+def posted_number(request: IRequest, numbers: Container[int]) -> int | None:
+    """The line or tunnel a form's ``_group`` names, if it is one of `numbers`."""
+    group = form_value(request, "_group")
+    return int(group) if group.isdigit() and int(group) in numbers else None
+
+
+def save_numbered_form(admin: "Admin", request: IRequest, page: Callable[..., "Layout"], numbers: Container[int],
+                       fields_of: Callable[[int], Sequence[Field]],
+                       show: Callable[[dict[int, FormState]], Any]) -> "Layout":
+    """`save_form` for the form of one of several lines or tunnels; 400 for a number not in `numbers`."""
+    n = posted_number(request, numbers)
+    if n is None:
+        return page(request, show({}), code=400)
+    return save_form(admin, request, page, fields_of(n), lambda state: show({n: state}))
 
 
 def settings_form(admin: "Admin", request: IRequest, action: str, group: str, fields: Sequence[Field],
@@ -648,6 +674,17 @@ class Admin:
 
     def checked(self, request: IRequest) -> bool:
         return self.csrf.check(request, form_value(request, CSRF_FIELD))
+
+    def csrf_checked(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """A form's POST handler that runs only with this browser's CSRF token (the 403 page otherwise)."""
+
+        @functools.wraps(handler)
+        def checked_handler(request: IRequest, *args: Any, **kwargs: Any) -> Any:
+            if not self.checked(request):
+                return self.forbidden(request)
+            return handler(request, *args, **kwargs)
+
+        return checked_handler
 
 
 def security_headers(request: IRequest) -> None:

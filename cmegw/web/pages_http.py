@@ -23,7 +23,6 @@ from cmegw.web.pages import (
     Field,
     FormState,
     Notice,
-    apply_form,
     applies_text,
     button,
     card,
@@ -35,6 +34,7 @@ from cmegw.web.pages import (
     mark_restart,
     post_form,
     render_field,
+    save_form,
     settings_form,
     settings_state,
     uploads,
@@ -278,9 +278,8 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, log_content(admin, request), active="/http")
 
     @app.route("/http/log/clear", methods=["POST"])
+    @admin.csrf_checked
     def http_log_clear(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         web = admin.web()
         if web is not None:
             web.access_log.clear()
@@ -292,12 +291,10 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, configuration_content(admin, request))
 
     @app.route("/http/configuration", methods=["POST"])
+    @admin.csrf_checked
     def http_configure(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
-        state, ok = apply_form(admin, request, CONFIG_FIELDS)
-        return page(request, configuration_content(admin, request, state), code=200 if ok else 400,
-                    notice=state.notice)
+        return save_form(admin, request, page, CONFIG_FIELDS,
+                         lambda state: configuration_content(admin, request, state))
 
     def auth_page(request: IRequest, states: dict[str, FormState] | None = None, notice: Notice | None = None,
                   code: int = 200) -> Any:
@@ -307,8 +304,6 @@ def routes(app: Klein, admin: Admin) -> None:
     def change(request: IRequest, make: Any, done: str, key: str, fields: list[Field],
                keep: dict[str, str]) -> Any:
         """Apply one directive/user change; on error show it at its field and keep what was typed."""
-        if not admin.checked(request):
-            return admin.forbidden(request)
         try:
             new = make(admin.gateway.store.config)
             save(admin, new)
@@ -332,23 +327,27 @@ def routes(app: Klein, admin: Admin) -> None:
         return auth_page(request)
 
     @app.route("/http/authentication/directive", methods=["POST"])
+    @admin.csrf_checked
     def http_directive_add(request: IRequest) -> Any:
         uri, realm, kind = (form_value(request, n) for n in ("uri", "realm", "auth_type"))
         return change(request, lambda c: add_directive(c, uri, realm, kind), f"Directive {uri} added.",
                       "directive", DIRECTIVE_FIELDS, {"uri": uri, "realm": realm, "auth_type": kind})
 
     @app.route("/http/authentication/directive/delete", methods=["POST"])
+    @admin.csrf_checked
     def http_directive_delete(request: IRequest) -> Any:
         uri = form_value(request, "uri")
         return change(request, lambda c: delete_directive(c, uri), f"Directive {uri} deleted.", "delete", [], {})
 
     @app.route("/http/authentication/directive/type", methods=["POST"])
+    @admin.csrf_checked
     def http_directive_type(request: IRequest) -> Any:
         uri, kind = form_value(request, "uri"), form_value(request, "auth_type")
         return change(request, lambda c: set_auth_type(c, uri, kind), f"Directive {uri} now uses {kind}.",
                       "type", [], {})
 
     @app.route("/http/authentication/user", methods=["POST"])
+    @admin.csrf_checked
     def http_user_add(request: IRequest) -> Any:
         uri, name = form_value(request, "uri"), form_value(request, "name")
         password, confirm = form_value(request, "password"), form_value(request, "confirm")
@@ -361,6 +360,7 @@ def routes(app: Klein, admin: Admin) -> None:
         return change(request, make, f"User {name} of {uri} saved.", f"user:{uri}", USER_FIELDS, {"name": name})
 
     @app.route("/http/authentication/user/delete", methods=["POST"])
+    @admin.csrf_checked
     def http_user_delete(request: IRequest) -> Any:
         uri, name = form_value(request, "uri"), form_value(request, "name")
         return change(request, lambda c: delete_user(c, uri, name), f"User {name} of {uri} deleted.",
@@ -371,9 +371,8 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, certificate_content(admin, request))
 
     @app.route("/http/certificate", methods=["POST"])
+    @admin.csrf_checked
     def http_certificate_upload(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         files = uploads(request)
         errors = {}
         for name in ("certificate", "private_key"):

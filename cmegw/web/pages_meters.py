@@ -259,9 +259,8 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request)
 
     @app.route("/meters/scan", methods=["POST"])
+    @admin.csrf_checked
     def meters_scan(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         master = posted_master(request)
         if master is None:
             return page(request, 400, Notice("error", "There is no such line."))
@@ -272,9 +271,8 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, notice=Notice("info", f"The {scan.kind} scan of line {master.number} started."))
 
     @app.route("/meters/stop", methods=["POST"])
+    @admin.csrf_checked
     def meters_stop(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         master = posted_master(request)
         if master is None or master.scan is None or not master.scan.running:
             return page(request, notice=Notice("info", "No scan runs."))
@@ -282,9 +280,8 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, notice=Notice("info", f"The scan of line {master.number} was stopped."))
 
     @app.route("/meters/read", methods=["POST"])
+    @admin.csrf_checked
     def meters_read(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         master = posted_master(request)
         if master is None:
             return page(request, 400, Notice("error", "There is no such line."))

@@ -23,7 +23,6 @@ from cmegw.web.pages import (
     Field,
     FormState,
     Notice,
-    apply_form,
     applies_text,
     button,
     card,
@@ -31,6 +30,7 @@ from cmegw.web.pages import (
     kv_table,
     mark_restart,
     post_form,
+    save_form,
     settings_form,
     settings_state,
 )
@@ -187,9 +187,8 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, status_content(admin, request))
 
     @app.route("/network/renew", methods=["POST"])
+    @admin.csrf_checked
     def network_renew(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         net = admin.gateway.running_config.network
         d = admin.gateway.netapply.renew(net)
         d.addCallback(lambda result: page(request, status_content(admin, request), code=renew_code(net, result),
@@ -201,24 +200,16 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, interface_content(admin, request))
 
     @app.route("/network/interface", methods=["POST"])
+    @admin.csrf_checked
     def network_interface_post(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
-        state, ok = apply_form(admin, request, INTERFACE_FIELDS, prepare=prepare_interface, aliases=ALIASES)
-        if ok:
-            notice = state.notice
-            state = interface_state(admin)
-            state.notice = notice
-        return page(request, interface_content(admin, request, state), code=200 if ok else 400,
-                    notice=state.notice)
+        return save_form(admin, request, page, INTERFACE_FIELDS, lambda state: interface_content(admin, request, state),
+                         prepare=prepare_interface, aliases=ALIASES, saved_state=lambda: interface_state(admin))
 
     @app.route("/network/link", methods=["GET"])
     def network_link(request: IRequest) -> Any:
         return page(request, link_content(admin, request))
 
     @app.route("/network/link", methods=["POST"])
+    @admin.csrf_checked
     def network_link_post(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
-        state, ok = apply_form(admin, request, LINK_FIELDS)
-        return page(request, link_content(admin, request, state), code=200 if ok else 400, notice=state.notice)
+        return save_form(admin, request, page, LINK_FIELDS, lambda state: link_content(admin, request, state))

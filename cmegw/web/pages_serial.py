@@ -18,11 +18,10 @@ from cmegw.web.pages import (
     Admin,
     Field,
     FormState,
-    apply_form,
     applies_text,
     card,
-    form_value,
     grid_table,
+    save_numbered_form,
     settings_form,
     settings_state,
     unavailable,
@@ -93,14 +92,7 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, configuration_content(admin, request, {}))
 
     @app.route("/serial/configuration", methods=["POST"])
+    @admin.csrf_checked
     def serial_configure(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
-        group = form_value(request, "_group")
-        lines = admin.gateway.store.config.lines
-        if not group.isdigit() or int(group) not in lines:
-            return page(request, configuration_content(admin, request, {}), code=400)
-        n = int(group)
-        state, ok = apply_form(admin, request, line_fields(n))
-        return page(request, configuration_content(admin, request, {n: state}), code=200 if ok else 400,
-                    notice=state.notice)
+        return save_numbered_form(admin, request, page, admin.gateway.store.config.lines, line_fields,
+                                  lambda states: configuration_content(admin, request, states))

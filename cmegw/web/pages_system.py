@@ -343,16 +343,14 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, system_content(admin, request))
 
     @app.route("/system/restart", methods=["POST"])
+    @admin.csrf_checked
     def system_restart(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         schedule_restart(admin)
         return waiting_page(admin, request, "Restarting", "The gateway restarts now.")
 
     @app.route("/system/factory-defaults", methods=["POST"])
+    @admin.csrf_checked
     def system_factory(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         if form_value(request, "confirm") != "on":
             return page(request, system_content(admin, request, {"confirm": "Tick the box to confirm."}),
                         code=400, notice=Notice("error", "Nothing was changed: confirm the factory defaults."))
@@ -362,9 +360,8 @@ def routes(app: Klein, admin: Admin) -> None:
                             "admin with password admin again; if the HTTP port changes, open the new one.")
 
     @app.route("/system/update", methods=["POST"])
+    @admin.csrf_checked
     def system_update(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         sha = form_value(request, "sha256")
         upload = uploads(request).get("wheel")
         try:

@@ -20,12 +20,11 @@ from cmegw.web.pages import (
     Admin,
     Field,
     FormState,
-    apply_form,
     applies_text,
     card,
-    form_value,
     grid_table,
     mark_restart,
+    save_numbered_form,
     settings_form,
     settings_state,
 )
@@ -168,15 +167,8 @@ def routes(app: Klein, admin: Admin) -> None:
 
         def change(request: IRequest, fields_of: Any = fields_of, intro: str = intro,
                    action: str = action) -> Any:
-            if not admin.checked(request):
-                return admin.forbidden(request)
-            group = form_value(request, "_group")
-            if not group.isdigit() or int(group) not in admin.gateway.store.config.tunnels:
-                return page(request, forms_content(admin, request, action, fields_of, {}, intro), code=400)
-            n = int(group)
-            state, ok = apply_form(admin, request, fields_of(n))
-            return page(request, forms_content(admin, request, action, fields_of, {n: state}, intro),
-                        code=200 if ok else 400, notice=state.notice)
+            return save_numbered_form(admin, request, page, admin.gateway.store.config.tunnels, fields_of,
+                                      lambda states: forms_content(admin, request, action, fields_of, states, intro))
 
         app.route(action, methods=["GET"], endpoint=f"tcpip_{kind}")(show)
-        app.route(action, methods=["POST"], endpoint=f"tcpip_{kind}_post")(change)
+        app.route(action, methods=["POST"], endpoint=f"tcpip_{kind}_post")(admin.csrf_checked(change))

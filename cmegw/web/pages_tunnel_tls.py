@@ -44,10 +44,10 @@ from cmegw.web.pages import (
     Notice,
     button,
     card,
-    form_value,
     hidden,
     kv_table,
     post_form,
+    posted_number,
     render_field,
     uploads,
 )
@@ -231,23 +231,19 @@ def content(admin: Admin, request: IRequest, errors: dict[int, dict[str, str]] |
 def routes(app: Klein, admin: Admin) -> None:
     from cmegw.web.pages_tcpip import TABS
 
-    def page(request: IRequest, body: Any, code: int = 200, notice: Notice | None = None) -> Any:
-        return admin.page(request, section="tcpip", title="M-Bus TCP/IP", tabs=TABS, content=body, code=code,
-                          notice=notice)
+    page = admin.section_page("tcpip", "M-Bus TCP/IP", TABS)
 
     @app.route(PAGE_PATH, methods=["GET"], endpoint="tcpip_tls")
     def show(request: IRequest) -> Any:
         return page(request, content(admin, request))
 
     @app.route(PAGE_PATH, methods=["POST"], endpoint="tcpip_tls_post")
+    @admin.csrf_checked
     def upload(request: IRequest) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
-        group = form_value(request, "_group")
-        if not group.isdigit() or int(group) not in admin.gateway.store.config.tunnels:
+        n = posted_number(request, admin.gateway.store.config.tunnels)
+        if n is None:
             return page(request, content(admin, request), code=400,
                         notice=Notice("error", "No such tunnel; nothing was changed."))
-        n = int(group)
         prefix = f"tunnel.{n}."
         files = {name: u.data for name, u in uploads(request).items() if name.startswith(prefix) and u.data.strip()}
         try:
