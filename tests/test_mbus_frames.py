@@ -103,6 +103,8 @@ class ParseTests(TestCase):
         self.assertEqual(frame, Frame("short", 0x7B, 7))
         self.assertTrue(frame.fcb)
         self.assertEqual(frame.function, 0x4B)
+        self.assertEqual(Frame("short", 0xDB, 7).function, 0x4B, "reserved bit 7 is not part of the function")
+        self.assertIsNone(Frame("ack").function)
 
     def test_control_and_long(self) -> None:
         self.assertEqual(

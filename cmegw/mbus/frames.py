@@ -294,9 +294,10 @@ class Frame:
     @property
     def function(self) -> int | None:
         """
-        The C field without its FCB/FCV (master) or ACD/DFC (slave) bits.
+        The C field without its FCB/FCV (master) or ACD/DFC (slave) bits
+        and the reserved bit 7: what the telegram asks or answers.
         """
-        return None if self.c is None else self.c & 0xCF
+        return None if self.c is None else self.c & 0x4F
 
 
 def parse_frame(buf: bytes) -> Frame:

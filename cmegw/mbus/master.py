@@ -602,7 +602,7 @@ def _is_ack(frame: frames.Frame) -> bool:
 
 
 def _is_rsp_ud(frame: frames.Frame) -> bool:
-    return frame.kind in ("long", "control") and frame.c is not None and frame.c & 0x4F == frames.RSP_UD
+    return frame.kind in ("long", "control") and frame.function == frames.RSP_UD
 
 
 def _from(frame: frames.Frame, target: int) -> bool:

@@ -848,7 +848,7 @@ def decode_frame(frame: frames.Frame) -> Telegram:
     """
     if frame.kind not in ("long", "control") or frame.ci is None:
         raise DecodeError(f"a {frame.kind} frame carries no user data")
-    if frame.c is not None and frame.c & 0x4F != frames.RSP_UD:
+    if frame.function is not None and frame.function != frames.RSP_UD:
         raise DecodeError(f"C field 0x{frame.c:02X} is not a RSP_UD")
     return decode_user_data(frame.ci, frame.data)
 

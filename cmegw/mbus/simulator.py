@@ -206,7 +206,7 @@ class MeterBus:
             return None
         assert frame.c is not None and frame.a is not None
         c = frame.c
-        function = c & 0x4F
+        function = frame.function
         if function == frames.SND_NKE and frame.kind == "short":
             return self._answer(self._link_reset(frame.a), lambda meter: frames.ACK)
         if function == (frames.REQ_UD2 & 0x4F) and frame.kind == "short":
