@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import socket
+import textwrap
 import time
 from typing import Any, Callable, Iterable, Iterator, Union
 
@@ -33,7 +34,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 import cmegw
-from cmegw.config.model import AUTH_TYPES, AuthDirective, Config, ConfigError, User, directive_for
+from cmegw.config.model import AUTH_TYPES, BAUD_RATES, AuthDirective, Config, ConfigError, User, directive_for
 from cmegw.config.settings import apply_setting, format_value, get_setting, needs_restart, setting_names
 from cmegw.stats import format_duration
 
@@ -176,7 +177,7 @@ class CommandTable:
         """Register the decorated handler; its docstring is the help text unless `details` is given."""
 
         def register(handler: Handler) -> Handler:
-            text = details if details is not None else _dedent(handler.__doc__ or "")
+            text = details if details is not None else textwrap.dedent(handler.__doc__ or "").strip()
             self.add(Command(name, summary, usage, text, handler, complete, aliases))
             return handler
 
@@ -280,12 +281,6 @@ def _after_words(line: str, count: int) -> str:
         word = rest.split(None, 1)[0]
         rest = rest[len(word):].lstrip()
     return rest
-
-
-def _dedent(text: str) -> str:
-    import textwrap
-
-    return textwrap.dedent(text).strip()
 
 
 def table_lines(rows: Iterable[tuple[str, str]], indent: int = 2) -> list[str]:
@@ -701,8 +696,6 @@ def _set_candidates(session: Session, words: list[str]) -> list[str]:
         if isinstance(value, bool):
             return ["on", "off"]
         if words[0].endswith(".baud_rate"):
-            from cmegw.config.model import BAUD_RATES
-
             return [str(b) for b in BAUD_RATES]
     return []
 

@@ -29,7 +29,6 @@ class ConsoleService(service.MultiService):
         self.console.close_all("The gateway is stopping; this session closes.")
         return super().stopService()
 
-
     def when_listening(self) -> defer.Deferred:
         """Fires once every console listener listens (systemd's READY waits for it)."""
         return defer.gatherResults([listener.when_listening() for listener in self],
@@ -83,10 +82,6 @@ class ConsoleListener(service.Service):
         return defer.maybeDeferred(port.stopListening) if port is not None else None
 
 
-def _listener(reactor: Any, endpoint: str, factory: Any, what: str) -> service.IService:
-    return ConsoleListener(reactor, endpoint, factory, what)
-
-
 def make_console(gateway: Any, clock: Any = None) -> service.IService:
     """
     The console of `gateway`: telnet on the command line's ``--console``
@@ -98,7 +93,8 @@ def make_console(gateway: Any, clock: Any = None) -> service.IService:
     part = ConsoleService(console)
     telnet_endpoint = gateway.overrides.console or (config.listen if config.enabled else None)
     if telnet_endpoint:
-        _listener(gateway.reactor, telnet_endpoint, TelnetConsoleFactory(console), "telnet").setServiceParent(part)
+        telnet_listener = ConsoleListener(gateway.reactor, telnet_endpoint, TelnetConsoleFactory(console), "telnet")
+        telnet_listener.setServiceParent(part)
     if config.ssh_enabled:
         try:
             from cmegw.console.ssh import ConsoleSSHFactory, host_key_path, load_host_key
@@ -106,5 +102,6 @@ def make_console(gateway: Any, clock: Any = None) -> service.IService:
             log.error("Console: no SSH listener, twisted.conch.ssh cannot be imported: {e}", e=e)
             return part
         key = load_host_key(host_key_path(gateway.store.path))
-        _listener(gateway.reactor, config.ssh_listen, ConsoleSSHFactory(console, key), "ssh").setServiceParent(part)
+        ssh_listener = ConsoleListener(gateway.reactor, config.ssh_listen, ConsoleSSHFactory(console, key), "ssh")
+        ssh_listener.setServiceParent(part)
     return part
