@@ -32,7 +32,7 @@ Public API (the pages code against this):
     with the model's message.  A user's hashes depend on the realm: when a
     directive's realm changes, its users need new passwords.
 
-``DigestCredentialFactory(realm, algorithm, nonces, clock=None)``
+``DigestCredentialFactory(realm, algorithm, nonces)``
     RFC 7616 Digest (qop=auth; SHA-256 and MD5 each offered in its own
     challenge), with nonce expiry (`NONCE_LIFETIME`, answered with
     ``stale=true``), nonce-count tracking (a replayed Authorization header is
@@ -62,7 +62,7 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import pages
-from twisted.web._auth.basic import BasicCredentialFactory as _TwistedBasic
+from twisted.web.guard import BasicCredentialFactory as _TwistedBasic
 from twisted.web.guard import HTTPAuthSessionWrapper
 from twisted.web.iweb import ICredentialFactory
 from twisted.web.resource import IResource
