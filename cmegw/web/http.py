@@ -491,7 +491,7 @@ class GatewaySite(server.Site):
 
     def __init__(self, resource: Any, settings: Settings, stats: HttpStatistics | None = None,
                  access_log: AccessLog | None = None, reactor: Any = None) -> None:
-        super().__init__(resource, requestFactory=GatewayRequest, timeout=None, reactor=reactor)
+        super().__init__(resource, timeout=None, reactor=reactor)
         self.settings = settings
         self.stats = stats if stats is not None else HttpStatistics()
         self.access_log = access_log if access_log is not None else AccessLog(settings().max_log_entries)
