@@ -196,6 +196,7 @@ class MaxBytesTests(SynchronousTestCase):
         channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
                              % len(body) + body)
         self.assertNotEqual(parse_responses(transport.value())[0].status, 413)
+        self.assertEqual(parse_responses(transport.value())[0].body, b"got %d" % len(body))
         site, _, _ = make_site(max_bytes=1024)
         channel, transport = connect(site)
         channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
@@ -205,6 +206,14 @@ class MaxBytesTests(SynchronousTestCase):
         channel, transport = connect(site)
         channel.dataReceived(b"POST /system/other HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
                              % len(body))
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
+    def test_upload_headers_obey_max_bytes(self) -> None:
+        """Only the body of an upload has the upload limit: its headers still obey Max Bytes."""
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /api/update HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 1100
+                             + b"\r\nContent-Length: 5\r\n\r\nhello")
         self.assertEqual(parse_responses(transport.value())[0].status, 413)
 
     def test_headers_too_large(self) -> None:
