@@ -66,23 +66,23 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def read_certificates(path: str | Path, what: str) -> list[x509.Certificate]:
+def _read(path: str | Path, what: str) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
         raise TlsSetupError(f"cannot read the {what} {path}: {e.strerror}") from None
+
+
+def read_certificates(path: str | Path, what: str) -> list[x509.Certificate]:
+    data = _read(path, what)
     try:
-        certificates = x509.load_pem_x509_certificates(data)
+        return x509.load_pem_x509_certificates(data)
     except ValueError as e:
         raise TlsSetupError(f"the {what} {path} is not a PEM file of certificates ({e})") from None
-    return certificates
 
 
 def read_key(path: str | Path, what: str) -> Any:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise TlsSetupError(f"cannot read the {what} {path}: {e.strerror}") from None
+    data = _read(path, what)
     try:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -132,6 +132,16 @@ def validity_problem(chain: Sequence[x509.Certificate], leaf: str, now: datetime
         if certificate.not_valid_before_utc > now:
             return f"{owner} is not valid before {_when(certificate.not_valid_before_utc)}"
     return None
+
+
+def _check_pair(chain: Sequence[x509.Certificate], key: Any, mismatch: str, owner: str,
+                now: datetime.datetime) -> None:
+    """`TlsSetupError` (`mismatch`, or the validity problem) unless `key` is the first certificate's and it is in time."""
+    if _spki(chain[0].public_key()) != _spki(key.public_key()):
+        raise TlsSetupError(mismatch)
+    problem = validity_problem(chain[:1], owner, now)
+    if problem:
+        raise TlsSetupError(problem)
 
 
 def _trusted_issuer(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]) -> bool:
@@ -251,11 +261,8 @@ def client_creator(endpoint: ClientEndpoint, ca: str, certificate: str, key: str
             raise TlsSetupError("a client certificate needs both connect_tls_certificate and connect_tls_key")
         chain = read_certificates(certificate, "client certificate (connect_tls_certificate)")
         private = read_key(key, "client key (connect_tls_key)")
-        if _spki(chain[0].public_key()) != _spki(private.public_key()):
-            raise TlsSetupError(f"the client key {key} does not belong to the client certificate {certificate}")
-        problem = validity_problem(chain[:1], "the gateway's client certificate", now())
-        if problem:
-            raise TlsSetupError(problem)
+        _check_pair(chain, private, f"the client key {key} does not belong to the client certificate {certificate}",
+                    "the gateway's client certificate", now())
         pem = chain[0].public_bytes(serialization.Encoding.PEM) + private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         client = ssl.PrivateCertificate.loadPEM(pem)
@@ -299,11 +306,8 @@ class ServerTls:
             return self._options
         chain = read_certificates(cert_path, "HTTPS certificate")
         key = read_key(key_path, "HTTPS key")
-        if _spki(chain[0].public_key()) != _spki(key.public_key()):
-            raise TlsSetupError(f"the HTTPS key {key_path} does not belong to the certificate {cert_path}")
-        problem = validity_problem(chain[:1], "the HTTPS certificate", self.now())
-        if problem:
-            raise TlsSetupError(problem)
+        _check_pair(chain, key, f"the HTTPS key {key_path} does not belong to the certificate {cert_path}",
+                    "the HTTPS certificate", self.now())
         extra: dict[str, Any] = {}
         if self.client_ca:
             anchors = read_certificates(self.client_ca, "client CA (tls_client_ca)")
