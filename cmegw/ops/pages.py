@@ -32,6 +32,10 @@ PAGE_ROWS = 200
 LIVE_ROWS = 2000
 
 
+#: The files shipped beside this module that ``/ops/NAME`` serves, with their content types.
+PACKAGED = {"trace-live.js": b"application/javascript; charset=utf-8", "ops.css": b"text/css; charset=utf-8"}
+
+
 def packaged(name: str) -> bytes:
     """A file shipped beside this module (trace-live.js, ops.css)."""
     return resources.files("cmegw.ops").joinpath(name).read_bytes()
@@ -67,14 +71,6 @@ def trace_rows(line_trace: trace.LineTrace | None) -> list[Tag]:
     return rows
 
 
-def trace_status_text(line_trace: trace.LineTrace | None) -> str:
-    if line_trace is None:
-        return "off, nothing recorded"
-    s = line_trace.status()
-    text = f"{'on' if s['enabled'] else 'off'}, {s['chunks']} chunks, {s['bytes']} bytes held"
-    return text + (f", {s['dropped']} older chunks dropped" if s["dropped"] else "")
-
-
 def routes(app: Klein, admin: Any) -> None:
     from cmegw.web.pages import Notice, button, card, form_value, kv_table, post_form
 
@@ -85,17 +81,17 @@ def routes(app: Klein, admin: Any) -> None:
     def ops_metrics(request: IRequest) -> Any:
         return metrics
 
-    @app.route("/ops/trace-live.js", methods=["GET"])
-    def ops_trace_script(request: IRequest) -> bytes:
-        request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        return packaged("trace-live.js")
+    files = {name: (packaged(name), kind) for name, kind in PACKAGED.items()}
 
-    @app.route("/ops/ops.css", methods=["GET"])
-    def ops_style(request: IRequest) -> bytes:
-        request.setHeader(b"content-type", b"text/css; charset=utf-8")
+    @app.route("/ops/<string:name>", methods=["GET"])
+    def ops_file(request: IRequest, name: str) -> bytes:
+        if name not in files:
+            request.setResponseCode(404)
+            return b"not found"
+        body, kind = files[name]
+        request.setHeader(b"content-type", kind)
         request.setHeader(b"x-content-type-options", b"nosniff")
-        return packaged("ops.css")
+        return body
 
     def trace_controls(request: IRequest, n: int) -> Tag:
         line_trace = gateway.traces.get(n)
@@ -109,7 +105,7 @@ def routes(app: Klein, admin: Any) -> None:
         rows = []
         for n in sorted(gateway.running_config.lines):
             rows.append((tags.a(f"Line {n}", href=f"/trace/{n}"),
-                         tags.span(trace_status_text(gateway.traces.get(n)), " ", trace_controls(request, n))))
+                         tags.span(trace.state_text(gateway.traces.get(n)), " ", trace_controls(request, n))))
         return admin.page(request, section="serial", title="Traffic trace", content=card(
             "Traffic trace",
             tags.p("What went over each M-Bus line, with the telegrams recognised. Off by default; "
@@ -130,7 +126,7 @@ def routes(app: Klein, admin: Any) -> None:
                            "data-frames-after": str(after), "data-keep": str(LIVE_ROWS)})
         content = tags.transparent(
             card(f"Trace of line {n}",
-                 tags.p("State: ", tags.span(trace_status_text(line_trace), id="trace-state")),
+                 tags.p("State: ", tags.span(trace.state_text(line_trace), id="trace-state")),
                  trace_controls(request, n),
                  tags.p("Download: ", tags.a("text (hexdump)", href=f"/trace/{n}.txt"), " · ",
                         tags.a("JSON", href=f"/trace/{n}.json")),

@@ -469,6 +469,15 @@ class LineTrace:
         return "".join(format_text(self.number, self.snapshot(), self.frames(), self.dropped))
 
 
+def state_text(line_trace: LineTrace | None) -> str:
+    """``on, 12 chunks, 480 bytes held`` (what the pages and the console say of a line's trace)."""
+    if line_trace is None:
+        return "off, nothing recorded"
+    s = line_trace.status()
+    text = f"{'on' if s['enabled'] else 'off'}, {s['chunks']} chunks, {s['bytes']} bytes held"
+    return text + (f", {s['dropped']} older chunks dropped" if s["dropped"] else "")
+
+
 def hexdump_lines(data: bytes, prefix: str) -> Iterable[str]:
     for offset in range(0, len(data), HEXDUMP_WIDTH):
         row = data[offset:offset + HEXDUMP_WIDTH]
