@@ -433,9 +433,15 @@ class CommandTests(TestCase):
         self.assertRaises(ValueError, table.group, "mbus", "again")
 
     def test_extensions_are_loaded_once(self):
+        """A missing extension is skipped, and the extensions are imported on the first call only."""
+        imported = []
+        import_module = C.importlib.import_module
+        self.patch(C.importlib, "import_module", lambda name: imported.append(name) or import_module(name))
         self.patch(C, "EXTENSIONS", ("cmegw.console.does_not_exist",))
         self.patch(C, "_loaded", False)
         self.assertIs(C.commands(), COMMANDS)
+        self.assertIs(C.commands(), COMMANDS)
+        self.assertEqual(imported, ["cmegw.console.does_not_exist"])
 
 
 class FakeClient:
@@ -731,6 +737,7 @@ class SessionTests(TestCase):
         client.send(b"\x03")
         self.assertIn("wait: cancelled.", client.text())
         client.send("wait\r")
+        self.assertTrue(client.text().endswith("waiting...\r\ncmegw> "), "the session takes commands again")
 
     def test_command_failure_is_reported_and_logged(self):
         table = CommandTable()
