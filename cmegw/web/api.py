@@ -16,10 +16,12 @@ this API never grants; a request whose Origin is another site is refused.
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
+from typing import Any, Callable
 
 from klein import Klein
+from twisted.internet import defer
 from twisted.web.iweb import IRequest
 
 import cmegw
@@ -65,6 +67,26 @@ def json_response(request: IRequest, body: Any, code: int = 200) -> bytes:
 
 def json_error(request: IRequest, code: int, message: str, **extra: Any) -> bytes:
     return json_response(request, {"error": message, **extra}, code)
+
+
+def json_handler(f: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    An API route: what `f` returns (a body, or ``(code, body)``) answered as
+    JSON, an `ApiError` as a JSON error; a Deferred answers for itself.
+    """
+
+    @functools.wraps(f)
+    def handler(request: IRequest, **kw: Any) -> Any:
+        try:
+            result = f(request, **kw)
+        except ApiError as e:
+            return json_error(request, e.code, str(e), **e.extra)
+        if isinstance(result, defer.Deferred):
+            return result
+        code, body = result if isinstance(result, tuple) else (200, result)
+        return json_response(request, body, code)
+
+    return handler
 
 
 def config_error(e: ConfigError) -> ApiError:
@@ -263,17 +285,7 @@ ENDPOINTS = [
 def routes(app: Klein, admin: Admin) -> None:
     def endpoint(url: str, methods: list[str], name: str) -> Any:
         def deco(f: Any) -> Any:
-            def handler(request: IRequest, **kw: Any) -> bytes:
-                try:
-                    result = f(request, **kw)
-                except ApiError as e:
-                    return json_error(request, e.code, str(e), **e.extra)
-                if isinstance(result, tuple):
-                    return json_response(request, result[1], result[0])
-                return json_response(request, result)
-
-            handler.__name__ = name
-            app.route(url, methods=methods, endpoint=name)(handler)
+            app.route(url, methods=methods, endpoint=name)(json_handler(f))
             return f
 
         return deco
@@ -400,12 +412,9 @@ def routes(app: Klein, admin: Admin) -> None:
             raise ApiError(400, str(e)) from None
         return {"certificate": certificate_view(info)}
 
-    @app.route("/api/network/renew", methods=["POST"], endpoint="api_network_renew")
+    @endpoint("/api/network/renew", ["POST"], "api_network_renew")
     def network_renew(request: IRequest) -> Any:
-        try:
-            read_json(request)
-        except ApiError as e:
-            return json_error(request, e.code, str(e), **e.extra)
+        read_json(request)
         net = admin.gateway.running_config.network
         d = admin.gateway.netapply.renew(net)
         d.addCallback(lambda r: json_response(request, {"renewed": r.ok, "message": r.message,

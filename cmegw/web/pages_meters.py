@@ -40,7 +40,7 @@ from cmegw.mbus.master import (
     ScanRunning,
     parse_meter_address,
 )
-from cmegw.web.api import ApiError, guard, json_error, json_response, read_json
+from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.pages import Admin, Notice, button, card, form_value, grid_table, hidden, kv_table, post_form, \
     security_headers
 
@@ -330,32 +330,18 @@ def routes(app: Klein, admin: Admin) -> None:
 
     # -- JSON API
 
-    def api(f: Any) -> Any:
-        def handler(request: IRequest, **kw: Any) -> Any:
-            try:
-                result = f(request, **kw)
-            except ApiError as e:
-                return json_error(request, e.code, str(e), **e.extra)
-            if isinstance(result, defer.Deferred):
-                return result
-            code, body = result if isinstance(result, tuple) else (200, result)
-            return json_response(request, body, code)
-
-        handler.__name__ = f.__name__
-        return handler
-
     @app.route("/api/meters", methods=["GET"])
-    @api
+    @json_handler
     def api_meters(request: IRequest) -> Any:
         return {"lines": {str(n): line_view(m) for n, m in sorted(pages.masters.items())}}
 
     @app.route("/api/meters/<int:n>", methods=["GET"])
-    @api
+    @json_handler
     def api_meters_line(request: IRequest, n: int) -> Any:
         return line_view(line_master(n))
 
     @app.route("/api/meters/<int:n>/scan", methods=["POST"])
-    @api
+    @json_handler
     def api_meters_scan(request: IRequest, n: int) -> Any:
         body = read_json(request)
         if not isinstance(body, dict):
@@ -373,7 +359,7 @@ def routes(app: Klein, admin: Admin) -> None:
         return 202, scan.as_dict()
 
     @app.route("/api/meters/<int:n>/scan", methods=["DELETE"])
-    @api
+    @json_handler
     def api_meters_stop(request: IRequest, n: int) -> Any:
         guard(request)
         master = line_master(n)
@@ -383,7 +369,7 @@ def routes(app: Klein, admin: Admin) -> None:
         return master.scan.as_dict()
 
     @app.route("/api/meters/<int:n>/read", methods=["POST"])
-    @api
+    @json_handler
     def api_meters_read(request: IRequest, n: int) -> Any:
         body = read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("address"), (str, int)) \
@@ -404,7 +390,7 @@ def routes(app: Klein, admin: Admin) -> None:
         return d
 
     @app.route("/api/meters/<int:n>/reading", methods=["GET"])
-    @api
+    @json_handler
     def api_meters_reading(request: IRequest, n: int) -> Any:
         line_master(n)
         reading = pages.readings.get(n)

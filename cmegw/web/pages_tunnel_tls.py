@@ -260,27 +260,24 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, content(admin, request),
                     notice=Notice("ok", f"Tunnel {n}: {names} stored and in use."))
 
-    def answer(request: IRequest, result: Any, code: int = 200) -> bytes:
-        return api.json_response(request, result, code)
-
     @app.route(API_PATH, methods=["GET"], endpoint="api_tunnels_tls")
+    @api.json_handler
     def api_files(request: IRequest) -> Any:
-        return answer(request, {"tunnels": files_view(admin.gateway.store.config)})
+        return {"tunnels": files_view(admin.gateway.store.config)}
 
     @app.route(API_PATH, methods=["PUT", "POST"], endpoint="api_tunnels_tls_put")
+    @api.json_handler
     def api_upload(request: IRequest) -> Any:
+        body = api.read_json(request)
+        if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+            raise api.ApiError(400, 'send an object of PEM texts by setting name, e.g. '
+                                    '{"tunnel.1.connect_tls_ca": "-----BEGIN CERTIFICATE-----..."}')
         try:
-            body = api.read_json(request)
-            if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
-                raise api.ApiError(400, 'send an object of PEM texts by setting name, e.g. '
-                                        '{"tunnel.1.connect_tls_ca": "-----BEGIN CERTIFICATE-----..."}')
             changed = install(admin, {name: text.encode("utf-8") for name, text in body.items()})
-        except api.ApiError as e:
-            return api.json_error(request, e.code, str(e), **e.extra)
         except UploadError as e:
-            return api.json_error(request, 400, str(e), setting=e.setting)
+            raise api.ApiError(400, str(e), setting=e.setting) from None
         except ConfigError as e:
-            return api.json_error(request, 400, str(e), setting=e.setting, allowed=e.allowed)
+            raise api.ApiError(400, str(e), setting=e.setting, allowed=e.allowed) from None
         except (ConfigFileError, OSError) as e:
-            return api.json_error(request, 500, f"the files could not be saved: {e}")
-        return answer(request, {"changed": changed, "tunnels": files_view(admin.gateway.store.config)})
+            raise api.ApiError(500, f"the files could not be saved: {e}") from None
+        return {"changed": changed, "tunnels": files_view(admin.gateway.store.config)}
