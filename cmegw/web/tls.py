@@ -56,6 +56,7 @@ from zope.interface import implementer
 
 from cmegw.config.model import HttpConfig
 from cmegw.config.store import atomic_write
+from cmegw.tunnel.tlsconfig import validity_problem
 
 log = Logger(namespace="cmegw.web.tls")
 
@@ -126,11 +127,9 @@ def validate_pair(cert_pem: bytes, key_pem: bytes,
 
     if spki(certificate.public_key()) != spki(key.public_key()):
         raise CertificateError("the private key does not belong to the certificate")
-    if certificate.not_valid_after_utc <= now:
-        raise CertificateError(f"the certificate expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
-    if certificate.not_valid_before_utc > now:
-        raise CertificateError(
-            f"the certificate is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+    problem = validity_problem([certificate], "the certificate", now)
+    if problem:
+        raise CertificateError(problem)
     try:
         certificate_options(certificate, key, chain, ("TLSv1.2", "TLSv1.3")).getContext()
     except (SSL.Error, ValueError, TypeError) as e:
