@@ -241,6 +241,8 @@ class ByteTests(ConnectBase):
     def test_bytes_both_ways_and_disconnect_timeout(self):
         self.start()
         protocol, transport = self.endpoints.answer()
+        self.assertEqual(self.line.receiver, self.connector.factory.line_data,
+                         "the line calls the connect tunnel's receiver directly, as in accept mode")
         every = bytes(range(256))
         protocol.dataReceived(every)
         self.assertEqual(bytes(self.line.written), every)

@@ -121,8 +121,10 @@ class SharingTests(TestCase):
     def test_broadcast_expects_no_reply(self) -> None:
         a, _ = connect(self.factory, 40001)
         a.dataReceived(frames.snd_nke(frames.BROADCAST_NOREPLY))
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(frames.BROADCAST_NOREPLY), "it goes out")
         self.clock.advance(0.05)
         self.assertFalse(self.arbiter.busy, "no reply window for a broadcast")
+        self.assertEqual(self.factory.sharing.requests, 1)
 
     def test_client_leaving_while_queued(self) -> None:
         a, ta = connect(self.factory, 40001)
