@@ -269,7 +269,7 @@ class SystemdNotifyTests(GatewayTestCase):
         gateway.startService()
 
         class Master:
-            meters = [1, 2, 3]
+            results = {"primary": [1, 2, 3]}
 
         gateway.masters = {1: Master()}
         self.assertTrue(status_text(gateway).endswith(", 3 meters"))

@@ -174,7 +174,7 @@ class GatewayCollector:
                 queued_tx.add_metric([label], s.queued_tx)
             reopen.add_metric([label], s.reopen_attempts)
             info.add_metric([label], {"device": s.device})
-            tracing = getattr(self.gateway, "traces", {}).get(n)
+            tracing = self.gateway.traces.get(n)
             trace.add_metric([label], 1 if tracing is not None and tracing.enabled else 0)
         yield from (up, state, baud, queued_rx, queued_tx, reopen, info, trace)
 
@@ -212,8 +212,8 @@ class GatewayCollector:
         yield from (accept_time, connect_time, state, peers, listening, info)
 
     def _connect(self) -> Iterator[Metric]:
-        """Connect mode (dial-out), where the gateway has it: ``gateway.connect_stats``."""
-        connect = sorted((getattr(self.gateway, "connect_stats", None) or {}).items())
+        """Connect mode (dial-out) of the tunnels that have it: ``gateway.connect_stats``."""
+        connect = sorted(self.gateway.connect_stats.items())
         if not connect:
             return
         attempts = CounterMetricFamily("cmegw_tunnel_connect_attempts", "Connections tried in connect mode.",
@@ -274,16 +274,14 @@ class GatewayCollector:
                 families[metric] = kind(metric, text, labels=["line"])
             families[metric].add_metric([str(line)], value)
 
-        for n, arbiter in sorted((getattr(self.gateway, "arbiters", None) or {}).items()):
-            for name, value in _fields(getattr(arbiter, "stats", None)):
+        for n, arbiter in sorted(self.gateway.arbiters.items()):
+            for name, value in _fields(arbiter.stats):
                 if _number(value):
                     gauge = name in MBUS_GAUGES
                     metric = MBUS_NAMES.get(name, f"cmegw_mbus_{name}")
                     add(metric, f"M-Bus bus: {name.replace('_', ' ')}.", gauge, n, value)
-        for n, master in sorted((getattr(self.gateway, "masters", None) or {}).items()):
-            meters = found_meters(master)
-            if meters is not None:
-                add("cmegw_mbus_meters", "Meters the last scan found.", True, n, meters)
+        for n, master in sorted(self.gateway.masters.items()):
+            add("cmegw_mbus_meters", "Meters the last scan found.", True, n, found_meters(master))
             for name, value in _fields(getattr(master, "stats", None)):
                 if _number(value):
                     add("cmegw_mbus_master_" + name.removesuffix("_total"), f"M-Bus master: {name}.", False, n,
@@ -291,18 +289,9 @@ class GatewayCollector:
         yield from families.values()
 
 
-def found_meters(master: Any) -> int | None:
-    """How many meters the master knows: its ``meters``, or the largest result of its scans."""
-    try:
-        meters = getattr(master, "meters", None)
-        if meters is not None:
-            return len(meters)
-        results = getattr(master, "results", None)
-        if results is not None:
-            return max((len(found) for found in results.values()), default=0)
-    except TypeError:
-        pass
-    return None
+def found_meters(master: Any) -> int:
+    """How many meters the master knows: the largest result of its scans."""
+    return max((len(found) for found in master.results.values()), default=0)
 
 
 def registry_for(gateway: Any) -> CollectorRegistry:

@@ -135,12 +135,10 @@ def tunnel_status(n: int, stats: Any) -> str:
 
 
 def meter_count(gateway: Any) -> int | None:
-    """Meters the M-Bus masters know, where the gateway has them and they have scanned."""
+    """Meters the M-Bus masters' scans found; None before any found one."""
     from cmegw.ops.metrics import found_meters
 
-    counts = [found_meters(master) for master in (getattr(gateway, "masters", None) or {}).values()]
-    known = [c for c in counts if c is not None]
-    return sum(known) if known and any(known) else None
+    return sum(found_meters(master) for master in gateway.masters.values()) or None
 
 
 def status_text(gateway: Any) -> str:
@@ -148,7 +146,7 @@ def status_text(gateway: Any) -> str:
     parts = [line_status(n, gateway.lines[n].stats) for n in sorted(gateway.lines)]
     parts += [tunnel_status(n, gateway.tunnels[n].stats) for n in sorted(gateway.tunnels)]
     now = gateway.reactor.seconds()
-    for n, connect in sorted((getattr(gateway, "connect_stats", None) or {}).items()):
+    for n, connect in sorted(gateway.connect_stats.items()):
         if getattr(connect, "state", "disabled") != "disabled":
             parts.append(f"tunnel {n} connect mode: {connect.text(now)}")
     meters = meter_count(gateway)
