@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet import defer
 
 from cmegw.console.commands import COMMANDS, Arguments, Reply, Result, Session, line_numbers, number_argument
-from cmegw.ops.trace import Chunk, LineTrace, chunk_heading, trace_time
+from cmegw.ops.trace import Chunk, LineTrace, chunk_heading, state_text, trace_time
 
 #: Seconds a ``trace follow`` runs unless told otherwise, and at most.
 FOLLOW_DEFAULT = 300
@@ -30,12 +30,7 @@ def _line_number(session: Session, args: Arguments, words: list[str]) -> int:
 
 
 def _state(session: Session, n: int) -> str:
-    trace = session.gateway.traces.get(n)
-    if trace is None:
-        return f"line {n}: off, nothing recorded"
-    s = trace.status()
-    return (f"line {n}: {'on' if s['enabled'] else 'off'}, {s['chunks']} chunks, {s['bytes']} bytes held"
-            + (f", {s['dropped']} older chunks dropped" if s["dropped"] else ""))
+    return f"line {n}: {state_text(session.gateway.traces.get(n))}"
 
 
 def trace_status(session: Session, args: Arguments) -> Result:
