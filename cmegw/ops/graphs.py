@@ -13,6 +13,7 @@ numbers as text, so a page stays readable without JavaScript or images.
 from __future__ import annotations
 
 import collections
+import time
 import weakref
 from typing import Any, Iterable, Sequence
 
@@ -217,11 +218,12 @@ def graph_table(series_list: Iterable[Series], history: History, every: int = 6)
     """The samples as a table (one row a minute by default), newest first."""
     series_list = list(series_list)
     times = list(history.times)
+    columns = [list(history.values.get(s.key, ())) for s in series_list]
     rows = []
     for i in range(len(times) - 1, -1, -every):
         row = [tags.th(_clock(times[i]), scope="row")]
-        for s in series_list:
-            window = [v for v in list(history.values.get(s.key, ()))[max(0, i - every + 1):i + 1] if v is not None]
+        for column in columns:
+            window = [v for v in column[max(0, i - every + 1):i + 1] if v is not None]
             row.append(tags.td(_format(sum(window) / len(window)) if window else "–"))
         rows.append(tags.tr(*row))
     return tags.table(tags.thead(tags.tr(tags.th("time", scope="col"),
@@ -230,8 +232,6 @@ def graph_table(series_list: Iterable[Series], history: History, every: int = 6)
 
 
 def _clock(t: float) -> str:
-    import time
-
     return time.strftime("%H:%M", time.localtime(t))
 
 
