@@ -28,6 +28,7 @@ from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 from cmegw.web import pages_http
 from cmegw.web.app import admin_resource, build_app
+from cmegw.web.http import HttpStatistics
 from cmegw.web.hostnet import HostAddress, HostNetwork, read_host_network, resolv_conf
 from cmegw.web.pages import Admin, web_root
 from cmegw.web.pages_system import RESTART_DELAY, SoftwareUpdater, UpdateError, pidfile_of, verify_wheel
@@ -39,26 +40,6 @@ HOST = HostNetwork(interface="eth0", mac="02:00:00:00:00:01", operstate="up", sp
                    hostname="gw1", domain="example.com", search=("example.com",), address="127.0.0.5",
                    netmask="255.0.0.0", address_source="DHCP", gateway="127.0.0.1",
                    dns=("127.0.0.53", "127.0.0.54"))
-
-
-@attrs.define
-class FakeStats:
-    rx_bytes: int = 1234
-    tx_bytes: int = 5678
-    status_200: int = 7
-    status_400: int = 1
-    status_401: int = 2
-    status_404: int = 3
-    status_408: int = 0
-    status_413: int = 0
-    status_501: int = 0
-    status_unknown: int = 0
-    work_queue_full: int = 0
-    socket_errors: int = 0
-    memory_errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return attrs.asdict(self)
 
 
 class FakeLog:
@@ -89,7 +70,8 @@ class FakeWeb:
     """What `cmegw.web.service.web_state` gives the pages."""
 
     def __init__(self) -> None:
-        self.stats = FakeStats()
+        self.stats = HttpStatistics(rx_bytes=1234, tx_bytes=5678, status_200=7, status_400=1, status_401=2,
+                                    status_404=3)
         self.access_log = FakeLog()
         self.tls = FakeCertificate()
         self.listening = {"http": "127.0.0.1:8080", "https": "127.0.0.1:8443"}

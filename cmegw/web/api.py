@@ -31,7 +31,7 @@ from cmegw.config.store import ConfigFileError
 from cmegw.stats import format_duration
 from cmegw.web import pages_http
 from cmegw.web.pages_network import renew_code
-from cmegw.web.pages import Admin, factory_password_in_use, same_origin, security_headers
+from cmegw.web.pages import Admin, changed_settings, factory_password_in_use, same_origin, security_headers
 from cmegw.web.pages_status import build_date, tunnel_state_text
 from cmegw.web.pages_system import UpdateError, boot_id, schedule_factory_reset, schedule_restart
 
@@ -249,10 +249,7 @@ def change_settings(admin: Admin, changes: dict[str, Any]) -> dict[str, Any]:
         new = apply_settings(old, changes)
     except ConfigError as e:
         raise config_error(e) from None
-    changed = []
-    for name in changes:
-        if get_setting(old, name) != get_setting(new, name):
-            changed.append(name)
+    changed = changed_settings(old, new, changes)
     if changed:
         save(admin, new)
     return {"changed": changed, "applied_now": [n for n in changed if not needs_restart(n)],
