@@ -1298,6 +1298,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("ser2net", "cmegw", "pyrelay"):
             if (args.only and args.only != name) or (name == "pyrelay" and not args.with_pyrelay):
                 continue
+            if name == "ser2net":
+                context["ser2net_version"] = tool_version([args.ser2net, "-v"])
+            elif name == "cmegw" and args.cmegw_cmd == CMEGW_COMMAND:
+                context["cmegw_module"] = tool_version(
+                    [sys.executable, "-c", "import cmegw; print(cmegw.__file__)"], cwd=tmp)
             peer = PtyPeer(name)
             peers.append(peer)
             try:
@@ -1308,13 +1313,7 @@ def main(argv: list[str] | None = None) -> int:
                 context["notes"].append(f"{name} not measured: {e}")
                 print(f"! {name} not measured: {e}", file=sys.stderr, flush=True)
                 continue
-            finally:
-                if name == "ser2net":
-                    context["ser2net_version"] = tool_version([args.ser2net, "-v"])
-                elif name == "cmegw" and args.cmegw_cmd == CMEGW_COMMAND:
-                    context["cmegw_module"] = tool_version(
-                        [sys.executable, "-c", "import cmegw; print(cmegw.__file__)"], cwd=tmp)
-            gateways.append(gateway)
+            gateways.append(gateway)  # at once: nothing may run between its start and its way to stop()
             paths.append(BenchPath(name, peer, gateway))
         if len(paths) < 2:
             raise BenchError("no gateway could be started")
