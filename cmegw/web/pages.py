@@ -38,6 +38,9 @@ import cmegw
 from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import apply_settings, format_value, get_setting, needs_restart
 from cmegw.config.store import ConfigFileError
+from cmegw.web.auth import authenticated_user as _authenticated_user
+from cmegw.web.auth import factory_password_in_use
+from cmegw.web.service import web_state as _running_web
 
 #: Where `pip install .` puts the files of the repository's web/ folder (setup.cfg data_files).
 DATA_SUBDIR = Path("share") / "cmegw" / "web"
@@ -64,47 +67,19 @@ def web_root() -> Path:
                             "set CMEGW_WEB_ROOT to the folder that holds them")
 
 
-# -- the other web modules (auth, service): the one place that knows their names ---------
+# -- the other web modules ------------------------------------------------------------------
 
 
 def authenticated_user(request: IRequest) -> str:
     """The user the authentication wrapper let in ("" when none is known)."""
-    try:
-        from cmegw.web.auth import authenticated_user as find
-    except ImportError:
-        return ""
-    return find(request) or ""
-
-
-def factory_password_in_use(config: Config) -> bool:
-    try:
-        from cmegw.web.auth import factory_password_in_use as check
-    except ImportError:
-        return any(u.name == "admin" and u.check_password(d.realm, "admin")
-                   for d in config.auth for u in d.users)
-    return bool(check(config))
-
-
-def make_user(name: str, realm: str, password: str) -> Any:
-    """The stored form of a user (its Digest hashes; never the password)."""
-    try:
-        from cmegw.web.auth import make_user as make
-    except ImportError:
-        from cmegw.config.model import User
-
-        return User.with_password(name, realm, password)
-    return make(name, realm, password)
+    return _authenticated_user(request) or ""
 
 
 def web_state(gateway: Any) -> Any:
     """The web part's state (HTTP statistics, access log, TLS), or None while it is not running."""
     try:
-        from cmegw.web.service import web_state as find
-    except ImportError:
-        return None
-    try:
-        return find(gateway)
-    except (KeyError, LookupError, AttributeError):
+        return _running_web(gateway)
+    except (LookupError, AttributeError):
         return None
 
 

@@ -18,6 +18,7 @@ from twisted.web.template import Tag, tags
 
 from cmegw.config.model import AUTH_TYPES, TLS_VERSIONS, AuthDirective, Config, ConfigError
 from cmegw.config.store import ConfigFileError
+from cmegw.web.auth import make_user
 from cmegw.web.pages import (
     Admin,
     Field,
@@ -30,7 +31,6 @@ from cmegw.web.pages import (
     form_value,
     hidden,
     kv_table,
-    make_user,
     mark_restart,
     post_form,
     render_field,
