@@ -190,23 +190,47 @@ class MaxTimeoutTests(SynchronousTestCase):
 class MaxBytesTests(SynchronousTestCase):
     def test_upload_paths_have_their_own_limit(self) -> None:
         """A software update (a wheel is larger than Max Bytes) is bounded by the upload limit."""
+        auth = b"Authorization: Digest username=\"admin\"\r\n"
         site, _, _ = make_site(max_bytes=1024)
         channel, transport = connect(site)
         body = b"x" * 200_000
-        channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
-                             % len(body) + body)
+        channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\n" + auth
+                             + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         self.assertNotEqual(parse_responses(transport.value())[0].status, 413)
         self.assertEqual(parse_responses(transport.value())[0].body, b"got %d" % len(body))
+        self.assertIsNone(site.uploading, "the upload slot is free again")
         site, _, _ = make_site(max_bytes=1024)
         channel, transport = connect(site)
-        channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
-                             % (UPLOAD_MAX_BYTES + 1))
+        channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\n" + auth
+                             + b"Content-Length: %d\r\n\r\n" % (UPLOAD_MAX_BYTES + 1))
         self.assertEqual(parse_responses(transport.value())[0].status, 413)
         site, _, _ = make_site(max_bytes=1024)
         channel, transport = connect(site)
-        channel.dataReceived(b"POST /system/other HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
-                             % len(body))
+        channel.dataReceived(b"POST /system/other HTTP/1.1\r\nHost: gw\r\n" + auth
+                             + b"Content-Length: %d\r\n\r\n" % len(body))
         self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
+    def test_anonymous_and_parallel_uploads_are_bounded(self) -> None:
+        """No credentials: Max Bytes as any request; a second upload while one is received: 503."""
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(b"POST /api/update HTTP/1.1\r\nHost: gw\r\nContent-Length: 200000\r\n\r\n")
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+        auth = b"Authorization: Basic YWRtaW46YWRtaW4=\r\n"
+        first, first_transport = connect(site)
+        first.dataReceived(b"POST /api/update HTTP/1.1\r\nHost: gw\r\n" + auth
+                           + b"Content-Length: 200000\r\n\r\n" + b"x" * 1000)
+        self.assertIs(site.uploading, first)
+        second, second_transport = connect(site)
+        second.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\n" + auth
+                            + b"Content-Length: 200000\r\n\r\n")
+        self.assertEqual(parse_responses(second_transport.value())[0].status, 503)
+        first.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(site.uploading, "a dropped upload frees the slot")
+        third, third_transport = connect(site)
+        third.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\n" + auth
+                           + b"Content-Length: 5\r\n\r\nhello")
+        self.assertEqual(parse_responses(third_transport.value())[0].status, 200)
 
     def test_upload_headers_obey_max_bytes(self) -> None:
         """Only the body of an upload has the upload limit: its headers still obey Max Bytes."""

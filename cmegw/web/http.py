@@ -250,7 +250,11 @@ def _headers_size(version: bytes, code: bytes, reason: bytes, headers: Any) -> i
 #: Requests that carry a file (software update, certificate upload): their body
 #: is bounded by UPLOAD_MAX_BYTES and UPLOAD_TIMEOUT instead of Max Bytes and
 #: Max Timeout, which are sized for forms (a cmegw wheel alone is larger than the
-#: factory 40960 bytes).  The headers still obey Max Bytes.
+#: factory 40960 bytes).  The headers still obey Max Bytes.  Twisted reads a whole
+#: body before the authentication gate sees the request, so the allowance goes only
+#: to a request that carries credentials (an anonymous one keeps Max Bytes), and
+#: to one such body at a time per site (another is answered 503 until it is done):
+#: nobody can fill memory or disk with parallel anonymous uploads.
 UPLOAD_PATHS = frozenset({b"/system/update", b"/api/update", b"/http/certificate", b"/api/http/certificate",
                           b"/tcpip/tls", b"/api/tunnels/tls"})
 UPLOAD_MAX_BYTES = 64 * 1024 * 1024
@@ -395,7 +399,12 @@ class GatewayChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         path = getattr(self, "_path", b"").partition(b"?")[0]
-        if path in UPLOAD_PATHS and getattr(self, "_command", b"") in (b"POST", b"PUT"):
+        if (path in UPLOAD_PATHS and getattr(self, "_command", b"") in (b"POST", b"PUT") and self.requests
+                and self.requests[-1].requestHeaders.hasHeader(b"authorization")):
+            if self.site.uploading is not None and self.site.uploading is not self:
+                self._reject(503)
+                return
+            self.site.uploading = self
             self._upload = True
             self._disarm()
             self._timer = self.callLater(max(UPLOAD_TIMEOUT, self._settings.max_timeout), self._timed_out)
@@ -423,8 +432,13 @@ class GatewayChannel(HTTPChannel):
             return
         self._disarm()
         self._request_bytes = 0
-        self._upload = False
+        self._end_upload()
         super().allContentReceived()
+
+    def _end_upload(self) -> None:
+        self._upload = False
+        if self.site.uploading is self:
+            self.site.uploading = None
 
     def requestDone(self, request: Any) -> None:
         self._served += 1
@@ -435,6 +449,7 @@ class GatewayChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
+        self._end_upload()
         self.site.channels.discard(self)
         if not reason.check(ConnectionDone):
             self.site.stats.socket_errors += 1
@@ -488,6 +503,9 @@ class GatewaySite(server.Site):
     protocol = GatewayChannel  # type: ignore[assignment]
     requestFactory = GatewayRequest
     displayTracebacks = False
+
+    #: The channel receiving an upload's body, if any (one at a time).
+    uploading: Any = None
 
     def __init__(self, resource: Any, settings: Settings, stats: HttpStatistics | None = None,
                  access_log: AccessLog | None = None, reactor: Any = None) -> None:
