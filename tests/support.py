@@ -161,3 +161,34 @@ def require_program(name: str) -> str:
     if path is None:
         raise SkipTest(f"{name} is not installed (the test command installs it)")
     return path
+
+
+def read_fd(fd: int, size: int, timeout: float = 5.0) -> bytes:
+    """Up to `size` bytes from a descriptor (a pty's side), waiting at most `timeout` seconds."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < size and time.monotonic() < deadline:
+        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            data += os.read(fd, size - len(data))
+    return data
+
+
+def read_socket(sock: socket.socket, limit: float = 5.0, until: bytes = b"", size: int | None = None) -> bytes:
+    """
+    What arrives on `sock` until `until` is seen, `size` bytes have come, the
+    peer closes, or `limit` seconds pass.
+    """
+    deadline = time.monotonic() + limit
+    data = b""
+    while time.monotonic() < deadline and not (until and until in data) and (size is None or len(data) < size):
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536 if size is None else size - len(data))
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -17,7 +17,7 @@ from twisted.conch import telnet
 from twisted.trial.unittest import SkipTest, TestCase
 
 from cmegw.config.store import factory_defaults_text
-from tests.support import GatewayProcess, free_port, open_pty, require_program
+from tests.support import GatewayProcess, free_port, open_pty, read_socket, require_program
 
 try:
     import pexpect
@@ -37,22 +37,6 @@ def spawn(program: str, args: list[str]) -> "pexpect.spawn":
     child = pexpect.spawn(program, args, timeout=EXPECT_TIMEOUT, encoding="utf-8", codec_errors="replace",
                           dimensions=(50, 200), env={**os.environ, "TERM": "xterm"})
     return child
-
-
-def read_all(sock: socket.socket, until: bytes = b"", limit: float = 5.0) -> bytes:
-    """What arrives on `sock` until `until` is seen, the peer closes, or `limit` seconds pass."""
-    deadline = time.monotonic() + limit
-    data = b""
-    while time.monotonic() < deadline and not (until and until in data):
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 class ConsoleProcessTests(TestCase):
@@ -166,7 +150,7 @@ class ConsoleProcessTests(TestCase):
         """A client without telnet (nc) sends lines and gets answers, without echo."""
         with socket.create_connection(("127.0.0.1", self.console_port), timeout=5) as sock:
             sock.sendall(b"admin\nadmin\nshow line 1\nexit\n")
-            out = read_all(sock, limit=10)
+            out = read_socket(sock, limit=10)
         self.assertIn(b"Logged in as admin", out)
         self.assertIn(b"Receiver bytes", out)
         self.assertIn(b"Bye.", out)
@@ -189,7 +173,7 @@ class ConsoleProcessTests(TestCase):
                     sock.sendall(flood)
                 except OSError:
                     pass  # the server may close first: that is allowed
-                read_all(sock, limit=0.5)
+                read_socket(sock, limit=0.5)
         self.assertIsNone(self.gw.process.poll(), "the gateway is still running")
         child = self.login()
         self.assertIn("Authentication directives", self.command(child, "show auth"))

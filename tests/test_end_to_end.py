@@ -4,7 +4,6 @@ ptys, real loopback sockets, and pyMeterBus as the head-end over socket://.
 """
 
 import os
-import select
 import socket
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
 from cmegw.mbus.simulator import MeterBus, SimulatedBus, default_meters
-from tests.support import GatewayProcess, free_port, open_pty, read_hex, real_frames
+from tests.support import GatewayProcess, free_port, open_pty, read_fd, read_hex, read_socket, real_frames
 
 try:
     import meterbus
@@ -42,31 +41,6 @@ def read_meter(ser, address):
     meterbus.send_request_frame(ser, address)
     data = meterbus.recv_frame(ser, meterbus.FRAME_DATA_LENGTH)
     return meterbus.load(data) if data else None
-
-
-def recv_exactly(sock, n, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    got = b""
-    while len(got) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        sock.settimeout(left)
-        chunk = sock.recv(n - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return got
-
-
-def read_fd_exactly(fd, n, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    got = b""
-    while len(got) < n and time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if r:
-            got += os.read(fd, n - len(got))
-    return got
 
 
 class SimulatedBusTests(TestCase):
@@ -168,7 +142,7 @@ class RealFramesTests(TestCase):
         for path in frames:
             data = read_hex(path)
             os.write(master, data)
-            self.assertEqual(recv_exactly(client, len(data)), data, f"{path.name} line->network")
+            self.assertEqual(read_socket(client, size=len(data)), data, f"{path.name} line->network")
             client.sendall(data)
-            self.assertEqual(read_fd_exactly(master, len(data)), data, f"{path.name} network->line")
+            self.assertEqual(read_fd(master, len(data)), data, f"{path.name} network->line")
         self.assertGreater(len(frames), 50)

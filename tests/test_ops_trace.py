@@ -30,7 +30,7 @@ from cmegw.ops import trace as T
 from cmegw.ops.trace import RX, TX, LineTrace
 from cmegw.serial.line import SerialLine
 from cmegw.service import GatewayService, Overrides
-from tests.support import FRAMES, open_pty
+from tests.support import FRAMES, open_pty, read_fd
 
 FOLDERS = ("test-frames", "error-frames", "unsupported-frames")
 BASE = "http://127.0.0.1:8080"
@@ -72,17 +72,6 @@ def libmbus_expectation(path: Path) -> tuple[int, str | None] | None:
     text = xml.read_text(errors="replace")
     ident = re.search(r"<Id>(\w+)</Id>", text)
     return len(re.findall(r"<DataRecord ", text)), ident.group(1) if ident else None
-
-
-def read_fd_exactly(fd: int, n: int, timeout: float = 5.0) -> bytes:
-    import select
-
-    deadline = time.monotonic() + timeout
-    got = b""
-    while len(got) < n and time.monotonic() < deadline:
-        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            got += os.read(fd, n - len(got))
-    return got
 
 
 def chunks_of(data: bytes, rng: random.Random) -> list[bytes]:
@@ -332,7 +321,7 @@ class OnTheLineTests(TestCase):
         trace.attach(self.line)
         self.assertIn("write", vars(self.line))
         self.assertTrue(self.line.write(frames.snd_nke(1)))
-        self.assertEqual(read_fd_exactly(self.master, 5), frames.snd_nke(1))
+        self.assertEqual(read_fd(self.master, 5), frames.snd_nke(1))
         os.write(self.master, b"\xe5")
         for _ in range(100):
             if self.got:

@@ -11,7 +11,7 @@ from cmegw.config.settings import apply_setting
 from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 from cmegw.stats import LINE_ERROR, LINE_OPEN, format_duration
-from tests.support import open_pty
+from tests.support import open_pty, read_fd
 
 
 class GatewayServiceTests(TestCase):
@@ -145,7 +145,7 @@ class SeveralLinesTests(TestCase):
             client = socket.create_connection(("127.0.0.1", port))
             self.addCleanup(client.close)
             client.sendall(b"\x10\x40%c\x41\x16" % n)
-            got = yield threads.deferToThread(_read_fd, master, 5)
+            got = yield threads.deferToThread(read_fd, master, 5)
             self.assertEqual(got, b"\x10\x40%c\x41\x16" % n, f"line {n} got its tunnel's request")
             os.write(master, b"\xe5")
             client.settimeout(5)
@@ -154,16 +154,3 @@ class SeveralLinesTests(TestCase):
         yield task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual([t.octets_from_network for t in gateway.tunnel_stats.values()], [5, 5])
         self.assertEqual([t.octets_from_serial for t in gateway.tunnel_stats.values()], [1, 1])
-
-
-def _read_fd(fd, size, timeout=5.0):
-    import select
-    import time
-
-    deadline = time.monotonic() + timeout
-    data = b""
-    while len(data) < size and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if ready:
-            data += os.read(fd, size - len(data))
-    return data

@@ -22,27 +22,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from cmegw.config.model import AuthDirective, User
 from cmegw.config.store import ConfigStore
 from cmegw.web.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY
-from tests.support import GatewayProcess, free_port, open_pty, require_program
+from tests.support import GatewayProcess, free_port, open_pty, read_socket, require_program
 
 #: Seconds a client program may take.
 CLIENT_TIMEOUT = 20
 MAX_TIMEOUT = 2
-
-
-def read_until_closed(sock: socket.socket, limit: float) -> bytes:
-    """What arrives on `sock` until the peer closes or `limit` seconds pass."""
-    deadline = time.monotonic() + limit
-    data = b""
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 class WebProcessTests(SynchronousTestCase):
@@ -143,7 +127,7 @@ class WebProcessTests(SynchronousTestCase):
         with socket.create_connection(("127.0.0.1", self.http), timeout=5) as sock:
             if data:
                 sock.sendall(data)
-            return read_until_closed(sock, wait)
+            return read_socket(sock, wait)
 
     def test_408_slow_trickle(self) -> None:
         """A request trickled a byte at a time still times out after Max Timeout, with 408."""
@@ -154,7 +138,7 @@ class WebProcessTests(SynchronousTestCase):
                 if readable:
                     break  # the answer is there: stop writing before the peer resets
                 sock.sendall(bytes([byte]))
-            answer = read_until_closed(sock, MAX_TIMEOUT + 3)
+            answer = read_socket(sock, MAX_TIMEOUT + 3)
         self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
         self.assertLess(time.monotonic() - started, MAX_TIMEOUT + 3)
 
