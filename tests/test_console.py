@@ -374,20 +374,25 @@ class CommandTests(TestCase):
         self.assertIn("passwd: 'a b' is one argument too many", self.text("passwd admin a b"))
 
     def test_auth_commands(self):
-        self.assertIn("Directive /private added (Basic, realm config)", self.text("auth add /private Basic"))
+        self.assertIn("Directive /private added (None, realm config)", self.text("auth add /private None"))
+        self.assertIn("add a user to this directive before asking for passwords",
+                      self.text("auth type /private Basic"), "the web page's rule and message")
         self.assertIn("is not allowed", self.text("auth add /x Kerberos"))
         self.assertIn("has a directive already", self.text("auth add /private Digest"))
         self.answer(self.run_line("auth user-add /private bob"), "pw", "pw")
         directive = next(d for d in self.gateway.store.config.auth if d.uri == "/private")
         self.assertEqual([u.name for u in directive.users], ["bob"])
         self.assertIn("AuthType Digest", self.text("auth type /private Digest"))
+        self.assertIn("the last user of a directive that asks for a password stays",
+                      self.text("auth user-remove /private bob"), "the web page's rule and message")
+        self.assertIn("AuthType None", self.text("auth type /private None"))
         self.assertIn("bob removed", self.text("auth user-remove /private bob"))
         self.assertIn("removed", self.text("auth remove /private"))
         self.assertEqual([d.uri for d in self.gateway.store.config.auth], ["/"])
 
     def test_auth_keeps_a_console_user(self):
         self.assertIn("holds the console's users", self.text("auth remove /"))
-        self.assertIn("is the last user of /", self.text("auth user-remove / admin"))
+        self.assertIn("so does the last user of /", self.text("auth user-remove / admin"))
         self.assertIn("auth user-add: 'space' is one argument too many; use auth user-add URI NAME",
                       self.text("auth user-add / has space"))
 

@@ -650,8 +650,10 @@ class AuthenticationPageTests(PagesTestBase):
 
     def test_operations_raise_config_errors(self) -> None:
         config = self.store.config
-        self.assertRaises(ConfigError, pages_http.find_directive, config, "/nope")
-        self.assertRaises(ConfigError, pages_http.delete_user, config, "/", "nobody")
+        from cmegw.config import auth as config_auth
+
+        self.assertRaises(ConfigError, config_auth.find_directive, config, "/nope")
+        self.assertRaises(ConfigError, config_auth.delete_user, config, "/", "nobody")
         view = pages_http.directives_view(config)
         self.assertEqual(view, [{"uri": "/", "realm": "config", "auth_type": "Digest", "users": ["admin"]}])
 

@@ -34,6 +34,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 import cmegw
+from cmegw.config import auth as config_auth
 from cmegw.config.model import AUTH_TYPES, BAUD_RATES, AuthDirective, Config, ConfigError, User, directive_for
 from cmegw.config.settings import apply_setting, format_value, get_setting, needs_restart, setting_names
 from cmegw.stats import format_duration
@@ -792,13 +793,6 @@ def _directive(args: Arguments, config: Config, uri: str) -> AuthDirective:
     raise args.error(uri, "has no directive", "directives: " + (", ".join(d.uri for d in config.auth) or "none"))
 
 
-def _replace_directive(config: Config, old: AuthDirective | None, new: AuthDirective | None) -> Config:
-    directives = [d for d in config.auth if d is not old]
-    if new is not None:
-        directives.append(new)
-    return config.evolve(auth=tuple(directives))
-
-
 def _ask_password(command: str, prompt_name: str, done: Callable[[str], Result]) -> Reply:
     def first(password: str) -> Result:
         def second(again: str) -> Result:
@@ -812,14 +806,7 @@ def _ask_password(command: str, prompt_name: str, done: Callable[[str], Result])
 
 
 def _set_password(session: Session, command: str, uri: str, name: str, password: str, add: bool) -> Result:
-    config: Config = session.gateway.store.config
-    directive = next(d for d in config.auth if d.uri == uri)
-    user = User.with_password(name, directive.realm, password)
-    users = [user if u.name == name else u for u in directive.users]
-    if add:
-        users.append(user)
-    new = _replace_directive(config, directive, attrs.evolve(directive, users=tuple(users)))
-    change(session, new)
+    change(session, config_auth.add_user(session.gateway.store.config, uri, name, password))
     verb = "added to" if add else "has a new password for"
     return f"{name} {verb} {uri}: applied at once; not saved ('save' keeps it)."
 
@@ -871,19 +858,17 @@ def auth_add(session: Session, args: Arguments) -> Result:
     config: Config = session.gateway.store.config
     if any(d.uri == words[0] for d in config.auth):
         raise args.error(words[0], "has a directive already", "change it with 'auth type', or remove it first")
-    directive = AuthDirective(uri=words[0], auth_type=words[1], realm=words[2] if len(words) > 2 else "config")
-    change(session, _replace_directive(config, None, directive))
-    return f"Directive {directive.uri} added ({directive.auth_type}, realm {directive.realm}); not saved."
+    realm = words[2] if len(words) > 2 else "config"
+    change(session, config_auth.add_directive(config, words[0], realm, words[1]))
+    return f"Directive {words[0]} added ({words[1]}, realm {realm}); not saved."
 
 
 @AUTH.command("remove", "remove a directive and its users", "URI", complete=_uris)
 def auth_remove(session: Session, args: Arguments) -> Result:
     (uri,) = args.expect(1, 1, "URI")
     config: Config = session.gateway.store.config
-    directive = _directive(args, config, uri)
-    if uri == CONSOLE_URI:
-        raise args.error(uri, "holds the console's users", "change its type or users instead")
-    change(session, _replace_directive(config, directive, None))
+    _directive(args, config, uri)
+    change(session, config_auth.delete_directive(config, uri))
     return f"Directive {uri} removed; not saved."
 
 
@@ -891,9 +876,8 @@ def auth_remove(session: Session, args: Arguments) -> Result:
 def auth_type(session: Session, args: Arguments) -> Result:
     uri, kind = args.expect(2, 2, "URI AUTHTYPE")
     config: Config = session.gateway.store.config
-    directive = _directive(args, config, uri)
-    new = attrs.evolve(directive, auth_type=kind)
-    change(session, _replace_directive(config, directive, new))
+    _directive(args, config, uri)
+    change(session, config_auth.set_auth_type(config, uri, kind))
     return f"Directive {uri}: AuthType {kind}, applied at once; not saved."
 
 
@@ -926,10 +910,7 @@ def auth_user_remove(session: Session, args: Arguments) -> Result:
     names = [u.name for u in directive.users]
     if name not in names:
         raise args.error(name, f"is not a user of {uri}", "users: " + (", ".join(names) or "none"))
-    if uri == CONSOLE_URI and len(names) == 1:
-        raise args.error(name, f"is the last user of {uri}", "add another user first (nobody could log in)")
-    new = attrs.evolve(directive, users=tuple(u for u in directive.users if u.name != name))
-    change(session, _replace_directive(config, directive, new))
+    change(session, config_auth.delete_user(config, uri, name))
     return f"{name} removed from {uri}; not saved."
 
 

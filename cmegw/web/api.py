@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.web.iweb import IRequest
 
 import cmegw
+from cmegw.config import auth as config_auth
 from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import apply_settings, get_setting, needs_restart, setting_names
 from cmegw.config.store import ConfigFileError
@@ -348,29 +349,29 @@ def routes(app: Klein, admin: Admin) -> None:
     def directive_add(request: IRequest) -> Any:
         body = _object(read_json(request), "uri")
         realm, kind = body.get("realm", "config"), body.get("auth_type", "Digest")
-        return 201, auth_change(lambda c: pages_http.add_directive(c, body["uri"], realm, kind))
+        return 201, auth_change(lambda c: config_auth.add_directive(c, body["uri"], realm, kind))
 
     @endpoint("/api/auth/directives", ["PUT"], "api_directive_type")
     def directive_type(request: IRequest) -> Any:
         body = _object(read_json(request), "uri", "auth_type")
-        return auth_change(lambda c: pages_http.set_auth_type(c, body["uri"], body["auth_type"]))
+        return auth_change(lambda c: config_auth.set_auth_type(c, body["uri"], body["auth_type"]))
 
     @endpoint("/api/auth/directives", ["DELETE"], "api_directive_delete")
     def directive_delete(request: IRequest) -> Any:
         guard(request)
         uri = _query(request, "uri")
-        return auth_change(lambda c: pages_http.delete_directive(c, uri))
+        return auth_change(lambda c: config_auth.delete_directive(c, uri))
 
     @endpoint("/api/auth/users", ["POST", "PUT"], "api_user_add")
     def user_add(request: IRequest) -> Any:
         body = _object(read_json(request), "uri", "name", "password")
-        return auth_change(lambda c: pages_http.add_user(c, body["uri"], body["name"], body["password"]))
+        return auth_change(lambda c: config_auth.add_user(c, body["uri"], body["name"], body["password"]))
 
     @endpoint("/api/auth/users", ["DELETE"], "api_user_delete")
     def user_delete(request: IRequest) -> Any:
         guard(request)
         uri, name = _query(request, "uri"), _query(request, "name")
-        return auth_change(lambda c: pages_http.delete_user(c, uri, name))
+        return auth_change(lambda c: config_auth.delete_user(c, uri, name))
 
     def web() -> Any:
         state = admin.web()

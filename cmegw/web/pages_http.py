@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
-from cmegw.config.model import AUTH_TYPES, TLS_VERSIONS, AuthDirective, Config, ConfigError
+from cmegw.config.model import AUTH_TYPES, TLS_VERSIONS, Config, ConfigError
+from cmegw.config.auth import (
+    add_directive,
+    add_user,
+    delete_directive,
+    delete_user,
+    set_auth_type,
+)
 from cmegw.config.store import ConfigFileError
-from cmegw.web.auth import make_user
 from cmegw.web.pages import (
     Admin,
     Field,
@@ -91,64 +96,6 @@ USER_FIELDS = [
 ]
 
 #: AuthTypes that ask for a password.
-PASSWORD_TYPES = ("Basic", "Digest", "SSL/Basic", "SSL/Digest")
-
-
-# -- directives and users (the API uses these too) -------------------------------------------
-
-
-def find_directive(config: Config, uri: str) -> AuthDirective:
-    for d in config.auth:
-        if d.uri == uri:
-            return d
-    raise ConfigError("auth.uri", uri, "use the URI of an existing directive: "
-                      + ", ".join(d.uri for d in config.auth))
-
-
-def _replace(config: Config, old: AuthDirective, new: AuthDirective | None) -> Config:
-    directives = tuple(d for d in (new if d is old else d for d in config.auth) if d is not None)
-    return config.evolve(auth=directives)
-
-
-def add_directive(config: Config, uri: str, realm: str, auth_type: str) -> Config:
-    directive = AuthDirective(uri=uri, realm=realm or "config", auth_type=auth_type)
-    return config.evolve(auth=config.auth + (directive,))
-
-
-def delete_directive(config: Config, uri: str) -> Config:
-    directive = find_directive(config, uri)
-    if directive.uri == "/":
-        raise ConfigError("auth.uri", uri, "the directive on / protects every page; change its AuthType "
-                                           "instead of deleting it")
-    return _replace(config, directive, None)
-
-
-def set_auth_type(config: Config, uri: str, auth_type: str) -> Config:
-    directive = find_directive(config, uri)
-    if auth_type in PASSWORD_TYPES and not directive.users:
-        raise ConfigError("auth.auth_type", auth_type, "add a user to this directive before asking for passwords")
-    return _replace(config, directive, attrs.evolve(directive, auth_type=auth_type))
-
-
-def add_user(config: Config, uri: str, name: str, password: str) -> Config:
-    """Add a user, or set the password of an existing one."""
-    directive = find_directive(config, uri)
-    user = make_user(name, directive.realm, password)
-    users = tuple(u for u in directive.users if u.name != name) + (user,)
-    return _replace(config, directive, attrs.evolve(directive, users=users))
-
-
-def delete_user(config: Config, uri: str, name: str) -> Config:
-    directive = find_directive(config, uri)
-    users = tuple(u for u in directive.users if u.name != name)
-    if len(users) == len(directive.users):
-        raise ConfigError("auth.user.name", name, "use the name of a user of this directive")
-    if not users and directive.auth_type in PASSWORD_TYPES:
-        raise ConfigError("auth.user.name", name, "the last user of a directive that asks for a password "
-                                                  "stays; add another user first")
-    return _replace(config, directive, attrs.evolve(directive, users=users))
-
-
 def directives_view(config: Config) -> list[dict[str, Any]]:
     """The directives as shown to people and the API: user names, never hashes."""
     return [{"uri": d.uri, "realm": d.realm, "auth_type": d.auth_type, "users": [u.name for u in d.users]}
