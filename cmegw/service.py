@@ -197,16 +197,17 @@ class GatewayService(service.MultiService):
         return tunnel
 
     def _https_files(self) -> tuple[Path, Path]:
-        """The HTTPS store's certificate and key, which a TLS tunnel serves (made self-signed, as HTTPS does)."""
-        from cmegw.web.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY, TlsManager
+        """
+        The certificate and key HTTPS serves, which a TLS tunnel serves too: the
+        HTTPS store's own choice (the configured pair, or the self-signed one
+        when that pair is missing or does not load, made on first use).
+        """
+        from cmegw.web.tls import TlsManager
 
-        folder = Path(self.store.path).parent
-        http = self.running_config.http
-        if http.certificate and http.private_key:
-            return folder / http.certificate, folder / http.private_key
-        if not (folder / SELF_SIGNED_CERT).exists():
-            TlsManager(folder, lambda: http).reload()
-        return folder / SELF_SIGNED_CERT, folder / SELF_SIGNED_KEY
+        manager = TlsManager(Path(self.store.path).parent, lambda: self.running_config.http)
+        manager.reload()
+        assert manager.files is not None
+        return manager.files
 
     def _remote_baud(self, n: int, baud: int) -> str | None:
         """An RFC 2217 client sets line `n`'s baud rate: validated and saved as on the M-Bus Serial page."""

@@ -154,3 +154,18 @@ class SeveralLinesTests(TestCase):
         yield task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual([t.octets_from_network for t in gateway.tunnel_stats.values()], [5, 5])
         self.assertEqual([t.octets_from_serial for t in gateway.tunnel_stats.values()], [1, 1])
+
+
+class HttpsFilesTests(TestCase):
+    def test_tls_tunnels_serve_what_https_serves(self):
+        """A configured pair that does not load: HTTPS falls back to the self-signed pair, and so do the tunnels."""
+        from cmegw.web.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY
+
+        d = Path(self.mktemp()).resolve()
+        d.mkdir()
+        (d / "cmegw.toml").write_text('[http]\ncertificate = "missing.crt"\nprivate_key = "missing.key"\n')
+        store = ConfigStore(d / "cmegw.toml")
+        store.load()
+        gateway = GatewayService(store, reactor)
+        self.assertEqual(gateway._https_files(), (d / SELF_SIGNED_CERT, d / SELF_SIGNED_KEY))
+        self.assertTrue((d / SELF_SIGNED_KEY).exists())

@@ -193,6 +193,8 @@ class TlsManager:
         self.settings = settings
         self.now = now or _utcnow
         self.info: CertificateInfo | None = None
+        #: The certificate and key files being served (the configured pair, or the self-signed one).
+        self.files: tuple[Path, Path] | None = None
         self._options: ssl.CertificateOptions | None = None
 
     def _path(self, name: str) -> Path:
@@ -206,11 +208,13 @@ class TlsManager:
         if http.certificate or http.private_key:
             try:
                 loaded = self._load(http.certificate, http.private_key)
+                self.files = self._path(http.certificate), self._path(http.private_key)
             except CertificateError as e:
                 problem = f"{http.certificate or '(no certificate)'}: {e}; the self-signed certificate serves"
                 log.error("HTTPS certificate not used: {problem}", problem=problem)
         if loaded is None:
             loaded = self._self_signed()
+            self.files = self._path(SELF_SIGNED_CERT), self._path(SELF_SIGNED_KEY)
         certificate, key, chain, path = loaded
         self._options = certificate_options(certificate, key, chain, http.tls_versions) \
             if http.tls_versions else None
