@@ -1,16 +1,20 @@
 """
-Test doubles shared by cmegw's tests and its users: a memory serial line and
-a configuration store in a temporary folder.
+Test doubles shared by cmegw's tests and its users: a memory serial line, one
+with simulated meters behind it, and a way to drive a `task.Clock` until a
+Deferred fires.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from zope.interface import implementer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from cmegw.config.model import LineConfig
+from cmegw.mbus import frames
+from cmegw.mbus.simulator import MeterBus
 from cmegw.stats import LINE_OPEN, LineStatistics
 
 
@@ -61,3 +65,51 @@ class FakeLine:
     def apply(self, config: LineConfig) -> None:
         self.config = config
         self.stats.baud_rate = config.baud_rate
+
+
+Tamper = Callable[[bytes, bytes | None], bytes | None]
+
+
+class BusLine(FakeLine):
+    """
+    A FakeLine with a `MeterBus` behind it: each request telegram written is
+    answered `delay` seconds later on the clock; `tamper(request, reply)` may
+    change or drop the answer.
+    """
+
+    def __init__(self, bus: MeterBus, clock: task.Clock, delay: float = 0.01,
+                 config: LineConfig | None = None) -> None:
+        super().__init__(config)
+        self.bus = bus
+        self.clock = clock
+        self.delay = delay
+        self.requests: list[bytes] = []
+        self.tamper: Tamper | None = None
+        self._partial = b""
+
+    def write(self, data: bytes) -> bool:
+        if not super().write(data):
+            return False
+        telegrams, self._partial, _ = frames.split_telegrams(self._partial + data)
+        for telegram in telegrams:
+            self.requests.append(telegram)
+            reply = self.bus.handle(telegram)
+            if self.tamper is not None:
+                reply = self.tamper(telegram, reply)
+            if reply:
+                self.clock.callLater(self.delay, self.feed, reply)
+        return True
+
+
+def run_clock(clock: task.Clock, d: defer.Deferred, limit: int = 1_000_000) -> Any:
+    """Advance the clock call by call until `d` fires; its result (a Failure is returned, not raised)."""
+    box: list[Any] = []
+    d.addBoth(box.append)
+    for _ in range(limit):
+        if box:
+            return box[0]
+        calls = clock.getDelayedCalls()
+        if not calls:
+            raise AssertionError("nothing scheduled and the Deferred has not fired: a hang")
+        clock.advance(max(0.0, min(call.getTime() for call in calls) - clock.seconds()))
+    raise AssertionError(f"not done after {limit} steps")

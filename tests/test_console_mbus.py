@@ -11,7 +11,7 @@ from cmegw.console.commands import Reply, Session, commands
 from cmegw.mbus.master import Master
 from cmegw.mbus.simulator import MeterBus, default_meters
 from cmegw.serial.arbiter import BusArbiter
-from tests.test_mbus_master import BusLine, run
+from cmegw.testing import BusLine, run_clock as run
 
 
 class Gateway:

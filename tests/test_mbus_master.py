@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime
 from typing import Any, Callable
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from cmegw.config.model import LineConfig
 from cmegw.mbus import frames
 from cmegw.mbus import master as master_module
 from cmegw.mbus.frames import SecondaryAddress
@@ -26,55 +25,7 @@ from cmegw.mbus.master import (
 from cmegw.mbus.records import Coding, RecordSpec, scaled
 from cmegw.mbus.simulator import MeterBus, SimulatedMeter, default_meters
 from cmegw.serial.arbiter import BusArbiter, first_byte_timeout
-from cmegw.testing import FakeLine
-
-Tamper = Callable[[bytes, bytes | None], bytes | None]
-
-
-class BusLine(FakeLine):
-    """
-    A FakeLine with a `MeterBus` behind it: each request telegram written is
-    answered `delay` seconds later on the clock; `tamper(request, reply)` may
-    change or drop the answer.
-    """
-
-    def __init__(self, bus: MeterBus, clock: task.Clock, delay: float = 0.01,
-                 config: LineConfig | None = None) -> None:
-        super().__init__(config)
-        self.bus = bus
-        self.clock = clock
-        self.delay = delay
-        self.requests: list[bytes] = []
-        self.tamper: Tamper | None = None
-        self._partial = b""
-
-    def write(self, data: bytes) -> bool:
-        if not super().write(data):
-            return False
-        telegrams, self._partial, _ = frames.split_telegrams(self._partial + data)
-        for telegram in telegrams:
-            self.requests.append(telegram)
-            reply = self.bus.handle(telegram)
-            if self.tamper is not None:
-                reply = self.tamper(telegram, reply)
-            if reply:
-                self.clock.callLater(self.delay, self.feed, reply)
-        return True
-
-
-def run(clock: task.Clock, d: defer.Deferred, limit: int = 1_000_000) -> Any:
-    """Advance the clock call by call until `d` fires; its result (a Failure is returned, not raised)."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    for _ in range(limit):
-        if box:
-            return box[0]
-        calls = clock.getDelayedCalls()
-        if not calls:
-            raise AssertionError("nothing scheduled and the Deferred has not fired: a hang")
-        clock.advance(max(0.0, min(call.getTime() for call in calls) - clock.seconds()))
-    raise AssertionError(f"not done after {limit} steps")
-
+from cmegw.testing import BusLine, run_clock as run
 
 def meter(primary: int, ident: str, manufacturer: str = "ELV", medium: int = 0x07,
           telegrams: list[list[RecordSpec]] | None = None) -> SimulatedMeter:

@@ -468,7 +468,7 @@ class SharingTests(TestCase):
         from cmegw.mbus.simulator import MeterBus, default_meters
         from cmegw.serial.arbiter import BusArbiter
         from cmegw.tunnel.sharing import SharingTunnelService
-        from tests.test_mbus_master import BusLine
+        from cmegw.testing import BusLine
 
         clock = task.Clock()
         line = BusLine(MeterBus(default_meters()), clock, delay=0.05)

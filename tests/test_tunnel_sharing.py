@@ -30,7 +30,7 @@ from cmegw.tunnel.sharing import (
 from cmegw.service import GatewayService, Overrides
 from cmegw.tunnel.accept import TunnelFactory, TunnelService
 from tests.support import open_pty
-from tests.test_mbus_master import BusLine, run
+from cmegw.testing import BusLine, run_clock as run
 
 
 def connect(factory: SharingFactory, port: int) -> tuple[Any, StringTransport]:
