@@ -56,11 +56,38 @@ class LineStatistics:
         return attrs.asdict(self)
 
 
+#: (label, attribute of LineStatistics) in the order of the device's M-Bus Serial page.
+LINE_COUNTERS = (
+    ("Receiver bytes", "rx_bytes"),
+    ("Transmitter bytes", "tx_bytes"),
+    ("Receiver breaks", "rx_breaks"),
+    ("Transmitter breaks", "tx_breaks"),
+    ("Parity errors", "parity_errors"),
+    ("Framing errors", "framing_errors"),
+    ("Overrun errors", "overrun_errors"),
+    ("No rx buffer errors", "buffer_errors"),
+    ("Queued receive bytes", "queued_rx"),
+    ("Queued transmit bytes", "queued_tx"),
+)
+
 #: Tunnel states
 TUNNEL_DISABLED = "disabled"
 TUNNEL_WAITING = "waiting"
 TUNNEL_CONNECTED = "connected"
 TUNNEL_LISTEN_FAILED = "listen failed"
+
+
+#: (label, attribute of TunnelStatistics) in the order of the device's M-Bus TCP/IP page.
+TUNNEL_COUNTERS = (
+    ("Completed accepts", "completed_accepts"),
+    ("Completed connects", "completed_connects"),
+    ("Disconnects", "disconnects"),
+    ("Dropped accepts", "dropped_accepts"),
+    ("Dropped connects", "dropped_connects"),
+    ("Octets forwarded from serial", "octets_from_serial"),
+    ("Octets forwarded from network", "octets_from_network"),
+    ("Octets discarded (no client)", "octets_discarded"),
+)
 
 
 @attrs.define

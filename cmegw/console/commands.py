@@ -37,7 +37,7 @@ import cmegw
 from cmegw.config import auth as config_auth
 from cmegw.config.model import AUTH_TYPES, BAUD_RATES, AuthDirective, Config, ConfigError, User, directive_for
 from cmegw.config.settings import apply_setting, format_value, get_setting, needs_restart, setting_names
-from cmegw.stats import format_duration
+from cmegw.stats import LINE_COUNTERS, TUNNEL_COUNTERS, format_duration
 
 log = Logger(namespace="cmegw.console")
 
@@ -482,17 +482,8 @@ def _tunnel_page(gateway: Any, n: int) -> list[str]:
         lines.append("  not running")
     else:
         now = gateway.reactor.seconds()
-        rows = [
-            ("Completed accepts", str(stats.completed_accepts)),
-            ("Completed connects", str(stats.completed_connects)),
-            ("Disconnects", str(stats.disconnects)),
-            ("Dropped accepts", str(stats.dropped_accepts)),
-            ("Dropped connects", str(stats.dropped_connects)),
-            ("Octets forwarded from serial", str(stats.octets_from_serial)),
-            ("Octets forwarded from network", str(stats.octets_from_network)),
-            ("Octets discarded (no client)", str(stats.octets_discarded)),
-            ("Accept connection time", format_duration(stats.accept_connection_time(now))),
-        ]
+        rows = [(label, str(getattr(stats, name))) for label, name in TUNNEL_COUNTERS]
+        rows.append(("Accept connection time", format_duration(stats.accept_connection_time(now))))
         rows += [(f"Connect {i} connection time", format_duration(t))
                  for i, t in enumerate(stats.connect_times, 1)]
         lines += ["  Statistics", *table_lines(rows, 4)]
@@ -551,16 +542,7 @@ def _line_page(gateway: Any, n: int) -> list[str]:
     else:
         lines += ["  Statistics", *table_lines([
             ("State", _line_state(gateway, n)),
-            ("Receiver bytes", str(stats.rx_bytes)),
-            ("Receiver breaks", _count(stats.rx_breaks)),
-            ("Transmitter bytes", str(stats.tx_bytes)),
-            ("Transmitter breaks", _count(stats.tx_breaks)),
-            ("Parity errors", _count(stats.parity_errors)),
-            ("Framing errors", _count(stats.framing_errors)),
-            ("Overrun errors", _count(stats.overrun_errors)),
-            ("No Rx buffer errors", _count(stats.buffer_errors)),
-            ("Queued receive bytes", _count(stats.queued_rx)),
-            ("Queued transmit bytes", _count(stats.queued_tx)),
+            *[(label, _count(getattr(stats, name))) for label, name in LINE_COUNTERS],
             ("Reopen attempts", str(stats.reopen_attempts)),
         ], 4)]
     lines += ["  Configuration", *table_lines([

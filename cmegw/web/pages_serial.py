@@ -14,6 +14,7 @@ from twisted.web.template import Tag, tags
 from cmegw.config.model import BAUD_RATES
 from cmegw.ops.graphs import graphs_panel
 from cmegw.ops.pages import STYLE as GRAPHS_STYLE
+from cmegw.stats import LINE_COUNTERS
 from cmegw.web.pages import (
     Admin,
     Field,
@@ -30,18 +31,7 @@ from cmegw.web.pages import (
 TABS = (("Statistics", "/serial"), ("Configuration", "/serial/configuration"), ("Trace", "/trace"))
 
 #: (label, attribute of LineStatistics) in the device's order.
-STATISTICS = (
-    ("Receiver bytes", "rx_bytes"),
-    ("Transmitter bytes", "tx_bytes"),
-    ("Receiver breaks", "rx_breaks"),
-    ("Transmitter breaks", "tx_breaks"),
-    ("Parity errors", "parity_errors"),
-    ("Framing errors", "framing_errors"),
-    ("Overrun errors", "overrun_errors"),
-    ("No rx buffer errors", "buffer_errors"),
-    ("Queued receive bytes", "queued_rx"),
-    ("Queued transmit bytes", "queued_tx"),
-)
+STATISTICS = LINE_COUNTERS
 
 
 def line_fields(n: int) -> list[Field]:

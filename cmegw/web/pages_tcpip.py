@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 from cmegw.config.model import ACCEPT_POLICIES, CONNECT_MODES, HOST_LIST_MODES, MAX_CONNECT_HOSTS
-from cmegw.stats import format_duration
+from cmegw.stats import TUNNEL_COUNTERS, format_duration
 from cmegw.ops.graphs import graphs_panel
 from cmegw.ops.pages import STYLE as GRAPHS_STYLE
 from cmegw.web.pages import (
@@ -33,16 +33,7 @@ TABS = (("Statistics", "/tcpip"), ("Accept mode", "/tcpip/accept"), ("Connect mo
         ("Disconnect mode", "/tcpip/disconnect"), ("TLS files", "/tcpip/tls"))
 
 #: (label, attribute of TunnelStatistics) in the device's order.
-COUNTERS = (
-    ("Completed accepts", "completed_accepts"),
-    ("Completed connects", "completed_connects"),
-    ("Disconnects", "disconnects"),
-    ("Dropped accepts", "dropped_accepts"),
-    ("Dropped connects", "dropped_connects"),
-    ("Octets forwarded from serial", "octets_from_serial"),
-    ("Octets forwarded from network", "octets_from_network"),
-    ("Octets from serial without a client (discarded)", "octets_discarded"),
-)
+COUNTERS = TUNNEL_COUNTERS
 
 
 def accept_fields(n: int) -> list[Field]:
