@@ -225,7 +225,7 @@ class CommandTests(TestCase):
             access_log.add(f'127.0.0.1 12:00:0{i} "GET /{i} HTTP/1.1" 200 10')
         stats = HttpStatistics(rx_bytes=100, tx_bytes=2000, status_200=7)
         state = SimpleNamespace(stats=stats, access_log=access_log, listening={"http": "127.0.0.1:8080"})
-        self.patch(C, "web_state", lambda gateway: state)
+        self.patch(C, "running_web", lambda gateway: state)
         text = self.text("show http")
         self.assertRegex(text, r"Rx bytes\s+100")
         self.assertRegex(text, r"responses 200\s+7")
@@ -241,12 +241,12 @@ class CommandTests(TestCase):
         self.assertEqual(self.text("show log"), "The HTTP access log is empty.")
 
     def test_show_log_without_web(self):
-        self.patch(C, "web_state", lambda gateway: None)
+        self.patch(C, "running_web", lambda gateway: None)
         self.assertIn("not available", self.text("show log"))
 
     def test_web_state_not_running(self):
         """The web part raises LookupError while it is not running: no log for the console."""
-        self.assertIsNone(C.web_state(self.gateway))
+        self.assertIsNone(C.running_web(self.gateway))
 
     def test_show_auth_never_shows_hashes(self):
         text = self.text("show auth")

@@ -38,6 +38,7 @@ from cmegw.config import auth as config_auth
 from cmegw.config.model import AUTH_TYPES, BAUD_RATES, AuthDirective, Config, ConfigError, User, directive_for
 from cmegw.config.settings import apply_setting, format_value, get_setting, needs_restart, setting_names
 from cmegw.stats import LINE_COUNTERS, TUNNEL_COUNTERS, format_duration
+from cmegw.web.service import running_web
 
 log = Logger(namespace="cmegw.console")
 
@@ -558,18 +559,6 @@ def show_line(session: Session, args: Arguments) -> Result:
     return _pages(args, gateway.running_config.lines, "line", lambda n: _line_page(gateway, n))
 
 
-def web_state(gateway: Any) -> Any:
-    """The web part's published state (statistics, access log), or None where the web part is not running."""
-    try:
-        from cmegw.web.service import web_state as published
-    except ImportError:
-        return None
-    try:
-        return published(gateway)
-    except LookupError:
-        return None
-
-
 @SHOW.command("http", "the HTTP page: configuration and statistics")
 def show_http(session: Session, args: Arguments) -> Result:
     args.expect(0, 0, "")
@@ -580,7 +569,7 @@ def show_http(session: Session, args: Arguments) -> Result:
     if gateway.overrides.http or gateway.overrides.https:
         lines.append("  The command line sets the listeners for this run: "
                      + ", ".join(x for x in (gateway.overrides.http, gateway.overrides.https) if x))
-    state = web_state(gateway)
+    state = running_web(gateway)
     lines += ["", "HTTP statistics"]
     if state is None:
         lines.append("  not available: the web administration is not running in this gateway")
@@ -619,7 +608,7 @@ def show_log(session: Session, args: Arguments) -> Result:
         if not words[0].isdigit() or int(words[0]) < 1:
             raise args.error(words[0], "is not a count", "use a whole number of entries, 1 or more")
         count = int(words[0])
-    state = web_state(session.gateway)
+    state = running_web(session.gateway)
     if state is None:
         return "The HTTP access log is not available: the web administration is not running in this gateway."
     entries = [str(e) for e in state.access_log.entries]
@@ -902,7 +891,7 @@ CLEAR = COMMANDS.group("clear", "clear a log", "WHAT")
 @CLEAR.command("log", "clear the HTTP access log (as its page's Clear button)")
 def clear_log(session: Session, args: Arguments) -> Result:
     args.expect(0, 0, "")
-    state = web_state(session.gateway)
+    state = running_web(session.gateway)
     if state is None:
         return "There is no HTTP access log: the web administration is not running in this gateway."
     state.access_log.clear()

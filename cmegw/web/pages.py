@@ -40,7 +40,7 @@ from cmegw.config.settings import apply_settings, format_value, get_setting, nee
 from cmegw.config.store import ConfigFileError
 from cmegw.web.auth import authenticated_user as _authenticated_user
 from cmegw.web.auth import factory_password_in_use
-from cmegw.web.service import web_state as _running_web
+from cmegw.web.service import running_web
 
 #: Where `pip install .` puts the files of the repository's web/ folder (setup.cfg data_files).
 DATA_SUBDIR = Path("share") / "cmegw" / "web"
@@ -73,14 +73,6 @@ def web_root() -> Path:
 def authenticated_user(request: IRequest) -> str:
     """The user the authentication wrapper let in ("" when none is known)."""
     return _authenticated_user(request) or ""
-
-
-def web_state(gateway: Any) -> Any:
-    """The web part's state (HTTP statistics, access log, TLS), or None while it is not running."""
-    try:
-        return _running_web(gateway)
-    except (LookupError, AttributeError):
-        return None
 
 
 # -- CSRF ---------------------------------------------------------------------------------
@@ -585,7 +577,7 @@ class Admin:
         self.root = root or web_root()
         self.csrf = csrf or CsrfGuard()
         self.host_network = host_network or read_host_network
-        self._web = web or (lambda: web_state(gateway))
+        self._web = web or (lambda: running_web(gateway))
         self._templates: dict[str, XMLFile] = {}
         #: The software updater of the System page (set by `admin_resource`).
         self.updater: Any = None

@@ -240,3 +240,11 @@ def web_state(gateway: Any) -> WebService:
         if isinstance(child, WebService):
             return child
     raise LookupError("the web administration is not running")
+
+
+def running_web(gateway: Any) -> WebService | None:
+    """The running web part of `gateway`, or None (for the console and pages that show its state)."""
+    try:
+        return web_state(gateway)
+    except LookupError:
+        return None
