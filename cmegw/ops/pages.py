@@ -138,9 +138,8 @@ def routes(app: Klein, admin: Any) -> None:
         return admin.page(request, section="serial", title=f"Trace of line {n}", content=content, head=STYLE)
 
     @app.route("/trace/<int:n>", methods=["POST"])
+    @admin.csrf_checked
     def ops_trace_change(request: IRequest, n: int) -> Any:
-        if not admin.checked(request):
-            return admin.forbidden(request)
         if not _line(admin, n):
             request.setResponseCode(404)
             return b"no such line"
