@@ -89,15 +89,20 @@ class TunnelProtocol(Protocol):
         self.peer = describe(self.transport.getPeer())
         self.last_activity = factory.clock.seconds()
         transport = self.transport
-        self.write = fast_writer(transport)
         if hasattr(transport, "setTcpNoDelay"):
             transport.setTcpNoDelay(True)
             set_keepalive(transport, factory.config.keepalive)
-        transport.registerProducer(factory.line, True)
-        factory.line.registerProducer(transport, True)
+        self._start_flow()
         factory._client_connected(self)
         self._idle = None
         self._schedule_idle()
+
+    def _start_flow(self) -> None:
+        """The byte path: writes at once, and flow control both ways with the line."""
+        transport, line = self.transport, self.factory.line
+        self.write = fast_writer(transport)
+        transport.registerProducer(line, True)
+        line.registerProducer(transport, True)
 
     def dataReceived(self, data: bytes) -> None:
         factory = self.factory
@@ -215,6 +220,11 @@ class TunnelFactory(ServerFactory):
                                  old=self.client.peer)
                 return False
         return True
+
+    @property
+    def clients(self) -> list[TunnelProtocol]:
+        """The connected clients (one at most; a sharing tunnel's factory has several)."""
+        return [self.client] if self.client is not None else []
 
     def admit_after_handshake(self, protocol: TunnelProtocol) -> bool:
         """A TLS client whose handshake succeeded: the line may have been taken meanwhile."""
@@ -382,10 +392,7 @@ class TunnelService(service.Service):
     def _close_outsiders(self) -> None:
         """A changed allow-list applies to the connected clients too."""
         allowed = self._allow_list()
-        clients = getattr(self.factory, "clients", None)
-        for client in list(clients if clients is not None else [self.factory.client]):
-            if client is None:
-                continue
+        for client in list(self.factory.clients):
             host = getattr(client.transport.getPeer(), "host", "")
             if not allowed.permits(host if isinstance(host, str) else ""):
                 self.access.refused(client.peer, "no longer in the allow-list", self.reactor.seconds())

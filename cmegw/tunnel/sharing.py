@@ -84,22 +84,13 @@ class SharingProtocol(TunnelProtocol):
 
     factory: "SharingFactory"
 
-    def connectionMade(self) -> None:
-        factory = self.factory
-        self.peer = describe(self.transport.getPeer())
-        self.last_activity = factory.clock.seconds()
+    def _start_flow(self) -> None:
+        """Not a byte stream: telegrams queued for the arbiter, one transaction at a time."""
         self._buffer = b""
         self._partial: IDelayedCall | None = None
         self._waiting: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._pending: defer.Deferred | None = None
         self._gone = False
-        transport = self.transport
-        if hasattr(transport, "setTcpNoDelay"):
-            transport.setTcpNoDelay(True)
-            set_keepalive(transport, factory.config.keepalive)
-        factory._client_connected(self)
-        self._idle = None
-        self._schedule_idle()
 
     def dataReceived(self, data: bytes) -> None:
         factory = self.factory
