@@ -8,7 +8,7 @@ metrics and the systemd status read them.  Nothing here does I/O.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 
@@ -121,6 +121,46 @@ class TunnelStatistics:
         d = attrs.asdict(self)
         d["accept_connection_time"] = self.accept_connection_time(now)
         return d
+
+
+#: HTTP answers the device's HTTP / Statistics page counts one by one (the rest: "unknown").
+COUNTED_STATUSES = (200, 400, 401, 404, 408, 413, 501)
+
+
+@attrs.define
+class HttpStatistics:
+    """The counters of the device's HTTP / Statistics page."""
+
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    status_200: int = 0
+    status_400: int = 0
+    status_401: int = 0
+    status_404: int = 0
+    status_408: int = 0
+    status_413: int = 0
+    status_501: int = 0
+    status_unknown: int = 0
+    work_queue_full: int = 0
+    socket_errors: int = 0
+    memory_errors: int = 0
+    by_status: dict[int, int] = attrs.field(factory=dict)
+
+    def count_response(self, code: int) -> None:
+        if code in COUNTED_STATUSES:
+            name = f"status_{code}"
+            setattr(self, name, getattr(self, name) + 1)
+        else:
+            self.status_unknown += 1
+        if 100 <= code <= 599:
+            self.by_status[code] = self.by_status.get(code, 0) + 1
+
+    def reset(self) -> None:
+        for field in attrs.fields(HttpStatistics):
+            setattr(self, field.name, {} if field.name == "by_status" else 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
 
 
 @attrs.define

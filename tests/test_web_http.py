@@ -14,13 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
+from cmegw.stats import HttpStatistics
 from cmegw.web.auth import set_authenticated_user
 from cmegw.web.http import (
     ABORT_AFTER,
     AccessLog,
     AccessRecord,
     UPLOAD_MAX_BYTES,
-    HttpStatistics,
     escape_value,
     format_entry,
 )

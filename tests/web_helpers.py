@@ -18,7 +18,8 @@ from zope.interface import implementer
 
 from cmegw.config.model import HttpConfig
 from cmegw.web.auth import authenticated_user
-from cmegw.web.http import AccessLog, GatewaySite, HttpStatistics
+from cmegw.stats import HttpStatistics
+from cmegw.web.http import AccessLog, GatewaySite
 
 
 class Placeholder(Resource):

@@ -53,10 +53,10 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 
 from cmegw.config.model import HttpConfig
+from cmegw.stats import HttpStatistics
 from cmegw.web.auth import authenticated_user
 
 #: The statuses the HTTP page counts one by one; the others are "unknown".
-COUNTED_STATUSES = (200, 400, 401, 404, 408, 413, 501)
 #: Each expanded log directive is cut at this many bytes.
 LOG_VALUE_LIMIT = 64
 #: Seconds a refused or timed-out client gets to read our answer before the connection is cut.
@@ -66,42 +66,6 @@ SERVER_NAME = b"cmegw"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 Settings = Callable[[], HttpConfig]
-
-
-@attrs.define
-class HttpStatistics:
-    """The counters of the device's HTTP / Statistics page."""
-
-    rx_bytes: int = 0
-    tx_bytes: int = 0
-    status_200: int = 0
-    status_400: int = 0
-    status_401: int = 0
-    status_404: int = 0
-    status_408: int = 0
-    status_413: int = 0
-    status_501: int = 0
-    status_unknown: int = 0
-    work_queue_full: int = 0
-    socket_errors: int = 0
-    memory_errors: int = 0
-    by_status: dict[int, int] = attrs.field(factory=dict)
-
-    def count_response(self, code: int) -> None:
-        if code in COUNTED_STATUSES:
-            name = f"status_{code}"
-            setattr(self, name, getattr(self, name) + 1)
-        else:
-            self.status_unknown += 1
-        if 100 <= code <= 599:
-            self.by_status[code] = self.by_status.get(code, 0) + 1
-
-    def reset(self) -> None:
-        for field in attrs.fields(HttpStatistics):
-            setattr(self, field.name, {} if field.name == "by_status" else 0)
-
-    def as_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
 
 
 @attrs.define

@@ -21,7 +21,7 @@ Public API:
     ``LookupError`` when the web part is not running.  Ask per request (a
     restart builds a new one).  Attributes:
 
-    - ``stats``: `cmegw.web.http.HttpStatistics` (rx_bytes, tx_bytes,
+    - ``stats``: `cmegw.stats.HttpStatistics` (rx_bytes, tx_bytes,
       status_200 ... status_501, status_unknown, work_queue_full,
       socket_errors, memory_errors; ``as_dict()``);
     - ``access_log``: `cmegw.web.http.AccessLog` (``entries`` oldest first,
@@ -57,7 +57,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from cmegw.config.model import Config, HttpConfig
 from cmegw.config.settings import apply_settings
 from cmegw.web.auth import AuthGate
-from cmegw.web.http import AccessLog, GatewaySite, HttpStatistics
+from cmegw.stats import HttpStatistics
+from cmegw.web.http import AccessLog, GatewaySite
 from cmegw.web.tls import CertificateInfo, TlsManager
 
 log = Logger(namespace="cmegw.web")
