@@ -237,6 +237,20 @@ class SSHConsoleTests(TestCase):
         child.close()
         self.assertEqual(child.exitstatus, 0)
 
+    def exit_status(self, *command: str) -> int:
+        """The exit status of ``ssh gw COMMAND`` (what the shell's ``$?`` shows)."""
+        child = self.client(*command, tty=False)
+        child.expect("password: ")
+        child.sendline("admin")
+        child.expect(pexpect.EOF)
+        child.close()
+        return child.exitstatus
+
+    def test_single_command_exit_status(self):
+        self.assertEqual(self.exit_status("show", "status"), 0)
+        self.assertEqual(self.exit_status("frobnicate"), 1)
+        self.assertEqual(self.exit_status("set", "line.1.baud_rate", "12345"), 1)
+
     def test_wrong_passwords(self):
         child = self.client()
         for attempt in range(3):

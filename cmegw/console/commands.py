@@ -82,6 +82,8 @@ class Reply:
     close: bool = False
     #: Called once the text has been written (a restart, which closes the session).
     after: Callable[[], Any] | None = None
+    #: The text says why the command failed (``ssh gw COMMAND`` then exits with status 1).
+    error: bool = False
 
 
 Result = Union[Reply, str, defer.Deferred]
@@ -246,9 +248,9 @@ class CommandTable:
                                    "use one of " + ", ".join(c.name for c in command.subcommands))
             return command.run(session, Arguments(full, text))
         except CommandError as e:
-            return Reply(str(e))
+            return Reply(str(e), error=True)
         except ConfigError as e:  # the configuration model's own message, as the web page shows it
-            return Reply(f"{full}: {e}")
+            return Reply(f"{full}: {e}", error=True)
 
     def complete(self, session: Session, text: str) -> list[str]:
         """The candidates for the last word of `text` (the line up to the cursor)."""

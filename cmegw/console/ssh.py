@@ -5,7 +5,8 @@ The console over SSH, so the configuration need not cross the network in clear.
 The same `ConsoleProtocol` as telnet, behind `twisted.conch.ssh`: password
 login with the users of the directive of ``/`` (a wrong password is answered
 late, three close the connection), a shell (``ssh -p 2222 admin@gateway``),
-and single commands (``ssh -p 2222 admin@gateway show status``).  The host
+and single commands (``ssh -p 2222 admin@gateway show status``), which exit
+with status 1 when the command fails or asks a question, else 0.  The host
 key is an Ed25519 key made on first start and kept beside the configuration
 file, readable by its owner only.
 """
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch import avatar
 from twisted.conch.interfaces import IConchUser, ISession
@@ -129,7 +131,7 @@ class ConsoleAvatar(avatar.ConchUser):
 
         def done(result: Any) -> None:
             reply = Reply(result) if isinstance(result, str) else result
-            status = 0
+            status = 1 if reply.error else 0
             if reply.ask is not None:
                 emit(f"{command}: asks a question; run it in an interactive session (ssh -t)")
                 status = 1
@@ -143,7 +145,7 @@ class ConsoleAvatar(avatar.ConchUser):
 
         session_ = Session(self.console.gateway, user=self.name, emit=emit)
         d = defer.maybeDeferred(self.console.table.run, session_, line)
-        d.addErrback(lambda f: error_reply(command, f)).addCallback(done)
+        d.addErrback(lambda f: attrs.evolve(error_reply(command, f), error=True)).addCallback(done)
 
     def eofReceived(self) -> None:
         if self._terminal is not None:
