@@ -93,6 +93,26 @@ class FrameLengthTests(TestCase):
         self.assertEqual(rest, b"\x68\x05")
         self.assertEqual(skipped, 5)
 
+    def test_split_stream(self) -> None:
+        stream = b"\x00\x01" + frames.snd_nke(1) + b"\x68\x05\x06" + frames.ACK + b"\x68\x05"
+        segments, waiting = frames.split_stream(stream)
+        self.assertEqual([(s.kind, s.data) for s in segments],
+                         [(frames.GARBAGE, b"\x00\x01"), (frames.TELEGRAM, frames.snd_nke(1)),
+                          (frames.GARBAGE, b"\x68\x05\x06"), (frames.TELEGRAM, frames.ACK)])
+        self.assertIn("cannot start a telegram", segments[0].problem)
+        self.assertIn("length bytes differ", segments[2].problem)
+        self.assertEqual(waiting, 2)
+
+    def test_split_stream_stop_byte(self) -> None:
+        """A wrong stop byte makes no telegram, unless only the length is to decide (split_telegrams)."""
+        bad = frames.snd_nke(1)[:-1] + b"\x17"
+        segments, waiting = frames.split_stream(bad + frames.ACK)
+        self.assertEqual([(s.kind, s.data) for s in segments],
+                         [(frames.GARBAGE, bad), (frames.TELEGRAM, frames.ACK)])
+        self.assertIn("not 0x16", segments[0].problem)
+        self.assertEqual(waiting, 0)
+        self.assertEqual(frames.split_telegrams(bad + frames.ACK), ([bad, frames.ACK], b"", 0))
+
 
 class ParseTests(TestCase):
     def test_ack(self) -> None:
@@ -105,6 +125,14 @@ class ParseTests(TestCase):
         self.assertEqual(frame.function, 0x4B)
         self.assertEqual(Frame("short", 0xDB, 7).function, 0x4B, "reserved bit 7 is not part of the function")
         self.assertIsNone(Frame("ack").function)
+
+    def test_function_names(self) -> None:
+        names = {0x40: "SND_NKE", 0x53: "SND_UD", 0x73: "SND_UD", 0x5A: "REQ_UD1", 0x7A: "REQ_UD1",
+                 0x5B: "REQ_UD2", 0x7B: "REQ_UD2", 0xDB: "REQ_UD2", 0x08: "RSP_UD", 0x18: "RSP_UD",
+                 0x28: "RSP_UD", 0x38: "RSP_UD", 0x88: "RSP_UD", 0x00: "ACK", 0x44: "C 0x44", 0x4F: "C 0x4F"}
+        self.assertEqual({c: frames.function_name(c) for c in names}, names)
+        for c in range(256):
+            self.assertEqual(Frame("short", c, 1).function, frames.function_of(c))
 
     def test_control_and_long(self) -> None:
         self.assertEqual(

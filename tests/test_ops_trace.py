@@ -158,6 +158,27 @@ class LabellingTests(TestCase):
         self.assertEqual(labels[3].a, 5)
         self.assertEqual(labels[0].peer, "127.0.0.1:5555")
 
+    def test_reserved_bit_7(self):
+        """The C field's reserved bit 7 is not part of the function (frames.Frame.function)."""
+        self.trace.record(TX, frames.short_frame(0xDB, 5))
+        self.trace.record(RX, frames.long_frame(0x88, 5, 0x72, bytes(12)))
+        labels = self.trace.frames()
+        self.assertEqual([f.name for f in labels], ["REQ_UD2", "RSP_UD"])
+        self.assertEqual(labels[1].records, (), "decoded as the RSP_UD it is")
+
+    def test_names_are_those_of_frames(self):
+        """Every C value is named as cmegw.mbus.frames names it, and as it parses."""
+        trace = LineTrace(1, task.Clock(), max_frames=1000)
+        for c in range(256):
+            trace.record(TX, frames.short_frame(c, 1))
+            trace.record(RX, frames.long_frame(c, 1, 0x72, bytes(12)))
+        labels = trace.frames()
+        self.assertEqual(len(labels), 512)
+        for label in labels:
+            self.assertEqual(label.name, frames.function_name(label.c))
+            function = frames.parse_frame(label.raw).function
+            self.assertEqual(label.name, frames.FUNCTION_NAMES.get(function, f"C 0x{label.c:02X}"))
+
     def test_split_anywhere(self):
         stream = frames.snd_nke(1) + frames.req_ud2(1) + frames.long_frame(0x53, 0xFD, 0x52, bytes(8)) + b"\xe5"
         expected = [(f.kind, f.c, f.length) for f in self._labels([stream])]

@@ -17,6 +17,7 @@ CS is the sum of C, A, CI and data modulo 256.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import attrs
 
@@ -43,6 +44,18 @@ FCB = 0x20
 FCV = 0x10
 ACD = 0x20
 DFC = 0x10
+#: The bits of the C field that say what a telegram asks or answers: not FCB/FCV (master),
+#: ACD/DFC (slave) or the reserved bit 7.
+FUNCTION_MASK = 0x4F
+#: The names of the functions (`function_of`) a wired M-Bus carries.
+FUNCTION_NAMES = {
+    SND_NKE & FUNCTION_MASK: "SND_NKE",
+    SND_UD & FUNCTION_MASK: "SND_UD",
+    REQ_UD1 & FUNCTION_MASK: "REQ_UD1",
+    REQ_UD2 & FUNCTION_MASK: "REQ_UD2",
+    RSP_UD & FUNCTION_MASK: "RSP_UD",
+    0x00: "ACK",  # a slave's acknowledge as a short frame (the E5 single character says the same)
+}
 
 # A field
 UNCONFIGURED = 0x00
@@ -222,6 +235,22 @@ def selection_data(
     )
 
 
+def function_of(c: int) -> int:
+    """
+    What the C field C{c} asks or answers: C{c} without FCB/FCV, ACD/DFC and
+    the reserved bit 7.
+    """
+    return c & FUNCTION_MASK
+
+
+def function_name(c: int) -> str:
+    """
+    The name of the C field C{c}'s function (C{"REQ_UD2"} for 0x5B, 0x7B or
+    0xDB); C{"C 0x44"} for a function the wired M-Bus has not.
+    """
+    return FUNCTION_NAMES.get(function_of(c), f"C 0x{c:02X}")
+
+
 def frame_length(buf: bytes) -> int | None:
     """
     How many bytes the telegram starting at C{buf[0]} occupies.
@@ -297,7 +326,7 @@ class Frame:
         The C field without its FCB/FCV (master) or ACD/DFC (slave) bits
         and the reserved bit 7: what the telegram asks or answers.
         """
-        return None if self.c is None else self.c & 0x4F
+        return None if self.c is None else function_of(self.c)
 
 
 def parse_frame(buf: bytes) -> Frame:
@@ -338,31 +367,93 @@ def parse_frame(buf: bytes) -> Frame:
     return Frame(kind, body[0], body[1], body[2], bytes(body[3:]))
 
 
-def split_telegrams(buf: bytes) -> tuple[list[bytes], bytes, int]:
-    """
-    Cut a byte stream into telegrams by their announced lengths.
+TELEGRAM = "telegram"
+GARBAGE = "garbage"
 
-    Garbage is skipped one byte at a time (resynchronisation).  Checksums
-    are not checked here.
 
-    @return: (complete telegrams, the incomplete rest, bytes skipped)
+class Segment(NamedTuple):
     """
-    telegrams: list[bytes] = []
-    skipped = 0
+    A run of a byte stream: a telegram (C{kind} L{TELEGRAM}) or bytes no
+    telegram starts with (L{GARBAGE}, C{problem} saying why its first byte
+    starts none).
+    """
+
+    kind: str
+    data: bytes
+    problem: str = ""
+
+
+def _next_start(buf: bytes, pos: int) -> int:
+    """
+    Where the next byte that can start a telegram is, at or after C{pos}
+    (C{len(buf)} when there is none).
+    """
+    found = [
+        i
+        for i in (buf.find(b"\x10", pos), buf.find(b"\x68", pos), buf.find(b"\xe5", pos))
+        if i >= 0
+    ]
+    return min(found) if found else len(buf)
+
+
+def split_stream(buf: bytes, check_stop: bool = True) -> tuple[list[Segment], int]:
+    """
+    Cut a byte stream into telegrams and garbage by the telegrams' announced
+    lengths.  Checksums are not checked here.
+
+    With C{check_stop}, a telegram whose last byte is not 0x16 is no
+    telegram: its first byte is garbage and the search goes on from the next
+    byte that can start one.  Without it the announced length alone decides
+    (L{parse_frame} then finds the bad stop byte).
+
+    @return: the segments, and how many bytes at the end wait for more.
+    """
+    out: list[Segment] = []
     pos = 0
     end = len(buf)
+    garbage_from = -1
+    problem = ""
     while pos < end:
         try:
             size = frame_length(buf[pos : pos + 4])
-        except FrameError:
-            pos += 1
-            skipped += 1
+            if (
+                check_stop
+                and size is not None
+                and size > 1
+                and pos + size <= end
+                and buf[pos + size - 1] != STOP
+            ):
+                raise StopByteError(
+                    f"a {size}-byte telegram would end with 0x{buf[pos + size - 1]:02X}, not 0x16"
+                )
+        except FrameError as e:
+            if garbage_from < 0:
+                garbage_from, problem = pos, str(e)
+            pos = _next_start(buf, pos + 1)
             continue
         if size is None or pos + size > end:
             break
-        telegrams.append(bytes(buf[pos : pos + size]))
+        if garbage_from >= 0:
+            out.append(Segment(GARBAGE, bytes(buf[garbage_from:pos]), problem))
+            garbage_from = -1
+        out.append(Segment(TELEGRAM, bytes(buf[pos : pos + size])))
         pos += size
-    return telegrams, bytes(buf[pos:]), skipped
+    if garbage_from >= 0:
+        out.append(Segment(GARBAGE, bytes(buf[garbage_from:pos]), problem))
+    return out, end - pos
+
+
+def split_telegrams(buf: bytes) -> tuple[list[bytes], bytes, int]:
+    """
+    Cut a byte stream into telegrams by their announced lengths
+    (L{split_stream} without the stop byte check); garbage is skipped.
+
+    @return: (complete telegrams, the incomplete rest, bytes skipped)
+    """
+    segments, waiting = split_stream(buf, check_stop=False)
+    telegrams = [s.data for s in segments if s.kind == TELEGRAM]
+    skipped = sum(len(s.data) for s in segments if s.kind == GARBAGE)
+    return telegrams, bytes(buf[len(buf) - waiting :]), skipped
 
 
 # Secondary address --------------------------------------------------------

@@ -50,17 +50,6 @@ FRAME_GAP = 0.5
 SEGMENT_SAMPLE = 64
 HEXDUMP_WIDTH = 16
 
-#: Names of the C field's function (`frames.Frame.function`: without FCB/FCV, ACD/DFC).
-C_FUNCTIONS = {
-    0x40: "SND_NKE",
-    0x43: "SND_UD",
-    0x44: "SND_UD2",
-    0x4A: "REQ_UD1",
-    0x4B: "REQ_UD2",
-    0x08: "RSP_UD",
-    0x00: "ACK",
-}
-
 Listener = Callable[["Chunk"], None]
 
 
@@ -158,50 +147,6 @@ def trace_time(t: float) -> str:
     return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(seconds)) + f".{micro:06d}"
 
 
-# -- telegrams in a byte stream -------------------------------------------------------------
-
-
-def _next_start(buf: bytes, pos: int) -> int:
-    """Where the next byte that can start a telegram is, at or after `pos` (len(buf) when none)."""
-    found = [i for i in (buf.find(b"\x10", pos), buf.find(b"\x68", pos), buf.find(b"\xe5", pos)) if i >= 0]
-    return min(found) if found else len(buf)
-
-
-def split_stream(buf: bytes) -> tuple[list[tuple[str, bytes, str]], int]:
-    """
-    Cut `buf` into ``("frame" | "garbage", bytes, problem)`` segments by the
-    telegrams' announced lengths; a telegram whose stop byte is wrong is no
-    telegram (its first byte is garbage and the search goes on).  Returns the
-    segments and how many bytes at the end wait for more.
-    """
-    out: list[tuple[str, bytes, str]] = []
-    pos = 0
-    end = len(buf)
-    garbage_from = -1
-    problem = ""
-    while pos < end:
-        try:
-            size = frames.frame_length(buf[pos:pos + 4])
-            if size is not None and size > 1 and pos + size <= end and buf[pos + size - 1] != frames.STOP:
-                raise frames.StopByteError(f"a {size}-byte telegram would end with 0x{buf[pos + size - 1]:02X}, "
-                                           "not 0x16")
-        except frames.FrameError as e:
-            if garbage_from < 0:
-                garbage_from, problem = pos, str(e)
-            pos = _next_start(buf, pos + 1)
-            continue
-        if size is None or pos + size > end:
-            break
-        if garbage_from >= 0:
-            out.append(("garbage", buf[garbage_from:pos], problem))
-            garbage_from = -1
-        out.append(("frame", buf[pos:pos + size], ""))
-        pos += size
-    if garbage_from >= 0:
-        out.append(("garbage", buf[garbage_from:pos], problem))
-    return out, end - pos
-
-
 def describe_records(telegram: mbus_records.Telegram) -> tuple[dict[str, Any], ...]:
     out = []
     for record in telegram.records:
@@ -217,7 +162,7 @@ def describe_records(telegram: mbus_records.Telegram) -> tuple[dict[str, Any], .
 
 
 def label_telegram(raw: bytes, **where: Any) -> FrameLabel:
-    """Label one telegram cut out by `split_stream` (its length and stop byte are right)."""
+    """Label one telegram cut out by `frames.split_stream` (its length and stop byte are right)."""
     size = len(raw)
     if size == 1:
         return FrameLabel(kind="ack", raw=raw, length=1, name="ACK", checksum_ok=True, **where)
@@ -228,12 +173,12 @@ def label_telegram(raw: bytes, **where: Any) -> FrameLabel:
         c, a, ci, l_field, body = raw[4], raw[5], raw[6], raw[1], raw[4:-2]
         kind = "control" if l_field == 3 else "long"
     checksum_ok = frames.checksum(body) == raw[-2]
-    name = C_FUNCTIONS.get(c & 0xCF, f"C 0x{c:02X}")
+    name = frames.function_name(c)
     problem = "" if checksum_ok else f"checksum 0x{raw[-2]:02X}, computed 0x{frames.checksum(body):02X}"
     decoded: tuple[dict[str, Any], ...] | None = None
     address = ""
     extra: dict[str, Any] = {}
-    if checksum_ok and ci is not None and c & 0x4F == frames.RSP_UD:
+    if checksum_ok and ci is not None and frames.function_of(c) == frames.RSP_UD:
         try:
             telegram = mbus_records.decode_frame(frames.parse_frame(raw))
         except mbus_records.DecodeError as e:
@@ -285,12 +230,12 @@ class FrameLabeller:
             stream.first_seq, stream.time, stream.peer = chunk.seq, chunk.time, chunk.peer
         stream.buf += chunk.data
         stream.last_time = chunk.time
-        segments, waiting = split_stream(stream.buf)
+        segments, waiting = frames.split_stream(stream.buf)
         first_seq, first_time = stream.first_seq, stream.time
         for kind, raw, problem in segments:
             where = dict(seq=chunk.seq, first_seq=first_seq, time=first_time, direction=chunk.direction,
                          peer=stream.peer or chunk.peer)
-            if kind == "frame":
+            if kind == frames.TELEGRAM:
                 self._add(label_telegram, raw, **where)
             else:
                 self._add(FrameLabel, kind="garbage", raw=raw[:SEGMENT_SAMPLE], length=len(raw), problem=problem,
