@@ -144,7 +144,7 @@ connection: &gwbench
 """
 
 CMEGW_CONFIG = """\
-# written by bench/gwbench.py: one line, one tunnel on 127.0.0.1, nothing else listening
+# written by bench/gwbench.py: the full service (tunnel, web on HTTP and HTTPS, console), all on 127.0.0.1
 [line.1]
 device = "{device}"
 
@@ -155,10 +155,14 @@ keepalive = 0
 disconnect_timeout = 0
 
 [http]
-enabled = false
+enabled = true
+interface = "127.0.0.1"
+http_port = {http_port}
+https_port = {https_port}
 
 [console]
-enabled = false
+enabled = true
+listen = "tcp:{console_port}:interface=127.0.0.1"
 """
 
 #: twistd in the foreground without a pid file (``python -m twisted`` is ``twist``, which
@@ -1243,7 +1247,8 @@ def start_gateway(name: str, args: argparse.Namespace, tmp: Path, device: str) -
         command = [sys.executable, os.path.abspath(__file__), "--relay", device, str(port)]
     else:
         config = tmp / "cmegw.toml"
-        config.write_text(CMEGW_CONFIG.format(port=port, device=device))
+        config.write_text(CMEGW_CONFIG.format(port=port, device=device, http_port=free_port(),
+                                                https_port=free_port(), console_port=free_port()))
         command = cmegw_command(args.cmegw_cmd, {
             "python": sys.executable, "config": str(config), "device": device,
             "port": str(port), "tmpdir": str(tmp)})
