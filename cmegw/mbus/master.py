@@ -426,21 +426,25 @@ class Master(service.Service):
     @defer.inlineCallbacks
     def _exchange(self, request: bytes, retries: int, accept: Callable[[frames.Frame], bool],
                   settle: float = 0.0) -> Any:
-        """Send `request` up to 1 + `retries` times until `accept` takes the answer; the last `Reply`."""
+        """
+        Send `request` up to 1 + `retries` times until `accept` takes the
+        answer (one clean telegram: length, stop byte and checksum right).
+        Fires with the last `Reply` and whether `accept` took it.
+        """
         reply: Reply | None = None
         for _ in range(1 + retries):
             reply = yield self.arbiter.transact(request, settle=settle)
             if reply.ok and reply.frame is not None and accept(reply.frame):
-                return reply
-        return reply
+                return reply, True
+        return reply, False
 
     @defer.inlineCallbacks
     def _primary(self, scan: Scan, addresses: list[int], retries: int, identify: bool) -> Any:
         settle = self._settle()
         for address in addresses:
             scan.current = str(address)
-            reply = yield self._exchange(frames.snd_nke(address), retries, _is_ack, settle)
-            if reply.ok and reply.frame.kind == "ack":
+            reply, acknowledged = yield self._exchange(frames.snd_nke(address), retries, _is_ack, settle)
+            if acknowledged:
                 meter = MeterInfo(address)
                 if identify:
                     meter = yield self._identify(address, retries, scan)
@@ -455,8 +459,8 @@ class Master(service.Service):
 
     @defer.inlineCallbacks
     def _identify(self, address: int, retries: int, scan: Scan) -> Any:
-        reply = yield self._exchange(frames.req_ud2(address, fcb=True), retries, _is_rsp_ud)
-        if not reply.ok or not _is_rsp_ud(reply.frame):
+        reply, answered = yield self._exchange(frames.req_ud2(address, fcb=True), retries, _is_rsp_ud)
+        if not answered:
             scan.errors.append(f"primary address {address}: acknowledged, but {_heard(reply)} to REQ_UD2")
             return MeterInfo(address)
         return MeterInfo(address, _header_address(reply.frame))
@@ -475,12 +479,14 @@ class Master(service.Service):
                 pattern = prefix.ljust(8, "F")
                 scan.current = pattern
                 share = 10.0 ** -len(prefix)
-                reply = yield self._exchange(frames.select_secondary(pattern), retries, _is_ack, settle)
+                reply, acknowledged = yield self._exchange(frames.select_secondary(pattern), retries, _is_ack,
+                                                           settle)
                 scan.done += 1
                 several = False
-                if reply.ok and reply.frame.kind == "ack":
-                    answer = yield self._exchange(frames.req_ud2(frames.SELECTED, fcb=True), retries, _is_rsp_ud)
-                    if answer.ok and _is_rsp_ud(answer.frame):
+                if acknowledged:
+                    answer, answered = yield self._exchange(frames.req_ud2(frames.SELECTED, fcb=True), retries,
+                                                            _is_rsp_ud)
+                    if answered:
                         address = _header_address(answer.frame)
                         if address is not None:
                             scan.found.append(MeterInfo(answer.frame.a, address))
@@ -553,8 +559,8 @@ class Master(service.Service):
         what = describe_address(address)
         if isinstance(address, int):
             target = address
-            reply = yield self._exchange(frames.snd_nke(address), retries, _is_ack)
-            if not (reply.ok and reply.frame.kind == "ack"):
+            reply, acknowledged = yield self._exchange(frames.snd_nke(address), retries, _is_ack)
+            if not acknowledged:
                 raise MeterError(f"{what}: {_heard(reply)} to SND_NKE after {1 + retries} tries")
         else:
             target = frames.SELECTED
@@ -564,8 +570,8 @@ class Master(service.Service):
                                                  address.medium)
             else:
                 select = frames.select_secondary(address)
-            reply = yield self._exchange(select, retries, _is_ack, self._settle())
-            if not (reply.ok and reply.frame.kind == "ack"):
+            reply, acknowledged = yield self._exchange(select, retries, _is_ack, self._settle())
+            if not acknowledged:
                 if reply.outcome == REPLY_GARBLED:
                     raise MeterError(f"{what}: several meters answer the selection (collision)")
                 raise MeterError(f"{what}: {_heard(reply)} to the selection after {1 + retries} tries")
@@ -576,9 +582,9 @@ class Master(service.Service):
         while True:
             if len(telegrams) == MAX_TELEGRAMS:
                 raise MeterError(f"{what}: more than {MAX_TELEGRAMS} telegrams; stopped")
-            reply = yield self._exchange(frames.req_ud2(target, fcb), retries,
-                                         lambda frame: _is_rsp_ud(frame) and _from(frame, target))
-            if not (reply.ok and _is_rsp_ud(reply.frame) and _from(reply.frame, target)):
+            reply, answered = yield self._exchange(frames.req_ud2(target, fcb), retries,
+                                                   lambda frame: _is_rsp_ud(frame) and _from(frame, target))
+            if not answered:
                 part = f"telegram {len(telegrams) + 1}" if telegrams else "REQ_UD2"
                 if reply.ok:
                     raise MeterError(f"{what}: answered {part} with a {reply.frame.kind} frame "
