@@ -171,7 +171,21 @@ def protocol_class(config: TunnelConfig) -> type[TunnelProtocol]:
     return base
 
 
-class TunnelFactory(ServerFactory):
+class OneClientSink:
+    """The line's bytes go to the factory's one client; while there is none they are counted as discarded."""
+
+    client: Any
+    stats: TunnelStatistics
+
+    def line_data(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            self.stats.octets_discarded += len(data)
+        else:
+            client.line_data(data)
+
+
+class TunnelFactory(OneClientSink, ServerFactory):
     """Accepts one client at a time for one line; a second is refused (or replaces the first)."""
 
     protocol = TunnelProtocol
@@ -229,13 +243,6 @@ class TunnelFactory(ServerFactory):
     def admit_after_handshake(self, protocol: TunnelProtocol) -> bool:
         """A TLS client whose handshake succeeded: the line may have been taken meanwhile."""
         return self.admit(describe(protocol.transport.getPeer()))
-
-    def line_data(self, data: bytes) -> None:
-        client = self.client
-        if client is None:
-            self.stats.octets_discarded += len(data)
-        else:
-            client.line_data(data)
 
     def apply(self, config: TunnelConfig) -> None:
         """Keep-alive and disconnect timeout apply at once, to the current client too."""

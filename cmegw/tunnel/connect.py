@@ -59,7 +59,7 @@ from twisted.python.failure import Failure
 
 from cmegw.config.model import ClientEndpoint, ConfigError, TunnelConfig, client_endpoint
 from cmegw.stats import TunnelStatistics
-from cmegw.tunnel.accept import TunnelProtocol, describe, set_keepalive
+from cmegw.tunnel.accept import OneClientSink, TunnelProtocol, describe, set_keepalive
 
 log = Logger(namespace="cmegw.tunnel")
 
@@ -238,7 +238,7 @@ class ConnectProtocol(TunnelProtocol):
         super().connectionLost(reason)
 
 
-class ConnectFactory(Factory):
+class ConnectFactory(OneClientSink, Factory):
     """What a connect-mode connection's protocol talks to; the `ConnectTunnelService` decides."""
 
     protocol = ConnectProtocol
@@ -255,13 +255,6 @@ class ConnectFactory(Factory):
         #: Sharing mode: the line's arbiter and the sharing counters (set by the tunnel when sharing is on).
         self.arbiter: Any = tunnel.arbiter
         self.sharing: Any = None
-
-    def line_data(self, data: bytes) -> None:
-        client = self.client
-        if client is None:
-            self.stats.octets_discarded += len(data)
-        else:
-            client.line_data(data)
 
     def admit(self, protocol: Any) -> bool:
         return self.tunnel._admit(protocol)
