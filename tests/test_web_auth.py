@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 
 from cmegw.config.model import AuthDirective, Config, ConfigError, User
 from cmegw.web.auth import (
@@ -265,6 +266,48 @@ class SslTests(GateCase):
         challenge = self.challenges("/ssl/digest", secure=True)[1]
         header = digest_header(challenge, "carol", "pw", "GET", "/ssl/digest")
         self.assertEqual(self.request("/ssl/digest", secure=True, Authorization=header).status, 200)
+
+
+class AdmitsTests(GateCase):
+    """`AuthGate.admits`: the gate's answer from a request's head, before its body (the upload allowance)."""
+
+    def admits(self, uri: str, authorization: str | None = None, secure: bool = False,
+               method: bytes = b"POST") -> bool:
+        headers = Headers({b"Authorization": [authorization.encode()]} if authorization else {})
+        answers: list[object] = []
+        self.gate.admits(method, uri.encode(), headers, secure).addBoth(answers.append)
+        [answer] = answers
+        self.assertIsInstance(answer, bool)
+        return bool(answer)
+
+    def test_as_the_gate_decides(self) -> None:
+        self.assertTrue(self.admits("/basic/x", basic("bob", "s3cret")))
+        self.assertTrue(self.admits("/%62asic/x", basic("bob", "s3cret")))
+        self.assertTrue(self.admits("/public/x"))
+        self.assertTrue(self.admits("/ssl/x", secure=True))
+        self.assertTrue(self.admits("/ssl/basic", basic("carol", "pw"), secure=True))
+        for uri, authorization, secure in (
+                ("/basic/x", None, False), ("/basic/x", basic("bob", "wrong"), False),
+                ("/basic/x", basic("eve", "s3cret"), False), ("/basic/x", "Basic Zm9vOmJhcg==", False),
+                ("/basic/x", "Basic", False), ("/basic/x", "Basic ***", False), ("/basic/x", "Bearer t", False),
+                ("/basic/x", 'Digest username="bob"', False), ("/status", basic("admin", "admin"), False),
+                ("/public/../basic", None, False), ("/ssl/x", None, False),
+                ("/ssl/basic", basic("carol", "pw"), False)):
+            self.assertFalse(self.admits(uri, authorization, secure), (uri, authorization, secure))
+        self.directives = ()
+        self.assertFalse(self.admits("/public/x"))
+
+    def test_digest_nonce_count_not_used_up(self) -> None:
+        """Looking at a Digest response first leaves its nonce count to the gate, which uses it once."""
+        challenge = self.challenges("/status")[0]
+        header = digest_header(challenge, "admin", "admin", "POST", "/status")
+        self.assertTrue(self.admits("/status", header))
+        self.assertTrue(self.admits("/status", header))
+        self.assertFalse(self.admits("/other", header), "the digest uri is bound")
+        self.assertFalse(self.admits("/status", header, method=b"PUT"), "the method is bound")
+        self.assertFalse(self.admits("/status", digest_header(challenge, "admin", "nope", "POST", "/status")))
+        self.assertEqual(self.request("/status", method="POST", Authorization=header).status, 200)
+        self.assertFalse(self.admits("/status", header), "a nonce count the gate has used")
 
 
 class HelperTests(SynchronousTestCase):

@@ -8,25 +8,47 @@ from __future__ import annotations
 
 import time
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
+from cmegw.config.model import AuthDirective, User
 from cmegw.stats import HttpStatistics
-from cmegw.web.auth import set_authenticated_user
+from cmegw.web.auth import AuthGate, set_authenticated_user
 from cmegw.web.http import (
     ABORT_AFTER,
     AccessLog,
     AccessRecord,
     UPLOAD_MAX_BYTES,
+    GatewaySite,
     escape_value,
     format_entry,
 )
-from tests.web_helpers import Placeholder, connect, make_site, parse_responses
+from tests.web_helpers import Placeholder, connect, digest_header, make_site, parse_responses
 
 GET = b"GET /status?x=1 HTTP/1.1\r\nHost: gw\r\nUser-Agent: test\r\nReferer: http://gw/\r\n\r\n"
+ADMIN = User.with_password("admin", "config", "admin")
+#: admin:admin, valid for ADMIN; foo:bar, valid for nobody.
+BASIC_ADMIN = b"Authorization: Basic YWRtaW46YWRtaW4=\r\n"
+FORGED = b"Authorization: Basic Zm9vOmJhcg==\r\n"
+
+
+def gated_site(kind: str = "Basic", max_bytes: int = 1024) -> GatewaySite:
+    """A site behind the real `AuthGate`, one directive of `kind` on / with the user admin/admin."""
+    clock = Clock()
+    directive = AuthDirective("/", "config", kind, (ADMIN,))
+    gate = AuthGate(Placeholder(), lambda: (directive,), lambda: None, clock=clock)
+    site, _, _ = make_site(gate, clock=clock, max_bytes=max_bytes)
+    return site
+
+
+def upload_head(path: bytes = b"/api/update", auth: bytes = b"", length: int | None = 200_000) -> bytes:
+    size = b"Content-Length: %d\r\n" % length if length is not None else b"Transfer-Encoding: chunked\r\n"
+    return b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\n" + auth + size + b"\r\n"
 
 
 class RequestsTests(SynchronousTestCase):
@@ -190,33 +212,29 @@ class MaxTimeoutTests(SynchronousTestCase):
 class MaxBytesTests(SynchronousTestCase):
     def test_upload_paths_have_their_own_limit(self) -> None:
         """A software update (a wheel is larger than Max Bytes) is bounded by the upload limit."""
-        auth = b"Authorization: Digest username=\"admin\"\r\n"
-        site, _, _ = make_site(max_bytes=1024)
+        site = gated_site()
         channel, transport = connect(site)
         body = b"x" * 200_000
-        channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\n" + auth
-                             + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.assertNotEqual(parse_responses(transport.value())[0].status, 413)
+        channel.dataReceived(upload_head(b"/system/update", BASIC_ADMIN) + body[:1000])
+        self.assertIs(site.uploading, channel, "the slot is taken while the body arrives")
+        channel.dataReceived(body[1000:])
+        self.assertEqual(parse_responses(transport.value())[0].status, 200)
         self.assertEqual(parse_responses(transport.value())[0].body, b"got %d" % len(body))
         self.assertIsNone(site.uploading, "the upload slot is free again")
-        site, _, _ = make_site(max_bytes=1024)
-        channel, transport = connect(site)
-        channel.dataReceived(b"POST /system/update HTTP/1.1\r\nHost: gw\r\n" + auth
-                             + b"Content-Length: %d\r\n\r\n" % (UPLOAD_MAX_BYTES + 1))
+        channel, transport = connect(gated_site())
+        channel.dataReceived(upload_head(b"/system/update", BASIC_ADMIN, UPLOAD_MAX_BYTES + 1))
         self.assertEqual(parse_responses(transport.value())[0].status, 413)
-        site, _, _ = make_site(max_bytes=1024)
-        channel, transport = connect(site)
-        channel.dataReceived(b"POST /system/other HTTP/1.1\r\nHost: gw\r\n" + auth
-                             + b"Content-Length: %d\r\n\r\n" % len(body))
+        channel, transport = connect(gated_site())
+        channel.dataReceived(upload_head(b"/system/other", BASIC_ADMIN))
         self.assertEqual(parse_responses(transport.value())[0].status, 413)
 
     def test_anonymous_and_parallel_uploads_are_bounded(self) -> None:
         """No credentials: Max Bytes as any request; a second upload while one is received: 503."""
-        site, _, _ = make_site(max_bytes=1024)
+        site = gated_site()
         channel, transport = connect(site)
         channel.dataReceived(b"POST /api/update HTTP/1.1\r\nHost: gw\r\nContent-Length: 200000\r\n\r\n")
         self.assertEqual(parse_responses(transport.value())[0].status, 413)
-        auth = b"Authorization: Basic YWRtaW46YWRtaW4=\r\n"
+        auth = BASIC_ADMIN
         first, first_transport = connect(site)
         first.dataReceived(b"POST /api/update HTTP/1.1\r\nHost: gw\r\n" + auth
                            + b"Content-Length: 200000\r\n\r\n" + b"x" * 1000)
@@ -313,6 +331,127 @@ class MaxBytesTests(SynchronousTestCase):
         channel, transport = connect(site)
         channel.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
         self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
+
+class UploadAllowanceTests(SynchronousTestCase):
+    """The upload allowance goes only to a request the gate will let in, checked when its headers arrive."""
+
+    def test_forged_credentials_keep_max_bytes(self) -> None:
+        """Credentials nobody has (or a wrong password) get Max Bytes, and never the slot."""
+        wrong = b"Authorization: Basic YWRtaW46d3Jvbmc=\r\n"  # admin:wrong
+        for auth in (FORGED, wrong, b"Authorization: Basic !!!\r\n", b"Authorization: Bearer x\r\n"):
+            site = gated_site()
+            channel, transport = connect(site)
+            channel.dataReceived(upload_head(b"/api/update", auth))
+            self.assertEqual(parse_responses(transport.value())[0].status, 413, auth)
+            self.assertIsNone(site.uploading)
+
+    def test_forged_chunked_body_never_takes_the_slot(self) -> None:
+        """Without a Content-Length the body is refused once past Max Bytes, the slot untouched all along."""
+        site = gated_site()
+        channel, transport = connect(site)
+        channel.dataReceived(upload_head(b"/system/update", FORGED, length=None))
+        self.assertIsNone(site.uploading)
+        for _ in range(10):
+            channel.dataReceived(b"100\r\n" + b"x" * 256 + b"\r\n")
+            self.assertIsNone(site.uploading)
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
+    def test_forged_upload_cannot_block_a_genuine_one(self) -> None:
+        """A forged upload neither holds the slot against the administrator nor gets 503 beside one."""
+        site = gated_site()
+        forged, forged_transport = connect(site)
+        forged.dataReceived(upload_head(b"/api/update", FORGED, length=None) + b"10\r\n" + b"x" * 16 + b"\r\n")
+        genuine, genuine_transport = connect(site)
+        genuine.dataReceived(upload_head(b"/api/update", BASIC_ADMIN, 100_000) + b"x" * 50_000)
+        self.assertIs(site.uploading, genuine)
+        again, again_transport = connect(site)
+        again.dataReceived(upload_head(b"/system/update", FORGED))
+        self.assertEqual(parse_responses(again_transport.value())[0].status, 413)
+        genuine.dataReceived(b"x" * 50_000)
+        self.assertEqual(parse_responses(genuine_transport.value())[0].body, b"got 100000")
+        self.assertIsNone(site.uploading)
+
+    def test_small_forged_upload_gets_the_gates_401(self) -> None:
+        channel, transport = connect(gated_site())
+        channel.dataReceived(upload_head(b"/api/update", FORGED, 5) + b"hello")
+        self.assertEqual(parse_responses(transport.value())[0].status, 401)
+
+    def challenge(self, site: GatewaySite, path: str) -> str:
+        channel, transport = connect(site)
+        channel.dataReceived(upload_head(path.encode(), b"", 0))
+        [response] = parse_responses(transport.value())
+        self.assertEqual(response.status, 401)
+        return next(c for c in response.headers["www-authenticate"] if "SHA-256" in c)
+
+    def test_digest(self) -> None:
+        """A valid Digest response gets the allowance; looking at it first does not use its nonce count up."""
+        site = gated_site("Digest")
+        path = "/http/certificate"
+        header = digest_header(self.challenge(site, path), "admin", "admin", "POST", path)
+        auth = b"Authorization: " + header.encode() + b"\r\n"
+        channel, transport = connect(site)
+        channel.dataReceived(upload_head(path.encode(), auth) + b"x" * 1000)
+        self.assertIs(site.uploading, channel)
+        channel.dataReceived(b"x" * 199_000)
+        self.assertEqual(parse_responses(transport.value())[0].body, b"got 200000")
+        self.assertIsNone(site.uploading)
+        replay, replay_transport = connect(site)
+        replay.dataReceived(upload_head(path.encode(), auth))
+        self.assertEqual(parse_responses(replay_transport.value())[0].status, 413, "a replayed nonce count")
+        self.assertIsNone(site.uploading)
+
+    def test_digest_wrong_password(self) -> None:
+        site = gated_site("Digest")
+        header = digest_header(self.challenge(site, "/api/update"), "admin", "nope", "POST", "/api/update")
+        channel, transport = connect(site)
+        channel.dataReceived(upload_head(b"/api/update", b"Authorization: " + header.encode() + b"\r\n"))
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+        self.assertIsNone(site.uploading)
+
+    def test_open_path_needs_no_credentials(self) -> None:
+        """Where a None directive lets anyone in (and update), anyone may send the file: one at a time."""
+        site = gated_site("None")
+        channel, transport = connect(site)
+        channel.dataReceived(upload_head() + b"x" * 1000)
+        self.assertIs(site.uploading, channel)
+        channel.dataReceived(b"x" * 199_000)
+        self.assertEqual(parse_responses(transport.value())[0].body, b"got 200000")
+
+    def test_refused_paths_keep_max_bytes(self) -> None:
+        """SSL over plain HTTP (the gate redirects or refuses): Max Bytes, even with good credentials."""
+        for kind in ("SSL", "SSL/Basic"):
+            site = gated_site(kind)
+            channel, transport = connect(site)
+            channel.dataReceived(upload_head(b"/api/update", BASIC_ADMIN))
+            self.assertEqual(parse_responses(transport.value())[0].status, 413, kind)
+        site = gated_site("SSL/Basic")
+        channel, transport = connect(site, secure=True)
+        channel.dataReceived(upload_head(b"/api/update", BASIC_ADMIN) + b"x" * 200_000)
+        self.assertEqual(parse_responses(transport.value())[0].body, b"got 200000")
+
+    def test_root_that_cannot_judge(self) -> None:
+        """A site without a gate gives no allowance, whatever the request carries."""
+        site, _, _ = make_site(max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(upload_head(b"/api/update", BASIC_ADMIN))
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+
+    def test_pending_answer_is_no(self) -> None:
+        """A gate that has not answered when the headers are in: Max Bytes, and its question is cancelled."""
+        asked: list[Deferred] = []
+
+        class SlowGate(Placeholder):
+            def admits(self, method: bytes, uri: bytes, headers: Headers, secure: bool) -> Deferred:
+                asked.append(Deferred())
+                return asked[-1]
+
+        site, _, _ = make_site(SlowGate(), max_bytes=1024)
+        channel, transport = connect(site)
+        channel.dataReceived(upload_head(b"/api/update", BASIC_ADMIN))
+        self.assertEqual(parse_responses(transport.value())[0].status, 413)
+        self.assertIsNone(site.uploading)
+        self.assertTrue(asked[0].called)
 
 
 class MalformedTests(SynchronousTestCase):

@@ -14,6 +14,9 @@ Public API (the pages code against this):
     SSL/ variants over HTTPS), redirects SSL types to HTTPS (``https_port()``
     is the HTTPS port listening, or None: then 403), or answers 403 when no
     directive covers the path.  Paths with ``.`` or ``..`` segments get 400.
+    ``admits(method, uri, headers, secure) -> Deferred[bool]``: whether a
+    request will get through, judged from its head before its body arrives
+    (valid credentials checked, a Digest nonce count not used up).
 
 ``authenticated_user(request) -> str | None``
     The user name the request was authenticated as (Basic or Digest), None
@@ -64,6 +67,8 @@ from twisted.logger import Logger
 from twisted.web import pages
 from twisted.web.guard import BasicCredentialFactory as _TwistedBasic
 from twisted.web.guard import HTTPAuthSessionWrapper
+from twisted.web.http import unquote
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import ICredentialFactory
 from twisted.web.resource import IResource
 from zope.interface import implementer
@@ -156,11 +161,16 @@ class NonceStore:
         state = self._nonces.get(nonce)
         return state is not None and state.realm == realm and self._now() - state.issued <= self.lifetime
 
+    def usable(self, nonce: str, count: int) -> bool:
+        """Whether `use` would accept nonce count `count` now (nothing is used up)."""
+        state = self._nonces.get(nonce)
+        return state is not None and count not in state.used and count > state.highest - NC_WINDOW
+
     def use(self, nonce: str, count: int) -> bool:
         """Accept nonce count `count` once (out of order within `NC_WINDOW`, never twice)."""
-        state = self._nonces.get(nonce)
-        if state is None or count in state.used or count <= state.highest - NC_WINDOW:
+        if not self.usable(nonce, count):
             return False
+        state = self._nonces[nonce]
         state.used.add(count)
         if count > state.highest:
             state.highest = count
@@ -193,7 +203,11 @@ def parse_auth_params(text: str) -> dict[str, str]:
 @implementer(IUsernameDigestHash)
 @attrs.frozen
 class DigestResponse:
-    """The credentials of one Digest Authorization header, checked against a stored HA1."""
+    """
+    The credentials of one Digest Authorization header, checked against a
+    stored HA1.  A successful check uses up the nonce count, unless `spend` is
+    False (`AuthGate.admits` looks before the gate checks for good).
+    """
 
     username: str
     algorithm: str
@@ -205,6 +219,7 @@ class DigestResponse:
     qop: str
     response: str
     nonces: NonceStore
+    spend: bool = True
 
     def expected(self, ha1: str) -> str:
         h = _HASHES[self.algorithm]
@@ -212,9 +227,10 @@ class DigestResponse:
         return h(f"{ha1}:{self.nonce}:{self.nc}:{self.cnonce}:{self.qop}:{ha2}".encode("utf-8")).hexdigest()
 
     def checkHash(self, digestHash: str) -> bool:
-        """Whether the response proves the password whose HA1 is `digestHash`; the nonce count is used up."""
+        """Whether the response proves the password whose HA1 is `digestHash` (with a nonce count not used yet)."""
         good = hmac.compare_digest(self.expected(digestHash).encode("ascii"), self.response.encode("ascii"))
-        return good and self.nonces.use(self.nonce, int(self.nc, 16))
+        count = int(self.nc, 16)
+        return good and (self.nonces.use(self.nonce, count) if self.spend else self.nonces.usable(self.nonce, count))
 
 
 @implementer(ICredentialFactory)
@@ -366,6 +382,14 @@ class _ResourceRealm:
 # -- the gate ------------------------------------------------------------------------
 
 
+@attrs.define(slots=False)
+class _RequestHead:
+    """What a credential factory reads of a request whose body has not arrived (`AuthGate.admits`)."""
+
+    method: bytes
+    uri: bytes
+
+
 _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$")
 
 
@@ -440,13 +464,46 @@ class AuthGate:
             return self._to_https(request)
         if kind in ("None", "SSL"):
             return self.resource
-        checker = DirectiveChecker(directive)
-        portal = Portal(_ResourceRealm(self.resource), [checker])
-        if kind.endswith("Basic"):
-            factories: list[Any] = [BasicCredentialFactory(directive.realm)]
-        else:
-            factories = [DigestCredentialFactory(directive.realm, a, self.nonces) for a in DIGEST_ALGORITHMS]
-        return HTTPAuthSessionWrapper(portal, factories)
+        return HTTPAuthSessionWrapper(*self._guard(directive))
+
+    def _guard(self, directive: AuthDirective) -> tuple[Portal, list[Any]]:
+        """The portal and credential factories that check a Basic or Digest directive's users."""
+        portal = Portal(_ResourceRealm(self.resource), [DirectiveChecker(directive)])
+        if directive.auth_type.endswith("Basic"):
+            return portal, [BasicCredentialFactory(directive.realm)]
+        return portal, [DigestCredentialFactory(directive.realm, a, self.nonces) for a in DIGEST_ALGORITHMS]
+
+    def admits(self, method: bytes, uri: bytes, headers: Headers, secure: bool) -> defer.Deferred:
+        """
+        Whether a request with this request line and these headers will reach
+        the admin resource (a Deferred bool), decided before its body is read:
+        the HTTP layer gives an upload's body allowance only then.  True where
+        `resource_for` lets it through: None, SSL over HTTPS, and Basic or
+        Digest credentials valid for the path's directive (through the same
+        portal, checker and credential factories; a Digest nonce count is
+        looked at, not used up: the gate uses it when the whole request is
+        in).  False where the gate answers 400, 403, a redirect or 401.
+        """
+        path = request_path(unquote(segment) for segment in uri.partition(b"?")[0][1:].split(b"/"))
+        directive = directive_for(self.directives(), path) if path is not None else None
+        if directive is None or (directive.auth_type.startswith("SSL") and not secure):
+            return defer.succeed(False)
+        if directive.auth_type in ("None", "SSL"):
+            return defer.succeed(True)
+        authorization = (headers.getRawHeaders(b"authorization") or [b""])[-1]
+        portal, factories = self._guard(directive)
+        scheme, _space, response = authorization.partition(b" ")
+        factory = next((f for f in factories if f.scheme == scheme.lower()), None)
+        if factory is None:
+            return defer.succeed(False)
+        try:
+            credentials = factory.decode(response, _RequestHead(method, uri))
+        except Exception:  # LoginFailed: the gate's 401; anything else: the gate's 500
+            return defer.succeed(False)
+        if isinstance(credentials, DigestResponse):
+            credentials = attrs.evolve(credentials, spend=False)
+        login = portal.login(credentials, None, IResource)
+        return login.addCallbacks(lambda _avatar: True, lambda _failure: False)
 
     def _to_https(self, request: Any) -> Any:
         port = self.https_port()

@@ -33,6 +33,10 @@ Authorization, Proxy-Authorization and Cookie are never logged (``-``).
 - Max Bytes: request line + headers + body (chunked bodies counted decoded)
   larger than ``max_bytes`` gets 413 (as soon as a Content-Length says so).
 - A malformed request gets 400.  All three close the connection.
+- An upload (``UPLOAD_PATHS``) the authentication gate admits from its headers
+  (``AuthGate.admits``: valid credentials, or an open path) has
+  ``UPLOAD_MAX_BYTES`` and ``UPLOAD_TIMEOUT`` for its body, one at a time per
+  site (``uploading``; another gets 503); any other request keeps the limits above.
 ``close_connections()`` closes every connection (each after the answer it is
 sending), for a stop or restart; ALPN offers ``http/1.1`` only.
 """
@@ -215,10 +219,16 @@ def _headers_size(version: bytes, code: bytes, reason: bytes, headers: Any) -> i
 #: is bounded by UPLOAD_MAX_BYTES and UPLOAD_TIMEOUT instead of Max Bytes and
 #: Max Timeout, which are sized for forms (a cmegw wheel alone is larger than the
 #: factory 40960 bytes).  The headers still obey Max Bytes.  Twisted reads a whole
-#: body before the authentication gate sees the request, so the allowance goes only
-#: to a request that carries credentials (an anonymous one keeps Max Bytes), and
-#: to one such body at a time per site (another is answered 503 until it is done):
-#: nobody can fill memory or disk with parallel anonymous uploads.
+#: body before the authentication gate sees the request, so the gate (the site's
+#: root resource, ``cmegw.web.auth.AuthGate.admits``) is asked as soon as the
+#: headers are in, and the allowance goes only to a request it will let through,
+#: by the same rules it applies later: credentials valid for the path's directive
+#: (a forged or wrong Authorization header keeps Max Bytes: 413 for a large body,
+#: else the gate's 401), or none at all where the operator opened the path (a None
+#: directive, SSL over HTTPS: anyone may install an update there, so anyone may
+#: send one).  A root that cannot judge (no ``admits``) grants no allowance.  And
+#: only one such body at a time per site (another admitted one is answered 503
+#: until it is done): nobody can fill memory or disk with parallel uploads.
 UPLOAD_PATHS = frozenset({b"/system/update", b"/api/update", b"/http/certificate", b"/api/http/certificate",
                           b"/tcpip/tls", b"/api/tunnels/tls"})
 UPLOAD_MAX_BYTES = 64 * 1024 * 1024
@@ -361,10 +371,29 @@ class GatewayChannel(HTTPChannel):
             return
         super().lineReceived(line)
 
-    def allHeadersReceived(self) -> None:
+    def _admitted_upload(self) -> bool:
+        """Whether this request is an upload the site's gate will let in (see UPLOAD_PATHS)."""
         path = getattr(self, "_path", b"").partition(b"?")[0]
-        if (path in UPLOAD_PATHS and getattr(self, "_command", b"") in (b"POST", b"PUT") and self.requests
-                and self.requests[-1].requestHeaders.hasHeader(b"authorization")):
+        if path not in UPLOAD_PATHS or getattr(self, "_command", b"") not in (b"POST", b"PUT") or not self.requests:
+            return False
+        admits = getattr(self.site.resource, "admits", None)
+        if admits is None:
+            return False
+        request = self.requests[-1]
+        answer = admits(self._command, self._path, request.requestHeaders, request.isSecure())
+        # The gate's checkers are in memory (cmegw.web.auth.DirectiveChecker): the
+        # Deferred has fired already.  One still pending (a slower checker) counts
+        # as no, without pausing the connection: the request keeps Max Bytes, and
+        # the gate still decides for good once it is whole.
+        outcome: list[Any] = []
+        answer.addBoth(outcome.append)
+        if not outcome:
+            answer.cancel()
+            return False
+        return outcome[0] is True
+
+    def allHeadersReceived(self) -> None:
+        if self._admitted_upload():
             if self.site.uploading is not None and self.site.uploading is not self:
                 self._reject(503)
                 return
