@@ -188,7 +188,7 @@ def mbus_read(session: Session, args: Arguments) -> Result:
 
     def failed(failure: Any) -> Reply:
         failure.trap(MeterError)
-        return Reply(f"mbus read: {failure.getErrorMessage()}")
+        return Reply(f"mbus read: {failure.getErrorMessage()}", error=True)
 
     d.addCallbacks(lambda reading: Reply(reading_report(reading)), failed)
     return d

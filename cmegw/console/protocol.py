@@ -92,14 +92,14 @@ class Console:
 def error_reply(command: str, failure: Failure) -> Reply:
     """What a session (telnet, SSH shell or SSH command) answers when `command` fails."""
     if failure.check(CommandError):
-        return Reply(str(failure.value))
+        return Reply(str(failure.value), error=True)
     if failure.check(ConfigError):
-        return Reply(f"{command}: {failure.value}")
+        return Reply(f"{command}: {failure.value}", error=True)
     if failure.check(defer.CancelledError):
-        return Reply(f"{command}: cancelled.")
+        return Reply(f"{command}: cancelled.", error=True)
     log.failure("Console: {command} failed", failure, command=command)
     return Reply(f"{command}: failed ({failure.getErrorMessage() or failure.type.__name__}); "
-                 "the gateway's log has the details.")
+                 "the gateway's log has the details.", error=True)
 
 
 def _text(data: str) -> bytes:

@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import attrs
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch import avatar
 from twisted.conch.interfaces import IConchUser, ISession
@@ -145,7 +144,7 @@ class ConsoleAvatar(avatar.ConchUser):
 
         session_ = Session(self.console.gateway, user=self.name, emit=emit)
         d = defer.maybeDeferred(self.console.table.run, session_, line)
-        d.addErrback(lambda f: attrs.evolve(error_reply(command, f), error=True)).addCallback(done)
+        d.addErrback(lambda f: error_reply(command, f)).addCallback(done)
 
     def eofReceived(self) -> None:
         if self._terminal is not None:
