@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import attrs
 
+from cmegw import certificates
+
 #: Baud rates an M-Bus line accepts (EN 13757-2 and the CI 0xB8..0xBF set).
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 AUTH_TYPES = ("None", "Basic", "Digest", "SSL", "SSL/Basic", "SSL/Digest")
@@ -311,32 +313,23 @@ def _pem_file(setting: str, value: object, kind: str) -> None:
     what = "certificates" if kind == "certificates" else "a private key"
     _check(setting, value, os.path.isabs(text), f"use the absolute path of a PEM file of {what}, or leave it empty")
     try:
-        with open(text, "rb") as f:
-            data = f.read(1024 * 1024)
-    except FileNotFoundError:
+        if kind == "certificates":
+            certificates.read_certificates(text, "certificates")
+        else:
+            certificates.read_private_key(text, "private key")
+    except certificates.MissingFileError:
         return
-    except OSError as e:
-        raise ConfigError(setting, value, f"the file cannot be read ({e.strerror})") from None
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    if kind == "certificates":
-        _check(setting, value, b"-----BEGIN CERTIFICATE-----" in data,
-               "use a PEM file of certificates (text starting -----BEGIN CERTIFICATE-----)")
-        try:
-            x509.load_pem_x509_certificates(data)
-        except ValueError as e:
-            raise ConfigError(setting, value, f"use a PEM file of certificates; this one cannot be read ({e})") \
-                from None
-        return
-    _check(setting, value, b"-----BEGIN" in data and b"PRIVATE KEY-----" in data,
-           "use a PEM private key (text starting -----BEGIN PRIVATE KEY-----)")
-    try:
-        serialization.load_pem_private_key(data, password=None)
-    except TypeError:
+    except certificates.UnreadableFileError as e:
+        raise ConfigError(setting, value, f"the file cannot be read ({e.reason})") from None
+    except certificates.NotPemError:
+        advice = ("use a PEM file of certificates (text starting -----BEGIN CERTIFICATE-----)" if kind == "certificates"
+                  else "use a PEM private key (text starting -----BEGIN PRIVATE KEY-----)")
+        raise ConfigError(setting, value, advice) from None
+    except certificates.KeyPassphraseError:
         raise ConfigError(setting, value, "use a private key without a passphrase") from None
-    except Exception as e:
-        raise ConfigError(setting, value, f"use a PEM private key; this one cannot be read ({e})") from None
+    except certificates.MalformedPemError as e:
+        advice = "use a PEM file of certificates" if kind == "certificates" else "use a PEM private key"
+        raise ConfigError(setting, value, f"{advice}; this one cannot be read ({e.detail})") from None
 
 
 @attrs.frozen

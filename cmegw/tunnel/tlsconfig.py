@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import datetime
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import error, ssl
 from twisted.internet.interfaces import (
@@ -49,6 +49,16 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cmegw.certificates import (
+    CertificateError,
+    certificate_names,
+    check_in_time,
+    check_key_matches,
+    common_name,
+    read_certificates,
+    read_private_key,
+    validity_problem,
+)
 from cmegw.config.model import ClientEndpoint
 
 log = Logger(namespace="cmegw.tunnel")
@@ -66,82 +76,17 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _read(path: str | Path, what: str) -> bytes:
+@contextmanager
+def _certificate_files() -> Iterator[None]:
+    """A certificate, key or CA file that cannot be used is a `TlsSetupError` (the message names the file)."""
     try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise TlsSetupError(f"cannot read the {what} {path}: {e.strerror}") from None
-
-
-def read_certificates(path: str | Path, what: str) -> list[x509.Certificate]:
-    data = _read(path, what)
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError as e:
-        raise TlsSetupError(f"the {what} {path} is not a PEM file of certificates ({e})") from None
-
-
-def read_key(path: str | Path, what: str) -> Any:
-    data = _read(path, what)
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise TlsSetupError(f"the {what} {path} is protected by a passphrase") from None
-    except ValueError as e:
-        raise TlsSetupError(f"the {what} {path} is not a PEM private key ({e})") from None
-
-
-def _spki(public_key: Any) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        yield
+    except CertificateError as e:
+        raise TlsSetupError(str(e)) from None
 
 
 def _twisted_certificate(certificate: x509.Certificate) -> ssl.Certificate:
     return ssl.Certificate.loadPEM(certificate.public_bytes(serialization.Encoding.PEM))
-
-
-def common_name(name: x509.Name) -> str:
-    """A readable name: the CN, else the whole distinguished name."""
-    found = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(found[0].value) if found else (name.rfc4514_string() or "(no name)")
-
-
-def certificate_names(certificate: x509.Certificate) -> list[str]:
-    """The DNS names and IP addresses a certificate is for (its subjectAltName; the CN when it has none)."""
-    try:
-        san = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-    except x509.ExtensionNotFound:
-        return [common_name(certificate.subject)]
-    names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-    names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-    return names or [common_name(certificate.subject)]
-
-
-def _when(moment: datetime.datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} UTC"
-
-
-def validity_problem(chain: Sequence[x509.Certificate], leaf: str, now: datetime.datetime) -> str | None:
-    """
-    An expired or not-yet-valid certificate in `chain`, in words (`leaf` names
-    the first one, e.g. "the head-end's certificate"); None when all are in time.
-    """
-    for i, certificate in enumerate(chain):
-        owner = leaf if i == 0 else f"the certificate of {common_name(certificate.subject)} in its chain"
-        if certificate.not_valid_after_utc < now:
-            return f"{owner} expired on {_when(certificate.not_valid_after_utc)}"
-        if certificate.not_valid_before_utc > now:
-            return f"{owner} is not valid before {_when(certificate.not_valid_before_utc)}"
-    return None
-
-
-def _check_pair(chain: Sequence[x509.Certificate], key: Any, mismatch: str, owner: str,
-                now: datetime.datetime) -> None:
-    """`TlsSetupError` (`mismatch`, or the validity problem) unless `key` is the first certificate's and it is in time."""
-    if _spki(chain[0].public_key()) != _spki(key.public_key()):
-        raise TlsSetupError(mismatch)
-    problem = validity_problem(chain[:1], owner, now)
-    if problem:
-        raise TlsSetupError(problem)
 
 
 def _trusted_issuer(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]) -> bool:
@@ -249,7 +194,8 @@ def client_creator(endpoint: ClientEndpoint, ca: str, certificate: str, key: str
     """
     anchors: list[x509.Certificate] | None = None
     if ca:
-        anchors = read_certificates(ca, "CA bundle (connect_tls_ca)")
+        with _certificate_files():
+            anchors = read_certificates(ca, "CA bundle (connect_tls_ca)")
         trust: Any = ssl.trustRootFromCertificates([_twisted_certificate(c) for c in anchors])
         trust_name = f"the CA bundle {ca}"
     else:
@@ -259,10 +205,11 @@ def client_creator(endpoint: ClientEndpoint, ca: str, certificate: str, key: str
     if certificate or key:
         if not (certificate and key):
             raise TlsSetupError("a client certificate needs both connect_tls_certificate and connect_tls_key")
-        chain = read_certificates(certificate, "client certificate (connect_tls_certificate)")
-        private = read_key(key, "client key (connect_tls_key)")
-        _check_pair(chain, private, f"the client key {key} does not belong to the client certificate {certificate}",
-                    "the gateway's client certificate", now())
+        with _certificate_files():
+            chain = read_certificates(certificate, "client certificate (connect_tls_certificate)")
+            private = read_private_key(key, "client key (connect_tls_key)")
+            check_key_matches(chain[0], private, "client key", key, "client certificate", certificate)
+            check_in_time(chain[0], now(), "gateway's client certificate")
         pem = chain[0].public_bytes(serialization.Encoding.PEM) + private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         client = ssl.PrivateCertificate.loadPEM(pem)
@@ -304,13 +251,14 @@ class ServerTls:
         stamp = self._mtimes(cert_path, key_path, *([self.client_ca] if self.client_ca else []))
         if stamp == self._stamp and self._options is not None:
             return self._options
-        chain = read_certificates(cert_path, "HTTPS certificate")
-        key = read_key(key_path, "HTTPS key")
-        _check_pair(chain, key, f"the HTTPS key {key_path} does not belong to the certificate {cert_path}",
-                    "the HTTPS certificate", self.now())
         extra: dict[str, Any] = {}
-        if self.client_ca:
-            anchors = read_certificates(self.client_ca, "client CA (tls_client_ca)")
+        with _certificate_files():
+            chain = read_certificates(cert_path, "HTTPS certificate")
+            key = read_private_key(key_path, "HTTPS key")
+            check_key_matches(chain[0], key, "HTTPS key", key_path, "certificate", cert_path)
+            check_in_time(chain[0], self.now(), "HTTPS certificate")
+            anchors = read_certificates(self.client_ca, "client CA (tls_client_ca)") if self.client_ca else None
+        if anchors is not None:
             extra["trustRoot"] = ssl.trustRootFromCertificates([_twisted_certificate(c) for c in anchors])
         self._options = ssl.CertificateOptions(privateKey=key, certificate=chain[0], extraCertChain=chain[1:] or None,
                                                raiseMinimumTo=MINIMUM_VERSION, **extra)

@@ -11,7 +11,8 @@ certificate and key for head-ends that want mutual TLS
 certificates TLS accept mode requires of its clients (``tls_client_ca``).
 
 `install` checks an upload (`check_upload`: PEM, every certificate valid now,
-the key matching its certificate, through `cmegw.web.tls.validate_pair`),
+the key matching its certificate, through `cmegw.certificates` and
+`cmegw.web.tls.validate_pair`),
 writes the files beside the configuration file (owner-only, mode 0600; named
 by content, so a new file never half-replaces one in use), and sets the paths
 through the store, so the tunnel takes them as if they had been typed: at once.
@@ -32,10 +33,17 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
+from cmegw.certificates import (
+    CertificateError,
+    UnreadableFileError,
+    check_bundle_in_time,
+    parse_certificates,
+    read_certificates,
+    validity_summary,
+)
 from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import apply_settings
 from cmegw.config.store import ConfigFileError, atomic_write
-from cmegw.tunnel.tlsconfig import common_name, validity_problem
 from cmegw.web import api
 from cmegw.web.pages import (
     Admin,
@@ -51,7 +59,7 @@ from cmegw.web.pages import (
     render_field,
     uploads,
 )
-from cmegw.web.tls import CertificateError, validate_pair
+from cmegw.web.tls import validate_pair
 
 log = Logger(namespace="cmegw.web")
 
@@ -88,16 +96,11 @@ def _utcnow() -> datetime.datetime:
 
 def check_bundle(setting: str, data: bytes, now: datetime.datetime) -> list[x509.Certificate]:
     """The certificates of a PEM bundle, every one valid now."""
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise UploadError(setting, "the file is not PEM (a text file starting -----BEGIN CERTIFICATE-----)")
     try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError as e:
-        raise UploadError(setting, f"the certificates cannot be read: {e}") from None
-    for certificate in certificates:
-        problem = validity_problem([certificate], f"the certificate of {common_name(certificate.subject)}", now)
-        if problem:
-            raise UploadError(setting, problem)
+        certificates = parse_certificates(data, "file")
+        check_bundle_in_time(certificates, now)
+    except CertificateError as e:
+        raise UploadError(setting, str(e)) from None
     return certificates
 
 
@@ -192,12 +195,12 @@ def summary(path: str, field: str) -> str:
     if field == "connect_tls_key":
         return "a private key" if Path(path).exists() else "the file is missing"
     try:
-        certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
-    except OSError as e:
-        return f"cannot be read ({e.strerror})"
-    except ValueError:
+        certificates = read_certificates(path, "certificates")
+    except UnreadableFileError as e:
+        return f"cannot be read ({e.reason})"
+    except CertificateError:
         return "not a PEM file of certificates"
-    return "; ".join(f"{common_name(c.subject)} (until {c.not_valid_after_utc:%Y-%m-%d})" for c in certificates)
+    return validity_summary(certificates)
 
 
 def files_view(config: Config) -> dict[int, dict[str, dict[str, str]]]:

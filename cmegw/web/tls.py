@@ -4,17 +4,19 @@ Certificates for HTTPS, with `cryptography`.
 
 Public API:
 
-``CertificateError(ValueError)``: an uploaded or configured certificate/key
-that cannot be used; the message says why, for the page.
+``CertificateError(ValueError)`` (from `cmegw.certificates`): an uploaded or
+configured certificate/key that cannot be used; the message says why, for the
+page.
 
-``CertificateInfo``: frozen: ``subject``, ``issuer``, ``not_before``,
-``not_after`` (aware datetimes), ``self_signed``, ``fingerprint`` (SHA-256, hex
-with colons), ``path``, ``problem`` (why the configured certificate is not
-used, or None).
+``CertificateInfo`` (from `cmegw.certificates`): frozen: ``subject``,
+``issuer``, ``not_before``, ``not_after`` (aware datetimes), ``self_signed``,
+``fingerprint`` (SHA-256, hex with colons), ``path``, ``problem`` (why the
+configured certificate is not used, or None).
 
-``validate_pair(cert_pem, key_pem, now=None) -> (certificate, key, chain)``:
-PEM, the key matches the first certificate, valid now; raises
-``CertificateError``.
+``validate_pair(cert_pem, key_pem, now=None, cert_path="", key_path="") ->
+(certificate, key, chain)``: PEM, the key matches the first certificate, valid
+now, and OpenSSL can serve the pair; raises ``CertificateError`` (naming the
+files when their paths are given).
 
 ``generate_self_signed(hostname=None, now=None) -> (cert_pem, key_pem)``.
 
@@ -42,9 +44,7 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-import attrs
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -54,9 +54,18 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cmegw.certificates import (
+    CertificateError,
+    CertificateInfo,
+    PrivateKey,
+    check_in_time,
+    check_key_matches,
+    parse_certificates,
+    parse_private_key,
+    read_pem_file,
+)
 from cmegw.config.model import HttpConfig
 from cmegw.config.store import atomic_write
-from cmegw.tunnel.tlsconfig import validity_problem
 
 log = Logger(namespace="cmegw.web.tls")
 
@@ -68,68 +77,22 @@ SELF_SIGNED_DAYS = 10 * 365
 
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
-Key = Any  # a cryptography private key
-
-
-class CertificateError(ValueError):
-    """A certificate or key that cannot serve HTTPS; the message says why."""
-
-
-@attrs.frozen
-class CertificateInfo:
-    """What the HTTP page shows of the certificate in use."""
-
-    subject: str
-    issuer: str
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-    self_signed: bool
-    fingerprint: str
-    path: str = ""
-    problem: str | None = None
-
-    @classmethod
-    def of(cls, certificate: x509.Certificate, path: str = "", problem: str | None = None) -> "CertificateInfo":
-        digest = certificate.fingerprint(hashes.SHA256()).hex().upper()
-        return cls(subject=certificate.subject.rfc4514_string(), issuer=certificate.issuer.rfc4514_string(),
-                   not_before=certificate.not_valid_before_utc, not_after=certificate.not_valid_after_utc,
-                   self_signed=certificate.issuer == certificate.subject,
-                   fingerprint=":".join(digest[i:i + 2] for i in range(0, len(digest), 2)),
-                   path=path, problem=problem)
+Key = PrivateKey
 
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def validate_pair(cert_pem: bytes, key_pem: bytes,
-                  now: datetime.datetime | None = None) -> tuple[x509.Certificate, Key, list[x509.Certificate]]:
+def validate_pair(cert_pem: bytes, key_pem: bytes, now: datetime.datetime | None = None,
+                  cert_path: str = "", key_path: str = "") -> tuple[x509.Certificate, Key, list[x509.Certificate]]:
     """The certificate, its key and the rest of the chain, checked; `CertificateError` says what is wrong."""
     now = now or _utcnow()
-    if b"-----BEGIN CERTIFICATE-----" not in cert_pem:
-        raise CertificateError("the certificate is not PEM (a text file starting -----BEGIN CERTIFICATE-----)")
-    try:
-        certificates = x509.load_pem_x509_certificates(cert_pem)
-    except ValueError as e:
-        raise CertificateError(f"the certificate cannot be read: {e}") from None
-    if b"-----BEGIN" not in key_pem or b"PRIVATE KEY-----" not in key_pem:
-        raise CertificateError("the private key is not PEM (a text file starting -----BEGIN PRIVATE KEY-----)")
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except TypeError:
-        raise CertificateError("the private key is protected by a passphrase; upload it without one") from None
-    except (ValueError, UnsupportedAlgorithm) as e:
-        raise CertificateError(f"the private key cannot be read: {e}") from None
+    certificates = parse_certificates(cert_pem, "certificate", cert_path)
+    key = parse_private_key(key_pem, "private key", key_path)
     certificate, chain = certificates[0], certificates[1:]
-
-    def spki(public_key: Any) -> bytes:
-        return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-    if spki(certificate.public_key()) != spki(key.public_key()):
-        raise CertificateError("the private key does not belong to the certificate")
-    problem = validity_problem([certificate], "the certificate", now)
-    if problem:
-        raise CertificateError(problem)
+    check_key_matches(certificate, key, "private key", key_path, "certificate", cert_path)
+    check_in_time(certificate, now, "certificate", cert_path)
     try:
         certificate_options(certificate, key, chain, ("TLSv1.2", "TLSv1.3")).getContext()
     except (SSL.Error, ValueError, TypeError) as e:
@@ -224,13 +187,11 @@ class TlsManager:
     def _load(self, cert_name: str, key_name: str) -> tuple[x509.Certificate, Key, list[x509.Certificate], str]:
         if not cert_name or not key_name:
             raise CertificateError("both the certificate and the private key must be configured")
-        try:
-            cert_pem = self._path(cert_name).read_bytes()
-            key_pem = self._path(key_name).read_bytes()
-        except OSError as e:
-            raise CertificateError(f"cannot read {e.filename}: {e.strerror}") from None
-        certificate, key, chain = validate_pair(cert_pem, key_pem, self.now())
-        return certificate, key, chain, str(self._path(cert_name))
+        cert_path, key_path = str(self._path(cert_name)), str(self._path(key_name))
+        cert_pem = read_pem_file(cert_path, "certificate")
+        key_pem = read_pem_file(key_path, "private key")
+        certificate, key, chain = validate_pair(cert_pem, key_pem, self.now(), cert_path, key_path)
+        return certificate, key, chain, cert_path
 
     def _self_signed(self) -> tuple[x509.Certificate, Key, list[x509.Certificate], str]:
         try:
