@@ -6,6 +6,9 @@ host's network, the lines, the tunnels and the four indications.
 
 from __future__ import annotations
 
+import datetime
+import functools
+from pathlib import Path
 from typing import Any
 
 from klein import Klein
@@ -27,12 +30,17 @@ INDICATIONS = (
 )
 
 
+@functools.cache
 def build_date() -> str:
-    """When the running software was built: the date of the installed package files."""
-    import datetime
-    from pathlib import Path
-
-    stamp = Path(cmegw.__file__).stat().st_mtime
+    """
+    When the running software was built: the date of its installed package files,
+    read once (a software update replaces those files while this code still runs;
+    the running code's date does not change until the restart).
+    """
+    try:
+        stamp = Path(cmegw.__file__).stat().st_mtime
+    except OSError:
+        return "unknown"
     return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
