@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 from dataclasses import dataclass, field
@@ -1188,6 +1189,59 @@ def serve_relay(device: str, port: int) -> int:
                     forward(serial, data)
 
 
+def serve_thread_relay(device: str, port: int) -> int:
+    """
+    pyrelay with --pyrelay-threads: no poll loop at all.  The device is read by
+    one thread and each client by another, all in blocking calls, so a byte
+    wakes the thread that forwards it and a full pty holds the writer in the
+    kernel (the flow control).  A new client replaces the old one.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+    serial = os.open(device, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(serial)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    current: list[socket.socket | None] = [None]
+
+    def from_serial() -> None:
+        while True:
+            data = os.read(serial, READ_SIZE)
+            client = current[0]
+            if client is not None:
+                try:
+                    client.sendall(data)
+                except OSError:
+                    pass
+
+    def to_serial(client: socket.socket) -> None:
+        while True:
+            try:
+                data = client.recv(READ_SIZE)
+            except OSError:
+                break
+            if not data:
+                break
+            while data:
+                data = data[os.write(serial, data):]
+        if current[0] is client:
+            current[0] = None
+        client.close()
+
+    threading.Thread(target=from_serial, daemon=True).start()
+    while True:
+        client, _address = listener.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        old, current[0] = current[0], client
+        if old is not None:
+            try:
+                old.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        threading.Thread(target=to_serial, args=(client,), daemon=True).start()
+
+
 # --------------------------------------------------------------------------- setup and main
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1210,6 +1264,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--with-pyrelay", action="store_true",
                         help="also measure pyrelay, a bare Python epoll relay (the floor for a "
                         "Python gateway)")
+    parser.add_argument("--pyrelay-threads", action="store_true",
+                        help="pyrelay as two threads in blocking reads and writes instead of an "
+                        "epoll loop")
     parser.add_argument("--phases", default=",".join(PHASES), type=lambda text: text.split(","),
                         help="comma-separated subset of %(default)s")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
@@ -1244,7 +1301,8 @@ def start_gateway(name: str, args: argparse.Namespace, tmp: Path, device: str) -
                                                 bufsize=args.ser2net_bufsize))
         command = ser2net_command(binary, config, tmp / "ser2net.pid")
     elif name == "pyrelay":
-        command = [sys.executable, os.path.abspath(__file__), "--relay", device, str(port)]
+        command = [sys.executable, os.path.abspath(__file__),
+                   "--thread-relay" if args.pyrelay_threads else "--relay", device, str(port)]
     else:
         config = tmp / "cmegw.toml"
         config.write_text(CMEGW_CONFIG.format(port=port, device=device, http_port=free_port(),
@@ -1286,6 +1344,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--relay"] and len(argv) == 3:
         return serve_relay(argv[1], int(argv[2]))
+    if argv[:1] == ["--thread-relay"] and len(argv) == 3:
+        return serve_thread_relay(argv[1], int(argv[2]))
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
