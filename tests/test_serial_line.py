@@ -8,7 +8,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from cmegw.config.model import LineConfig
-from cmegw.serial.line import SerialLine, read_icount
+from cmegw.serial.line import M_BusSerialPort, SerialLine, read_icount
 from cmegw.stats import LINE_ERROR, LINE_OPEN
 from tests.support import open_pty
 
@@ -68,6 +68,32 @@ class SerialLineTests(LineTestCase):
         self.assertFalse(cflag & termios.CSTOPB)
         # Linux ptys drop PARENB; what was asked of the device is pyserial's:
         self.assertEqual(line.transport.framing, (8, "E", 1))
+
+    def test_low_latency_asked_of_the_driver(self):
+        """ASYNC_LOW_LATENCY is asked for at open; a pty has no such setting and the line opens anyway."""
+        line = self.start()
+        self.assertEqual(line.stats.state, LINE_OPEN)
+        self.assertFalse(line.transport.request_low_latency())
+
+        class Driver:
+            asked: list[bool] = []
+
+            def set_low_latency_mode(self, on):
+                self.asked.append(on)
+
+        line.transport._serial, real = Driver(), line.transport._serial
+        self.addCleanup(setattr, line.transport, "_serial", real)
+        self.assertTrue(line.transport.request_low_latency())
+        self.assertEqual(Driver.asked, [True])
+
+    def test_low_latency_asked_at_every_open(self):
+        asked = []
+        self.patch(M_BusSerialPort, "request_low_latency", lambda port: asked.append(port) or True)
+        line = self.start()
+        self.assertEqual(asked, [line.transport])
+        line.stopService()
+        line.startService()
+        self.assertEqual(len(asked), 2)
 
     def test_reopen_pty(self):
         """A pty refuses a parity-only tcsetattr; reopening it must still work."""

@@ -106,6 +106,19 @@ class M_BusSerialPort(SerialPort):
         """Change the speed live (Twisted's setBaudRate calls a pyserial 2 method)."""
         self._serial.baudrate = baud
 
+    def request_low_latency(self) -> bool:
+        """
+        Ask the driver to hand over received bytes at once (ASYNC_LOW_LATENCY):
+        a USB adapter such as an FTDI otherwise holds them up to its latency
+        timer (16 ms) at the end of every reply.  A driver without the setting
+        (a pty, some adapters) says no and nothing changes; False then.
+        """
+        try:
+            self._serial.set_low_latency_mode(True)
+        except (ValueError, NotImplementedError, OSError):
+            return False
+        return True
+
     @property
     def framing(self) -> tuple[int, str, float]:
         """What pyserial set on the device: data bits, parity, stop bits."""
@@ -298,6 +311,7 @@ class SerialLine(service.Service):
             self._fail(f"cannot open {self.device}: {_reason(e)}")
             return
         self.transport = transport
+        low_latency = ", low latency" if transport.request_low_latency() else ""
         self._write = fast_writer(transport)
         self._protocol = protocol
         self._icount_base = read_icount(transport.fileno())
@@ -310,11 +324,11 @@ class SerialLine(service.Service):
         if self._paused:
             transport.pauseProducing()
         if self.stats.reopen_attempts:
-            log.info("Line {n}: {device} is back ({baud} baud)", n=self.number, device=self.device,
-                     baud=self.config.baud_rate)
+            log.info("Line {n}: {device} is back ({baud} baud{low_latency})", n=self.number, device=self.device,
+                     baud=self.config.baud_rate, low_latency=low_latency)
         else:
-            log.info("Line {n}: opened {device} at {baud} baud, 8E1", n=self.number, device=self.device,
-                     baud=self.config.baud_rate)
+            log.info("Line {n}: opened {device} at {baud} baud, 8E1{low_latency}", n=self.number,
+                     device=self.device, baud=self.config.baud_rate, low_latency=low_latency)
         self.stats.reopen_attempts = 0
         for listener in list(self._listeners):
             listener(True)
