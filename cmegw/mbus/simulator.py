@@ -209,11 +209,11 @@ class MeterBus:
         function = frame.function
         if function == frames.SND_NKE and frame.kind == "short":
             return self._answer(self._link_reset(frame.a), lambda meter: frames.ACK)
-        if function == (frames.REQ_UD2 & 0x4F) and frame.kind == "short":
+        if function == frames.function_of(frames.REQ_UD2) and frame.kind == "short":
             return self._answer(self._addressed(frame.a), lambda meter: meter.read(c))
-        if function == (frames.REQ_UD1 & 0x4F) and frame.kind == "short":
+        if function == frames.function_of(frames.REQ_UD1) and frame.kind == "short":
             return self._answer(self._addressed(frame.a), lambda meter: frames.ACK)
-        if function == (frames.SND_UD & 0x4F) and frame.kind != "short":
+        if function == frames.function_of(frames.SND_UD) and frame.kind != "short":
             return self._answer(self._send_user_data(frame), lambda meter: frames.ACK)
         return None
 
