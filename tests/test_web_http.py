@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 
 from cmegw.config.model import AuthDirective, User
 from cmegw.stats import HttpStatistics
-from cmegw.web.auth import AuthGate, set_authenticated_user
+from cmegw.web.auth import NONCE_LIFETIME, AuthGate, set_authenticated_user
 from cmegw.web.http import (
     ABORT_AFTER,
     AccessLog,
@@ -400,6 +400,26 @@ class UploadAllowanceTests(SynchronousTestCase):
         replay.dataReceived(upload_head(path.encode(), auth))
         self.assertEqual(parse_responses(replay_transport.value())[0].status, 413, "a replayed nonce count")
         self.assertIsNone(site.uploading)
+
+    def test_digest_upload_outlasting_its_nonce(self) -> None:
+        """A nonce fresh when the headers came in stays good for a body that takes longer than it lives."""
+        site = gated_site("Digest")
+        path = "/api/update"
+        header = digest_header(self.challenge(site, path), "admin", "admin", "POST", path)
+        site.reactor.advance(NONCE_LIFETIME / 3)  # the user takes a while to pick the file
+        channel, transport = connect(site)
+        channel.dataReceived(upload_head(path.encode(), b"Authorization: " + header.encode() + b"\r\n")
+                             + b"x" * 1000)
+        self.assertIs(site.uploading, channel)
+        site.reactor.advance(NONCE_LIFETIME * 5 / 6)  # a slow link; within the upload time limit
+        channel.dataReceived(b"x" * 199_000)
+        self.assertEqual(parse_responses(transport.value())[0].body, b"got 200000")
+        # A request sent after the nonce expired is told it is stale.
+        late, late_transport = connect(site)
+        late.dataReceived(upload_head(path.encode(), b"Authorization: " + header.encode() + b"\r\n", 0))
+        [response] = parse_responses(late_transport.value())
+        self.assertEqual(response.status, 401)
+        self.assertIn('stale="true"', " ".join(response.headers["www-authenticate"]))
 
     def test_digest_wrong_password(self) -> None:
         site = gated_site("Digest")

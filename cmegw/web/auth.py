@@ -156,10 +156,11 @@ class NonceStore:
         self._nonces[nonce] = _Nonce(realm, now)
         return nonce
 
-    def fresh(self, nonce: str, realm: str) -> bool:
-        """Whether `nonce` was issued for `realm` and has not expired."""
+    def fresh(self, nonce: str, realm: str, at: float | None = None) -> bool:
+        """Whether `nonce` was issued for `realm` and had not expired at `at` (now if None)."""
         state = self._nonces.get(nonce)
-        return state is not None and state.realm == realm and self._now() - state.issued <= self.lifetime
+        when = self._now() if at is None else at
+        return state is not None and state.realm == realm and when - state.issued <= self.lifetime
 
     def usable(self, nonce: str, count: int) -> bool:
         """Whether `use` would accept nonce count `count` now (nothing is used up)."""
@@ -285,7 +286,9 @@ class DigestCredentialFactory:
                 and len(digest) == size and _HEX.fullmatch(digest)):
             raise ValueError("malformed nc, cnonce or response")
         nonce = params["nonce"]
-        if not self.nonces.fresh(nonce, self.realm):
+        # Judged when the request's headers came in (GatewayRequest.headers_at): an upload whose
+        # body takes longer than the nonce lives was sent with a fresh one.
+        if not self.nonces.fresh(nonce, self.realm, at=getattr(request, "headers_at", None)):
             request._cmegw_stale_nonce = True
             raise ValueError("unknown or expired nonce")
         return DigestResponse(username=params["username"], algorithm=algorithm,

@@ -393,6 +393,8 @@ class GatewayChannel(HTTPChannel):
         return outcome[0] is True
 
     def allHeadersReceived(self) -> None:
+        if self.requests:
+            self.requests[-1].headers_at = self.site.reactor.seconds()
         if self._admitted_upload():
             if self.site.uploading is not None and self.site.uploading is not self:
                 self._reject(503)
@@ -471,6 +473,8 @@ class GatewayRequest(server.Request):
     """A request whose body counts toward Max Bytes and whose answer names no software version."""
 
     channel: GatewayChannel
+    #: When the headers were in (the reactor's clock); a Digest nonce is judged at that moment.
+    headers_at: float | None = None
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.channel.body_received(len(data)):
