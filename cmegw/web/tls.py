@@ -77,15 +77,13 @@ SELF_SIGNED_DAYS = 10 * 365
 
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
-Key = PrivateKey
-
-
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
 def validate_pair(cert_pem: bytes, key_pem: bytes, now: datetime.datetime | None = None,
-                  cert_path: str = "", key_path: str = "") -> tuple[x509.Certificate, Key, list[x509.Certificate]]:
+                  cert_path: str = "", key_path: str = "",
+                  ) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate]]:
     """The certificate, its key and the rest of the chain, checked; `CertificateError` says what is wrong."""
     now = now or _utcnow()
     certificates = parse_certificates(cert_pem, "certificate", cert_path)
@@ -128,7 +126,7 @@ def generate_self_signed(hostname: str | None = None,
     return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def certificate_options(certificate: x509.Certificate, key: Key, chain: list[x509.Certificate],
+def certificate_options(certificate: x509.Certificate, key: PrivateKey, chain: list[x509.Certificate],
                         versions: tuple[str, ...]) -> ssl.CertificateOptions:
     """Options offering exactly the enabled versions among TLS 1.2 and 1.3 (never older ones)."""
     enabled = sorted(_VERSIONS[v] for v in versions if v in _VERSIONS)
@@ -184,7 +182,7 @@ class TlsManager:
         self.info = CertificateInfo.of(certificate, path, problem)
         return self.info
 
-    def _load(self, cert_name: str, key_name: str) -> tuple[x509.Certificate, Key, list[x509.Certificate], str]:
+    def _load(self, cert_name: str, key_name: str) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate], str]:
         if not cert_name or not key_name:
             raise CertificateError("both the certificate and the private key must be configured")
         cert_path, key_path = str(self._path(cert_name)), str(self._path(key_name))
@@ -193,7 +191,7 @@ class TlsManager:
         certificate, key, chain = validate_pair(cert_pem, key_pem, self.now(), cert_path, key_path)
         return certificate, key, chain, cert_path
 
-    def _self_signed(self) -> tuple[x509.Certificate, Key, list[x509.Certificate], str]:
+    def _self_signed(self) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate], str]:
         try:
             return self._load(SELF_SIGNED_CERT, SELF_SIGNED_KEY)
         except CertificateError as e:
