@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cmegw.config.model import Config
-from cmegw.config.settings import get_setting, needs_restart, setting_names, apply_setting
+from cmegw.config.settings import apply_setting, get_setting, live_update, setting_names
 from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.mbus.master import Master
 from cmegw.netapply import NetworkApplier
@@ -243,32 +243,33 @@ class GatewayService(service.MultiService):
     # -- changes ----------------------------------------------------------------
 
     def _config_changed(self, old: Config, new: Config) -> None:
-        """Apply what applies live; the rest waits for a restart."""
+        """
+        Compare the running sections with the new ones by value and hand each
+        part its own new section; what waits for a restart (a setting marked so
+        in the model, a line or tunnel added or removed) stays as it runs.
+        """
         wanted = self.overrides.apply(new)
-        running = self.running_config
-        for name in setting_names(wanted):
-            if needs_restart(name) or name.split(".")[0] in ("line", "tunnel") and not _exists(running, name):
-                continue
-            value = get_setting(wanted, name)
-            if get_setting(running, name) != value:
-                try:
-                    running = apply_setting(running, name, value)
-                except ValueError as e:
-                    log.error("Cannot apply {name} live: {e}", name=name, e=e)
-        running = running.evolve(auth=wanted.auth, identity=wanted.identity)
-        previous, self.running_config = self.running_config, running
+        previous = self.running_config
+        running = previous.evolve(
+            identity=wanted.identity, auth=wanted.auth,
+            network=live_update(previous.network, wanted.network),
+            http=live_update(previous.http, wanted.http),
+            console=live_update(previous.console, wanted.console),
+            lines={n: live_update(line, wanted.lines.get(n, line)) for n, line in previous.lines.items()},
+            tunnels={n: live_update(tunnel, wanted.tunnels.get(n, tunnel)) for n, tunnel in previous.tunnels.items()})
+        self.running_config = running
         for n, line in self.lines.items():
             if running.lines[n] != previous.lines[n]:
                 line.apply(running.lines[n])
         for n, tunnel in list(self.tunnels.items()):
-            if running.tunnels[n] != previous.tunnels[n]:
-                if running.tunnels[n].sharing != previous.tunnels[n].sharing:
-                    self._replace_tunnel(n, running.tunnels[n])
-                else:
-                    tunnel.apply(running.tunnels[n])
-        for n, connector in self.connectors.items():
-            if running.tunnels[n] != previous.tunnels[n]:
-                connector.apply(running.tunnels[n])
+            section = running.tunnels[n]
+            if section == previous.tunnels[n]:
+                continue
+            if section.sharing != previous.tunnels[n].sharing:
+                self._replace_tunnel(n, section)
+            else:
+                tunnel.apply(section)
+            self.connectors[n].apply(section)
 
     def restart(self) -> defer.Deferred:
         """The device's reboot, in-process: stop every part, reload the configuration, start again."""
@@ -361,14 +362,6 @@ class GatewayService(service.MultiService):
         self.store.factory_reset()
         log.info("Configuration reset to the factory defaults")
         return self.restart()
-
-
-def _exists(config: Config, name: str) -> bool:
-    try:
-        get_setting(config, name)
-        return True
-    except ValueError:
-        return False
 
 
 def default_simulator(reactor: Any, line: int) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import attrs
 
+from cmegw.config.files import check_files
 from cmegw.config.model import (
     Config,
     ConfigError,
@@ -33,18 +34,6 @@ _SECTIONS: dict[str, type] = {
     "tunnel": TunnelConfig,
 }
 
-#: Settings that take effect only after a restart (the device's "after reboot" column).
-RESTART_SETTINGS = frozenset({
-    # The device applies BOOTP, DHCP, the address and the client ID after a reboot; cmegw's
-    # optional host backend (cmegw.netapply) applies every network setting at start.
-    "network.bootp", "network.dhcp", "network.ip_address", "network.netmask", "network.dhcp_client_id",
-    "network.link_speed", "network.link_duplex", "network.apply_to_host", "network.gateway",
-    "network.hostname", "network.domain", "network.primary_dns", "network.secondary_dns",
-    "network.interface", "network.backend",
-    "http.enabled", "http.http_port", "http.https_port", "http.interface",
-    "console.enabled", "console.listen", "console.ssh_enabled", "console.ssh_listen",
-})
-
 _TRUE = {"1", "on", "yes", "true", "enabled", "enable"}
 _FALSE = {"0", "off", "no", "false", "disabled", "disable"}
 
@@ -53,11 +42,53 @@ class UnknownSetting(ConfigError):
     """A setting name that does not exist."""
 
 
+@attrs.frozen
+class SettingInfo:
+    """What the faces show of a setting: its label, unit, whether it waits for a restart."""
+
+    name: str
+    label: str
+    unit: str
+    restart: bool
+
+
+def _field(name: str) -> attrs.Attribute:
+    """The model's field of a setting name (numbers in names do not matter)."""
+    parts = [p for p in name.split(".") if not p.isdigit()]
+    cls = _SECTIONS.get(parts[0]) if len(parts) == 2 else None
+    field = attrs.fields_dict(cls).get(parts[1]) if cls is not None else None
+    if field is None:
+        raise UnknownSetting(name, name, "use a name such as line.1.baud_rate; 'help set' lists them")
+    return field
+
+
+def describe(name: str) -> SettingInfo:
+    """A setting's metadata, as its field in the model declares it."""
+    field = _field(name)
+    return SettingInfo(name, field.metadata.get("label") or field.name, field.metadata.get("unit", ""),
+                       bool(field.metadata.get("restart")))
+
+
 def needs_restart(name: str) -> bool:
-    """Whether a changed setting waits for a restart (numbers in names do not matter)."""
-    parts = name.split(".")
-    generic = ".".join(p for p in parts if not p.isdigit())
-    return generic in RESTART_SETTINGS
+    """Whether a changed setting waits for a restart (the device's "after reboot" column)."""
+    try:
+        return describe(name).restart
+    except UnknownSetting:
+        return False
+
+
+T = typing.TypeVar("T")
+
+
+def live_update(running: T, wanted: T) -> T:
+    """
+    `running` with every setting of `wanted` that applies live: a section's
+    restart-only settings keep the value it was started with.
+    """
+    if running == wanted:
+        return running
+    live = {f.name: getattr(wanted, f.name) for f in attrs.fields(type(running)) if not f.metadata.get("restart")}
+    return attrs.evolve(running, **live)
 
 
 def _field_type(cls: type, field: str) -> Any:
@@ -168,4 +199,5 @@ def apply_settings(config: Config, changes: dict[str, Any]) -> Config:
             new = new.with_tunnel(number, updated)
         else:
             new = attrs.evolve(new, **{section: updated})
+    check_files(new, config)
     return new

@@ -22,6 +22,7 @@ import attrs
 import tomlkit
 from twisted.logger import Logger
 
+from cmegw.config.files import check_files
 from cmegw.config.model import Config, ConfigError
 
 log = Logger(namespace="cmegw.config")
@@ -48,7 +49,9 @@ def parse_config(text: str, where: str) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigFileError(f"{where} is not valid TOML: {e}") from None
     try:
-        return Config.from_dict(data)
+        config = Config.from_dict(data)
+        check_files(config)
+        return config
     except ConfigError as e:
         raise ConfigFileError(f"{where}: {e}") from None
 
