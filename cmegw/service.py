@@ -22,16 +22,13 @@ from cmegw.mbus.master import Master
 from cmegw.netapply import NetworkApplier
 from cmegw.serial.arbiter import BusArbiter
 from cmegw.serial.line import SerialLine
-from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
+from cmegw.state import BusView, GatewayState, TunnelView
+from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics
 from cmegw.tunnel.accept import TunnelService
 from cmegw.tunnel.connect import ConnectStatistics, ConnectTunnelService
 from cmegw.tunnel.sharing import SharingTunnelService
 
 log = Logger(namespace="cmegw.service")
-
-#: Seconds over which traffic makes the ACT indication flash.
-ACTIVITY_WINDOW = 2.0
-
 
 @attrs.frozen
 class Overrides:
@@ -75,8 +72,8 @@ class GatewayService(service.MultiService):
         self.reactor = reactor
         self.overrides = overrides
         self.simulator_factory = simulator_factory or default_simulator
-        self.status = GatewayStatus()
-        self.running_config: Config = overrides.apply(store.config)
+        #: What the gateway publishes and the faces read; kept across restarts.
+        self.state = GatewayState(reactor, store, overrides, config=overrides.apply(store.config))
         self.lines: dict[int, SerialLine] = {}
         self.tunnels: dict[int, TunnelService] = {}
         #: Per line: the arbiter between the line and its users, and the gateway's M-Bus master.
@@ -89,10 +86,6 @@ class GatewayService(service.MultiService):
         self._restarting: defer.Deferred | None = None
         #: True while `restart` stops and starts the parts (a part's stopService is not the end then).
         self.restarting = False
-        #: Traffic traces by line number (`cmegw.ops.trace.LineTrace`), kept across restarts.
-        self.traces: dict[int, Any] = {}
-        #: Line bytes counted when the indications were last read, and when they last changed.
-        self._activity = (0, 0.0)
         #: The opt-in backend that applies the Network settings to the host (only with network.apply_to_host).
         self.netapply = NetworkApplier(reactor)
         store.subscribe(self._config_changed)
@@ -111,39 +104,42 @@ class GatewayService(service.MultiService):
     def connect_stats(self) -> dict[int, ConnectStatistics]:
         return {n: c.connect_stats for n, c in self.connectors.items()}
 
-    def uptime(self) -> float:
-        return self.reactor.seconds() - self.status.started_at
+    @property
+    def running_config(self) -> Config:
+        """The configuration in force (published as ``state.config``)."""
+        return self.state.config
 
-    def pending_restart(self) -> list[str]:
-        """Settings saved in the file that wait for a restart to take effect."""
-        saved = self.overrides.apply(self.store.config)
-        names = []
-        for name in setting_names(saved):
-            try:
-                if get_setting(saved, name) != get_setting(self.running_config, name):
-                    names.append(name)
-            except ValueError:
-                names.append(name)  # a line or tunnel added or removed
-        if set(saved.lines) != set(self.running_config.lines) or set(saved.tunnels) != set(
-                self.running_config.tunnels):
-            names.append("line/tunnel set")
-        return names
+    @running_config.setter
+    def running_config(self, config: Config) -> None:
+        self.state.config = config
+
+    @property
+    def status(self) -> GatewayStatus:
+        return self.state.status
+
+    @property
+    def traces(self) -> dict[int, Any]:
+        return self.state.traces
+
+    # Until the faces read the state (issue 13's merge): the old names.
+    def uptime(self) -> float:
+        return self.state.uptime()
 
     def indications(self) -> dict[str, bool]:
-        """The device's four LEDs: PWR, ERR, LINK, ACT."""
-        now = self.reactor.seconds()
-        total = sum(s.rx_bytes + s.tx_bytes for s in self.line_stats.values())
-        last_total, last_change = self._activity
-        if total != last_total:
-            self._activity = (total, now)
-            last_change = now
-        return {
-            "PWR": self.running,
-            "ERR": any(s.state == LINE_ERROR for s in self.line_stats.values()),
-            "LINK": any(t.state == TUNNEL_CONNECTED for t in self.tunnel_stats.values())
-            or any(c.connected for c in self.connectors.values()),
-            "ACT": now - last_change < ACTIVITY_WINDOW and last_change > 0,
-        }
+        return self.state.indications()
+
+    def pending_restart(self) -> list[str]:
+        return self.state.pending_restart()
+
+    def _publish(self) -> None:
+        """Publish the statistics objects of the parts just built."""
+        state = self.state
+        state.lines = {n: line.stats for n, line in self.lines.items()}
+        state.tunnels = {n: TunnelView(n, t.stats, getattr(t, "access", None),
+                                       self.connectors[n].connect_stats if n in self.connectors else None,
+                                       getattr(t.factory, "sharing", None))
+                         for n, t in self.tunnels.items()}
+        state.bus = {n: BusView(n, master) for n, master in self.masters.items()}
 
     # -- composition --------------------------------------------------------------
 
@@ -182,6 +178,7 @@ class GatewayService(service.MultiService):
                                              arbiter=self.arbiters[n], accept=lambda n=n: self.tunnels.get(n))
             connector.setServiceParent(self)
             self.connectors[n] = connector
+        self._publish()
         for factory in self._part_factories:
             factory(self).setServiceParent(self)
 
@@ -222,6 +219,7 @@ class GatewayService(service.MultiService):
         old = self.tunnels[n]
         new = self.tunnels[n] = self._tunnel(n, config, old.stats)
         stopped = defer.maybeDeferred(old.disownServiceParent)
+        self._publish()
         stopped.addCallback(lambda _: new.setServiceParent(self) if self.tunnels.get(n) is new else None)
         stopped.addErrback(lambda f: log.failure("Tunnel {n}: cannot switch sharing", f, n=n))
 
@@ -230,11 +228,13 @@ class GatewayService(service.MultiService):
         self.status.config_problem = self.store.problem
         self._build()
         super().startService()
+        self.state.running = True
         if self.running_config.network.apply_to_host:
             self.netapply.apply(self.running_config.network)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        self.state.running = False
         yield defer.maybeDeferred(super().stopService)
         for simulator in self.simulators.values():
             simulator.stop()
@@ -327,14 +327,9 @@ class GatewayService(service.MultiService):
             self.status.config_problem = f"the configuration file was not reloaded: {e}"
             raise
         self.status.config_problem = None
-        pending = self.pending_restart()
+        pending = self.state.pending_restart()
         log.info("Configuration reloaded from {path}{rest}", path=str(self.store.path),
                  rest=f"; waiting for a restart: {', '.join(pending)}" if pending else "")
-
-    def line_peer(self, n: int) -> str:
-        """Whom line `n`'s bytes come from and go to right now: its tunnel's client, or ""."""
-        tunnel = self.tunnels.get(n)
-        return tunnel.stats.peer if tunnel is not None else ""
 
     def set_trace(self, n: int, on: bool) -> Any:
         """
@@ -347,7 +342,7 @@ class GatewayService(service.MultiService):
             raise KeyError(f"there is no line {n}")
         trace = self.traces.get(n)
         if trace is None:
-            trace = self.traces[n] = LineTrace(n, clock=self.reactor, peer=lambda: self.line_peer(n))
+            trace = self.traces[n] = LineTrace(n, clock=self.reactor, peer=lambda: self.state.line_peer(n))
         if trace.enabled != on:
             log.info("Line {n}: traffic trace {state}", n=n, state="on" if on else "off")
         trace.enabled = on

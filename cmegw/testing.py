@@ -1,7 +1,8 @@
 """
 Test doubles shared by cmegw's tests and its users: a memory serial line, one
-with simulated meters behind it, and a way to drive a `task.Clock` until a
-Deferred fires.
+with simulated meters behind it, a way to drive a `task.Clock` until a
+Deferred fires, an in-memory configuration store and a gateway state made of
+plain statistics, so faces can be tested without a pty or a running service.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from cmegw.config.model import LineConfig
+from cmegw.config.model import Config, LineConfig
 from cmegw.mbus import frames
 from cmegw.mbus.simulator import MeterBus
 from cmegw.stats import LINE_OPEN, LineStatistics
@@ -113,3 +114,60 @@ def run_clock(clock: task.Clock, d: defer.Deferred, limit: int = 1_000_000) -> A
             raise AssertionError("nothing scheduled and the Deferred has not fired: a hang")
         clock.advance(max(0.0, min(call.getTime() for call in calls) - clock.seconds()))
     raise AssertionError(f"not done after {limit} steps")
+
+
+class MemoryConfigStore:
+    """A `cmegw.config.store.ConfigStore` in memory: `change` keeps the value and tells the listeners."""
+
+    def __init__(self, config: Config | None = None, path: str = "/nonexistent/cmegw.toml") -> None:
+        self.config = config if config is not None else Config()
+        self.path = path
+        self.problem: str | None = None
+        self.unsaved = False
+        self.saves = 0
+        self._listeners: list[Callable[[Config, Config], None]] = []
+
+    def subscribe(self, listener: Callable[[Config, Config], None]) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[Config, Config], None]) -> None:
+        self._listeners.remove(listener)
+
+    def change(self, new: Config, save: bool = True) -> Config:
+        old, self.config = self.config, new
+        if save:
+            self.saves += 1
+        else:
+            self.unsaved = True
+        for listener in list(self._listeners):
+            listener(old, new)
+        return new
+
+    def save(self) -> None:
+        self.saves += 1
+        self.unsaved = False
+
+
+class NoOverrides:
+    """The command line overrides nothing."""
+
+    http = https = console = tunnel = device = None
+    simulate = False
+
+    def apply(self, config: Config) -> Config:
+        return config
+
+
+def fake_state(clock: Any = None, config: Config | None = None, **published: Any) -> Any:
+    """
+    A `cmegw.state.GatewayState` over a memory store, with whatever statistics
+    are given (``lines={1: LineStatistics()}``, ``tunnels={1: TunnelView(...)}``,
+    ``bus={1: BusView(1, master)}``...).
+    """
+    from cmegw.state import GatewayState
+
+    store = MemoryConfigStore(config)
+    state = GatewayState(clock if clock is not None else task.Clock(), store, NoOverrides(), store.config)
+    for name, value in published.items():
+        setattr(state, name, value)
+    return state

@@ -30,6 +30,8 @@ from cmegw.config.store import ConfigStore
 from cmegw.ops import graphs
 from cmegw.ops.metrics import GatewayCollector, metrics_resource, registry_for
 from cmegw.service import GatewayService, Overrides
+from cmegw.state import BusView
+from cmegw.testing import fake_state
 from cmegw.web.http import HttpStatistics
 from tests.support import open_pty
 
@@ -43,7 +45,7 @@ except ImportError:  # pragma: no cover
 def scrape(gateway) -> str:
     from prometheus_client.exposition import generate_latest
 
-    return generate_latest(registry_for(gateway)).decode()
+    return generate_latest(registry_for(gateway.state)).decode()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -147,8 +149,8 @@ class CollectorTests(GatewayCase):
             def __init__(self):
                 self.transactions, self.answered, self.queue_length, self.busy_time = 10, 8, 1, 2.5
 
-        self.gateway.arbiters = {1: SimpleNamespace(stats=Stats())}
-        self.gateway.masters = {1: SimpleNamespace(results={"primary": [1, 2, 3]})}
+        self.gateway.state.bus = {1: BusView(1, SimpleNamespace(arbiter=SimpleNamespace(stats=Stats()),
+                                                                results={"primary": [1, 2, 3]}))}
         text = scrape(self.gateway)
         s = samples(text)
         self.assertEqual(s[("cmegw_mbus_transactions_total", (("line", "1"),))], 10)
@@ -164,14 +166,14 @@ class CollectorTests(GatewayCase):
         stats.count_response(200)
         self.patch(__import__("cmegw.ops.metrics", fromlist=["web_statistics"]), "web_statistics",
                    lambda gateway: stats)
-        self.gateway.arbiters = {1: SimpleNamespace(stats=SimpleNamespace(transactions=1, queue_peak=1,
-                                                                          busy_time=0.1))}
+        self.gateway.state.bus = {1: BusView(1, SimpleNamespace(
+            arbiter=SimpleNamespace(stats=SimpleNamespace(transactions=1, queue_peak=1, busy_time=0.1)), results={}))}
         result = promtool(scrape(self.gateway))
         self.assertEqual(result.returncode, 0, result.stdout.decode() + result.stderr.decode())
         self.assertEqual(result.stdout.decode() + result.stderr.decode(), "", "no lint warnings")
 
     def test_resource(self):
-        resource = metrics_resource(self.gateway)
+        resource = metrics_resource(self.gateway.state)
         request = DummyRequest([b""])
         body = resource.render(request)
         self.assertTrue(request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"text/plain"))
@@ -182,7 +184,7 @@ class CollectorTests(GatewayCase):
         self.assertTrue(body.endswith(b"# EOF\n"))
 
     def test_collector_is_a_collector(self):
-        names = {m.name for m in GatewayCollector(self.gateway).collect()}
+        names = {m.name for m in GatewayCollector(self.gateway.state).collect()}
         self.assertIn("cmegw_line_received_bytes", names)
 
 
@@ -195,7 +197,7 @@ class ReadThroughTunnelTests(GatewayCase):
             raise SkipTest("pyMeterBus is not installed")
         gateway = self.make_gateway(Overrides(simulate=True, tunnel="tcp:0:interface=127.0.0.1"))
         port = gateway.tunnels[1].port.getHost().port
-        site = reactor.listenTCP(0, Site(metrics_resource(gateway)), interface="127.0.0.1")
+        site = reactor.listenTCP(0, Site(metrics_resource(gateway.state)), interface="127.0.0.1")
         self.addCleanup(site.stopListening)
         url = f"http://127.0.0.1:{site.getHost().port}/metrics"
 
@@ -234,12 +236,6 @@ class ReadThroughTunnelTests(GatewayCase):
         self.assertEqual(result.returncode, 0, result.stdout.decode() + result.stderr.decode())
 
 
-class FakeGateway(SimpleNamespace):
-    """Statistics only (hashable, weakly referenced: the graphs keep their history per gateway)."""
-
-    __hash__ = object.__hash__
-
-
 class GraphTests(TestCase):
     def gateway(self):
         tunnel = SimpleNamespace(stats=SimpleNamespace(octets_from_serial=0, octets_from_network=0,
@@ -247,7 +243,7 @@ class GraphTests(TestCase):
         line = SimpleNamespace(stats=SimpleNamespace(parity_errors=0, framing_errors=None, overrun_errors=0,
                                                      buffer_errors=0, rx_breaks=None))
         clock = task.Clock()
-        return FakeGateway(tunnels={1: tunnel}, lines={1: line}, reactor=clock), clock
+        return fake_state(clock, tunnels={1: tunnel}, lines={1: line.stats}), clock
 
     def test_samples(self):
         gateway, clock = self.gateway()
@@ -258,7 +254,7 @@ class GraphTests(TestCase):
         gateway.tunnels[1].stats.octets_from_serial = 1000
         gateway.tunnels[1].stats.completed_accepts = 1
         gateway.tunnels[1].stats.state = "connected"
-        gateway.lines[1].stats.parity_errors = 3
+        gateway.lines[1].parity_errors = 3
         clock.advance(graphs.SAMPLE_INTERVAL)
         self.assertEqual(history.series("tunnel1.to_network"), [(10.0, 100.0)])
         self.assertEqual(history.series("tunnel1.connections"), [(10.0, 1)])
@@ -375,24 +371,11 @@ class DashboardTests(GatewayCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
 
-class WithConnectMode:
-    """A gateway seen with connect-mode statistics (``gateway.connect_stats``, cmegw.tunnel.connect)."""
-
-    def __init__(self, gateway, connect_stats):
-        self._gateway = gateway
-        self.connect_stats = connect_stats
-
-    def __getattr__(self, name):
-        return getattr(self._gateway, name)
-
-    def __iter__(self):
-        return iter(self._gateway)
-
-
 class ConnectModeTests(GatewayCase):
     def test_connect_series(self):
         connect = SimpleNamespace(state="retry", attempts=4, tls_failures=1, failed_rounds=2, buffered=17)
-        gateway = WithConnectMode(self.make_gateway(), {1: connect})
+        gateway = self.make_gateway()
+        gateway.state.tunnels[1] = attrs.evolve(gateway.state.tunnels[1], connect=connect)
         text = scrape(gateway)
         s = samples(text)
         self.assertEqual(s[("cmegw_tunnel_connect_attempts_total", (("tunnel", "1"),))], 4)

@@ -14,6 +14,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+import attrs
 from twisted.application import service
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
@@ -22,6 +23,7 @@ from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.ops import systemd
 from cmegw.ops.systemd import Notifier, ReloadOnHangup, SystemdNotify, status_text
 from cmegw.service import GatewayService, Overrides
+from cmegw.state import BusView
 from tests.support import open_pty
 
 
@@ -271,10 +273,10 @@ class SystemdNotifyTests(GatewayTestCase):
         class Master:
             results = {"primary": [1, 2, 3]}
 
-        gateway.masters = {1: Master()}
-        self.assertTrue(status_text(gateway).endswith(", 3 meters"))
+        gateway.state.bus = {1: BusView(1, Master())}
+        self.assertTrue(status_text(gateway.state).endswith(", 3 meters"))
         gateway.status.config_problem = "bad file"
-        self.assertTrue(status_text(gateway).endswith("3 meters, configuration problem: bad file"))
+        self.assertTrue(status_text(gateway.state).endswith("3 meters, configuration problem: bad file"))
 
 
     def test_status_text_with_connect_mode(self):
@@ -287,13 +289,8 @@ class SystemdNotifyTests(GatewayTestCase):
             def text(self, now):
                 return "connected to head-end.example:9000"
 
-        class View:
-            connect_stats = {1: Connect()}
-
-            def __getattr__(self, name):
-                return getattr(gateway, name)
-
-        self.assertTrue(status_text(View()).endswith(", tunnel 1 connect mode: connected to head-end.example:9000"))
+        gateway.state.tunnels[1] = attrs.evolve(gateway.state.tunnels[1], connect=Connect())
+        self.assertTrue(status_text(gateway.state).endswith(", tunnel 1 connect mode: connected to head-end.example:9000"))
 
 
 GOOD_CHANGE = ("keepalive = 45", "keepalive = 7")
@@ -364,7 +361,7 @@ class ReloadTests(GatewayTestCase):
         self.edit("dhcp = true", "dhcp = false")
         self.assertTrue(part.reload())
         self.assertTrue(self.gateway.running_config.network.dhcp)
-        self.assertEqual(self.gateway.pending_restart(), ["network.dhcp"])
+        self.assertEqual(self.gateway.state.pending_restart(), ["network.dhcp"])
 
     def test_bad_file_is_refused(self):
         part = self.hangup()

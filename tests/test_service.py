@@ -43,12 +43,12 @@ class GatewayServiceTests(TestCase):
         self.assertEqual(termios.tcgetattr(self.slave)[4], termios.B300)
         self.assertEqual(self.gateway.running_config.lines[1].baud_rate, 300)
         self.assertEqual(self.gateway.running_config.lines[1].device, self.path, "the override stays")
-        self.assertEqual(self.gateway.pending_restart(), [])
+        self.assertEqual(self.gateway.state.pending_restart(), [])
 
     def test_restart_setting_waits(self):
         self.store.change(apply_setting(self.store.config, "network.dhcp", "off"))
         self.assertTrue(self.gateway.running_config.network.dhcp)
-        self.assertEqual(self.gateway.pending_restart(), ["network.dhcp"])
+        self.assertEqual(self.gateway.state.pending_restart(), ["network.dhcp"])
 
     def test_timeout_applies_live(self):
         self.store.change(apply_setting(self.store.config, "tunnel.1.disconnect_timeout", "3"))
@@ -62,7 +62,7 @@ class GatewayServiceTests(TestCase):
         self.assertIsNot(self.gateway.lines[1], old_line)
         self.assertFalse(old_line.running)
         self.assertFalse(self.gateway.running_config.network.dhcp)
-        self.assertEqual(self.gateway.pending_restart(), [])
+        self.assertEqual(self.gateway.state.pending_restart(), [])
         self.assertEqual(self.gateway.status.restarts, 1)
         self.assertEqual(self.gateway.line_stats[1].state, LINE_OPEN, "the device is opened again")
 
@@ -74,10 +74,10 @@ class GatewayServiceTests(TestCase):
         self.assertIn("keepalive = 45", (self.dir / "cmegw.toml").read_text())
 
     def test_indications(self):
-        ind = self.gateway.indications()
+        ind = self.gateway.state.indications()
         self.assertEqual(ind, {"PWR": True, "ERR": False, "LINK": False, "ACT": False})
         self.gateway.lines[1].write(b"\x10\x40\x01\x41\x16")
-        self.assertTrue(self.gateway.indications()["ACT"])
+        self.assertTrue(self.gateway.state.indications()["ACT"])
 
 
 class StartupTests(TestCase):
@@ -91,7 +91,7 @@ class StartupTests(TestCase):
         gateway.startService()
         self.addCleanup(gateway.stopService)
         self.assertEqual(gateway.line_stats[1].state, LINE_ERROR)
-        self.assertTrue(gateway.indications()["ERR"])
+        self.assertTrue(gateway.state.indications()["ERR"])
         self.assertIsNotNone(gateway.tunnels[1].port, "the tunnel keeps listening")
 
     def test_config_problem_shown(self):

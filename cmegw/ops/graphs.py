@@ -3,8 +3,8 @@
 Small graphs of the last hour: bytes per second each way per tunnel, line
 errors, connections.
 
-`GraphSampler`, a part of the gateway, reads the statistics every
-`SAMPLE_INTERVAL` seconds into the gateway's `History` (bounded deques, one
+`GraphSampler`, a part of the gateway, reads the published statistics every
+`SAMPLE_INTERVAL` seconds into the state's `History` (bounded deques, one
 hour; kept across in-process restarts).  `chart` draws one series as SVG on
 the server (no script, no external resource) and `figures` gives the same
 numbers as text, so a page stays readable without JavaScript or images.
@@ -12,9 +12,7 @@ numbers as text, so a page stays readable without JavaScript or images.
 
 from __future__ import annotations
 
-import collections
 import time
-import weakref
 from typing import Any, Iterable, Sequence
 
 import attrs
@@ -22,6 +20,7 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.web.template import Tag, tags
 
+from cmegw.state import HISTORY_SAMPLES, History  # noqa: F401 (History: the graphs' data)
 from cmegw.stats import TUNNEL_CONNECTED
 
 #: Seconds between two samples.
@@ -29,6 +28,7 @@ SAMPLE_INTERVAL = 10.0
 #: Seconds of history kept.
 HISTORY = 3600.0
 SAMPLES = int(HISTORY / SAMPLE_INTERVAL)
+assert SAMPLES == HISTORY_SAMPLES, "the state keeps an hour of samples"
 
 #: LineStatistics counters whose sum is a line's errors.
 LINE_ERROR_FIELDS = ("parity_errors", "framing_errors", "overrun_errors", "buffer_errors", "rx_breaks")
@@ -57,36 +57,6 @@ def line_series(n: int) -> list[Series]:
     return [Series(f"line{n}.errors", f"Line {n}: errors", "per interval")]
 
 
-class History:
-    """Aligned samples: a time axis and one bounded deque of values (None: no value) per series."""
-
-    def __init__(self, samples: int = SAMPLES) -> None:
-        self.samples = samples
-        self.times: collections.deque[float] = collections.deque(maxlen=samples)
-        self.values: dict[str, collections.deque[float | None]] = {}
-
-    def add(self, time: float, values: dict[str, float]) -> None:
-        self.times.append(time)
-        for key in values.keys() - self.values.keys():
-            self.values[key] = collections.deque([None] * (len(self.times) - 1), maxlen=self.samples)
-        for key, series in self.values.items():
-            series.append(values.get(key))
-
-    def series(self, key: str) -> list[tuple[float, float | None]]:
-        return list(zip(self.times, self.values.get(key, [None] * len(self.times))))
-
-
-_histories: "weakref.WeakKeyDictionary[Any, History]" = weakref.WeakKeyDictionary()
-
-
-def history_of(gateway: Any) -> History:
-    """The gateway's history (one per gateway, kept across its in-process restarts)."""
-    found = _histories.get(gateway)
-    if found is None:
-        found = _histories[gateway] = History()
-    return found
-
-
 def _line_errors(stats: Any) -> int:
     return sum(getattr(stats, name) or 0 for name in LINE_ERROR_FIELDS)
 
@@ -96,10 +66,10 @@ class GraphSampler(service.Service):
 
     name = "graphs"
 
-    def __init__(self, gateway: Any, history: History, clock: Any = None, interval: float = SAMPLE_INTERVAL) -> None:
-        self.gateway = gateway
+    def __init__(self, state: Any, history: History, clock: Any = None, interval: float = SAMPLE_INTERVAL) -> None:
+        self.state = state
         self.history = history
-        self.clock = clock if clock is not None else gateway.reactor
+        self.clock = clock if clock is not None else state.clock
         self.interval = interval
         self._previous: dict[str, float] = {}
         self._loop = task.LoopingCall(self.sample)
@@ -108,13 +78,13 @@ class GraphSampler(service.Service):
     def totals(self) -> dict[str, float]:
         """The counters the graphs are differences of."""
         out: dict[str, float] = {}
-        for n, tunnel in self.gateway.tunnels.items():
+        for n, tunnel in self.state.tunnels.items():
             s = tunnel.stats
             out[f"tunnel{n}.to_network"] = s.octets_from_serial
             out[f"tunnel{n}.to_line"] = s.octets_from_network
             out[f"tunnel{n}.connections"] = s.completed_accepts + s.completed_connects
-        for n, line in self.gateway.lines.items():
-            out[f"line{n}.errors"] = _line_errors(line.stats)
+        for n, stats in self.state.lines.items():
+            out[f"line{n}.errors"] = _line_errors(stats)
         return out
 
     def startService(self) -> None:
@@ -135,15 +105,15 @@ class GraphSampler(service.Service):
             before = self._previous.get(key, 0)
             delta = total - before if total >= before else total  # a counter that restarted from 0
             values[key] = delta / self.interval if key.endswith((".to_network", ".to_line")) else delta
-        for n, tunnel in self.gateway.tunnels.items():
+        for n, tunnel in self.state.tunnels.items():
             values[f"tunnel{n}.connected"] = 1 if tunnel.stats.state == TUNNEL_CONNECTED else 0
         self._previous = totals
         self.history.add(self.clock.seconds(), values)
 
 
 def graphs_part(gateway: Any) -> service.IService:
-    """The part registered in `cmegw.tap.part_factories`."""
-    return GraphSampler(gateway, history_of(gateway))
+    """The part that samples the gateway's published state into its history."""
+    return GraphSampler(gateway.state, gateway.state.history, clock=gateway.reactor)
 
 
 # -- drawing ----------------------------------------------------------------------------------
@@ -235,21 +205,21 @@ def _clock(t: float) -> str:
     return time.strftime("%H:%M", time.localtime(t))
 
 
-def gateway_series(gateway: Any, lines: bool = True, tunnels: bool = True) -> list[Series]:
+def gateway_series(state: Any, lines: bool = True, tunnels: bool = True) -> list[Series]:
     out: list[Series] = []
     if tunnels:
-        for n in sorted(gateway.tunnels):
+        for n in sorted(state.tunnels):
             out += tunnel_series(n)
     if lines:
-        for n in sorted(gateway.lines):
+        for n in sorted(state.lines):
             out += line_series(n)
     return out
 
 
-def graphs_panel(gateway: Any, lines: bool = True, tunnels: bool = True) -> Tag:
+def graphs_panel(state: Any, lines: bool = True, tunnels: bool = True) -> Tag:
     """What the Status and M-Bus pages embed: the charts with their numbers, and the table folded."""
-    history = history_of(gateway)
-    chosen = gateway_series(gateway, lines, tunnels)
+    history = state.history
+    chosen = gateway_series(state, lines, tunnels)
     return tags.div(*[graph_figure(s, history) for s in chosen],
                     tags.details(tags.summary("The numbers, minute by minute"), graph_table(chosen, history)),
                     class_="graphs")

@@ -3,14 +3,14 @@
 ``/metrics``: the gateway's statistics in the Prometheus text format.
 
 `GatewayCollector` is a ``prometheus_client`` collector that reads the
-statistics objects the parts publish when Prometheus scrapes (nothing is
-counted twice, nothing runs between scrapes): lines and tunnels, the HTTP
-server (``cmegw.web.service.web_state``) and the M-Bus master
-(``gateway.masters``) where the gateway has them.  Counters end in
+statistics the gateway publishes (`cmegw.state.GatewayState`) when
+Prometheus scrapes (nothing is counted twice, nothing runs between scrapes):
+lines and tunnels, the HTTP server while the web part runs, and the bus of
+each line (arbiter and M-Bus master).  Counters end in
 ``_total``; gauges say states (tunnel state, line state, connected peers).
 Series are labelled ``line`` and ``tunnel``.
 
-`metrics_resource(gateway)` is the twisted.web resource; it renders in the
+`metrics_resource(state)` is the twisted.web resource; it renders in the
 reactor thread (prometheus_client's own Twisted resource uses a thread, and
 the statistics are only consistent in the reactor's).
 """
@@ -99,23 +99,16 @@ def _fields(stats: Any) -> Iterator[tuple[str, Any]]:
                 yield name, value
 
 
-def web_statistics(gateway: Any) -> Any:
-    """The web part's HttpStatistics, or None where there is no running web part."""
-    try:
-        from cmegw.web.service import web_state
-    except ImportError:
-        return None
-    try:
-        return web_state(gateway).stats
-    except (LookupError, AttributeError):
-        return None
+def web_statistics(state: Any) -> Any:
+    """The web server's HttpStatistics, or None while no web part runs."""
+    return state.http if state.web is not None else None
 
 
 class GatewayCollector:
-    """Reads `gateway`'s statistics at each scrape."""
+    """Reads the published `cmegw.state.GatewayState` at each scrape."""
 
-    def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
+    def __init__(self, state: Any) -> None:
+        self.state = state
 
     def collect(self) -> Iterable[Metric]:
         yield from self._gateway()
@@ -126,25 +119,25 @@ class GatewayCollector:
         yield from self._masters()
 
     def _gateway(self) -> Iterator[Metric]:
-        gateway = self.gateway
-        identity = gateway.running_config.identity
+        state = self.state
+        identity = state.config.identity
         yield InfoMetricFamily("cmegw", "The gateway's software version and identity.",
                                value={"version": cmegw.__version__, "serial_number": identity.serial_number,
                                       "product_type": identity.product_type})
         yield GaugeMetricFamily("cmegw_start_time_seconds", "When the gateway started (Unix time).",
-                                value=gateway.status.started_at)
+                                value=state.status.started_at)
         yield CounterMetricFamily("cmegw_restarts", "In-process restarts since the process started.",
-                                  value=gateway.status.restarts)
+                                  value=state.status.restarts)
         yield GaugeMetricFamily("cmegw_configuration_problem",
                                 "1 while the configuration file is not the one running (bad file).",
-                                value=1 if gateway.status.config_problem else 0)
+                                value=1 if state.status.config_problem else 0)
 
     def _lines(self) -> Iterator[Metric]:
-        lines = sorted(self.gateway.lines.items())
+        lines = sorted(self.state.lines.items())
         for field, name, text in LINE_COUNTERS:
             family = CounterMetricFamily(name, text, labels=["line"])
-            for n, line in lines:
-                value = getattr(line.stats, field)
+            for n, stats in lines:
+                value = getattr(stats, field)
                 if value is not None:  # None: the driver keeps no such counter
                     family.add_metric([str(n)], value)
             yield family
@@ -162,8 +155,8 @@ class GatewayCollector:
         info = InfoMetricFamily("cmegw_line", "The line's serial device.", labels=["line"])
         trace = GaugeMetricFamily("cmegw_line_trace_enabled", "1 while the line's traffic trace is on.",
                                   labels=["line"])
-        for n, line in lines:
-            s, label = line.stats, str(n)
+        for n, s in lines:
+            label = str(n)
             up.add_metric([label], 1 if s.state == LINE_OPEN else 0)
             for name in LINE_STATES:
                 state.add_metric([label, name], 1 if s.state == name else 0)
@@ -174,13 +167,13 @@ class GatewayCollector:
                 queued_tx.add_metric([label], s.queued_tx)
             reopen.add_metric([label], s.reopen_attempts)
             info.add_metric([label], {"device": s.device})
-            tracing = self.gateway.traces.get(n)
+            tracing = self.state.traces.get(n)
             trace.add_metric([label], 1 if tracing is not None and tracing.enabled else 0)
         yield from (up, state, baud, queued_rx, queued_tx, reopen, info, trace)
 
     def _tunnels(self) -> Iterator[Metric]:
-        tunnels = sorted(self.gateway.tunnels.items())
-        now = self.gateway.reactor.seconds()
+        tunnels = sorted(self.state.tunnels.items())
+        now = self.state.clock.seconds()
         for field, name, text in TUNNEL_COUNTERS:
             family = CounterMetricFamily(name, text, labels=["tunnel"])
             for n, tunnel in tunnels:
@@ -205,15 +198,15 @@ class GatewayCollector:
                 connect_time.add_metric([label, str(host)], seconds)
             for name in TUNNEL_STATES:
                 state.add_metric([label, name], 1 if s.state == name else 0)
-            clients = getattr(tunnel.factory, "clients", None)
-            peers.add_metric([label], len(clients) if clients is not None else int(s.state == TUNNEL_CONNECTED))
+            sharing = tunnel.sharing
+            peers.add_metric([label], sharing.clients if sharing is not None else int(s.state == TUNNEL_CONNECTED))
             listening.add_metric([label], 1 if s.listening else 0)
             info.add_metric([label], {"listening": s.listening})
         yield from (accept_time, connect_time, state, peers, listening, info)
 
     def _connect(self) -> Iterator[Metric]:
-        """Connect mode (dial-out) of the tunnels that have it: ``gateway.connect_stats``."""
-        connect = sorted(self.gateway.connect_stats.items())
+        """Connect mode (dial-out) of the tunnels that have it."""
+        connect = sorted((n, t.connect) for n, t in self.state.tunnels.items() if t.connect is not None)
         if not connect:
             return
         attempts = CounterMetricFamily("cmegw_tunnel_connect_attempts", "Connections tried in connect mode.",
@@ -240,7 +233,7 @@ class GatewayCollector:
         yield from (attempts, tls, rounds, buffered, state)
 
     def _http(self) -> Iterator[Metric]:
-        stats = web_statistics(self.gateway)
+        stats = web_statistics(self.state)
         if stats is None:
             return
         responses = CounterMetricFamily("cmegw_http_responses", "HTTP responses by status code.", labels=["code"])
@@ -274,29 +267,29 @@ class GatewayCollector:
                 families[metric] = kind(metric, text, labels=["line"])
             families[metric].add_metric([str(line)], value)
 
-        for n, arbiter in sorted(self.gateway.arbiters.items()):
-            for name, value in _fields(arbiter.stats):
+        for n, bus in sorted(self.state.bus.items()):
+            for name, value in _fields(bus.stats):
                 if _number(value):
                     gauge = name in MBUS_GAUGES
                     metric = MBUS_NAMES.get(name, f"cmegw_mbus_{name}")
                     add(metric, f"M-Bus bus: {name.replace('_', ' ')}.", gauge, n, value)
-        for n, master in sorted(self.gateway.masters.items()):
-            add("cmegw_mbus_meters", "Meters the last scan found.", True, n, found_meters(master))
-            for name, value in _fields(getattr(master, "stats", None)):
+        for n, bus in sorted(self.state.bus.items()):
+            add("cmegw_mbus_meters", "Meters the last scan found.", True, n, found_meters(bus))
+            for name, value in _fields(bus.master_stats):
                 if _number(value):
                     add("cmegw_mbus_master_" + name.removesuffix("_total"), f"M-Bus master: {name}.", False, n,
                         value)
         yield from families.values()
 
 
-def found_meters(master: Any) -> int:
-    """How many meters the master knows: the largest result of its scans."""
-    return max((len(found) for found in master.results.values()), default=0)
+def found_meters(bus: Any) -> int:
+    """How many meters a line's master knows: the largest result of its scans."""
+    return max((len(found) for found in bus.results.values()), default=0)
 
 
-def registry_for(gateway: Any) -> CollectorRegistry:
+def registry_for(state: Any) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway))
+    registry.register(GatewayCollector(state))
     return registry
 
 
@@ -320,6 +313,6 @@ class MetricsResource(Resource):
     render_HEAD = render_GET
 
 
-def metrics_resource(gateway: Any) -> Resource:
-    """``/metrics`` of `gateway`."""
-    return MetricsResource(registry_for(gateway))
+def metrics_resource(state: Any) -> Resource:
+    """``/metrics`` of the gateway whose published state is `state`."""
+    return MetricsResource(registry_for(state))

@@ -134,25 +134,26 @@ def tunnel_status(n: int, stats: Any) -> str:
     return f"tunnel {n} {stats.state}"
 
 
-def meter_count(gateway: Any) -> int | None:
+def meter_count(state: Any) -> int | None:
     """Meters the M-Bus masters' scans found; None before any found one."""
     from cmegw.ops.metrics import found_meters
 
-    return sum(found_meters(master) for master in gateway.masters.values()) or None
+    return sum(found_meters(bus) for bus in state.bus.values()) or None
 
 
-def status_text(gateway: Any) -> str:
-    """``line 1 ok 2400 baud, tunnel 1 connected to 10.1.2.3:50412, 3 meters``."""
-    parts = [line_status(n, gateway.lines[n].stats) for n in sorted(gateway.lines)]
-    parts += [tunnel_status(n, gateway.tunnels[n].stats) for n in sorted(gateway.tunnels)]
-    now = gateway.reactor.seconds()
-    for n, connect in sorted(gateway.connect_stats.items()):
-        if getattr(connect, "state", "disabled") != "disabled":
+def status_text(state: Any) -> str:
+    """``line 1 ok 2400 baud, tunnel 1 connected to 10.1.2.3:50412, 3 meters`` (from the published state)."""
+    parts = [line_status(n, state.lines[n]) for n in sorted(state.lines)]
+    parts += [tunnel_status(n, state.tunnels[n].stats) for n in sorted(state.tunnels)]
+    now = state.clock.seconds()
+    for n, tunnel in sorted(state.tunnels.items()):
+        connect = tunnel.connect
+        if connect is not None and getattr(connect, "state", "disabled") != "disabled":
             parts.append(f"tunnel {n} connect mode: {connect.text(now)}")
-    meters = meter_count(gateway)
+    meters = meter_count(state)
     if meters is not None:
         parts.append(f"{meters} meter{'' if meters == 1 else 's'}")
-    problem = gateway.status.config_problem
+    problem = state.status.config_problem
     if problem:
         parts.append(f"configuration problem: {problem}")
     text = ", ".join(parts) or "no lines configured"
@@ -182,7 +183,7 @@ class SystemdNotify(service.Service):
         self.ready = False
         if self.watchdog:
             self._watchdog.start(self.watchdog, now=True)
-        self._send_status(f"starting: {status_text(self.gateway)}")
+        self._send_status(f"starting: {status_text(self.gateway.state)}")
         self._waiting = self.gateway.when_listening()
         self._waiting.addCallbacks(self._listening, self._not_listening)
         self._status.start(STATUS_INTERVAL, now=False)
@@ -190,7 +191,7 @@ class SystemdNotify(service.Service):
     def _listening(self, _: Any) -> None:
         self._waiting = None
         self.ready = True
-        self._last_status = status_text(self.gateway)
+        self._last_status = status_text(self.gateway.state)
         self.notifier.send(READY=1, STATUS=self._last_status)
         log.info("Every listener is up: ready")
 
@@ -201,7 +202,7 @@ class SystemdNotify(service.Service):
 
     def update_status(self) -> None:
         """Send STATUS= when it changed; while not ready it says what is awaited."""
-        text = status_text(self.gateway)
+        text = status_text(self.gateway.state)
         self._send_status(text if self.ready else f"starting: {text}")
 
     def _send_status(self, text: str) -> None:
@@ -263,7 +264,7 @@ class ReloadOnHangup(service.Service):
         except ConfigFileError as e:
             self.notifier.send(READY=1, STATUS=f"configuration reload refused: {e}")
             return False
-        self.notifier.send(READY=1, STATUS=status_text(self.gateway))
+        self.notifier.send(READY=1, STATUS=status_text(self.gateway.state))
         return True
 
 

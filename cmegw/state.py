@@ -1,0 +1,163 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+GatewayState: what the gateway publishes and every face reads.
+
+The service builds one `GatewayState` and keeps it across in-process
+restarts.  It writes into it (the running configuration, the statistics
+objects of the parts it built); the faces (web pages, API, console, metrics,
+systemd status, graphs) only read it, and change things through the
+service's named actions or the configuration store.  No face reaches into a
+running part: they read the statistics objects and the views here.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Mapping
+
+import attrs
+
+from cmegw.config.model import Config
+from cmegw.config.settings import get_setting, setting_names
+from cmegw.tunnel.connect import CONNECT_CONNECTED
+from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, HttpStatistics, LineStatistics, TunnelStatistics
+
+#: Seconds over which traffic makes the ACT indication flash.
+ACTIVITY_WINDOW = 2.0
+#: Graph samples kept (one hour at the sampler's 10 s).
+HISTORY_SAMPLES = 360
+
+
+@attrs.frozen
+class TunnelView:
+    """One tunnel's statistics: the device's counters, its allow-list and TLS refusals, connect mode."""
+
+    number: int
+    stats: TunnelStatistics
+    #: `cmegw.tunnel.allowlist.AccessStatistics` of the accept-mode listener.
+    access: Any = None
+    #: `cmegw.tunnel.connect.ConnectStatistics` of its connect mode (dial-out).
+    connect: Any = None
+    #: `cmegw.tunnel.sharing.SharingStatistics` while the tunnel shares the bus, else None.
+    sharing: Any = None
+
+
+@attrs.frozen
+class BusView:
+    """One line's bus: the arbiter's transaction counters and the M-Bus master's scans and finds."""
+
+    number: int
+    _master: Any = attrs.field(repr=False)
+
+    @property
+    def stats(self) -> Any:
+        """`cmegw.mbus.arbiter.ArbiterStatistics`: transactions, silent and garbled answers, busy time."""
+        return self._master.arbiter.stats
+
+    @property
+    def master_stats(self) -> Any:
+        return getattr(self._master, "stats", None)
+
+    @property
+    def scan(self) -> Any:
+        """The running or last `cmegw.mbus.master.Scan`, or None."""
+        return self._master.scan
+
+    @property
+    def results(self) -> Mapping[str, list[Any]]:
+        """The meters the last scan of each kind found (``primary``, ``secondary``)."""
+        return self._master.results
+
+
+class History:
+    """Aligned graph samples: a time axis and one bounded deque of values (None: no value) per series."""
+
+    def __init__(self, samples: int = HISTORY_SAMPLES) -> None:
+        self.samples = samples
+        self.times: collections.deque[float] = collections.deque(maxlen=samples)
+        self.values: dict[str, collections.deque[float | None]] = {}
+
+    def add(self, time: float, values: dict[str, float]) -> None:
+        self.times.append(time)
+        for key in values.keys() - self.values.keys():
+            self.values[key] = collections.deque([None] * (len(self.times) - 1), maxlen=self.samples)
+        for key, series in self.values.items():
+            series.append(values.get(key))
+
+    def series(self, key: str) -> list[tuple[float, float | None]]:
+        return list(zip(self.times, self.values.get(key, [None] * len(self.times))))
+
+
+@attrs.define(eq=False)
+class GatewayState:
+    """
+    The published state.  `config` is the configuration in force (with the
+    command line's overrides); `saved` is the file's; the mappings are
+    keyed by line or tunnel number and rebuilt by the service at each start.
+    """
+
+    clock: Any
+    store: Any
+    overrides: Any
+    config: Config
+    status: GatewayStatus = attrs.Factory(GatewayStatus)
+    lines: dict[int, LineStatistics] = attrs.Factory(dict)
+    tunnels: dict[int, TunnelView] = attrs.Factory(dict)
+    bus: dict[int, BusView] = attrs.Factory(dict)
+    #: The web server's counters; the web part counts into this object, kept across restarts.
+    http: HttpStatistics = attrs.Factory(HttpStatistics)
+    #: What the running web part publishes of itself (listeners, certificate, access log), or None.
+    web: Any = None
+    #: Traffic traces by line number (`cmegw.ops.trace.LineTrace`), kept across restarts.
+    traces: dict[int, Any] = attrs.Factory(dict)
+    #: The graphs' samples, kept across restarts.
+    history: History = attrs.Factory(History)
+    #: What the host network backend last did (`cmegw.host.HostNetworkResult`), or None.
+    host_network: Any = None
+    #: Line bytes counted when the indications were last read, and when they last changed.
+    _activity: tuple[int, float] = (0, 0.0)
+    running: bool = False
+
+    @property
+    def saved(self) -> Config:
+        """The configuration as saved in the file (without the command line's overrides)."""
+        return self.store.config
+
+    def uptime(self) -> float:
+        return self.clock.seconds() - self.status.started_at
+
+    def pending_restart(self) -> list[str]:
+        """Settings saved in the file that wait for a restart to take effect."""
+        saved = self.overrides.apply(self.store.config)
+        running = self.config
+        names = []
+        for name in setting_names(saved):
+            try:
+                if get_setting(saved, name) != get_setting(running, name):
+                    names.append(name)
+            except ValueError:
+                names.append(name)  # a line or tunnel added or removed
+        if set(saved.lines) != set(running.lines) or set(saved.tunnels) != set(running.tunnels):
+            names.append("line/tunnel set")
+        return names
+
+    def indications(self) -> dict[str, bool]:
+        """The device's four LEDs: PWR, ERR, LINK, ACT."""
+        now = self.clock.seconds()
+        total = sum(s.rx_bytes + s.tx_bytes for s in self.lines.values())
+        last_total, last_change = self._activity
+        if total != last_total:
+            self._activity = (total, now)
+            last_change = now
+        return {
+            "PWR": self.running,
+            "ERR": any(s.state == LINE_ERROR for s in self.lines.values()),
+            "LINK": any(t.stats.state == TUNNEL_CONNECTED or getattr(t.connect, "state", "") == CONNECT_CONNECTED
+                        for t in self.tunnels.values()),
+            "ACT": now - last_change < ACTIVITY_WINDOW and last_change > 0,
+        }
+
+    def line_peer(self, n: int) -> str:
+        """Whom line `n`'s bytes come from and go to right now: its tunnel's client, or ""."""
+        tunnel = self.tunnels.get(n)
+        return tunnel.stats.peer if tunnel is not None else ""
