@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_host_apply -*-
+# -*- test-case-name: tests.test_host_networkd,tests.test_host_networkmanager -*-
 """What both backends make of the Network settings: the static address, the DNS servers, BOOTP."""
 
 from __future__ import annotations

@@ -92,6 +92,7 @@ SELF_SIGNED_KEY = "cmegw-selfsigned.key"
 UPLOADED_PREFIX = "cmegw-https-"
 SELF_SIGNED_DAYS = 10 * 365
 
+
 def validate_pair(cert_pem: bytes, key_pem: bytes, now: datetime.datetime | None = None,
                   cert_path: str = "", key_path: str = "",
                   ) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate]]:
@@ -103,7 +104,7 @@ def validate_pair(cert_pem: bytes, key_pem: bytes, now: datetime.datetime | None
     check_key_matches(certificate, key, "private key", key_path, "certificate", cert_path)
     check_in_time(certificate, now, "certificate", cert_path)
     try:
-        certificate_options(certificate, key, chain, ("TLSv1.2", "TLSv1.3")).getContext()
+        certificate_options(certificate, key, chain).getContext()  # every version the policy allows
     except (SSL.Error, ValueError, TypeError) as e:
         raise CertificateError(f"OpenSSL cannot serve this pair: {e}") from None
     return certificate, key, chain
