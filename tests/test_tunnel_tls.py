@@ -22,7 +22,7 @@ from cmegw.stats import TunnelStatistics
 from cmegw.testing import FakeLine
 from cmegw.tunnel.accept import TunnelService
 from cmegw.tunnel.connect import CONNECT_CONNECTED, ConnectTunnelService
-from cmegw.tunnel.tlsconfig import TlsClientEndpoint, TunnelTlsFactory
+from cmegw.tls.protocol import TlsClientEndpoint, TunnelTlsFactory
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)

@@ -1,7 +1,9 @@
 """
-Tests for cmegw.netapply, the opt-in backend that applies the Network
-settings to the host, and for where the gateway, the pages, the JSON API and
-the console use it.
+Tests for cmegw.host.apply, the opt-in backend that applies the Network
+settings to the host (its commands, failures and being off), and for where
+the gateway, the pages, the JSON API and the console use it.  The backends'
+own tests are in tests.test_host_networkd and tests.test_host_networkmanager,
+which share the fakes defined here.
 
 Every command is a fake: a small shell script in the test's temporary folder
 that records its arguments, and PATH holds only that folder while a test
@@ -12,7 +14,6 @@ Files go to a temporary folder, never to /etc.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,8 @@ from twisted.trial.unittest import TestCase
 from cmegw.config.model import Config, NetworkConfig
 from cmegw.config.settings import apply_settings
 from cmegw.config.store import ConfigStore
-from cmegw.netapply import (
-    CommandRun,
-    CommandRunner,
-    HostNetworkResult,
-    NetworkApplier,
-    Refused,
-    default_interface,
-    networkd_network,
-    nm_client_id,
-)
+from cmegw.host.apply import HostNetworkResult, NetworkApplier, default_interface
+from cmegw.host.commands import CommandRun, CommandRunner, Refused
 from cmegw.console.commands import COMMANDS, Session
 from cmegw.service import GatewayService
 from tests.test_web_pages import PagesTestBase
@@ -112,154 +105,6 @@ class Base(TestCase):
 
     def written(self) -> list[str]:
         return sorted(p.name for p in self.directory.iterdir())
-
-
-class NetworkdFileTests(TestCase):
-    """What the .network file says for each kind of settings (pure, nothing run)."""
-
-    def test_dhcp(self) -> None:
-        text = networkd_network(network(dhcp="on", hostname="Gw-1", primary_dns="10.0.0.53"), "eth0")
-        self.assertIn("[Match]\nName=eth0\n", text)
-        self.assertIn("[Network]\nDHCP=ipv4\nLinkLocalAddressing=yes\n", text)
-        self.assertIn("[DHCPv4]\nClientIdentifier=mac\nSendHostname=yes\nHostname=gw-1\n", text)
-        self.assertIn("DNS=10.0.0.53\n", text)
-        self.assertNotIn("Address=", text)
-
-    def test_dhcp_ignores_the_static_values(self) -> None:
-        text = networkd_network(network(dhcp="on", ip_address="192.168.1.10/24", gateway="192.168.1.1",
-                                        domain="plant.example"), "eth0")
-        for word in ("Address=", "Gateway=", "Domains="):
-            self.assertNotIn(word, text)
-
-    def test_static_forms(self) -> None:
-        for typed, address in (("10.1.2.3", "10.1.2.3/8"), ("172.16.5.4", "172.16.5.4/16"),
-                               ("192.168.1.10/24", "192.168.1.10/24"),
-                               ("192.168.1.10 255.255.255.128", "192.168.1.10/25")):
-            text = networkd_network(network(dhcp="off", ip_address=typed), "eth0")
-            self.assertIn(f"Address={address}\n", text, typed)
-            self.assertNotIn("DHCP=", text)
-            self.assertNotIn("LinkLocalAddressing", text)
-            self.assertNotIn("[DHCPv4]", text)
-
-    def test_static_gateway_domain_dns_hostname(self) -> None:
-        text = networkd_network(network(dhcp="off", ip_address="192.168.1.10/24", gateway="192.168.1.1",
-                                        domain="plant.example", hostname="gw1", primary_dns="192.168.1.53",
-                                        secondary_dns="9.9.9.9"), "enp1s0")
-        self.assertIn("Name=enp1s0\n", text)
-        self.assertIn("Address=192.168.1.10/24\nGateway=192.168.1.1\nDomains=plant.example\n"
-                      "DNS=192.168.1.53\nDNS=9.9.9.9\n", text)
-        self.assertIn("# Host name gw1: networkd does not set host names", text)
-        self.assertNotIn("Hostname=", text)
-
-    def test_static_without_address_is_autoip(self) -> None:
-        text = networkd_network(network(dhcp="off"), "eth0")
-        self.assertIn("LinkLocalAddressing=yes\n", text)
-        self.assertNotIn("Address=", text)
-
-    def test_client_id_is_refused_with_a_reason(self) -> None:
-        with self.assertRaises(Refused) as caught:
-            networkd_network(network(dhcp="on", dhcp_client_id="gw-17"), "eth0")
-        self.assertIn("cannot send the DHCP client ID 'gw-17'", str(caught.exception))
-        self.assertIn("networkmanager", str(caught.exception))
-
-    def test_bootp(self) -> None:
-        net = network(dhcp="off", bootp="on")
-        with self.assertRaises(Refused) as caught:
-            networkd_network(net, "eth0", bootp=False)
-        self.assertIn("cannot do BOOTP", str(caught.exception))
-        self.assertIn("[DHCPv4]\nClientIdentifier=mac\nBOOTP=yes\n", networkd_network(net, "eth0", bootp=True))
-        # With both on, DHCP runs and BOOTP does not.
-        self.assertNotIn("BOOTP", networkd_network(network(dhcp="on", bootp="on"), "eth0"))
-
-    def test_nm_client_id(self) -> None:
-        self.assertEqual(nm_client_id("01a0b1c2d3e4f5"), "01:a0:b1:c2:d3:e4:f5")
-        self.assertEqual(nm_client_id("gw-17"), "gw-17")
-
-
-class NetworkdApplyTests(Base):
-    @defer.inlineCallbacks
-    def test_dhcp_writes_reloads_and_reconfigures(self) -> None:
-        result = yield self.applier.apply(network(dhcp="on", hostname="gw1"))
-        self.assertTrue(result.ok, result.message)
-        self.assertEqual(result.message, "applied to eth0 by systemd-networkd")
-        self.assertIn("DHCP=ipv4", self.file())
-        self.assertEqual(self.fake.calls, [["networkctl", "reload"], ["networkctl", "reconfigure", "eth0"]])
-        self.assertEqual(oct(stat.S_IMODE((self.directory / "10-cmegw-eth0.network").stat().st_mode)), "0o644")
-        self.assertIs(self.applier.last, result)
-        self.assertEqual(result.files, (str(self.directory / "10-cmegw-eth0.network"),))
-        self.assertEqual([r.status for r in result.commands], [0, 0])
-
-    @defer.inlineCallbacks
-    def test_unchanged_file_only_reloads(self) -> None:
-        net = network(dhcp="off", ip_address="192.168.1.10/24")
-        yield self.applier.apply(net)
-        result = yield self.applier.apply(net)
-        self.assertTrue(result.ok)
-        self.assertIn("already had these settings", result.message)
-        self.assertEqual(self.fake.calls[2:], [["networkctl", "reload"]])
-
-    @defer.inlineCallbacks
-    def test_default_route_interface_and_stale_file(self) -> None:
-        (self.directory / "10-cmegw-eth0.network").write_text("[Match]\nName=eth0\n")
-        (self.directory / "20-other.network").write_text("[Match]\nName=eth1\n")
-        result = yield self.applier.apply(attrs.evolve(network(dhcp="on"), interface=""))
-        self.assertTrue(result.ok, result.message)
-        self.assertEqual(result.interface, "eth9")
-        self.assertEqual(self.written(), ["10-cmegw-eth9.network", "20-other.network"])
-        self.assertIn("removed", result.files[1])
-
-    @defer.inlineCallbacks
-    def test_link_speed_duplex_through_ethtool(self) -> None:
-        self.fake.add("ethtool")
-        yield self.applier.apply(network(link_speed="100", link_duplex="full"))
-        self.assertEqual(self.fake.calls[-1], ["ethtool", "-s", "eth0", "speed", "100", "duplex", "full",
-                                               "autoneg", "off"])
-        yield self.applier.apply(network(link_speed="10"))
-        self.assertEqual(self.fake.calls[-1], ["ethtool", "-s", "eth0", "speed", "10", "autoneg", "on"])
-
-    @defer.inlineCallbacks
-    def test_back_to_auto_negotiation(self) -> None:
-        self.fake.add("ethtool", output="Settings for eth0:\n\tSpeed: 100Mb/s\n\tAuto-negotiation: off\n")
-        result = yield self.applier.apply(network())
-        self.assertTrue(result.ok, result.message)
-        self.assertEqual(self.fake.calls[-2:], [["ethtool", "eth0"], ["ethtool", "-s", "eth0", "autoneg", "on"]])
-        self.fake.add("ethtool", output="\tAuto-negotiation: on\n")
-        yield self.applier.apply(network(hostname="x"))
-        self.assertEqual(self.fake.calls[-1], ["ethtool", "eth0"])
-
-    @defer.inlineCallbacks
-    def test_no_ethtool_with_auto_is_fine_forced_is_reported(self) -> None:
-        result = yield self.applier.apply(network())
-        self.assertTrue(result.ok, result.message)
-        result = yield self.applier.apply(network(link_speed="100", link_duplex="half"))
-        self.assertFalse(result.ok)
-        self.assertIn("already had these settings (file unchanged; systemd-networkd reloaded), but setting the "
-                      "link of eth0 to 100/half did not happen: ethtool is not installed on this host",
-                      result.message)
-
-    @defer.inlineCallbacks
-    def test_bootp_follows_the_networkd_version(self) -> None:
-        self.fake.add("networkctl", output="systemd 252 (252.39-1~deb12u2)\n+PAM +AUDIT")
-        result = yield self.applier.apply(network(dhcp="off", bootp="on"))
-        self.assertFalse(result.ok)
-        self.assertIn("cannot do BOOTP", result.message)
-        self.assertEqual(self.written(), [])
-        self.assertEqual(self.fake.calls, [["networkctl", "--version"]])
-        self.fake.add("networkctl", output="systemd 257 (257.1)")
-        result = yield self.applier.apply(network(dhcp="off", bootp="on"))
-        self.assertTrue(result.ok, result.message)
-        self.assertIn("BOOTP=yes", self.file())
-
-    @defer.inlineCallbacks
-    def test_renew(self) -> None:
-        result = yield self.applier.renew(network(dhcp="on"))
-        self.assertTrue(result.ok, result.message)
-        self.assertEqual(self.fake.calls, [["networkctl", "renew", "eth0"]])
-        self.assertEqual(result.action, "renew")
-        result = yield self.applier.renew(network(dhcp="off", ip_address="10.0.0.2"))
-        self.assertFalse(result.ok)
-        self.assertIn("DHCP client is off", result.message)
-        self.assertEqual(len(self.fake.calls), 1)
 
 
 class FailureTests(Base):
@@ -375,71 +220,6 @@ class FailureTests(Base):
         self.assertIn("several interfaces (eth0, eth1); set network.interface", str(caught.exception))
         (root / "sys/class/net/eth1").rmdir()
         self.assertEqual(default_interface(root), "eth0")
-
-
-class NetworkManagerTests(Base):
-    @defer.inlineCallbacks
-    def test_dhcp_creates_modifies_and_activates(self) -> None:
-        self.fake.add("nmcli", output="Wired connection 1\nlo\n")
-        net = attrs.evolve(network(dhcp="on", hostname="gw1", dhcp_client_id="01a0b1c2d3e4f5",
-                                   primary_dns="10.0.0.53"), backend="networkmanager")
-        result = yield self.applier.apply(net)
-        self.assertTrue(result.ok, result.message)
-        calls = self.fake.calls
-        self.assertEqual(calls[0], ["nmcli", "-t", "-f", "NAME", "connection", "show"])
-        self.assertEqual(calls[1], ["nmcli", "connection", "add", "type", "ethernet", "ifname", "eth0",
-                                    "con-name", "cmegw-eth0"])
-        modify = calls[2]
-        self.assertEqual(modify[:4], ["nmcli", "connection", "modify", "cmegw-eth0"])
-        props = dict(zip(modify[4::2], modify[5::2]))
-        self.assertEqual(props["ipv4.method"], "auto")
-        self.assertEqual(props["ipv4.dhcp-client-id"], "01:a0:b1:c2:d3:e4:f5")
-        self.assertEqual(props["ipv4.dhcp-hostname"], "gw1")
-        self.assertEqual(props["ipv4.addresses"], "")
-        self.assertEqual(props["ipv4.dns"], "10.0.0.53")
-        self.assertEqual(props["802-3-ethernet.auto-negotiation"], "yes")
-        self.assertEqual(calls[3], ["nmcli", "connection", "up", "cmegw-eth0"])
-        self.assertEqual(self.written(), [])
-
-    @defer.inlineCallbacks
-    def test_static_on_an_existing_connection(self) -> None:
-        self.fake.add("nmcli", output="cmegw-eth0\n")
-        net = attrs.evolve(network(dhcp="off", ip_address="192.168.1.10 255.255.255.0", gateway="192.168.1.1",
-                                   domain="plant.example", primary_dns="192.168.1.53", secondary_dns="9.9.9.9",
-                                   link_speed="100", link_duplex="full"), backend="networkmanager")
-        result = yield self.applier.apply(net)
-        self.assertTrue(result.ok, result.message)
-        self.assertEqual([c[1:3] for c in self.fake.calls], [["-t", "-f"], ["connection", "modify"],
-                                                             ["connection", "up"]])
-        modify = self.fake.calls[1]
-        props = dict(zip(modify[4::2], modify[5::2]))
-        self.assertEqual((props["ipv4.method"], props["ipv4.addresses"], props["ipv4.gateway"]),
-                         ("manual", "192.168.1.10/24", "192.168.1.1"))
-        self.assertEqual((props["ipv4.dns"], props["ipv4.dns-search"]), ("192.168.1.53,9.9.9.9", "plant.example"))
-        self.assertEqual((props["802-3-ethernet.speed"], props["802-3-ethernet.duplex"],
-                          props["802-3-ethernet.auto-negotiation"]), ("100", "full", "no"))
-
-    @defer.inlineCallbacks
-    def test_refusals_and_failures(self) -> None:
-        result = yield self.applier.apply(attrs.evolve(network(dhcp="off", bootp="on"), backend="networkmanager"))
-        self.assertIn("NetworkManager has no BOOTP client", result.message)
-        result = yield self.applier.apply(attrs.evolve(network(link_speed="10"), backend="networkmanager"))
-        self.assertIn("speed and duplex together", result.message)
-        self.assertEqual(self.fake.calls, [])
-        self.fake.add("nmcli", output="Error: NetworkManager is not running.", status=8)
-        result = yield self.applier.apply(attrs.evolve(network(), backend="networkmanager"))
-        self.assertFalse(result.ok)
-        self.assertIn("asking NetworkManager for its connections failed", result.message)
-        self.assertIn("NetworkManager is not running", result.message)
-        self.fake.remove("nmcli")
-        result = yield self.applier.apply(attrs.evolve(network(), backend="networkmanager"))
-        self.assertIn("nmcli is not installed on this host", result.message)
-
-    @defer.inlineCallbacks
-    def test_renew(self) -> None:
-        result = yield self.applier.renew(attrs.evolve(network(dhcp="on"), backend="networkmanager"))
-        self.assertTrue(result.ok, result.message)
-        self.assertEqual(self.fake.calls, [["nmcli", "connection", "up", "cmegw-eth0"]])
 
 
 class OffTests(Base):

@@ -1,5 +1,5 @@
 """
-Tests for `cmegw.certificates`: reading PEM files, parsing certificates, keys
+Tests for `cmegw.tls.certificates`: reading PEM files, parsing certificates, keys
 and CA bundles, the checks, and what a page shows of a certificate.  Keys and
 certificates are made here with `cryptography`.
 """
@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
-from cmegw import certificates
-from cmegw.certificates import (
+from cmegw.tls import certificates
+from cmegw.tls.certificates import (
     MAX_PEM_BYTES,
     CertificateError,
     CertificateInfo,
@@ -219,7 +219,7 @@ class DescribeTests(SynchronousTestCase):
 class ImportTests(SynchronousTestCase):
     def test_import_is_cheap(self) -> None:
         """Importing the module (and the configuration model) loads neither cryptography nor OpenSSL."""
-        code = ("import sys, cmegw.certificates, cmegw.config.model; "
+        code = ("import sys, cmegw.tls.certificates, cmegw.config.model; "
                 "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cryptography', 'OpenSSL')))")
         root = str(Path(__file__).resolve().parent.parent)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

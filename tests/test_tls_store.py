@@ -1,5 +1,5 @@
 """
-Tests for `cmegw.web.tls`: the self-signed certificate, validation of an
+Tests for `cmegw.tls.store`: the self-signed certificate, validation of an
 upload, the manager that applies a change without a restart, and the TLS
 versions offered (handshakes in memory, no sockets).
 """
@@ -19,11 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from cmegw.web.tls import (
+from cmegw.tls.certificates import CertificateError, CertificateInfo
+from cmegw.tls.store import (
     SELF_SIGNED_CERT,
     SELF_SIGNED_KEY,
-    CertificateError,
-    CertificateInfo,
     TlsManager,
     generate_self_signed,
     validate_pair,
