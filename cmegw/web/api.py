@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_api -*-
 """
 The JSON API beside the pages (``/api/...``), behind the same authentication.
 

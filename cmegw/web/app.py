@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_layout -*-
 """
 The web administration as one Klein application: the device's pages
 (Status, Network, M-Bus TCP/IP, M-Bus Serial, HTTP, System), their static

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_http -*-
 """
 The HTTP pages: statistics and the access log, configuration, authentication
 directives and users, and the HTTPS certificate.

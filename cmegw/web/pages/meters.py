@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_meters -*-
+# -*- test-case-name: tests.test_web_pages_meters -*-
 """
 The Meters page and its JSON API: the integrated M-Bus master of each line.
 

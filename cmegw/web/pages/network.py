@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_network -*-
 """
 The Network pages: interface status (current and after restart), interface
 configuration and link.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_serial -*-
 """
 The M-Bus Serial pages: statistics and configuration (baud rate) of each line.
 """

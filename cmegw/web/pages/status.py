@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_status -*-
 """
 The Status page: identity, uptime, whether the configuration is saved, the
 host's network, the lines, the tunnels and the four indications.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_system -*-
 """
 The System page: restart, factory defaults and software update.
 

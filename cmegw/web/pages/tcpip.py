@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_tcpip -*-
 """
 The M-Bus TCP/IP pages: statistics, accept mode (with TLS, the allow-list and
 RFC 2217), connect mode and disconnect mode of each tunnel.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_tunnel_tls -*-
+# -*- test-case-name: tests.test_web_pages_tunnel_tls -*-
 """
 Uploading a tunnel's TLS files, on the M-Bus TCP/IP page (the "TLS files"
 tab, one multipart form per tunnel) and in the JSON API
