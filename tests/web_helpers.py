@@ -29,16 +29,23 @@ from twisted.trial import unittest
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from cmegw.config.model import HttpConfig
+from cmegw.config.model import AuthDirective, HttpConfig, User
 from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 from cmegw.stats import HttpStatistics
 from cmegw.web.app import admin_resource
-from cmegw.web.auth import authenticated_user
+from cmegw.web.auth import AuthGate, authenticated_user
 from cmegw.web.hostnet import HostNetwork
-from cmegw.web.http import AccessLog, GatewaySite
+from cmegw.web.accesslog import AccessLog
+from cmegw.web.http import GatewaySite
 from cmegw.web.pages.system import SoftwareUpdater
 from tests.support import open_pty
+
+
+#: The factory user of the directive on / (realm config).
+ADMIN = User.with_password("admin", "config", "admin")
+#: A plain request through the site.
+GET = b"GET /status?x=1 HTTP/1.1\r\nHost: gw\r\nUser-Agent: test\r\nReferer: http://gw/\r\n\r\n"
 
 
 class Placeholder(Resource):
@@ -73,6 +80,20 @@ def make_site(resource: Any = None, clock: Clock | None = None, **http: Any) -> 
     site = GatewaySite(resource if resource is not None else Placeholder(), settings,
                        HttpStatistics(), AccessLog(), reactor=clock)
     return site, settings, clock
+
+
+def gated_site(kind: str = "Basic", max_bytes: int = 1024) -> GatewaySite:
+    """A site behind the real `AuthGate`, one directive of `kind` on / with the user admin/admin."""
+    clock = Clock()
+    directive = AuthDirective("/", "config", kind, (ADMIN,))
+    gate = AuthGate(Placeholder(), lambda: (directive,), lambda: None, clock=clock)
+    site, _, _ = make_site(gate, clock=clock, max_bytes=max_bytes)
+    return site
+
+
+def upload_head(path: bytes = b"/api/update", auth: bytes = b"", length: int | None = 200_000) -> bytes:
+    size = b"Content-Length: %d\r\n" % length if length is not None else b"Transfer-Encoding: chunked\r\n"
+    return b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\n" + auth + size + b"\r\n"
 
 
 @implementer(ISSLTransport)
