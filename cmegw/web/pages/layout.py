@@ -49,7 +49,7 @@ def web_root() -> Path:
                             "set CMEGW_WEB_ROOT to the folder that holds them")
 
 
-# -- the other web modules ------------------------------------------------------------------
+# -- the signed-in user --------------------------------------------------------------------
 
 
 def authenticated_user(request: IRequest) -> str:
@@ -57,7 +57,7 @@ def authenticated_user(request: IRequest) -> str:
     return _authenticated_user(request) or ""
 
 
-# -- layout -------------------------------------------------------------------------------
+# -- navigation and the page frame ----------------------------------------------------------
 
 #: The device's navigation: (key, label, URL).
 SECTIONS = (
