@@ -25,9 +25,8 @@ from cmegw.web.auth import (
     parse_auth_params,
     request_path,
 )
-from tests.web_helpers import Placeholder, Response, connect, digest_header, make_site, parse_responses
+from tests.web_helpers import ADMIN, Placeholder, Response, connect, digest_header, make_site, parse_responses
 
-ADMIN = User.with_password("admin", "config", "admin")
 BOB = User.with_password("bob", "basic", "s3cret")
 CAROL = User.with_password("carol", "ssl", "pw")
 

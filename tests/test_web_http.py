@@ -1,12 +1,10 @@
 """
 Tests for `cmegw.web.http`: Max Timeout (408), Max Bytes (413), malformed
-requests (400), the statistics and the access log, on a `StringTransport`
-with a `Clock`.
+requests (400) and the statistics, on a `StringTransport` with a `Clock`
+(the access log's tests are in tests/test_web_accesslog.py).
 """
 
 from __future__ import annotations
-
-import time
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -16,39 +14,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
-from cmegw.config.model import AuthDirective, User
 from cmegw.stats import HttpStatistics
-from cmegw.web.auth import NONCE_LIFETIME, AuthGate, set_authenticated_user
-from cmegw.web.http import (
-    ABORT_AFTER,
-    AccessLog,
-    AccessRecord,
-    UPLOAD_MAX_BYTES,
-    GatewaySite,
-    escape_value,
-    format_entry,
-)
-from tests.web_helpers import Placeholder, connect, digest_header, make_site, parse_responses
+from cmegw.web.auth import NONCE_LIFETIME
+from cmegw.web.http import ABORT_AFTER, UPLOAD_MAX_BYTES, GatewaySite
+from tests.web_helpers import (GET, Placeholder, connect, digest_header, gated_site, make_site, parse_responses,
+                               upload_head)
 
-GET = b"GET /status?x=1 HTTP/1.1\r\nHost: gw\r\nUser-Agent: test\r\nReferer: http://gw/\r\n\r\n"
-ADMIN = User.with_password("admin", "config", "admin")
 #: admin:admin, valid for ADMIN; foo:bar, valid for nobody.
 BASIC_ADMIN = b"Authorization: Basic YWRtaW46YWRtaW4=\r\n"
 FORGED = b"Authorization: Basic Zm9vOmJhcg==\r\n"
-
-
-def gated_site(kind: str = "Basic", max_bytes: int = 1024) -> GatewaySite:
-    """A site behind the real `AuthGate`, one directive of `kind` on / with the user admin/admin."""
-    clock = Clock()
-    directive = AuthDirective("/", "config", kind, (ADMIN,))
-    gate = AuthGate(Placeholder(), lambda: (directive,), lambda: None, clock=clock)
-    site, _, _ = make_site(gate, clock=clock, max_bytes=max_bytes)
-    return site
-
-
-def upload_head(path: bytes = b"/api/update", auth: bytes = b"", length: int | None = 200_000) -> bytes:
-    size = b"Content-Length: %d\r\n" % length if length is not None else b"Transfer-Encoding: chunked\r\n"
-    return b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\n" + auth + size + b"\r\n"
 
 
 class RequestsTests(SynchronousTestCase):
@@ -522,99 +496,3 @@ class MalformedTests(SynchronousTestCase):
             statuses = [r.status for r in parse_responses(transport.value())]
             self.assertIn(statuses, ([400], [408], [413]))
         self.assertEqual(self.flushLoggedErrors(), [])
-
-
-class AccessLogTests(SynchronousTestCase):
-    def record(self, **changes: object) -> AccessRecord:
-        headers = Headers({b"User-Agent": [b"curl/8"], b"Referer": [b"http://gw/"],
-                           b"Authorization": [b"Basic YWRtaW46YWRtaW4="], b"Cookie": [b"s=1"]})
-        values: dict[str, object] = dict(remote="127.0.0.1", local_port=8080, method=b"GET", path=b"/status",
-                                         query=b"?x=1", version=b"HTTP/1.1", status=200, body_bytes=0,
-                                         user="admin", headers=headers, time=3600.0)
-        values.update(changes)
-        return AccessRecord(**values)  # type: ignore[arg-type]
-
-    def test_directives(self) -> None:
-        clock = time.strftime("%H:%M:%S", time.localtime(3600.0))
-        record = self.record()
-        expected = {"%a": "127.0.0.1", "%h": "127.0.0.1", "%b": "0", "%B": "-", "%m": "GET", "%p": "8080",
-                    "%q": "?x=1", "%t": clock, "%u": "admin", "%U": "/status", "%r": "GET /status?x=1 HTTP/1.1",
-                    "%s": "200", "%{User-Agent}i": "curl/8", "%{X-None}i": "-", "%%": "%", "%z": "%z"}
-        for directive, value in expected.items():
-            self.assertEqual(format_entry(directive, record), value, directive)
-        self.assertEqual(format_entry("%b %B", self.record(body_bytes=12)), "12 12")
-        self.assertEqual(format_entry("%q", self.record(query=b"")), "")
-        self.assertEqual(format_entry("%u", self.record(user=None)), "-")
-
-    def test_default_format(self) -> None:
-        line = format_entry('%h %t "%r" %s %B "%{Referer}i" "%{User-Agent}i"', self.record(body_bytes=5))
-        clock = time.strftime("%H:%M:%S", time.localtime(3600.0))
-        self.assertEqual(line, f'127.0.0.1 {clock} "GET /status?x=1 HTTP/1.1" 200 5 "http://gw/" "curl/8"')
-
-    def test_secrets_never_logged(self) -> None:
-        self.assertEqual(format_entry("%{Authorization}i %{cookie}i %{Proxy-Authorization}i", self.record()),
-                         "- - -")
-
-    def test_cut_at_64_bytes(self) -> None:
-        long = b"/" + b"p" * 200
-        record = self.record(path=long, query=b"?" + b"q" * 200, method=b"M" * 100,
-                             headers=Headers({b"User-Agent": [b"u" * 100]}))
-        self.assertEqual(format_entry("%U", record), "/" + "p" * 63)
-        self.assertEqual(format_entry("%{User-Agent}i", record), "u" * 64)
-        self.assertEqual(format_entry("%r", record), "M" * 64 + " /" + "p" * 63 + "?" + "q" * 63 + " HTTP/1.1")
-
-    def test_escaped(self) -> None:
-        """No log injection: quotes, backslashes, line breaks and other bytes are escaped."""
-        record = self.record(headers=Headers({b"User-Agent": [b'a"b\\c\x1b[31m\xc3\xa9']}), path=b"/a\r\nb")
-        self.assertEqual(format_entry("%{User-Agent}i", record), 'a\\"b\\\\c\\x1b[31m\\xc3\\xa9')
-        self.assertEqual(format_entry("%U", record), "/a\\x0d\\x0ab")
-        self.assertEqual(escape_value(b"\n" * 40), "\\x0a" * 16)
-        self.assertNotIn("\n", format_entry("%U %r", record))
-
-    def test_ring_buffer(self) -> None:
-        log = AccessLog(3)
-        for n in range(5):
-            log.add(f"line {n}")
-        self.assertEqual(log.entries, ["line 2", "line 3", "line 4"])
-        self.assertEqual(log.bytes, 3 * len("line 2\n"))
-        log.resize(2)
-        self.assertEqual(log.entries, ["line 3", "line 4"])
-        log.clear()
-        self.assertEqual((log.entries, log.bytes), ([], 0))
-
-    def test_site_logs_each_request(self) -> None:
-        class WhoAmI(Placeholder):
-            def render_GET(self, request: object) -> bytes:
-                set_authenticated_user(request, "admin")
-                return b"x"
-
-        site, settings, _ = make_site(WhoAmI(), log_format="%u %m %U%q %s %b")
-        channel, transport = connect(site)
-        channel.dataReceived(GET)
-        self.assertEqual(site.access_log.entries, ["admin GET /status?x=1 200 1"])
-
-    def test_max_entries_and_logging_live(self) -> None:
-        site, settings, _ = make_site(max_log_entries=2, log_format="%U")
-        channel, transport = connect(site)
-        for n in range(4):
-            channel.dataReceived(b"GET /%d HTTP/1.1\r\n\r\n" % n)
-        self.assertEqual(site.access_log.entries, ["/2", "/3"])
-        settings.change(logging=False)
-        channel.dataReceived(b"GET /4 HTTP/1.1\r\n\r\n")
-        self.assertEqual(site.access_log.entries, ["/2", "/3"])
-        settings.change(logging=True, max_log_entries=3)
-        channel.dataReceived(b"GET /5 HTTP/1.1\r\n\r\n")
-        self.assertEqual(site.access_log.entries, ["/2", "/3", "/5"])
-
-    def test_refused_requests_logged(self) -> None:
-        site, _, clock = make_site(log_format="%a %r %s %{Host}i", max_bytes=1024)
-        channel, _ = connect(site)
-        channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: gw\r\nAccept: */*\r\n")
-        clock.advance(10)
-        channel, _ = connect(site)
-        channel.dataReceived(b"GET /big HTTP/1.1\r\nX: " + b"a" * 2000)
-        channel, _ = connect(site)
-        channel.dataReceived(b"NOISE\r\n")
-        self.assertEqual(site.access_log.entries, ["127.0.0.1 GET /slow HTTP/1.1 408 gw",
-                                                   "127.0.0.1 GET /big HTTP/1.1 413 -",
-                                                   "127.0.0.1 - - - 400 -"])

@@ -1,25 +1,51 @@
 """
 Helpers for the web tests: a site on a `StringTransport` driven with raw
-bytes, a placeholder admin resource, a response parser and Digest headers.
+bytes, a placeholder admin resource, a response parser and Digest headers;
+and for the page tests, `PagesTestBase` (a running gateway on a pty with the
+admin resource in a StubTreq) with its fakes (web part, pip, wheels).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import attrs
+from treq.testing import StubTreq
+from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from cmegw.config.model import HttpConfig
-from cmegw.web.auth import authenticated_user
+from cmegw.config.model import AuthDirective, HttpConfig, User
+from cmegw.config.store import ConfigStore
+from cmegw.service import GatewayService, Overrides
 from cmegw.stats import HttpStatistics
-from cmegw.web.http import AccessLog, GatewaySite
+from cmegw.web.app import admin_resource
+from cmegw.web.auth import AuthGate, authenticated_user
+from cmegw.web.hostnet import HostNetwork
+from cmegw.web.accesslog import AccessLog
+from cmegw.web.http import GatewaySite
+from cmegw.web.pages.system import SoftwareUpdater
+from tests.support import open_pty
+
+
+#: The factory user of the directive on / (realm config).
+ADMIN = User.with_password("admin", "config", "admin")
+#: A plain request through the site.
+GET = b"GET /status?x=1 HTTP/1.1\r\nHost: gw\r\nUser-Agent: test\r\nReferer: http://gw/\r\n\r\n"
 
 
 class Placeholder(Resource):
@@ -54,6 +80,20 @@ def make_site(resource: Any = None, clock: Clock | None = None, **http: Any) -> 
     site = GatewaySite(resource if resource is not None else Placeholder(), settings,
                        HttpStatistics(), AccessLog(), reactor=clock)
     return site, settings, clock
+
+
+def gated_site(kind: str = "Basic", max_bytes: int = 1024) -> GatewaySite:
+    """A site behind the real `AuthGate`, one directive of `kind` on / with the user admin/admin."""
+    clock = Clock()
+    directive = AuthDirective("/", "config", kind, (ADMIN,))
+    gate = AuthGate(Placeholder(), lambda: (directive,), lambda: None, clock=clock)
+    site, _, _ = make_site(gate, clock=clock, max_bytes=max_bytes)
+    return site
+
+
+def upload_head(path: bytes = b"/api/update", auth: bytes = b"", length: int | None = 200_000) -> bytes:
+    size = b"Content-Length: %d\r\n" % length if length is not None else b"Transfer-Encoding: chunked\r\n"
+    return b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\n" + auth + size + b"\r\n"
 
 
 @implementer(ISSLTransport)
@@ -146,3 +186,182 @@ def parse_challenge(challenge: str) -> list[tuple[str, str]]:
 
     scheme, _space, rest = challenge.partition(" ")
     return list(parse_auth_params(rest).items())
+
+
+# -- the admin pages ----------------------------------------------------------------------
+
+BASE = "http://127.0.0.1:8080"
+
+HOST = HostNetwork(interface="eth0", mac="02:00:00:00:00:01", operstate="up", speed="100", duplex="full",
+                   hostname="gw1", domain="example.com", search=("example.com",), address="127.0.0.5",
+                   netmask="255.0.0.0", address_source="DHCP", gateway="127.0.0.1",
+                   dns=("127.0.0.53", "127.0.0.54"))
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.entries = ['127.0.0.1 12:00:00 "GET /status HTTP/1.1" 200 99 "-" "<b>agent</b>"']
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(e) + 1 for e in self.entries)
+
+    def clear(self) -> None:
+        self.entries = []
+
+
+@attrs.frozen
+class FakeCertificate:
+    subject: str = "CN=gw1"
+    issuer: str = "CN=gw1"
+    not_before: str = "2026-01-01"
+    not_after: str = "2036-01-01"
+    self_signed: bool = True
+    fingerprint: str = "AA:BB"
+    path: str = "/tmp/cert.pem"
+    problem: None = None
+
+
+class FakeWeb:
+    """What `cmegw.web.service.web_state` gives the pages."""
+
+    def __init__(self) -> None:
+        self.stats = HttpStatistics(rx_bytes=1234, tx_bytes=5678, status_200=7, status_400=1, status_401=2,
+                                    status_404=3)
+        self.access_log = FakeLog()
+        self.tls = FakeCertificate()
+        self.listening = {"http": "127.0.0.1:8080", "https": "127.0.0.1:8443"}
+        self.installed: list[tuple[bytes, bytes]] = []
+
+    def install_certificate(self, cert: bytes, key: bytes) -> FakeCertificate:
+        if b"BEGIN CERTIFICATE" not in cert:
+            raise ValueError("the certificate is not PEM")
+        self.installed.append((cert, key))
+        self.tls = FakeCertificate(subject="CN=new")
+        return self.tls
+
+
+def csrf_token(body: str) -> str:
+    found = re.search(r'name="_csrf" value="([0-9a-f]+)"', body)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, bytes]:
+    boundary = "cmegwtestboundary7MA4YWxk"
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, data) in files.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                  f'Content-Type: application/octet-stream\r\n\r\n'.encode() + data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}".encode()
+
+
+def make_wheel(version: str = "0.2.0", name: str = "cmegw", tamper: bool = False,
+               metadata_version: str | None = None) -> bytes:
+    """A small wheel of the shape pip installs (METADATA, WHEEL, RECORD with hashes)."""
+    info = f"{name}-{version}.dist-info"
+    files = {
+        "cmegw/__init__.py": f'__version__ = "{version}"\n'.encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {metadata_version or version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data + (b"# changed\n" if tamper and path.endswith("__init__.py") else b""))
+        z.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return out.getvalue()
+
+
+class FakeRunner:
+    """Stands for pip: records the command lines and answers with a chosen exit code."""
+
+    def __init__(self, code: int = 0, output: bytes = b"Successfully installed cmegw") -> None:
+        self.code = code
+        self.output = output
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> defer.Deferred:
+        self.calls.append(argv)
+        return defer.succeed((self.output, self.code))
+
+
+class PagesTestBase(unittest.TestCase):
+    """A running gateway on a pty with the admin resource in a StubTreq."""
+
+    pip_code = 0
+
+    def setUp(self) -> None:
+        folder = Path(self.mktemp())
+        folder.mkdir(parents=True)
+        self.store = ConfigStore(folder / "cmegw.toml")
+        self.store.load()
+        master, slave, path = open_pty()
+        self.addCleanup(os.close, master)
+        self.addCleanup(os.close, slave)
+        self.gateway = GatewayService(self.store, reactor,
+                                      Overrides(device=path, tunnel="tcp:0:interface=127.0.0.1"))
+        self.gateway.startService()
+        self.addCleanup(self.gateway.stopService)
+        self.clock = task.Clock()
+        self.web = FakeWeb()
+        self.runner = FakeRunner(self.pip_code)
+        self.restarted_process: list[bool] = []
+        self.restarts: list[str] = []
+
+        def updater(admin: Any) -> SoftwareUpdater:
+            return SoftwareUpdater(admin, run=self.runner, restart_process=lambda: self.restarted_process.append(True))
+
+        self.resource = admin_resource(self.gateway, clock=self.clock, host_network=lambda: HOST,
+                                       web=lambda: self.web, updater=updater)
+        self.http = StubTreq(self.resource)
+
+    @defer.inlineCallbacks
+    def get(self, path: str, **kw: Any) -> Any:
+        response = yield self.http.get(BASE + path, **kw)
+        body = yield response.text()
+        return response, body
+
+    @defer.inlineCallbacks
+    def token(self, path: str = "/status") -> Any:
+        response, body = yield self.get(path)
+        return csrf_token(body) if "_csrf" in body else csrf_token((yield self.get("/system"))[1])
+
+    @defer.inlineCallbacks
+    def post(self, path: str, fields: dict[str, str], token: str | None = None, headers: Any = None) -> Any:
+        if token is None:
+            token = yield self.token("/system")
+        data = dict(fields)
+        if token:
+            data["_csrf"] = token
+        all_headers = {b"content-type": [b"application/x-www-form-urlencoded"]}
+        all_headers.update(headers or {})
+        response = yield self.http.post(BASE + path, data=urlencode(data).encode(), headers=all_headers)
+        body = yield response.text()
+        return response, body
+
+    @defer.inlineCallbacks
+    def post_multipart(self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> Any:
+        token = yield self.token("/system")
+        body, ctype = multipart({"_csrf": token, **fields}, files)
+        response = yield self.http.post(BASE + path, data=body, headers={b"content-type": [ctype]})
+        text = yield response.text()
+        return response, text
+
+    @defer.inlineCallbacks
+    def api(self, method: str, path: str, body: Any = None, content_type: bytes = b"application/json",
+            headers: Any = None) -> Any:
+        all_headers = {b"content-type": [content_type]}
+        all_headers.update(headers or {})
+        data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+        response = yield self.http.request(method, BASE + path, data=data, headers=all_headers)
+        text = yield response.text()
+        return response, (json.loads(text) if text.strip().startswith(("{", "[")) else text)

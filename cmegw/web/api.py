@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_api -*-
 """
 The JSON API beside the pages (``/api/...``), behind the same authentication.
 
@@ -30,11 +30,12 @@ from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import apply_settings, get_setting, needs_restart, setting_names
 from cmegw.config.store import ConfigFileError
 from cmegw.stats import format_duration
-from cmegw.web import pages_http
-from cmegw.web.pages_network import renew_code
-from cmegw.web.pages import Admin, changed_settings, factory_password_in_use, same_origin, security_headers
-from cmegw.web.pages_status import build_date, tunnel_state_text
-from cmegw.web.pages_system import UpdateError, boot_id, schedule_factory_reset, schedule_restart
+from cmegw.web.auth import factory_password_in_use
+from cmegw.web.pages import Admin, changed_settings, same_origin, security_headers
+from cmegw.web.pages import http as pages_http
+from cmegw.web.pages.network import renew_code
+from cmegw.web.pages.status import build_date, tunnel_state_text
+from cmegw.web.pages.system import UpdateError, boot_id, schedule_factory_reset, schedule_restart
 
 #: The largest JSON body read (bytes).
 MAX_JSON_BYTES = 1024 * 1024

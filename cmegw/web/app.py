@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_layout -*-
 """
 The web administration as one Klein application: the device's pages
 (Status, Network, M-Bus TCP/IP, M-Bus Serial, HTTP, System), their static
@@ -6,7 +6,7 @@ files and the JSON API under ``/api``.
 
 `admin_resource(gateway)` is what the web service serves; it wraps it in the
 authentication of the HTTP page's directives.  Each page group lives in its
-own ``pages_*`` module; `cmegw.web.pages` holds what they share.
+own module of `cmegw.web.pages`, which also holds what they share.
 """
 
 from __future__ import annotations
@@ -19,10 +19,17 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from cmegw.ops import pages as ops_pages
-from cmegw.web import (api, pages_http, pages_meters, pages_network, pages_serial, pages_status, pages_system,
-                       pages_tcpip, pages_tunnel_tls)
+from cmegw.web import api
 from cmegw.web.pages import Admin, CsrfGuard
+from cmegw.web.pages import http as pages_http
+from cmegw.web.pages import meters as pages_meters
+from cmegw.web.pages import network as pages_network
+from cmegw.web.pages import ops as pages_ops
+from cmegw.web.pages import serial as pages_serial
+from cmegw.web.pages import status as pages_status
+from cmegw.web.pages import system as pages_system
+from cmegw.web.pages import tcpip as pages_tcpip
+from cmegw.web.pages import tunnel_tls as pages_tunnel_tls
 
 #: Browsers may keep the static files this long (seconds).
 STATIC_MAX_AGE = 3600
@@ -73,7 +80,7 @@ def build_app(admin: Admin) -> Klein:
         return failure
 
     for module in (pages_status, pages_network, pages_tcpip, pages_tunnel_tls, pages_serial, pages_meters, pages_http,
-                   pages_system, api, ops_pages):
+                   pages_system, api, pages_ops):
         module.routes(app, admin)
     return app
 

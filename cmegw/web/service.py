@@ -24,7 +24,7 @@ Public API:
     - ``stats``: `cmegw.stats.HttpStatistics` (rx_bytes, tx_bytes,
       status_200 ... status_501, status_unknown, work_queue_full,
       socket_errors, memory_errors; ``as_dict()``);
-    - ``access_log``: `cmegw.web.http.AccessLog` (``entries`` oldest first,
+    - ``access_log``: `cmegw.web.accesslog.AccessLog` (``entries`` oldest first,
       ``bytes``, ``clear()``);
     - ``tls``: `cmegw.web.tls.CertificateInfo` of the certificate in use
       (subject, issuer, not_before, not_after, self_signed, fingerprint,
@@ -58,7 +58,8 @@ from cmegw.config.model import Config, HttpConfig
 from cmegw.config.settings import apply_settings
 from cmegw.web.auth import AuthGate
 from cmegw.stats import HttpStatistics
-from cmegw.web.http import AccessLog, GatewaySite
+from cmegw.web.accesslog import AccessLog
+from cmegw.web.http import GatewaySite
 from cmegw.web.tls import CertificateInfo, TlsManager
 
 log = Logger(namespace="cmegw.web")

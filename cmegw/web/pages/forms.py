@@ -1,11 +1,7 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_pages_forms -*-
 """
-What every admin page shares: where the templates and static files are, the
-layout (navigation, tabs, banners), forms bound to settings by name, and the
-CSRF token.
-
-Klein names a route after its function: every route function here has a name
-unique across the page modules (``serial_statistics``, ``tcpip_statistics``).
+Forms: the CSRF token, reading request bodies, and forms bound to settings
+by name.
 
 A settings form names its inputs after the settings themselves
 (``line.1.baud_rate``), so one handler serves every form: it reads the typed
@@ -17,63 +13,26 @@ form keeps what the user typed.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import os
 import secrets
-import sys
-import sysconfig
 from email import message_from_bytes
-from pathlib import Path
-from typing import Any, Callable, Container, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.python.filepath import FilePath
 from twisted.web.iweb import IRequest
-from twisted.web.template import Element, Tag, XMLFile, renderer, tags
+from twisted.web.template import Tag, tags
 
-import cmegw
 from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import apply_settings, format_value, get_setting, needs_restart
 from cmegw.config.store import ConfigFileError
-from cmegw.web.auth import authenticated_user as _authenticated_user
-from cmegw.web.auth import factory_password_in_use
-from cmegw.web.service import running_web
+from cmegw.web.pages.layout import Layout, authenticated_user
+from cmegw.web.pages.widgets import Notice, button, hidden
 
-#: Where `pip install .` puts the files of the repository's web/ folder (setup.cfg data_files).
-DATA_SUBDIR = Path("share") / "cmegw" / "web"
-
-
-def _web_root_candidates() -> Iterable[Path]:
-    override = os.environ.get("CMEGW_WEB_ROOT")
-    if override:
-        yield Path(override)
-    yield Path(cmegw.__file__).resolve().parents[1] / "web"  # a checkout
-    for prefix in (sysconfig.get_path("data"), sys.prefix, sys.base_prefix):
-        if prefix:
-            yield Path(prefix) / DATA_SUBDIR
-    user = sysconfig.get_config_var("userbase") or os.path.expanduser("~/.local")
-    yield Path(user) / DATA_SUBDIR
-
-
-def web_root() -> Path:
-    """The folder with ``templates/`` and ``static/``: a checkout's web/ or the installed copy."""
-    for path in _web_root_candidates():
-        if (path / "templates" / "layout.xml").is_file():
-            return path
-    raise FileNotFoundError("the web files (templates/layout.xml) are not installed; "
-                            "set CMEGW_WEB_ROOT to the folder that holds them")
-
-
-# -- the other web modules ------------------------------------------------------------------
-
-
-def authenticated_user(request: IRequest) -> str:
-    """The user the authentication wrapper let in ("" when none is known)."""
-    return _authenticated_user(request) or ""
-
+if TYPE_CHECKING:
+    from cmegw.web.pages.admin import Admin
 
 # -- CSRF ---------------------------------------------------------------------------------
 
@@ -168,118 +127,6 @@ def uploads(request: IRequest) -> dict[str, Upload]:
             data = part.get_payload(decode=True) or b""
             found[str(name)] = Upload(os.path.basename(str(filename)), data)
     return found
-
-
-# -- layout -------------------------------------------------------------------------------
-
-#: The device's navigation: (key, label, URL).
-SECTIONS = (
-    ("status", "Status", "/status"),
-    ("network", "Network", "/network"),
-    ("tcpip", "M-Bus TCP/IP", "/tcpip"),
-    ("serial", "M-Bus Serial", "/serial"),
-    ("meters", "Meters", "/meters"),
-    ("http", "HTTP", "/http"),
-    ("system", "System", "/system"),
-)
-
-
-@attrs.frozen
-class Notice:
-    """A message at the top of a page: kind is ok, info, warn or error."""
-
-    kind: str
-    text: Any
-
-
-class Layout(Element):
-    """The page frame of web/templates/layout.xml around a page's content."""
-
-    def __init__(self, admin: "Admin", request: IRequest, *, section: str, title: str, content: Any,
-                 tabs: Sequence[tuple[str, str]] = (), active: str = "", notice: Notice | None = None,
-                 head: Any = "") -> None:
-        super().__init__(loader=admin.template("layout.xml"))
-        self.admin = admin
-        self.section = section
-        self.title = title
-        self.content = content
-        self.tabs = tabs
-        self.active = active
-        self.notice = notice
-        self.head = head
-        self.user = authenticated_user(request)
-
-    @renderer
-    def page(self, request: IRequest, tag: Tag) -> Tag:
-        gateway = self.admin.gateway
-        identity = gateway.running_config.identity
-        nav = tags.ul(*[
-            tags.li(tags.a(label, href=url, **({"aria-current": "page", "class": "active"}
-                                               if key == self.section else {})))
-            for key, label, url in SECTIONS])
-        tabs: Any = ""
-        if self.tabs:
-            tabs = tags.ul(*[
-                tags.li(tags.a(label, href=url, **({"aria-current": "page", "class": "active"}
-                                                   if url == self.active else {})))
-                for label, url in self.tabs], class_="tabs")
-        return tag.fillSlots(
-            title=self.title,
-            product=identity.product_type,
-            identity=f"S/N {identity.serial_number or '—'}",
-            version=f"{cmegw.__version__}",
-            user=f" · signed in as {self.user}" if self.user else "",
-            nav=nav,
-            tabs=tabs,
-            banners=self.admin.banners(),
-            notice=notice_tag(self.notice) if self.notice else "",
-            content=self.content,
-            head=self.head,
-        )
-
-
-def notice_tag(notice: Notice) -> Tag:
-    return tags.div(notice.text, class_=f"notice notice-{notice.kind}", role="status")
-
-
-# -- building blocks ----------------------------------------------------------------------
-
-
-def card(title: str, *children: Any, id: str | None = None, wide: bool = False) -> Tag:
-    attributes: dict[str, str] = {"class": "card wide" if wide else "card"}
-    if id:
-        attributes["id"] = id
-    return tags.section(tags.h2(title), *children, **attributes)
-
-
-def cell(value: Any) -> Any:
-    """Numbers as text (the flattener takes strings and tags only)."""
-    return str(value) if isinstance(value, (int, float)) else value
-
-
-def kv_table(rows: Iterable[tuple[str, Any]]) -> Tag:
-    return tags.table(tags.tbody(*[tags.tr(tags.th(k, scope="row"), tags.td(cell(v))) for k, v in rows]),
-                      class_="kv")
-
-
-def grid_table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: bool = True) -> Tag:
-    return tags.div(tags.table(
-        tags.thead(tags.tr(*[tags.th(h, scope="col") for h in header])),
-        tags.tbody(*[tags.tr(tags.th(r[0], scope="row"), *[tags.td(cell(v)) for v in r[1:]]) for r in rows]),
-        class_="grid numeric" if numeric else "grid"), class_="scroll")
-
-
-def unavailable(value: Any) -> Any:
-    """A kernel counter the driver does not keep is shown as such, never as 0."""
-    return tags.span("unavailable", class_="muted") if value is None else value
-
-
-def hidden(name: str, value: str) -> Tag:
-    return tags.input(type="hidden", name=name, value=value)
-
-
-def button(label: str, kind: str = "primary", **attributes: str) -> Tag:
-    return tags.button(label, type="submit", class_=f"button {kind}", **attributes)
 
 
 def post_form(admin: "Admin", request: IRequest, action: str, *children: Any, multipart: bool = False,
@@ -559,106 +406,3 @@ def mark_restart(fields: Sequence[Field]) -> list[Field]:
     """Label the fields whose change waits for a restart."""
     return [attrs.evolve(f, label=f.label + " ⟳") if needs_restart(f.name) and "⟳" not in f.label else f
             for f in fields]
-
-
-# -- the admin context ----------------------------------------------------------------------
-
-
-class Admin:
-    """What the pages share: the gateway, the clock, the CSRF guard, the templates."""
-
-    def __init__(self, gateway: Any, *, clock: Any = None, root: Path | None = None,
-                 csrf: CsrfGuard | None = None, host_network: Callable[[], Any] | None = None,
-                 web: Callable[[], Any] | None = None) -> None:
-        from cmegw.web.hostnet import read_host_network
-
-        self.gateway = gateway
-        self.clock = clock if clock is not None else gateway.reactor
-        self.root = root or web_root()
-        self.csrf = csrf or CsrfGuard()
-        self.host_network = host_network or read_host_network
-        self._web = web or (lambda: running_web(gateway))
-        self._templates: dict[str, XMLFile] = {}
-        #: The software updater of the System page (set by `admin_resource`).
-        self.updater: Any = None
-
-    def web(self) -> Any:
-        return self._web()
-
-    def template(self, name: str) -> XMLFile:
-        if name not in self._templates:
-            self._templates[name] = XMLFile(FilePath(str(self.root / "templates" / name)))
-        return self._templates[name]
-
-    def banners(self) -> Tag:
-        gateway = self.gateway
-        out: list[Any] = []
-        problem = gateway.status.config_problem
-        if problem:
-            out.append(tags.div(tags.strong("Configuration problem: "), problem,
-                                " The gateway runs on the last good configuration; fix the file, "
-                                "or save any page to write a valid one.",
-                                class_="banner banner-error", role="alert"))
-        if factory_password_in_use(gateway.store.config):
-            out.append(tags.div(tags.strong("The factory password is in use. "),
-                                "Anyone who knows the manual can change this gateway: ",
-                                tags.a("change the password", href="/http/authentication#users"), ".",
-                                class_="banner banner-warn", role="alert"))
-        pending = gateway.pending_restart()
-        if pending:
-            out.append(tags.div("Saved changes wait for a restart: ", tags.code(", ".join(pending)), ". ",
-                                tags.a("Restart", href="/system#restart"),
-                                class_="banner banner-info"))
-        return tags.div(*out, class_="banners") if out else tags.transparent()
-
-    def page(self, request: IRequest, *, section: str, title: str, content: Any,
-             tabs: Sequence[tuple[str, str]] = (), active: str = "", notice: Notice | None = None,
-             code: int = 200, head: Any = "") -> Layout:
-        security_headers(request)
-        self.csrf.session_id(request)  # the cookie must go out with the headers, before any form renders
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return Layout(self, request, section=section, title=title, content=content, tabs=tabs,
-                      active=active or request.path.decode("utf-8", "replace"), notice=notice, head=head)
-
-    def section_page(self, section: str, title: str, tabs: Sequence[tuple[str, str]] = ()) -> Callable[..., Layout]:
-        """The page function of one navigation section: its section, title and tabs filled in."""
-
-        def page(request: IRequest, content: Any, code: int = 200, notice: Any = None, head: Any = "",
-                 active: str = "") -> Layout:
-            return self.page(request, section=section, title=title, tabs=tabs, content=content, code=code,
-                             notice=notice, head=head, active=active)
-
-        return page
-
-    def forbidden(self, request: IRequest) -> Layout:
-        return self.page(request, section="", title="Form expired", code=403, content=card(
-            "The form could not be accepted",
-            tags.p("It was sent without this browser's session, from another site, or the gateway "
-                   "restarted since the page was loaded. Nothing was changed."),
-            tags.p(tags.a("Go back", href=request.path.decode("utf-8", "replace")),
-                   " and send the form again.")))
-
-    def checked(self, request: IRequest) -> bool:
-        return self.csrf.check(request, form_value(request, CSRF_FIELD))
-
-    def csrf_checked(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        """A form's POST handler that runs only with this browser's CSRF token (the 403 page otherwise)."""
-
-        @functools.wraps(handler)
-        def checked_handler(request: IRequest, *args: Any, **kwargs: Any) -> Any:
-            if not self.checked(request):
-                return self.forbidden(request)
-            return handler(request, *args, **kwargs)
-
-        return checked_handler
-
-
-def security_headers(request: IRequest) -> None:
-    request.setHeader(b"content-security-policy",
-                      b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                      b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    request.setHeader(b"referrer-policy", b"same-origin")
-    request.setHeader(b"x-frame-options", b"DENY")
-    request.setHeader(b"cache-control", b"no-store")

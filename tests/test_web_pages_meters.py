@@ -1,5 +1,5 @@
 """
-Tests for cmegw.web.pages_meters: the Meters page and its JSON API, through
+Tests for cmegw.web.pages.meters: the Meters page and its JSON API, through
 StubTreq against a real GatewayService whose master runs on a simulated bus
 and task.Clock.
 """

@@ -1,5 +1,5 @@
 """
-Tests for cmegw.web.pages_tunnel_tls: a tunnel's TLS files uploaded on the
+Tests for cmegw.web.pages.tunnel_tls: a tunnel's TLS files uploaded on the
 M-Bus TCP/IP page and through the API, checked, stored and put in force.
 """
 
@@ -16,9 +16,9 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import defer
 
 from cmegw.web.http import UPLOAD_PATHS
-from cmegw.web.pages_tunnel_tls import API_PATH, PAGE_PATH
+from cmegw.web.pages.tunnel_tls import API_PATH, PAGE_PATH
 from tests.test_tunnel_tls import DAY, NOW, Authority, key_pem, pem
-from tests.test_web_pages import PagesTestBase
+from tests.web_helpers import PagesTestBase
 
 
 def expired_ca(name: str) -> x509.Certificate:
@@ -79,7 +79,7 @@ class TunnelTlsUploadTests(PagesTestBase):
 
     @defer.inlineCallbacks
     def test_page_needs_the_csrf_token(self) -> Any:
-        from tests.test_web_pages import multipart
+        from tests.web_helpers import multipart
 
         body, ctype = multipart({"_group": "1"}, {"tunnel.1.connect_tls_ca": ("ca.pem", pem(self.ca.certificate))})
         response = yield self.http.post("http://127.0.0.1:8080" + PAGE_PATH, data=body,

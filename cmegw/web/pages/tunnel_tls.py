@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_tunnel_tls -*-
+# -*- test-case-name: tests.test_web_pages_tunnel_tls -*-
 """
 Uploading a tunnel's TLS files, on the M-Bus TCP/IP page (the "TLS files"
 tab, one multipart form per tunnel) and in the JSON API
@@ -75,7 +75,7 @@ def content(admin: Admin, request: IRequest, errors: dict[int, dict[str, str]] |
 
 
 def routes(app: Klein, admin: Admin) -> None:
-    from cmegw.web.pages_tcpip import TABS
+    from cmegw.web.pages.tcpip import TABS
 
     page = admin.section_page("tcpip", "M-Bus TCP/IP", TABS)
 

@@ -1,0 +1,322 @@
+# -*- test-case-name: tests.test_web_pages_http -*-
+"""
+The HTTP pages: statistics and the access log, configuration, authentication
+directives and users, and the HTTPS certificate.
+
+The changes to directives and users are plain functions on `Config` (shared
+with the JSON API); they raise `ConfigError` with the model's message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from twisted.web.template import Tag, tags
+
+from cmegw.config.model import AUTH_TYPES, TLS_VERSIONS, Config, ConfigError
+from cmegw.config.auth import (
+    add_directive,
+    add_user,
+    delete_directive,
+    delete_user,
+    set_auth_type,
+)
+from cmegw.config.store import ConfigFileError
+from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.forms import (
+    Field,
+    FormState,
+    applies_text,
+    error_message,
+    form_value,
+    mark_restart,
+    post_form,
+    render_field,
+    settings_form,
+    settings_state,
+    uploads,
+)
+from cmegw.web.pages.widgets import Notice, button, card, hidden, kv_table
+
+TABS = (("Statistics", "/http"), ("Configuration", "/http/configuration"),
+        ("Authentication", "/http/authentication"), ("Certificate", "/http/certificate"))
+
+#: (label, attribute of HttpStatistics) in the device's order.
+STATISTICS = (
+    ("Rx bytes", "rx_bytes"),
+    ("Tx bytes", "tx_bytes"),
+    ("200 OK", "status_200"),
+    ("400 Bad Request", "status_400"),
+    ("401 Unauthorized", "status_401"),
+    ("404 Not Found", "status_404"),
+    ("408 Request Timeout", "status_408"),
+    ("413 Request Entity Too Large", "status_413"),
+    ("501 Not Implemented", "status_501"),
+    ("Status unknown", "status_unknown"),
+    ("Work queue full", "work_queue_full"),
+    ("Socket error", "socket_errors"),
+    ("Memory error", "memory_errors"),
+)
+
+CONFIG_FIELDS = mark_restart([
+    Field("http.enabled", "HTTP server", "checkbox"),
+    Field("http.http_port", "HTTP port", "number"),
+    Field("http.https_port", "HTTPS port", "number"),
+    Field("http.interface", "Listen address", help="Empty: every address of the host."),
+    Field("http.tls_versions", "HTTPS protocols", "checkboxes", tuple((v, v.replace("v", " ")) for v in TLS_VERSIONS),
+          help="HTTPS listens only with a certificate and at least one protocol. "
+               "SSL 3, TLS 1.0 and 1.1 are broken and not offered."),
+    Field("http.max_timeout", "Max timeout", "number", unit="s",
+          help="A client that has not sent its whole request by then gets 408."),
+    Field("http.max_bytes", "Max bytes", "number", unit="bytes",
+          help="A larger request gets 413."),
+    Field("http.logging", "Logging", "checkbox"),
+    Field("http.max_log_entries", "Max log entries", "number", help="The log keeps the last entries."),
+    Field("http.log_format", "Log format",
+          help="%a %b %B %h %{Header}i %m %p %q %t %u %U %r %s"),
+])
+
+DIRECTIVE_FIELDS = [
+    Field("uri", "URI", help="Begins with /; the longest matching URI decides."),
+    Field("realm", "Realm", placeholder="config"),
+    Field("auth_type", "AuthType", "select", tuple((t, t) for t in AUTH_TYPES)),
+]
+
+USER_FIELDS = [
+    Field("name", "User name"),
+    Field("password", "Password", "password"),
+    Field("confirm", "Password again", "password"),
+]
+
+#: AuthTypes that ask for a password.
+def directives_view(config: Config) -> list[dict[str, Any]]:
+    """The directives as shown to people and the API: user names, never hashes."""
+    return [{"uri": d.uri, "realm": d.realm, "auth_type": d.auth_type, "users": [u.name for u in d.users]}
+            for d in config.auth]
+
+
+def save(admin: Admin, new: Config) -> None:
+    admin.gateway.store.change(new)
+
+
+# -- pages ---------------------------------------------------------------------------------
+
+
+def statistics_content(admin: Admin, request: IRequest) -> Tag:
+    web = admin.web()
+    if web is None:
+        return card("Statistics", tags.p("The web server part is not running in this process."))
+    stats = web.stats
+    counters = card("Statistics", kv_table([(label, getattr(stats, name, "—")) for label, name in STATISTICS]))
+    log = web.access_log
+    running = admin.gateway.running_config.http
+    log_card = card("Log", kv_table([
+        ("Logging", "on" if running.logging else "off"),
+        ("Entries", f"{len(log.entries)} of at most {running.max_log_entries}"),
+        ("Bytes", log.bytes),
+    ]), tags.div(
+        tags.a("View the log", href="/http/log", class_="button secondary"),
+        post_form(admin, request, "/http/log/clear", button("Clear the log", "danger"), class_="inline"),
+        class_="actions"))
+    listening = getattr(web, "listening", {}) or {}
+    servers = card("Servers", kv_table([(k.upper(), v) for k, v in listening.items()]))
+    return tags.div(counters, log_card, servers, class_="cards")
+
+
+def log_content(admin: Admin, request: IRequest) -> Tag:
+    web = admin.web()
+    entries = list(web.access_log.entries) if web is not None else []
+    body = tags.pre("\n".join(reversed(entries)) or "(empty)", class_="log")
+    return card(f"Log ({len(entries)} entries, newest first)", body, tags.div(
+        tags.a("Back", href="/http", class_="button secondary"),
+        post_form(admin, request, "/http/log/clear", button("Clear the log", "danger"), class_="inline"),
+        class_="actions"), wide=True)
+
+
+def configuration_content(admin: Admin, request: IRequest, state: FormState | None = None) -> Tag:
+    state = state or settings_state(admin, CONFIG_FIELDS)
+    return tags.div(card("Configuration", settings_form(
+        admin, request, "/http/configuration", "http", CONFIG_FIELDS, state,
+        applies=applies_text(CONFIG_FIELDS)), wide=True), class_="cards")
+
+
+def authentication_content(admin: Admin, request: IRequest, states: dict[str, FormState] | None = None) -> Tag:
+    states = states or {}
+    config: Config = admin.gateway.store.config
+    rows = []
+    for d in config.auth:
+        users = []
+        for u in d.users:
+            users.append(tags.li(tags.span(u.name, class_="user"), post_form(
+                admin, request, "/http/authentication/user/delete", hidden("uri", d.uri), hidden("name", u.name),
+                button("Delete", "link danger", title=f"Delete user {u.name} of {d.uri}"), class_="inline")))
+        type_form = post_form(
+            admin, request, "/http/authentication/directive/type", hidden("uri", d.uri),
+            tags.select(*[tags.option(t, value=t, **({"selected": "selected"} if t == d.auth_type else {}))
+                          for t in AUTH_TYPES], name="auth_type", **{"aria-label": f"AuthType of {d.uri}"}),
+            button("Set", "secondary small"), class_="inline")
+        delete = "" if d.uri == "/" else post_form(
+            admin, request, "/http/authentication/directive/delete", hidden("uri", d.uri),
+            button("Delete directive", "link danger"), class_="inline")
+        key = f"user:{d.uri}"
+        user_state = states.get(key) or FormState(values={"name": ""})
+        add_user_form = post_form(
+            admin, request, "/http/authentication/user", hidden("uri", d.uri),
+            tags.div(*[render_field(f, user_state) for f in USER_FIELDS], class_="fields compact"),
+            tags.div(button("Add user / set password", "secondary"), class_="actions"),
+            class_="settings", novalidate="novalidate")
+        rows.append(card(f"Directive {d.uri}", kv_table([
+            ("URI", tags.code(d.uri)), ("Realm", d.realm), ("AuthType", type_form),
+            ("Users", tags.ul(*users, class_="users") if users else tags.span("none", class_="muted")),
+        ]), tags.details(tags.summary("Add a user or change a password"), add_user_form,
+                         **({"open": "open"} if key in states else {})),
+            tags.div(delete, class_="actions"), id="users" if d.uri == "/" else f"directive-{d.uri}"))
+    state = states.get("directive") or FormState(values={"realm": "config", "auth_type": "Digest"})
+    add = card("Add a directive", post_form(
+        admin, request, "/http/authentication/directive",
+        tags.div(*[render_field(f, state) for f in DIRECTIVE_FIELDS], class_="fields"),
+        tags.div(button("Add directive"), tags.span("Applies at once.", class_="applies"), class_="actions"),
+        class_="settings", novalidate="novalidate"), tags.p(
+        "AuthTypes from least to most secure: None (no login; overrides a parent), Basic, Digest, SSL "
+        "(HTTPS only, no password), SSL/Basic, SSL/Digest. Passwords are stored as Digest hashes "
+        "and never shown.", class_="muted"))
+    return tags.div(*rows, add, class_="cards")
+
+
+def certificate_content(admin: Admin, request: IRequest, errors: dict[str, str] | None = None) -> Tag:
+    web = admin.web()
+    info = getattr(web, "tls", None) if web is not None else None
+    if info is None:
+        current = tags.p("No certificate is in use in this process.", class_="muted")
+    else:
+        current = kv_table([
+            ("Subject", info.subject), ("Issuer", info.issuer),
+            ("Valid from", str(info.not_before)), ("Valid until", str(info.not_after)),
+            ("Self-signed", "yes" if info.self_signed else "no"),
+            ("SHA-256 fingerprint", tags.code(info.fingerprint, class_="wrap")),
+            ("File", getattr(info, "path", "") or "—"),
+        ] + ([("Problem", tags.strong(info.problem, class_="text-error"))] if info.problem else []))
+    fields = [Field("certificate", "Certificate (PEM)", "file", help="The certificate first, then its chain."),
+              Field("private_key", "Private key (PEM)", "file", help="Unencrypted, matching the certificate.")]
+    state = FormState(errors=errors or {})
+    upload = post_form(admin, request, "/http/certificate",
+                       tags.div(*[render_field(f, state) for f in fields], class_="fields"),
+                       tags.div(button("Upload and use"), tags.span("Applies at once, no restart.", class_="applies"),
+                                class_="actions"), multipart=True, class_="settings", novalidate="novalidate")
+    return tags.div(card("Certificate in use", current), card("Upload a certificate", upload), class_="cards")
+
+
+def routes(app: Klein, admin: Admin) -> None:
+    route = PageRoutes(app, admin, "http", "HTTP", TABS)
+    page = route.page
+
+    @route.get("/http")
+    def http_statistics(request: IRequest) -> Any:
+        return page(request, statistics_content(admin, request))
+
+    @route.get("/http/log")
+    def http_log(request: IRequest) -> Any:
+        return page(request, log_content(admin, request), active="/http")
+
+    @route.post("/http/log/clear")
+    def http_log_clear(request: IRequest) -> Any:
+        web = admin.web()
+        if web is not None:
+            web.access_log.clear()
+        return page(request, statistics_content(admin, request), notice=Notice("ok", "The log was cleared."),
+                    active="/http")
+
+    route.settings("/http/configuration", "http_configuration", CONFIG_FIELDS, configuration_content)
+
+    def auth_page(request: IRequest, states: dict[str, FormState] | None = None, notice: Notice | None = None,
+                  code: int = 200) -> Any:
+        return page(request, authentication_content(admin, request, states), code=code, notice=notice,
+                    active="/http/authentication")
+
+    def change(request: IRequest, make: Any, done: str, key: str, fields: list[Field],
+               keep: dict[str, str]) -> Any:
+        """Apply one directive/user change; on error show it at its field and keep what was typed."""
+        try:
+            new = make(admin.gateway.store.config)
+            save(admin, new)
+        except (ConfigError, ConfigFileError, OSError) as e:
+            state = FormState(values=keep)
+            message = error_message(e) if isinstance(e, ConfigError) else str(e)
+            setting = getattr(e, "setting", "")
+            tail = setting.rsplit(".", 1)[-1]
+            target = {"uri": "uri", "realm": "realm", "auth_type": "auth_type", "name": "name",
+                      "password": "password"}.get(tail)
+            if target and any(f.name == target for f in fields):
+                state.errors[target] = message
+                state.notice = Notice("error", "Nothing was changed: correct the field marked below.")
+            else:
+                state.notice = Notice("error", f"Nothing was changed: {message}")
+            return auth_page(request, {key: state}, state.notice, code=400)
+        return auth_page(request, notice=Notice("ok", [done, " Applies at once."]))
+
+    @route.get("/http/authentication")
+    def http_authentication(request: IRequest) -> Any:
+        return auth_page(request)
+
+    @route.post("/http/authentication/directive")
+    def http_directive_add(request: IRequest) -> Any:
+        uri, realm, kind = (form_value(request, n) for n in ("uri", "realm", "auth_type"))
+        return change(request, lambda c: add_directive(c, uri, realm, kind), f"Directive {uri} added.",
+                      "directive", DIRECTIVE_FIELDS, {"uri": uri, "realm": realm, "auth_type": kind})
+
+    @route.post("/http/authentication/directive/delete")
+    def http_directive_delete(request: IRequest) -> Any:
+        uri = form_value(request, "uri")
+        return change(request, lambda c: delete_directive(c, uri), f"Directive {uri} deleted.", "delete", [], {})
+
+    @route.post("/http/authentication/directive/type")
+    def http_directive_type(request: IRequest) -> Any:
+        uri, kind = form_value(request, "uri"), form_value(request, "auth_type")
+        return change(request, lambda c: set_auth_type(c, uri, kind), f"Directive {uri} now uses {kind}.",
+                      "type", [], {})
+
+    @route.post("/http/authentication/user")
+    def http_user_add(request: IRequest) -> Any:
+        uri, name = form_value(request, "uri"), form_value(request, "name")
+        password, confirm = form_value(request, "password"), form_value(request, "confirm")
+
+        def make(config: Config) -> Config:
+            if password != confirm:
+                raise ConfigError("auth.user.password", "(hidden)", "type the same password twice")
+            return add_user(config, uri, name, password)
+
+        return change(request, make, f"User {name} of {uri} saved.", f"user:{uri}", USER_FIELDS, {"name": name})
+
+    @route.post("/http/authentication/user/delete")
+    def http_user_delete(request: IRequest) -> Any:
+        uri, name = form_value(request, "uri"), form_value(request, "name")
+        return change(request, lambda c: delete_user(c, uri, name), f"User {name} of {uri} deleted.",
+                      "delete", [], {})
+
+    @route.get("/http/certificate")
+    def http_certificate(request: IRequest) -> Any:
+        return page(request, certificate_content(admin, request))
+
+    @route.post("/http/certificate")
+    def http_certificate_upload(request: IRequest) -> Any:
+        files = uploads(request)
+        errors = {}
+        for name in ("certificate", "private_key"):
+            if name not in files or not files[name].data.strip():
+                errors[name] = "Choose a PEM file."
+        web = admin.web()
+        if web is None:
+            return page(request, certificate_content(admin, request), code=503,
+                        notice=Notice("error", "The web server part is not running; nothing was changed."))
+        if not errors:
+            try:
+                web.install_certificate(files["certificate"].data, files["private_key"].data)
+            except ValueError as e:
+                errors["certificate"] = str(e)
+        if errors:
+            return page(request, certificate_content(admin, request, errors), code=400,
+                        notice=Notice("error", "The certificate was not installed: see below."))
+        return page(request, certificate_content(admin, request),
+                    notice=Notice("ok", "The new certificate is in use for new HTTPS connections."))

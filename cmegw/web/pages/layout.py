@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_web_pages_layout -*-
+"""
+The page frame of every admin page: where the web files are (`web_root`, the
+one place that finds the repository's ``web/`` folder or its installed copy,
+for the templates and the static files alike), the navigation and
+`Layout`, web/templates/layout.xml around a page's content.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from twisted.web.iweb import IRequest
+from twisted.web.template import Element, Tag, renderer, tags
+
+import cmegw
+from cmegw.web.auth import authenticated_user as _authenticated_user
+from cmegw.web.pages.widgets import Notice, notice_tag
+
+if TYPE_CHECKING:
+    from cmegw.web.pages.admin import Admin
+
+#: Where `pip install .` puts the files of the repository's web/ folder (setup.cfg data_files).
+DATA_SUBDIR = Path("share") / "cmegw" / "web"
+
+
+def _web_root_candidates() -> Iterable[Path]:
+    override = os.environ.get("CMEGW_WEB_ROOT")
+    if override:
+        yield Path(override)
+    yield Path(cmegw.__file__).resolve().parents[1] / "web"  # a checkout
+    for prefix in (sysconfig.get_path("data"), sys.prefix, sys.base_prefix):
+        if prefix:
+            yield Path(prefix) / DATA_SUBDIR
+    user = sysconfig.get_config_var("userbase") or os.path.expanduser("~/.local")
+    yield Path(user) / DATA_SUBDIR
+
+
+def web_root() -> Path:
+    """The folder with ``templates/`` and ``static/``: a checkout's web/ or the installed copy."""
+    for path in _web_root_candidates():
+        if (path / "templates" / "layout.xml").is_file():
+            return path
+    raise FileNotFoundError("the web files (templates/layout.xml) are not installed; "
+                            "set CMEGW_WEB_ROOT to the folder that holds them")
+
+
+# -- the signed-in user --------------------------------------------------------------------
+
+
+def authenticated_user(request: IRequest) -> str:
+    """The user the authentication wrapper let in ("" when none is known)."""
+    return _authenticated_user(request) or ""
+
+
+# -- navigation and the page frame ----------------------------------------------------------
+
+#: The device's navigation: (key, label, URL).
+SECTIONS = (
+    ("status", "Status", "/status"),
+    ("network", "Network", "/network"),
+    ("tcpip", "M-Bus TCP/IP", "/tcpip"),
+    ("serial", "M-Bus Serial", "/serial"),
+    ("meters", "Meters", "/meters"),
+    ("http", "HTTP", "/http"),
+    ("system", "System", "/system"),
+)
+
+
+class Layout(Element):
+    """The page frame of web/templates/layout.xml around a page's content."""
+
+    def __init__(self, admin: "Admin", request: IRequest, *, section: str, title: str, content: Any,
+                 tabs: Sequence[tuple[str, str]] = (), active: str = "", notice: Notice | None = None,
+                 head: Any = "") -> None:
+        super().__init__(loader=admin.template("layout.xml"))
+        self.admin = admin
+        self.section = section
+        self.title = title
+        self.content = content
+        self.tabs = tabs
+        self.active = active
+        self.notice = notice
+        self.head = head
+        self.user = authenticated_user(request)
+
+    @renderer
+    def page(self, request: IRequest, tag: Tag) -> Tag:
+        gateway = self.admin.gateway
+        identity = gateway.running_config.identity
+        nav = tags.ul(*[
+            tags.li(tags.a(label, href=url, **({"aria-current": "page", "class": "active"}
+                                               if key == self.section else {})))
+            for key, label, url in SECTIONS])
+        tabs: Any = ""
+        if self.tabs:
+            tabs = tags.ul(*[
+                tags.li(tags.a(label, href=url, **({"aria-current": "page", "class": "active"}
+                                                   if url == self.active else {})))
+                for label, url in self.tabs], class_="tabs")
+        return tag.fillSlots(
+            title=self.title,
+            product=identity.product_type,
+            identity=f"S/N {identity.serial_number or '—'}",
+            version=f"{cmegw.__version__}",
+            user=f" · signed in as {self.user}" if self.user else "",
+            nav=nav,
+            tabs=tabs,
+            banners=self.admin.banners(),
+            notice=notice_tag(self.notice) if self.notice else "",
+            content=self.content,
+            head=self.head,
+        )

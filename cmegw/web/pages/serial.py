@@ -1,0 +1,73 @@
+# -*- test-case-name: tests.test_web_pages_serial -*-
+"""
+The M-Bus Serial pages: statistics and configuration (baud rate) of each line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from twisted.web.template import Tag, tags
+
+from cmegw.config.model import BAUD_RATES
+from cmegw.ops.graphs import graphs_panel
+from cmegw.stats import LINE_COUNTERS
+from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.forms import Field, FormState, applies_text, settings_form, settings_state
+from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
+from cmegw.web.pages.widgets import card, grid_table, unavailable
+
+TABS = (("Statistics", "/serial"), ("Configuration", "/serial/configuration"), ("Trace", "/trace"))
+
+#: (label, attribute of LineStatistics) in the device's order.
+STATISTICS = LINE_COUNTERS
+
+
+def line_fields(n: int) -> list[Field]:
+    return [Field(f"line.{n}.baud_rate", "Baud rate", "select",
+                  tuple((str(b), f"{b}") for b in BAUD_RATES), unit="bit/s",
+                  help="M-Bus meters talk 300 or 2400 bit/s; some accept more.")]
+
+
+def statistics_content(admin: Admin) -> Tag:
+    stats = admin.gateway.line_stats
+    numbers = list(admin.gateway.running_config.lines)
+    header = ["Counter"] + [f"Line {n}" for n in numbers]
+    rows = []
+    for label, attribute in STATISTICS:
+        rows.append([label] + [unavailable(getattr(stats[n], attribute)) if n in stats else "—" for n in numbers])
+    rows.append(["State"] + [stats[n].state if n in stats else "stopped" for n in numbers])
+    rows.append(["Device"] + [stats[n].device if n in stats else "—" for n in numbers])
+    rows.append(["Baud rate"] + [stats[n].baud_rate if n in stats else "—" for n in numbers])
+    return card("Statistics", grid_table(header, rows),
+                tags.p("Error counters come from the serial driver (TIOCGICOUNT); "
+                       "\u201cunavailable\u201d where the driver keeps none.", class_="muted"), wide=True)
+
+
+def configuration_content(admin: Admin, request: IRequest, states: dict[int, FormState]) -> Tag:
+    forms = []
+    for n, line in admin.gateway.store.config.lines.items():
+        fields = line_fields(n)
+        state = states.get(n) or settings_state(admin, fields)
+        stats = admin.gateway.line_stats.get(n)
+        device = stats.device if stats is not None and stats.device else line.device
+        forms.append(card(f"Line {n}", tags.p(tags.code(device), class_="muted"),
+                          settings_form(admin, request, "/serial/configuration", str(n), fields, state,
+                                        applies=applies_text(fields)),
+                          id=f"line-{n}"))
+    return tags.div(*forms, class_="cards")
+
+
+def routes(app: Klein, admin: Admin) -> None:
+    route = PageRoutes(app, admin, "serial", "M-Bus Serial", TABS)
+    page = route.page
+
+    @route.get("/serial")
+    def serial_statistics(request: IRequest) -> Any:
+        last_hour = card("Last hour", graphs_panel(admin.gateway, tunnels=False), wide=True)
+        return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
+
+    route.numbered_settings("/serial/configuration", "serial_configuration", lambda: admin.gateway.store.config.lines,
+                            line_fields, configuration_content)

@@ -1,0 +1,160 @@
+# -*- test-case-name: tests.test_web_pages_tcpip -*-
+"""
+The M-Bus TCP/IP pages: statistics, accept mode (with TLS, the allow-list and
+RFC 2217), connect mode and disconnect mode of each tunnel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from twisted.web.template import Tag, tags
+
+from cmegw.config.model import ACCEPT_POLICIES, CONNECT_MODES, HOST_LIST_MODES, MAX_CONNECT_HOSTS
+from cmegw.stats import TUNNEL_COUNTERS, format_duration
+from cmegw.ops.graphs import graphs_panel
+from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.forms import (
+    Field,
+    FormState,
+    applies_text,
+    mark_restart,
+    settings_form,
+    settings_state,
+)
+from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
+from cmegw.web.pages.widgets import card, grid_table
+
+TABS = (("Statistics", "/tcpip"), ("Accept mode", "/tcpip/accept"), ("Connect mode", "/tcpip/connect"),
+        ("Disconnect mode", "/tcpip/disconnect"), ("TLS files", "/tcpip/tls"))
+
+#: (label, attribute of TunnelStatistics) in the device's order.
+COUNTERS = TUNNEL_COUNTERS
+
+
+def accept_fields(n: int) -> list[Field]:
+    return mark_restart([
+        Field(f"tunnel.{n}.enabled", "Server enabled", "checkbox"),
+        Field(f"tunnel.{n}.listen", "Listening endpoint",
+              help="A Twisted endpoint: tcp:10001, or tcp:10001:interface=127.0.0.1 for one address."),
+        Field(f"tunnel.{n}.keepalive", "TCP keep-alive", "number", unit="s",
+              help="A silent dead client is dropped after about this time; 0 turns keep-alive off."),
+        Field(f"tunnel.{n}.on_busy", "When a client is connected", "select",
+              tuple((p, {"refuse": "refuse a second client (device)", "replace": "replace the first client"}
+                     .get(p, p)) for p in ACCEPT_POLICIES)),
+        Field(f"tunnel.{n}.allow_list", "Allowed clients", placeholder="anyone",
+              help="IPv4/IPv6 addresses and CIDR ranges, comma-separated (192.168.1.0/24, 2001:db8::/32); "
+                   "empty = anyone. Others are closed at once and counted."),
+        Field(f"tunnel.{n}.tls", "Accept over TLS", "checkbox",
+              help="TLS 1.2/1.3 with the HTTPS certificate (HTTP page). Clients must speak TLS."),
+        Field(f"tunnel.{n}.tls_client_ca", "Require client certificates from CA", placeholder="no client certificate",
+              help="Absolute path of a PEM CA bundle (or upload one on the TLS files tab); with TLS on, a client "
+                   "must show a certificate it issued."),
+        Field(f"tunnel.{n}.rfc2217", "RFC 2217 (remote serial port)", "checkbox",
+              help="The tunnel speaks Telnet COM-PORT-OPTION: a client such as pyserial's rfc2217:// sets the "
+                   "baud rate (saved as on M-Bus Serial). Off: bytes pass unchanged."),
+    ])
+
+
+def connect_fields(n: int) -> list[Field]:
+    return mark_restart([
+        Field(f"tunnel.{n}.connect_mode", "Connect", "select",
+              tuple((m, {"disabled": "disabled", "always": "always (at start, and again when lost)",
+                         "on-data": "on data from the line"}.get(m, m)) for m in CONNECT_MODES)),
+        Field(f"tunnel.{n}.connect_hosts", "Remote hosts", placeholder="tcp:host=headend.example:port=10001",
+              help=f"Up to {MAX_CONNECT_HOSTS}, comma-separated: tcp:host=NAME:port=N or tls:host=NAME:port=N "
+                   "(optionally :timeout=SECONDS). They are Connect 1, 2, ... on the statistics."),
+        Field(f"tunnel.{n}.connect_host_list", "Host list", "select",
+              tuple((m, {"sequential": "sequential (the first that answers)",
+                         "round-robin": "round robin (the next each time)"}.get(m, m)) for m in HOST_LIST_MODES)),
+        Field(f"tunnel.{n}.connect_backoff_min", "First retry after", "number", unit="s",
+              help="When no host answered; doubled after each failed round, with jitter."),
+        Field(f"tunnel.{n}.connect_backoff_max", "Longest retry wait", "number", unit="s"),
+        Field(f"tunnel.{n}.connect_tls_ca", "Trusted CA bundle (tls: hosts)", placeholder="the system's trust store",
+              help="Absolute path of a PEM file (or upload one on the TLS files tab); the head-end's certificate "
+                   "must chain to it and name the host."),
+        Field(f"tunnel.{n}.connect_tls_certificate", "Client certificate (mutual TLS)", placeholder="none",
+              help="Absolute path of a PEM certificate for head-ends that ask for one; its key below. Or upload "
+                   "both on the TLS files tab."),
+        Field(f"tunnel.{n}.connect_tls_key", "Client key", placeholder="none"),
+    ])
+
+
+def disconnect_fields(n: int) -> list[Field]:
+    return [Field(f"tunnel.{n}.disconnect_timeout", "Disconnect timeout", "number", unit="s",
+                  help="The connection is closed after this many seconds without data either way; 0 = never.")]
+
+
+def statistics_content(admin: Admin) -> Tag:
+    stats = admin.gateway.tunnel_stats
+    numbers = list(admin.gateway.running_config.tunnels)
+    now = admin.clock.seconds()
+    header = ["Counter"] + [f"Tunnel {n}" for n in numbers]
+    rows: list[list[Any]] = []
+    for label, attribute in COUNTERS:
+        rows.append([label] + [getattr(stats[n], attribute) if n in stats else "—" for n in numbers])
+    rows.append(["Accept connection time"] + [format_duration(stats[n].accept_connection_time(now))
+                                               if n in stats else "—" for n in numbers])
+    for i in range(12):
+        rows.append([f"Connect {i + 1} connection time"] + [
+            format_duration(stats[n].connect_times[i]) if n in stats and i < len(stats[n].connect_times)
+            else "—" for n in numbers])
+    rows.append(["State"] + [(stats[n].state + (f" ({stats[n].peer})" if stats[n].peer else ""))
+                             if n in stats else "stopped" for n in numbers])
+    rows.append(["Listening on"] + [stats[n].listening or "—" if n in stats else "—" for n in numbers])
+    connect = getattr(admin.gateway, "connect_stats", {})
+    rows.append(["Connect mode"] + [connect[n].text(now) if n in connect else "—" for n in numbers])
+    rows.append(["Last connect failure"] + [connect[n].last_error or "—" if n in connect else "—"
+                                            for n in numbers])
+    tunnels = getattr(admin.gateway, "tunnels", {})
+    access = {n: getattr(tunnels.get(n), "access", None) for n in numbers}
+    rows.append(["Refused by the allow-list"] + [access[n].refused_by_allow_list if access[n] else "—"
+                                                 for n in numbers])
+    rows.append(["Refused TLS clients (accept mode)"] + [access[n].tls_refused if access[n] else "—"
+                                                         for n in numbers])
+    rows.append(["Failed TLS handshakes (connect mode)"] + [connect[n].tls_failures if n in connect else "—"
+                                                            for n in numbers])
+    rows.append(["Last refused client"] + [access[n].last_refused or "—" if access[n] else "—" for n in numbers])
+    return card("Statistics", grid_table(header, rows), wide=True)
+
+
+def forms_content(admin: Admin, request: IRequest, action: str, fields_of: Callable[[int], list[Field]],
+                  states: dict[int, FormState], intro: str) -> Tag:
+    forms = []
+    for n in admin.gateway.store.config.tunnels:
+        fields = fields_of(n)
+        state = states.get(n) or settings_state(admin, fields)
+        forms.append(card(f"Tunnel {n} (line {n})", settings_form(
+            admin, request, action, str(n), fields, state, intro=intro, applies=applies_text(fields)),
+            id=f"tunnel-{n}"))
+    if not forms:
+        forms.append(card("No tunnels", tags.p("No tunnel is configured.")))
+    return tags.div(*forms, class_="cards")
+
+
+def routes(app: Klein, admin: Admin) -> None:
+    route = PageRoutes(app, admin, "tcpip", "M-Bus TCP/IP", TABS)
+    page = route.page
+
+    @route.get("/tcpip")
+    def tcpip_statistics(request: IRequest) -> Any:
+        last_hour = card("Last hour", graphs_panel(admin.gateway, lines=False), wide=True)
+        return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
+
+    kinds = {
+        "accept": (accept_fields, "Accept mode: the gateway listens and one client at a time gets the line."),
+        "connect": (connect_fields, "Connect mode: the gateway dials a head-end. One peer holds the line at a "
+                                    "time: an accept-mode client and the connect-mode peer refuse each other."),
+        "disconnect": (disconnect_fields, "Disconnect mode: an idle connection is closed."),
+    }
+    for kind, (fields_of, intro) in kinds.items():
+        action = f"/tcpip/{kind}"
+
+        def content(admin: Admin, request: IRequest, states: Any, fields_of: Any = fields_of, intro: str = intro,
+                    action: str = action) -> Any:
+            return forms_content(admin, request, action, fields_of, states, intro)
+
+        route.numbered_settings(action, f"tcpip_{kind}", lambda: admin.gateway.store.config.tunnels, fields_of,
+                                content)

@@ -1,0 +1,139 @@
+"""
+Tests for `cmegw.web.pages.http`: the HTTP page (statistics, log,
+configuration, certificate) and its authentication directives and users.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from twisted.internet import defer
+
+from cmegw.config.model import ConfigError
+from cmegw.web.pages import http as pages_http
+from tests.web_helpers import BASE, PagesTestBase
+
+
+class HttpPageTests(PagesTestBase):
+    FORM = {"_group": "http", "http.enabled": "on", "http.http_port": "8080", "http.https_port": "8443",
+            "http.interface": "", "http.max_timeout": "10", "http.max_bytes": "40960", "http.logging": "on",
+            "http.max_log_entries": "50", "http.log_format": "%h %t \"%r\" %s"}
+
+    @defer.inlineCallbacks
+    def test_configuration(self) -> None:
+        response, body = yield self.post("/http/configuration", dict(self.FORM, **{"http.max_bytes": "10"}))
+        self.assertEqual(response.code, 400)
+        self.assertIn("http.max_bytes: 10 is not allowed", body)
+        self.assertEqual(self.store.config.http.max_bytes, 40960)
+        response, body = yield self.post("/http/configuration", dict(self.FORM, **{"http.max_bytes": "65536"}))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.store.config.http.max_bytes, 65536)
+        self.assertEqual(self.store.config.http.tls_versions, ())
+        self.assertEqual(self.store.config.http.http_port, 8080)
+        self.assertIn("Applied at once: ", body)
+        self.assertIn("After a restart: ", body)
+        form = dict(self.FORM)
+        body_bytes = urlencode(list(form.items()) + [("http.tls_versions", "TLSv1.3"),
+                                                     ("_csrf", (yield self.token()))]).encode()
+        response = yield self.http.post(BASE + "/http/configuration", data=body_bytes,
+                                        headers={b"content-type": [b"application/x-www-form-urlencoded"]})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.store.config.http.tls_versions, ("TLSv1.3",))
+
+    @defer.inlineCallbacks
+    def test_log_clear(self) -> None:
+        response, body = yield self.post("/http/log/clear", {})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.web.access_log.entries, [])
+        self.assertIn("The log was cleared.", body)
+
+    @defer.inlineCallbacks
+    def test_certificate_upload(self) -> None:
+        cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        key = b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+        response, body = yield self.post_multipart("/http/certificate", {}, {"certificate": ("c.pem", cert)})
+        self.assertEqual(response.code, 400)
+        self.assertIn("Choose a PEM file.", body)
+        response, body = yield self.post_multipart("/http/certificate", {}, {"certificate": ("c.pem", b"junk"),
+                                                                            "private_key": ("k.pem", key)})
+        self.assertEqual(response.code, 400)
+        self.assertIn("the certificate is not PEM", body)
+        response, body = yield self.post_multipart("/http/certificate", {}, {"certificate": ("c.pem", cert),
+                                                                            "private_key": ("k.pem", key)})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.web.installed, [(cert, key)])
+        self.assertIn("CN=new", body)
+
+
+class AuthenticationPageTests(PagesTestBase):
+    @defer.inlineCallbacks
+    def test_change_the_factory_password(self) -> None:
+        response, body = yield self.post("/http/authentication/user",
+                                         {"uri": "/", "name": "admin", "password": "s3cret", "confirm": "other"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("type the same password twice", body)
+        self.assertNotIn("s3cret", body)
+        response, body = yield self.post("/http/authentication/user",
+                                         {"uri": "/", "name": "admin", "password": "s3cret", "confirm": "s3cret"})
+        self.assertEqual(response.code, 200)
+        self.assertNotIn("The factory password is in use", body)
+        self.assertNotIn("s3cret", body)
+        user = self.store.config.auth[0].users[0]
+        self.assertTrue(user.check_password("config", "s3cret"))
+        self.assertNotIn(user.ha1_md5, body)
+
+    @defer.inlineCallbacks
+    def test_add_and_delete_user(self) -> None:
+        response, body = yield self.post("/http/authentication/user",
+                                         {"uri": "/", "name": "bad name", "password": "x", "confirm": "x"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("without spaces, colons", body)
+        self.assertIn('value="bad name"', body)
+        yield self.post("/http/authentication/user", {"uri": "/", "name": "bob", "password": "pw", "confirm": "pw"})
+        self.assertEqual([u.name for u in self.store.config.auth[0].users], ["admin", "bob"])
+        response, body = yield self.post("/http/authentication/user/delete", {"uri": "/", "name": "admin"})
+        self.assertEqual(response.code, 200)
+        self.assertEqual([u.name for u in self.store.config.auth[0].users], ["bob"])
+        response, body = yield self.post("/http/authentication/user/delete", {"uri": "/", "name": "bob"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("the last user of a directive that asks for a password stays", body)
+
+    @defer.inlineCallbacks
+    def test_directives(self) -> None:
+        response, body = yield self.post("/http/authentication/directive",
+                                         {"uri": "api", "realm": "config", "auth_type": "Basic"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("use a path that begins with /", body)
+        self.assertIn('value="api"', body)
+        response, body = yield self.post("/http/authentication/directive",
+                                         {"uri": "/api", "realm": "api", "auth_type": "None"})
+        self.assertEqual(response.code, 200)
+        self.assertIn("Directive /api", body)
+        self.assertEqual([d.uri for d in self.store.config.auth], ["/", "/api"])
+        response, body = yield self.post("/http/authentication/directive",
+                                         {"uri": "/api", "realm": "api", "auth_type": "None"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("each URI once", body)
+        response, body = yield self.post("/http/authentication/directive/type", {"uri": "/api", "auth_type": "Digest"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("add a user to this directive", body)
+        yield self.post("/http/authentication/user", {"uri": "/api", "name": "m", "password": "pw", "confirm": "pw"})
+        response, _ = yield self.post("/http/authentication/directive/type", {"uri": "/api", "auth_type": "Digest"})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.store.config.auth[1].auth_type, "Digest")
+        self.assertTrue(self.store.config.auth[1].users[0].check_password("api", "pw"))
+        response, body = yield self.post("/http/authentication/directive/delete", {"uri": "/"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("protects every page", body)
+        response, _ = yield self.post("/http/authentication/directive/delete", {"uri": "/api"})
+        self.assertEqual(response.code, 200)
+        self.assertEqual([d.uri for d in self.store.config.auth], ["/"])
+
+    def test_operations_raise_config_errors(self) -> None:
+        config = self.store.config
+        from cmegw.config import auth as config_auth
+
+        self.assertRaises(ConfigError, config_auth.find_directive, config, "/nope")
+        self.assertRaises(ConfigError, config_auth.delete_user, config, "/", "nobody")
+        view = pages_http.directives_view(config)
+        self.assertEqual(view, [{"uri": "/", "realm": "config", "auth_type": "Digest", "users": ["admin"]}])
