@@ -1,7 +1,7 @@
 """
 Moved: the tests of the admin pages are in tests/test_web_pages_<module>.py, the
 JSON API's in tests/test_web_api.py and the host network's in
-tests/test_web_hostnet.py; their shared base is in tests/web_helpers.py.  This
+tests/test_host_read.py; their shared base is in tests/web_helpers.py.  This
 name stays until the imports are updated.
 """
 
