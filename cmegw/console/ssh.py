@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_console -*-
+# -*- test-case-name: tests.test_console_ssh -*-
 """
 The console over SSH, so the configuration need not cross the network in clear.
 
@@ -31,17 +31,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cmegw.console.commands import Reply, Session
-from cmegw.console.protocol import (
-    LOGIN_FAILURE_DELAY,
-    LOGIN_TIMEOUT,
-    MAX_LOGIN_FAILURES,
-    Console,
-    ConsoleProtocol,
-    ConsoleTerminal,
-    _text,
-    error_reply,
-)
+from cmegw.console.framework import Reply, Session, error_reply
+from cmegw.console.login import LOGIN_FAILURE_DELAY, LOGIN_TIMEOUT, MAX_LOGIN_FAILURES
+from cmegw.console.protocol import Console, ConsoleProtocol, ConsoleTerminal, _text
 
 log = Logger(namespace="cmegw.console")
 
