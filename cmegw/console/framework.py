@@ -318,6 +318,12 @@ def error_reply(command: str, failure: Failure) -> Reply:
                  "the gateway's log has the details.", error=True)
 
 
+def run_after(reply: Reply) -> None:
+    """Start what the reply does once its text is out (a restart); a failure is logged."""
+    d = defer.maybeDeferred(reply.after)
+    d.addErrback(lambda f: log.failure("Console: the command's action failed", f))
+
+
 # -- the table, and help -----------------------------------------------------------------
 
 COMMANDS = CommandTable()

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 
 from cmegw.config.model import directive_for
 from cmegw.console.commands import commands
-from cmegw.console.framework import CONSOLE_URI, CommandTable, Question, Reply, Result, Session, error_reply
+from cmegw.console.framework import CONSOLE_URI, CommandTable, Question, Reply, Result, Session, error_reply, run_after
 from cmegw.console.login import BUSY, CLOSED, COMMAND, LOGIN_NAME, LOGIN_PASSWORD, LOGIN_WAIT, QUESTION, LoginMixin
 
 log = Logger(namespace="cmegw.console")
@@ -355,8 +355,7 @@ class ConsoleProtocol(LoginMixin, recvline.HistoricRecvLine):
         if reply.close:
             self.close()
         if reply.after is not None:
-            d = defer.maybeDeferred(reply.after)
-            d.addErrback(lambda f: log.failure("Console: the command's action failed", f))
+            run_after(reply)
         if reply.close:
             return
         if reply.ask is not None:
