@@ -1,11 +1,12 @@
-# -*- test-case-name: tests.test_console -*-
+# -*- test-case-name: tests.test_console_protocol -*-
 """
-The console session: login, line editing, history, completion, over telnet.
+The console session: line editing, history, completion, running commands.
 
 `ConsoleProtocol` is an insults terminal protocol (`HistoricRecvLine`): the
 same class runs behind telnet (`TelnetConsoleFactory`) and behind SSH
 (`cmegw.console.ssh`).  It reads lines and hands them to the command table;
-it knows no command.
+it knows no command.  The login and the timers are in `cmegw.console.login`,
+the telnet layer in `cmegw.console.telnet`.
 
 Two kinds of client are served:
 
@@ -20,33 +21,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.conch import recvline, telnet
+from twisted.conch import recvline
 from twisted.conch.insults import insults
 from twisted.internet import defer
-from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cmegw.config.model import ConfigError, directive_for
-from cmegw.console.commands import (
-    CONSOLE_URI,
-    CommandError,
-    CommandTable,
-    Question,
-    Reply,
-    Result,
-    Session,
-    commands,
-)
+from cmegw.config.model import directive_for
+from cmegw.console.commands import commands
+from cmegw.console.framework import CONSOLE_URI, CommandTable, Question, Reply, Result, Session, error_reply, run_after
+from cmegw.console.login import BUSY, CLOSED, COMMAND, LOGIN_NAME, LOGIN_PASSWORD, LOGIN_WAIT, QUESTION, LoginMixin
 
 log = Logger(namespace="cmegw.console")
 
-#: Seconds a wrong password is answered late.
-LOGIN_FAILURE_DELAY = 1.0
-#: Wrong passwords in a row after which the connection is closed.
-MAX_LOGIN_FAILURES = 3
-#: Seconds allowed to log in, whatever the idle timeout.
-LOGIN_TIMEOUT = 60.0
 #: Longest line kept; what is typed past it is dropped.
 MAX_LINE = 1024
 #: Lines of history kept per session.
@@ -56,15 +43,6 @@ MAX_ESCAPE_SEQUENCE = 32
 
 CTRL_A, CTRL_C, CTRL_D, CTRL_E, CTRL_H, CTRL_U = b"\x01", b"\x03", b"\x04", b"\x05", b"\x08", b"\x15"
 BELL = b"\x07"
-
-# Session states
-LOGIN_NAME = "login name"
-LOGIN_PASSWORD = "password"
-LOGIN_WAIT = "wrong password delay"
-COMMAND = "command"
-QUESTION = "question"
-BUSY = "busy"
-CLOSED = "closed"
 
 
 class Console:
@@ -87,19 +65,6 @@ class Console:
     def close_all(self, why: str) -> None:
         for session in list(self.sessions):
             session.close(why)
-
-
-def error_reply(command: str, failure: Failure) -> Reply:
-    """What a session (telnet, SSH shell or SSH command) answers when `command` fails."""
-    if failure.check(CommandError):
-        return Reply(str(failure.value), error=True)
-    if failure.check(ConfigError):
-        return Reply(f"{command}: {failure.value}", error=True)
-    if failure.check(defer.CancelledError):
-        return Reply(f"{command}: cancelled.", error=True)
-    log.failure("Console: {command} failed", failure, command=command)
-    return Reply(f"{command}: failed ({failure.getErrorMessage() or failure.type.__name__}); "
-                 "the gateway's log has the details.", error=True)
 
 
 def _text(data: str) -> bytes:
@@ -130,7 +95,7 @@ class ConsoleTerminal(insults.ServerProtocol):
         self.transport.loseConnection()
 
 
-class ConsoleProtocol(recvline.HistoricRecvLine):
+class ConsoleProtocol(LoginMixin, recvline.HistoricRecvLine):
     """
     One console session.  `user` is given when the transport has
     authenticated already (SSH); telnet sessions log in first.
@@ -199,35 +164,6 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
         if why:
             self.say(why)
         self.terminal.loseConnection()
-
-    # -- idle and login timers -----------------------------------------------------------
-
-    def touch(self) -> None:
-        """Input arrived: restart the idle timer (the login timer runs from the connection on)."""
-        if self.state == CLOSED or (self.session is None and self._idle_timer is not None):
-            return
-        if self._idle_timer is not None and self._idle_timer.active():
-            self._idle_timer.cancel()
-        self._idle_timer = None
-        if self.session is None:
-            timeout: float = LOGIN_TIMEOUT
-        else:
-            timeout = self.console.gateway.running_config.console.idle_timeout
-        if timeout:
-            self._idle_timer = self.console.clock.callLater(timeout, self._idle, timeout)
-
-    def _idle(self, timeout: float) -> None:
-        self._idle_timer = None
-        if self.session is None:
-            self.close(f"\nNo login within {timeout:g} seconds; closing.")
-        else:
-            self.close(f"\nIdle for {timeout:g} seconds; closing.")
-
-    def _stop_timers(self) -> None:
-        for timer in (self._idle_timer, self._delay):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._idle_timer = self._delay = None
 
     # -- output -------------------------------------------------------------------------
 
@@ -395,59 +331,6 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
             command = line.split()[0] if line.split() else ""
             self._run(command, lambda: self.console.table.run(self.session, line))
 
-    # -- login -------------------------------------------------------------------------------
-
-    def _ask_login(self) -> None:
-        self.state = LOGIN_NAME
-        self.drawInputLine()
-
-    def _got_name(self, line: str) -> None:
-        name = line.strip()
-        if not name:
-            self.drawInputLine()
-            return
-        self._login_name = name
-        self.state = LOGIN_PASSWORD
-        self.drawInputLine()
-
-    def _got_password(self, password: str) -> None:
-        name, self._login_name = self._login_name, ""
-        if self.console.check_login(name, password):
-            self._failures = 0
-            self._logged_in(name)
-            return
-        self._failures += 1
-        log.warn("Console: wrong user name or password for {name!r} from {peer}", name=name, peer=self._peer())
-        self.state = LOGIN_WAIT
-        self._delay = self.console.clock.callLater(LOGIN_FAILURE_DELAY, self._login_failed)
-
-    def _login_failed(self) -> None:
-        self._delay = None
-        self.lineBuffer = []
-        self.lineBufferIndex = 0
-        if self._failures >= MAX_LOGIN_FAILURES:
-            self.close(f"Login incorrect. {MAX_LOGIN_FAILURES} failures; closing.")
-            return
-        self.say("Login incorrect.")
-        self.state = LOGIN_NAME
-        self._ask_login()
-
-    def _logged_in(self, name: str) -> None:
-        self.session = Session(self.console.gateway, user=name, emit=self._emit)
-        self.state = COMMAND
-        log.info("Console: {user} logged in from {peer}", user=name, peer=self._peer())
-        self._stop_timers()
-        self.touch()
-        self.say(f"Logged in as {name}. 'help' lists the commands; Tab completes.")
-        self.drawInputLine()
-
-    def _peer(self) -> str:
-        try:
-            peer = self.terminal.transport.getPeer()
-        except Exception:
-            return "?"
-        return f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
-
     # -- running commands --------------------------------------------------------------------
 
     def _run(self, command: str, call: Any) -> None:
@@ -472,8 +355,7 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
         if reply.close:
             self.close()
         if reply.after is not None:
-            d = defer.maybeDeferred(reply.after)
-            d.addErrback(lambda f: log.failure("Console: the command's action failed", f))
+            run_after(reply)
         if reply.close:
             return
         if reply.ask is not None:
@@ -497,92 +379,3 @@ class ConsoleProtocol(recvline.HistoricRecvLine):
 
 def _printable(keyID: Any) -> bool:
     return isinstance(keyID, bytes) and len(keyID) == 1 and 0x20 <= keyID[0] < 0x7F
-
-
-# -- telnet --------------------------------------------------------------------------------------
-
-class TelnetTransport(telnet.TelnetTransport):
-    """
-    Twisted's telnet layer, dropping an unknown command byte instead of the
-    connection, and writing what the terminal wrote (which ends its lines with
-    CR LF already) with only IAC doubled.
-    """
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data.replace(telnet.IAC, telnet.IAC + telnet.IAC))
-
-    def dataReceived(self, data: bytes) -> None:
-        try:
-            super().dataReceived(data)
-        except ValueError:
-            log.debug("Console: a malformed telnet command was ignored")
-            self.state = "data"
-
-
-class TelnetBootstrap(telnet.TelnetProtocol, telnet.ProtocolTransportMixin):
-    """
-    Negotiates the options of a terminal session (the server echoes, no
-    go-aheads, the window size) and carries the data to the terminal.  A
-    client that never agrees to the server's echo gets the plain-line session.
-    """
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.terminal: ConsoleTerminal | None = None
-
-    def connectionMade(self) -> None:
-        self.transport.negotiationMap[telnet.NAWS] = self.telnet_NAWS
-        self.transport.will(telnet.ECHO).addCallbacks(lambda _: self._echo(True), lambda f: None)
-        self.transport.will(telnet.SGA).addErrback(lambda f: None)
-        self.transport.do(telnet.NAWS).addErrback(lambda f: None)
-        self.terminal = ConsoleTerminal(ConsoleProtocol, self.console)
-        self.terminal.makeConnection(self)
-
-    def _echo(self, on: bool) -> None:
-        if self.terminal is not None and isinstance(self.terminal.terminalProtocol, ConsoleProtocol):
-            self.terminal.terminalProtocol.set_interactive(on)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.terminal is not None:
-            self.terminal.dataReceived(data)
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def connectionLost(self, reason: Failure) -> None:
-        terminal, self.terminal = self.terminal, None
-        if terminal is not None:
-            terminal.connectionLost(reason)
-
-    def enableLocal(self, option: bytes) -> bool:
-        if option == telnet.ECHO:
-            self._echo(True)
-        return option in (telnet.ECHO, telnet.SGA)
-
-    def disableLocal(self, option: bytes) -> None:
-        if option == telnet.ECHO:
-            self._echo(False)
-
-    def enableRemote(self, option: bytes) -> bool:
-        return option in (telnet.NAWS, telnet.SGA)
-
-    def disableRemote(self, option: bytes) -> None:
-        pass
-
-    def telnet_NAWS(self, data: list[bytes]) -> None:
-        if len(data) == 4 and self.terminal is not None and self.terminal.terminalProtocol is not None:
-            raw = b"".join(data)
-            self.terminal.terminalProtocol.terminalSize(int.from_bytes(raw[:2], "big"),
-                                                        int.from_bytes(raw[2:], "big"))
-
-
-class TelnetConsoleFactory(ServerFactory):
-    """Builds the telnet stack of one console connection."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-
-    def buildProtocol(self, addr: Any) -> TelnetTransport:
-        protocol = TelnetTransport(TelnetBootstrap, self.console)
-        protocol.factory = self
-        return protocol

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_console -*-
+# -*- test-case-name: tests.test_console_service -*-
 """
 The console part of the gateway: telnet (and SSH when enabled) listeners.
 """
@@ -12,7 +12,8 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from cmegw.console.protocol import Console, TelnetConsoleFactory
+from cmegw.console.protocol import Console
+from cmegw.console.telnet import TelnetConsoleFactory
 
 log = Logger(namespace="cmegw.console")
 

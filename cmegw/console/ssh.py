@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_console -*-
+# -*- test-case-name: tests.test_console_ssh -*-
 """
 The console over SSH, so the configuration need not cross the network in clear.
 
@@ -31,17 +31,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cmegw.console.commands import Reply, Session
-from cmegw.console.protocol import (
-    LOGIN_FAILURE_DELAY,
-    LOGIN_TIMEOUT,
-    MAX_LOGIN_FAILURES,
-    Console,
-    ConsoleProtocol,
-    ConsoleTerminal,
-    _text,
-    error_reply,
-)
+from cmegw.console.framework import Reply, Session, error_reply, run_after
+from cmegw.console.login import LOGIN_FAILURE_DELAY, LOGIN_TIMEOUT, MAX_LOGIN_FAILURES
+from cmegw.console.protocol import Console, ConsoleProtocol, ConsoleTerminal, _text
 
 log = Logger(namespace="cmegw.console")
 
@@ -137,8 +129,7 @@ class ConsoleAvatar(avatar.ConchUser):
             elif reply.text:
                 emit(reply.text)
             if reply.after is not None and reply.ask is None:
-                defer.maybeDeferred(reply.after).addErrback(
-                    lambda f: log.failure("Console: the command's action failed", f))
+                run_after(reply)
             ended = ProcessDone(0) if status == 0 else ProcessTerminated(exitCode=status)
             transport.processEnded(Failure(ended))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from cmegw.console.commands import COMMANDS, Arguments, Reply, Result, Session, line_numbers, number_argument
+from cmegw.console.framework import COMMANDS, Arguments, Reply, Result, Session, line_numbers, number_argument
 from cmegw.ops.trace import Chunk, LineTrace, chunk_heading, state_text, trace_time
 
 #: Seconds a ``trace follow`` runs unless told otherwise, and at most.

@@ -1,4 +1,4 @@
-"""Tests for cmegw.console.mbus: the console's mbus commands on a simulated bus and task.Clock."""
+"""Tests for cmegw.console.mbus_commands: the console's mbus commands on a simulated bus and task.Clock."""
 
 from __future__ import annotations
 

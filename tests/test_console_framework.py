@@ -1,0 +1,120 @@
+"""
+Tests for cmegw.console.framework: the command table (help, errors naming
+the command and the argument, prefixes, completion, groups added by other
+parts), called as the protocol calls it.  `make_gateway` and
+`CommandTestMixin` serve the tests of every command group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import TestCase
+
+from cmegw.config.store import ConfigStore
+from cmegw.console.commands import COMMANDS
+from cmegw.console.framework import CommandTable, Reply, Session
+from cmegw.service import GatewayService, Overrides
+
+
+def make_gateway(testcase: TestCase, overrides: Overrides = Overrides()) -> GatewayService:
+    """A gateway on a memory reactor, not started: its parts' statistics are set by the tests."""
+    directory = Path(testcase.mktemp())
+    directory.mkdir()
+    store = ConfigStore(directory / "cmegw.toml")
+    store.load()
+    return GatewayService(store, MemoryReactorClock(), overrides)
+
+
+
+class CommandTestMixin:
+    """Runs command lines through the table as the protocol does, on a gateway of `make_gateway`."""
+
+    def setUp(self):
+        self.gateway = make_gateway(self)
+        self.session = Session(self.gateway, user="admin")
+
+    def run_line(self, line: str):
+        result = COMMANDS.run(self.session, line)
+        return Reply(result) if isinstance(result, str) else result
+
+    def text(self, line: str) -> str:
+        return self.run_line(line).text
+
+    def answer(self, reply: Reply, *answers: str) -> Reply:
+        for text in answers:
+            self.assertIsNotNone(reply.ask, reply.text)
+            result = reply.ask.answer(text)
+            reply = Reply(result) if isinstance(result, str) else result
+        return reply
+
+
+
+class CommandTests(CommandTestMixin, TestCase):
+    """The table: help, errors, prefixes, completion, groups."""
+
+    def test_help_lists_every_command(self):
+        text = self.text("help")
+        for name in ("help", "show", "set", "save", "restart", "factory-defaults", "passwd", "auth", "exit"):
+            self.assertIn(f"  {name}", text)
+
+    def test_help_command(self):
+        self.assertIn("set NAME VALUE", self.text("help set"))
+        self.assertIn("line.1.baud_rate", self.text("help set"))
+        self.assertIn("http.http_port", self.text("help set"))
+        self.assertIn("show tunnel [N]", self.text("help show"))
+        self.assertIn("the M-Bus TCP/IP page", self.text("help show tunnel"))
+        self.assertIn("Also: quit, logout", self.text("help exit"))
+
+    def test_help_unknown(self):
+        text = self.text("help frobnicate")
+        self.assertIn("help: 'frobnicate' is not a command", text)
+        self.assertIn("show", text)
+
+    def test_ambiguous_prefix(self):
+        text = self.text("s")
+        self.assertIn("'s' is ambiguous", text)
+        self.assertIn("save, set, show", text)
+
+    def test_unambiguous_prefixes(self):
+        self.assertTrue(self.text("sh st").startswith("Status"))
+
+    def test_unknown_page(self):
+        self.assertEqual(self.text("show frobs"),
+                         "show: 'frobs' is unknown; use one of status, network, tunnel, line, http, auth, log, settings")
+
+    def test_group_alone(self):
+        self.assertIn("show: needs one more word; use one of status", self.text("show"))
+
+    def test_extra_argument(self):
+        self.assertEqual(self.text("show status now"),
+                         "show status: 'now' is one argument too many; use show status")
+
+    def test_empty_line(self):
+        self.assertEqual(self.text("   "), "")
+
+    def test_complete_commands(self):
+        self.assertEqual(COMMANDS.complete(self.session, "s"), ["save", "set", "show"])
+        self.assertEqual(COMMANDS.complete(self.session, "show st"), ["status"])
+        self.assertEqual(COMMANDS.complete(self.session, "show tunnel "), ["1"])
+        self.assertEqual(COMMANDS.complete(self.session, "help sh"), ["show"])
+        self.assertEqual(COMMANDS.complete(self.session, "frob "), [])
+
+    def test_extension_commands(self):
+        table = CommandTable()
+        mbus = table.group("mbus", "the integrated M-Bus master")
+
+        @mbus.command("scan", "search the bus", "[LINE]")
+        def scan(session, args):
+            session.emit("scanning...")
+            return defer.succeed(f"found 0 meters on line {args.words[0] if args.words else 1}")
+
+        seen = []
+        session = Session(self.gateway, emit=seen.append)
+        result = table.run(session, "mbus scan 2")
+        self.assertEqual(self.successResultOf(result), "found 0 meters on line 2")
+        self.assertEqual(seen, ["scanning..."])
+        self.assertEqual(table.complete(session, "mbus s"), ["scan"])
+        self.assertRaises(ValueError, table.group, "mbus", "again")
