@@ -88,6 +88,7 @@ class GatewayService(service.MultiService):
         self.restarting = False
         #: The opt-in backend that applies the Network settings to the host (only with network.apply_to_host).
         self.netapply = NetworkApplier(reactor)
+        self.state.host_applier = self.netapply
         store.subscribe(self._config_changed)
 
     # -- statistics read by the other parts ------------------------------------
@@ -351,6 +352,29 @@ class GatewayService(service.MultiService):
         elif n in self.lines:
             trace.attach(self.lines[n])
         return trace
+
+    def start_scan(self, n: int, kind: str, identify: bool = True) -> Any:
+        """Start a primary or secondary scan of line `n` and return its `cmegw.mbus.master.Scan`."""
+        master = self._master(n)
+        if kind == "primary":
+            return master.scan_primary(identify=identify)
+        if kind == "secondary":
+            return master.scan_secondary()
+        raise ValueError(f"{kind!r} is not a kind of scan; use primary or secondary")
+
+    def read_meter(self, n: int, address: Any) -> defer.Deferred:
+        """Read the meter at `address` on line `n`: fires with a `cmegw.mbus.master.Reading`."""
+        return self._master(n).read(address)
+
+    def _master(self, n: int) -> Master:
+        master = self.masters.get(n)
+        if master is None:
+            raise KeyError(f"there is no line {n}")
+        return master
+
+    def renew_dhcp(self, network: Any) -> defer.Deferred:
+        """Ask the host for a new DHCP lease (the Network page's Renew)."""
+        return self.netapply.renew(network)
 
     def factory_reset(self) -> defer.Deferred:
         """Write the factory defaults, then restart."""

@@ -20,7 +20,7 @@ import attrs
 from cmegw.config.model import Config
 from cmegw.config.settings import get_setting, setting_names
 from cmegw.tunnel.connect import CONNECT_CONNECTED
-from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, HttpStatistics, LineStatistics, TunnelStatistics
+from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
 
 #: Seconds over which traffic makes the ACT indication flash.
 ACTIVITY_WINDOW = 2.0
@@ -104,19 +104,32 @@ class GatewayState:
     lines: dict[int, LineStatistics] = attrs.Factory(dict)
     tunnels: dict[int, TunnelView] = attrs.Factory(dict)
     bus: dict[int, BusView] = attrs.Factory(dict)
-    #: The web server's counters; the web part counts into this object, kept across restarts.
-    http: HttpStatistics = attrs.Factory(HttpStatistics)
-    #: What the running web part publishes of itself (listeners, certificate, access log), or None.
+    #: What the running web part publishes of itself (``stats``: HttpStatistics, ``access_log``,
+    #: ``listening``, ``tls``), or None while it does not run.
     web: Any = None
     #: Traffic traces by line number (`cmegw.ops.trace.LineTrace`), kept across restarts.
     traces: dict[int, Any] = attrs.Factory(dict)
     #: The graphs' samples, kept across restarts.
     history: History = attrs.Factory(History)
-    #: What the host network backend last did (`cmegw.host.HostNetworkResult`), or None.
-    host_network: Any = None
+    #: The backend that applies the Network settings to the host (`cmegw.host.NetworkApplier`), read for `host_network`.
+    host_applier: Any = None
     #: Line bytes counted when the indications were last read, and when they last changed.
     _activity: tuple[int, float] = (0, 0.0)
     running: bool = False
+
+    @property
+    def tunnel_stats(self) -> dict[int, TunnelStatistics]:
+        return {n: t.stats for n, t in self.tunnels.items()}
+
+    @property
+    def connect_stats(self) -> dict[int, Any]:
+        """Connect mode's statistics of the tunnels that have it."""
+        return {n: t.connect for n, t in self.tunnels.items() if t.connect is not None}
+
+    @property
+    def host_network(self) -> Any:
+        """What the host network backend last did (`cmegw.host.HostNetworkResult`), or None."""
+        return getattr(self.host_applier, "last", None)
 
     @property
     def saved(self) -> Config:

@@ -11,7 +11,8 @@ from cmegw.console.commands import Reply, Session, commands
 from cmegw.mbus.master import Master
 from cmegw.mbus.simulator import MeterBus, default_meters
 from cmegw.serial.arbiter import BusArbiter
-from cmegw.testing import BusLine, run_clock as run
+from cmegw.state import BusView
+from cmegw.testing import BusLine, fake_state, run_clock as run
 
 
 class Gateway:
@@ -20,6 +21,14 @@ class Gateway:
         self.arbiter = BusArbiter(1, self.line, clock)
         self.masters = {1: Master(1, self.arbiter, clock)}
         self.reactor = clock
+        self.state = fake_state(clock, bus={1: BusView(1, self.masters[1])})
+
+    def start_scan(self, n, kind, identify=True):
+        master = self.masters[n]
+        return master.scan_primary(identify=identify) if kind == "primary" else master.scan_secondary()
+
+    def read_meter(self, n, address):
+        return self.masters[n].read(address)
 
 
 class MbusCommandTests(TestCase):

@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.config.model import directive_for
 from cmegw.console import status_commands as C
+from cmegw.state import TunnelView
 from cmegw.stats import TUNNEL_CONNECTED, LineStatistics, TunnelStatistics
 from tests.test_console_framework import CommandTestMixin
 
@@ -21,9 +22,8 @@ class StatusCommandTests(CommandTestMixin, TestCase):
     def test_show_status(self):
         self.gateway.status.started_at = 0
         self.gateway.reactor.advance(77)
-        self.gateway.lines = {1: SimpleNamespace(stats=LineStatistics(state="open", device="/dev/ttyUSB0"))}
-        self.gateway.tunnels = {1: SimpleNamespace(stats=TunnelStatistics(state=TUNNEL_CONNECTED,
-                                                                          peer="127.0.0.1:5000"))}
+        self.gateway.state.lines = {1: LineStatistics(state="open", device="/dev/ttyUSB0")}
+        self.gateway.state.tunnels = {1: TunnelView(1, TunnelStatistics(state=TUNNEL_CONNECTED, peer="127.0.0.1:5000"))}
         text = self.text("show status")
         self.assertIn("Product type         cmegw", text)
         self.assertIn("Software version     0.1.0", text)
@@ -55,7 +55,7 @@ class StatusCommandTests(CommandTestMixin, TestCase):
     def test_show_tunnel(self):
         stats = TunnelStatistics(completed_accepts=3, disconnects=2, octets_from_serial=120,
                                  octets_from_network=40, accept_time_closed=3723.0)
-        self.gateway.tunnels = {1: SimpleNamespace(stats=stats)}
+        self.gateway.state.tunnels = {1: TunnelView(1, stats)}
         text = self.text("show tunnel 1")
         self.assertIn("Completed accepts              3", text)
         self.assertIn("Disconnects                    2", text)
@@ -77,7 +77,7 @@ class StatusCommandTests(CommandTestMixin, TestCase):
     def test_show_line(self):
         stats = LineStatistics(rx_bytes=10, tx_bytes=20, parity_errors=None, framing_errors=2, queued_rx=0,
                                state="open", device="/dev/pts/9")
-        self.gateway.lines = {1: SimpleNamespace(stats=stats)}
+        self.gateway.state.lines = {1: stats}
         text = self.text("show line 1")
         self.assertIn("Line 1: RS232, 2400, Even, 8, 1, None", text)
         self.assertIn("Receiver bytes         10", text)
@@ -113,7 +113,7 @@ class StatusCommandTests(CommandTestMixin, TestCase):
             access_log.add(f'127.0.0.1 12:00:0{i} "GET /{i} HTTP/1.1" 200 10')
         stats = HttpStatistics(rx_bytes=100, tx_bytes=2000, status_200=7)
         state = SimpleNamespace(stats=stats, access_log=access_log, listening={"http": "127.0.0.1:8080"})
-        self.patch(C, "running_web", lambda gateway: state)
+        self.patch(self.gateway.state, "web", state)
         text = self.text("show http")
         self.assertRegex(text, r"Rx bytes\s+100")
         self.assertRegex(text, r"responses 200\s+7")
@@ -129,12 +129,12 @@ class StatusCommandTests(CommandTestMixin, TestCase):
         self.assertEqual(self.text("show log"), "The HTTP access log is empty.")
 
     def test_show_log_without_web(self):
-        self.patch(C, "running_web", lambda gateway: None)
+        self.patch(self.gateway.state, "web", None)
         self.assertIn("not available", self.text("show log"))
 
     def test_web_state_not_running(self):
         """The web part raises LookupError while it is not running: no log for the console."""
-        self.assertIsNone(C.running_web(self.gateway))
+        self.assertIsNone(C.web_state(self.gateway))
 
     def test_show_auth_never_shows_hashes(self):
         text = self.text("show auth")

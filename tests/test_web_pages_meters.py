@@ -25,6 +25,7 @@ from cmegw.mbus.master import Master
 from cmegw.mbus.simulator import MeterBus, default_meters
 from cmegw.serial.arbiter import BusArbiter
 from cmegw.service import GatewayService, Overrides
+from cmegw.state import BusView
 from cmegw.web.app import admin_resource
 from tests.support import open_pty
 from tests.test_mbus_master import BusLine
@@ -50,6 +51,7 @@ class MetersPageTests(TestCase):
         self.line = BusLine(MeterBus(default_meters()), self.clock)
         self.master = Master(1, BusArbiter(1, self.line, self.clock), self.clock)
         self.gateway.masters = {1: self.master}  # the same page, on a bus driven by the test's clock
+        self.gateway.state.bus = {1: BusView(1, self.master)}
         self.http = StubTreq(admin_resource(self.gateway, clock=self.clock, web=lambda: None))
 
     def settle(self, d: defer.Deferred) -> Any:

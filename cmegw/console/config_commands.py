@@ -23,7 +23,7 @@ def show_settings(session: Session, args: Arguments) -> Result:
     words = args.expect(0, 1, "[PREFIX]")
     prefix = words[0] if words else ""
     gateway = session.gateway
-    current, after, saved = gateway.running_config, _after_restart(gateway), gateway.store.config
+    current, after, saved = gateway.state.config, _after_restart(gateway), gateway.store.config
     rows = []
     notes = []
     for name in setting_names(after):
@@ -110,7 +110,7 @@ def save_command(session: Session, args: Arguments) -> Result:
     gateway = session.gateway
     gateway.store.save()
     text = f"Saved to {gateway.store.path}."
-    pending = gateway.pending_restart()
+    pending = gateway.state.pending_restart()
     if pending:
         text += "\nThese take effect after a restart ('restart'): " + ", ".join(pending)
     return text

@@ -302,7 +302,7 @@ def number_argument(args: Arguments, word: str, table: dict[int, Any], what: str
 
 def line_numbers(session: Session, words: list[str]) -> list[str]:
     """Completes a line's number (the first argument)."""
-    return [str(n) for n in session.gateway.running_config.lines] if not words else []
+    return [str(n) for n in session.gateway.state.config.lines] if not words else []
 
 
 def error_reply(command: str, failure: Failure) -> Reply:

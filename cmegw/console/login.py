@@ -59,7 +59,7 @@ class LoginMixin:
         if self.session is None:
             timeout: float = LOGIN_TIMEOUT
         else:
-            timeout = self.console.gateway.running_config.console.idle_timeout
+            timeout = self.console.gateway.state.config.console.idle_timeout
         if timeout:
             self._idle_timer = self.console.clock.callLater(timeout, self._idle, timeout)
 

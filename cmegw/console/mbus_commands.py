@@ -12,19 +12,20 @@ from typing import Any
 from twisted.internet import defer
 
 from cmegw.console.framework import COMMANDS, Arguments, Reply, Result, Session, columns, number_argument
-from cmegw.mbus.master import SCAN_RUNNING, Master, MeterError, MeterInfo, Reading, Scan, ScanRunning, \
+from cmegw.mbus.master import SCAN_RUNNING, MeterError, MeterInfo, Reading, Scan, ScanRunning, \
     parse_meter_address
+from cmegw.state import BusView
 
 #: A scan prints a progress line each time it has covered this much more of its range.
 PROGRESS_STEP = 0.1
 KINDS = ("primary", "secondary")
 
 
-def _masters(session: Session) -> dict[int, Master]:
-    return getattr(session.gateway, "masters", {})
+def _masters(session: Session) -> dict[int, BusView]:
+    return session.gateway.state.bus
 
 
-def _master(session: Session, args: Arguments, word: str | None) -> Master:
+def _master(session: Session, args: Arguments, word: str | None) -> BusView:
     masters = _masters(session)
     if not masters:
         raise args.error("", "cannot run", "no line has a master (is the gateway stopped?)")
@@ -78,7 +79,7 @@ def mbus_status(session: Session, args: Arguments) -> Result:
     args.expect(0, 0, "")
     out = []
     for n, master in sorted(_masters(session).items()):
-        stats = master.arbiter.stats
+        stats = master.stats
         out.append(f"Line {n}: {stats.transactions} transactions ({stats.answered} answered, {stats.silent} silent, "
                    f"{stats.garbled + stats.invalid + stats.truncated} garbled/invalid/truncated), "
                    f"{stats.queue_length} waiting")
@@ -152,7 +153,7 @@ def mbus_scan(session: Session, args: Arguments) -> Result:
         raise args.error(words[1], "is one argument too many", "use mbus scan [primary|secondary] [LINE]")
     master = _master(session, args, words[0] if words else None)
     try:
-        scan = master.scan_primary(identify=True) if kind == "primary" else master.scan_secondary()
+        scan = session.gateway.start_scan(master.number, kind, identify=True)
     except ScanRunning as e:
         raise args.error("", str(e).split(": ", 1)[-1], "wait for it, or 'mbus stop' it") from None
     session.emit(f"Scanning line {master.number} by {kind} address; Ctrl-C stops.")
@@ -184,7 +185,7 @@ def mbus_read(session: Session, args: Arguments) -> Result:
         raise args.error(words[0], "is not a meter address",
                          f"use 0..250, 12345678-KAM-19-04 or 8 digits ({e})") from None
     master = _master(session, args, words[1] if len(words) > 1 else None)
-    d = master.read(address)
+    d = session.gateway.read_meter(master.number, address)
 
     def failed(failure: Any) -> Reply:
         failure.trap(MeterError)

@@ -56,7 +56,7 @@ class Console:
 
     def check_login(self, name: str, password: str) -> bool:
         """Whether `name` is a user of the directive of / and `password` is theirs."""
-        directive = directive_for(self.gateway.running_config.auth, CONSOLE_URI)
+        directive = directive_for(self.gateway.state.config.auth, CONSOLE_URI)
         if directive is None:
             return False
         user = next((u for u in directive.users if u.name == name), None)
@@ -128,7 +128,7 @@ class ConsoleProtocol(LoginMixin, recvline.HistoricRecvLine):
         self.touch()
 
     def initializeScreen(self) -> None:
-        config = self.console.gateway.running_config
+        config = self.console.gateway.state.config
         self.say(f"{config.identity.product_type} console")
         if self.interactive:
             self.setInsertMode()
@@ -179,7 +179,7 @@ class ConsoleProtocol(LoginMixin, recvline.HistoricRecvLine):
             return "login: "
         if self.state == LOGIN_PASSWORD:
             return "Password: "
-        return f"{self.console.gateway.running_config.identity.product_type}> "
+        return f"{self.console.gateway.state.config.identity.product_type}> "
 
     def drawInputLine(self) -> None:
         shown = b"" if self._secret else b"".join(self.lineBuffer)

@@ -89,7 +89,7 @@ def make_console(gateway: Any, clock: Any = None) -> service.IService:
     endpoint, or on ``console.listen`` when ``console.enabled``; SSH on
     ``console.ssh_listen`` when ``console.ssh_enabled``.
     """
-    config = gateway.running_config.console
+    config = gateway.state.config.console
     console = Console(gateway, clock)
     part = ConsoleService(console)
     telnet_endpoint = gateway.overrides.console or (config.listen if config.enabled else None)

@@ -29,12 +29,11 @@ from cmegw.console.framework import (
     table_lines,
 )
 from cmegw.stats import LINE_COUNTERS, TUNNEL_COUNTERS, format_duration
-from cmegw.web.service import running_web  # until the published state (issue 13)
 
 
 def web_state(gateway: Any) -> Any:
-    """The web part's state (HTTP counters, access log) when it runs in this gateway, else None."""
-    return running_web(gateway)  # until the published state (issue 13)
+    """What the running web part publishes (counters, access log, listeners), or None while none runs."""
+    return gateway.state.web
 
 
 def _count(value: int | None) -> str:
@@ -52,17 +51,17 @@ SHOW = COMMANDS.group("show", "show a page of the web administration", "PAGE",
 
 
 def _identity_rows(gateway: Any) -> list[tuple[str, str]]:
-    config: Config = gateway.running_config
+    config: Config = gateway.state.config
     return [
         ("Product type", config.identity.product_type),
         ("Software version", cmegw.__version__),
         ("Serial number", config.identity.serial_number or "(none)"),
-        ("Uptime", format_duration(gateway.uptime())),
+        ("Uptime", format_duration(gateway.state.uptime())),
     ]
 
 
 def _tunnel_state(gateway: Any, n: int) -> str:
-    stats = gateway.tunnel_stats.get(n)
+    stats = gateway.state.tunnel_stats.get(n)
     if stats is None:
         return "not running"
     text = stats.state
@@ -77,12 +76,12 @@ def _tunnel_state(gateway: Any, n: int) -> str:
 
 def _connect_state(gateway: Any, n: int) -> str:
     """Tunnel `n`'s connect mode: disabled / connecting to X / connected to X / waiting N s before retry."""
-    connect = getattr(gateway, "connect_stats", {}).get(n)
+    connect = gateway.state.connect_stats.get(n)
     return connect.text(gateway.reactor.seconds()) if connect is not None else "disabled"
 
 
 def _line_state(gateway: Any, n: int) -> str:
-    stats = gateway.line_stats.get(n)
+    stats = gateway.state.lines.get(n)
     if stats is None:
         return "not running"
     text = f"{stats.state} {stats.device}".rstrip()
@@ -95,14 +94,14 @@ def _line_state(gateway: Any, n: int) -> str:
 def show_status(session: Session, args: Arguments) -> Result:
     args.expect(0, 0, "")
     gateway = session.gateway
-    config: Config = gateway.running_config
+    config: Config = gateway.state.config
     store = gateway.store
     saved = "no: 'save' keeps the changes" if store.unsaved else "yes"
     rows = _identity_rows(gateway) + [("Configuration saved", saved)]
-    pending = gateway.pending_restart()
+    pending = gateway.state.pending_restart()
     if pending:
         rows.append(("Waiting for a restart", ", ".join(pending)))
-    problem = gateway.status.config_problem or store.problem
+    problem = gateway.state.status.config_problem or store.problem
     lines = ["Status", *table_lines(rows)]
     if problem:
         lines += ["", f"  CONFIGURATION PROBLEM: {problem}"]
@@ -118,7 +117,7 @@ def show_status(session: Session, args: Arguments) -> Result:
         accept = _tunnel_state(gateway, n) if tunnel.enabled else "disabled"
         tunnel_rows.append((f"Tunnel {n}", f"connect mode: {_connect_state(gateway, n)}; accept mode: {accept}"))
     lines += ["", "Tunnels", *table_lines(tunnel_rows)]
-    indications = gateway.indications()
+    indications = gateway.state.indications()
     lines += ["", "Indications", "  " + "  ".join(f"{name} {_on(state)}" for name, state in indications.items())]
     return "\n".join(lines)
 
@@ -140,7 +139,7 @@ def _after_restart(gateway: Any) -> Config:
 def show_network(session: Session, args: Arguments) -> Result:
     args.expect(0, 0, "")
     gateway = session.gateway
-    current, after = gateway.running_config.network, _after_restart(gateway).network
+    current, after = gateway.state.config.network, _after_restart(gateway).network
     fields = [f.name for f in attrs.fields(type(current))]
     lines = ["Network interface", *_two_columns(current, after, fields), ""]
     if not after.static:
@@ -149,7 +148,7 @@ def show_network(session: Session, args: Arguments) -> Result:
                  + (f"these settings are applied to it at every restart (backend {current.backend}, interface "
                     f"{current.interface or 'of the default route'})." if current.apply_to_host
                     else "these settings are stored, not applied to it (network.apply_to_host)."))
-    last = getattr(getattr(gateway, "netapply", None), "last", None)
+    last = gateway.state.host_network
     if last is not None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.at))
         lines.append(f"  Last {last.action} ({when}): {last.message}")
@@ -160,7 +159,7 @@ def show_network(session: Session, args: Arguments) -> Result:
 
 
 def _tunnels(session: Session, words: list[str]) -> list[str]:
-    return [str(n) for n in session.gateway.running_config.tunnels] if not words else []
+    return [str(n) for n in session.gateway.state.config.tunnels] if not words else []
 
 
 def _pages(args: Arguments, table: dict[int, Any], what: str, page: Callable[[int], list[str]]) -> str:
@@ -173,8 +172,8 @@ def _pages(args: Arguments, table: dict[int, Any], what: str, page: Callable[[in
 # The console's rendering of a tunnel's statistics; it will render the shared view rows of the
 # published gateway state (issue 13), as the web page and the API will.
 def _tunnel_page(gateway: Any, n: int) -> list[str]:
-    tunnel = gateway.running_config.tunnels[n]
-    stats = gateway.tunnel_stats.get(n)
+    tunnel = gateway.state.config.tunnels[n]
+    stats = gateway.state.tunnel_stats.get(n)
     lines = [f"Tunnel {n} (line {n})"]
     if stats is None:
         lines.append("  not running")
@@ -203,7 +202,7 @@ def _tunnel_page(gateway: Any, n: int) -> list[str]:
             ("Refused TLS clients", str(access.tls_refused)),
             ("Last refused", access.last_refused),
         ], 4)
-    connect = getattr(gateway, "connect_stats", {}).get(n)
+    connect = gateway.state.connect_stats.get(n)
     rows = [("State", _connect_state(gateway, n)), ("Connect", tunnel.connect_mode)]
     rows += [(f"Host {i}", host) for i, host in enumerate(tunnel.connect_hosts, 1)]
     if tunnel.connect_hosts:
@@ -228,14 +227,14 @@ def _tunnel_page(gateway: Any, n: int) -> list[str]:
               complete=_tunnels)
 def show_tunnel(session: Session, args: Arguments) -> Result:
     gateway = session.gateway
-    return _pages(args, gateway.running_config.tunnels, "tunnel", lambda n: _tunnel_page(gateway, n))
+    return _pages(args, gateway.state.config.tunnels, "tunnel", lambda n: _tunnel_page(gateway, n))
 
 
 # The console's rendering of a line's statistics; it will render the shared view rows of the
 # published gateway state (issue 13), as the web page and the API will.
 def _line_page(gateway: Any, n: int) -> list[str]:
-    line = gateway.running_config.lines[n]
-    stats = gateway.line_stats.get(n)
+    line = gateway.state.config.lines[n]
+    stats = gateway.state.lines.get(n)
     lines = [f"Line {n}: {line.settings_text}"]
     if stats is None:
         lines.append("  not running")
@@ -255,14 +254,14 @@ def _line_page(gateway: Any, n: int) -> list[str]:
 @SHOW.command("line", "the M-Bus Serial page: statistics and baud rate", "[N]", complete=line_numbers)
 def show_line(session: Session, args: Arguments) -> Result:
     gateway = session.gateway
-    return _pages(args, gateway.running_config.lines, "line", lambda n: _line_page(gateway, n))
+    return _pages(args, gateway.state.config.lines, "line", lambda n: _line_page(gateway, n))
 
 
 @SHOW.command("http", "the HTTP page: configuration and statistics")
 def show_http(session: Session, args: Arguments) -> Result:
     args.expect(0, 0, "")
     gateway = session.gateway
-    current, after = gateway.running_config.http, _after_restart(gateway).http
+    current, after = gateway.state.config.http, _after_restart(gateway).http
     fields = [f.name for f in attrs.fields(type(current))]
     lines = ["HTTP configuration", *_two_columns(current, after, fields)]
     if gateway.overrides.http or gateway.overrides.https:

@@ -25,18 +25,18 @@ SHOW_DEFAULT = 20
 
 def _line_number(session: Session, args: Arguments, words: list[str]) -> int:
     """The line the first of `words` names, the first line when there is none."""
-    lines = session.gateway.running_config.lines
+    lines = session.gateway.state.config.lines
     return number_argument(args, words[0], lines, "line") if words else min(lines)
 
 
 def _state(session: Session, n: int) -> str:
-    return f"line {n}: {state_text(session.gateway.traces.get(n))}"
+    return f"line {n}: {state_text(session.gateway.state.traces.get(n))}"
 
 
 def trace_status(session: Session, args: Arguments) -> Result:
     args.expect(0, 0, "")
     return "\n".join(["Traffic trace (rx: from the line, tx: to the line)",
-                      *[f"  {_state(session, n)}" for n in sorted(session.gateway.running_config.lines)]])
+                      *[f"  {_state(session, n)}" for n in sorted(session.gateway.state.config.lines)]])
 
 
 TRACE = COMMANDS.group("trace", "the traffic trace of a line: on, off, show, follow live", "[on|off|clear|"
@@ -62,7 +62,7 @@ def trace_off(session: Session, args: Arguments) -> Result:
 @TRACE.command("clear", "forget what was recorded", "[LINE]", complete=line_numbers)
 def trace_clear(session: Session, args: Arguments) -> Result:
     n = _line_number(session, args, args.expect(0, 1, "[LINE]"))
-    trace = session.gateway.traces.get(n)
+    trace = session.gateway.state.traces.get(n)
     if trace is not None:
         trace.clear()
     return f"Trace of line {n} cleared."
@@ -77,7 +77,7 @@ def trace_show(session: Session, args: Arguments) -> Result:
         if not words[1].isdigit() or int(words[1]) < 1:
             raise args.error(words[1], "is not a count", "use a whole number of telegrams, 1 or more")
         count = int(words[1])
-    trace = session.gateway.traces.get(n)
+    trace = session.gateway.state.traces.get(n)
     labels = trace.frames()[-count:] if trace is not None else []
     if not labels:
         return f"No telegrams recorded on line {n}. ({_state(session, n)})"
@@ -155,7 +155,7 @@ def trace_follow(session: Session, args: Arguments) -> Result:
         if not words[1].isdigit() or not 1 <= int(words[1]) <= FOLLOW_LIMIT:
             raise args.error(words[1], "is not a time", f"use 1 to {FOLLOW_LIMIT} seconds")
         seconds = int(words[1])
-    trace = session.gateway.traces.get(n)
+    trace = session.gateway.state.traces.get(n)
     turned_on = trace is None or not trace.enabled
     if turned_on:
         trace = session.gateway.set_trace(n, True)

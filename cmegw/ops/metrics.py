@@ -101,7 +101,7 @@ def _fields(stats: Any) -> Iterator[tuple[str, Any]]:
 
 def web_statistics(state: Any) -> Any:
     """The web server's HttpStatistics, or None while no web part runs."""
-    return state.http if state.web is not None else None
+    return state.web.stats if state.web is not None else None
 
 
 class GatewayCollector:

@@ -152,17 +152,17 @@ def config_view(config: Config) -> dict[str, Any]:
 
 def status_view(admin: Admin) -> dict[str, Any]:
     gateway = admin.gateway
-    running = gateway.running_config
+    running = gateway.state.config
     host = admin.host_network()
     lines = {}
     for n, line in running.lines.items():
-        stats = gateway.line_stats.get(n)
+        stats = gateway.state.lines.get(n)
         lines[n] = {"settings": line.settings_text, "device": stats.device if stats else line.device,
                     "simulate": line.simulate, "state": stats.state if stats else "stopped",
                     "error": stats.error if stats else ""}
     tunnels = {}
     for n, tunnel in running.tunnels.items():
-        stats = gateway.tunnel_stats.get(n)
+        stats = gateway.state.tunnel_stats.get(n)
         tunnels[n] = {"enabled": tunnel.enabled, "listen": tunnel.listen,
                       "accept_mode": ("disabled" if not tunnel.enabled else
                                       tunnel_state_text(stats) if stats else "stopped"),
@@ -175,14 +175,14 @@ def status_view(admin: Admin) -> dict[str, Any]:
         "serial_number": running.identity.serial_number,
         "software_version": cmegw.__version__,
         "build_date": build_date(),
-        "uptime_seconds": int(gateway.uptime()),
-        "uptime": format_duration(gateway.uptime()),
+        "uptime_seconds": int(gateway.state.uptime()),
+        "uptime": format_duration(gateway.state.uptime()),
         "boot": boot_id(admin),
         "config_saved": not gateway.store.unsaved,
-        "config_problem": gateway.status.config_problem,
-        "pending_restart": gateway.pending_restart(),
+        "config_problem": gateway.state.status.config_problem,
+        "pending_restart": gateway.state.pending_restart(),
         "factory_password_in_use": factory_password_in_use(gateway.store.config),
-        "indications": {name: bool(on) for name, on in gateway.indications().items()},
+        "indications": {name: bool(on) for name, on in gateway.state.indications().items()},
         "network": {
             "interface": host.interface, "link": host.link_text, "mac": host.mac, "hostname": host.hostname,
             "ip_address": host.address, "netmask": host.netmask, "address_source": host.address_source,
@@ -198,13 +198,13 @@ def status_view(admin: Admin) -> dict[str, Any]:
 
 def _last_host_result(gateway: Any) -> dict[str, Any] | None:
     """What the host network backend (`cmegw.netapply`) last did, or None."""
-    last = getattr(getattr(gateway, "netapply", None), "last", None)
+    last = gateway.state.host_network
     return last.as_dict() if last is not None else None
 
 
 def connect_text(gateway: Any, n: int, now: float) -> str:
     """Tunnel `n`'s connect mode in the device's words (disabled / connecting to X / ...)."""
-    connect = getattr(gateway, "connect_stats", {}).get(n)
+    connect = gateway.state.connect_stats.get(n)
     return connect.text(now) if connect is not None else "disabled"
 
 
@@ -212,11 +212,11 @@ def stats_view(admin: Admin) -> dict[str, Any]:
     gateway = admin.gateway
     now = admin.clock.seconds()
     tunnels = {}
-    for n, stats in gateway.tunnel_stats.items():
+    for n, stats in gateway.state.tunnel_stats.items():
         d = stats.as_dict(now)
         d["accept_connection_time_text"] = format_duration(d["accept_connection_time"])
         d["connect_times_text"] = [format_duration(t) for t in stats.connect_times]
-        connect = getattr(gateway, "connect_stats", {}).get(n)
+        connect = gateway.state.connect_stats.get(n)
         d["connect"] = connect.as_dict(now) if connect is not None else None
         access = getattr(getattr(gateway, "tunnels", {}).get(n), "access", None)
         d["access"] = access.as_dict() if access is not None else None
@@ -227,12 +227,12 @@ def stats_view(admin: Admin) -> dict[str, Any]:
         http = web.stats.as_dict()
         http["log_entries"] = len(web.access_log.entries)
         http["log_bytes"] = web.access_log.bytes
-    return {"lines": {n: s.as_dict() for n, s in gateway.line_stats.items()}, "tunnels": tunnels, "http": http}
+    return {"lines": {n: s.as_dict() for n, s in gateway.state.lines.items()}, "tunnels": tunnels, "http": http}
 
 
 def settings_view(admin: Admin) -> dict[str, Any]:
     saved = admin.gateway.store.config
-    running = admin.gateway.running_config
+    running = admin.gateway.state.config
     out = {}
     for name in setting_names(saved):
         value = get_setting(saved, name)
@@ -300,7 +300,7 @@ def routes(app: Klein, admin: Admin) -> None:
     @endpoint("/api/config", ["GET"], "api_config")
     def config(request: IRequest) -> Any:
         return {"saved": config_view(admin.gateway.store.config),
-                "running": config_view(admin.gateway.running_config)}
+                "running": config_view(admin.gateway.state.config)}
 
     @endpoint("/api/stats", ["GET"], "api_stats")
     def stats(request: IRequest) -> Any:
@@ -414,8 +414,8 @@ def routes(app: Klein, admin: Admin) -> None:
     @endpoint("/api/network/renew", ["POST"], "api_network_renew")
     def network_renew(request: IRequest) -> Any:
         read_json(request)
-        net = admin.gateway.running_config.network
-        d = admin.gateway.netapply.renew(net)
+        net = admin.gateway.state.config.network
+        d = admin.gateway.renew_dhcp(net)
         d.addCallback(lambda r: json_response(request, {"renewed": r.ok, "message": r.message,
                                                         "result": r.as_dict()}, renew_code(net, r)))
         return d

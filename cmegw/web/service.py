@@ -74,12 +74,12 @@ def _endpoint(port: int, interface: str) -> str:
 
 
 def http_endpoint(gateway: Any) -> str:
-    http = gateway.running_config.http
+    http = gateway.state.config.http
     return gateway.overrides.http or _endpoint(http.http_port, http.interface)
 
 
 def https_endpoint(gateway: Any) -> str:
-    http = gateway.running_config.http
+    http = gateway.state.config.http
     return gateway.overrides.https or _endpoint(http.https_port, http.interface)
 
 
@@ -94,7 +94,7 @@ class WebService(service.Service):
         self.stats = HttpStatistics()
         self.access_log = AccessLog(self._http().max_log_entries)
         self._tls = TlsManager(Path(gateway.store.path).parent, self._http)
-        gate = AuthGate(resource, lambda: gateway.running_config.auth, lambda: self.https_port, clock=self.reactor)
+        gate = AuthGate(resource, lambda: gateway.state.config.auth, lambda: self.https_port, clock=self.reactor)
         self.site = GatewaySite(gate, self._http, self.stats, self.access_log, reactor=self.reactor)
         self.listening = {HTTP: "off", HTTPS: "off"}
         self._ports: dict[str, Any] = {}
@@ -102,7 +102,7 @@ class WebService(service.Service):
         self._tls_settings: tuple[Any, ...] | None = None
 
     def _http(self) -> HttpConfig:
-        return self.gateway.running_config.http
+        return self.gateway.state.config.http
 
     # -- what the pages read --------------------------------------------------------
 
@@ -140,12 +140,15 @@ class WebService(service.Service):
         if not http.enabled:
             log.info("The web server is off (http.enabled = false)")
             return
+        self.gateway.state.web = self
         self.gateway.store.subscribe(self._config_changed)
         self._listen(HTTP, http_endpoint(self.gateway), self.site)
         self._update_https()
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
+        if self.gateway.state.web is self:
+            self.gateway.state.web = None
         self.gateway.store.unsubscribe(self._config_changed)
         self.site.close_connections()
         stopping = [self._stop_listening(kind) for kind in list(self._ports)]
@@ -237,16 +240,7 @@ def make_web(gateway: Any) -> service.IService:
 
 
 def web_state(gateway: Any) -> WebService:
-    """The running web part of `gateway` (see the module docstring); LookupError when there is none."""
-    for child in gateway:
-        if isinstance(child, WebService):
-            return child
-    raise LookupError("the web administration is not running")
-
-
-def running_web(gateway: Any) -> WebService | None:
-    """The running web part of `gateway`, or None (for the console and pages that show its state)."""
-    try:
-        return web_state(gateway)
-    except LookupError:
-        return None
+    """The running web part of `gateway`, as published in its state; LookupError when there is none."""
+    if gateway.state.web is None:
+        raise LookupError("the web administration is not running")
+    return gateway.state.web

@@ -21,7 +21,6 @@ from cmegw.web.auth import factory_password_in_use
 from cmegw.web.pages.forms import CSRF_FIELD, CsrfGuard, Field, form_value, save_form, save_numbered_form
 from cmegw.web.pages.layout import Layout, web_root
 from cmegw.web.pages.widgets import Notice, card
-from cmegw.web.service import running_web
 
 # -- the admin context ----------------------------------------------------------------------
 
@@ -39,7 +38,7 @@ class Admin:
         self.root = root or web_root()
         self.csrf = csrf or CsrfGuard()
         self.host_network = host_network or read_host_network
-        self._web = web or (lambda: running_web(gateway))
+        self._web = web or (lambda: gateway.state.web)
         self._templates: dict[str, XMLFile] = {}
         #: The software updater of the System page (set by `admin_resource`).
         self.updater: Any = None
@@ -55,7 +54,7 @@ class Admin:
     def banners(self) -> Tag:
         gateway = self.gateway
         out: list[Any] = []
-        problem = gateway.status.config_problem
+        problem = gateway.state.status.config_problem
         if problem:
             out.append(tags.div(tags.strong("Configuration problem: "), problem,
                                 " The gateway runs on the last good configuration; fix the file, "
@@ -66,7 +65,7 @@ class Admin:
                                 "Anyone who knows the manual can change this gateway: ",
                                 tags.a("change the password", href="/http/authentication#users"), ".",
                                 class_="banner banner-warn", role="alert"))
-        pending = gateway.pending_restart()
+        pending = gateway.state.pending_restart()
         if pending:
             out.append(tags.div("Saved changes wait for a restart: ", tags.code(", ".join(pending)), ". ",
                                 tags.a("Restart", href="/system#restart"),

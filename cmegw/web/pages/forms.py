@@ -233,7 +233,7 @@ def render_field(field: Field, state: FormState) -> Tag:
 def settings_state(admin: "Admin", fields: Sequence[Field]) -> FormState:
     """A form showing the saved values, and what is in force where it differs."""
     saved: Config = admin.gateway.store.config
-    running_config: Config = admin.gateway.running_config
+    running_config: Config = admin.gateway.state.config
     state = FormState()
     for f in fields:
         try:

@@ -111,7 +111,7 @@ def statistics_content(admin: Admin, request: IRequest) -> Tag:
     stats = web.stats
     counters = card("Statistics", kv_table([(label, getattr(stats, name, "—")) for label, name in STATISTICS]))
     log = web.access_log
-    running = admin.gateway.running_config.http
+    running = admin.gateway.state.config.http
     log_card = card("Log", kv_table([
         ("Logging", "on" if running.logging else "off"),
         ("Entries", f"{len(log.entries)} of at most {running.max_log_entries}"),

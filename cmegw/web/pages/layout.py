@@ -91,7 +91,7 @@ class Layout(Element):
     @renderer
     def page(self, request: IRequest, tag: Tag) -> Tag:
         gateway = self.admin.gateway
-        identity = gateway.running_config.identity
+        identity = gateway.state.config.identity
         nav = tags.ul(*[
             tags.li(tags.a(label, href=url, **({"aria-current": "page", "class": "active"}
                                                if key == self.section else {})))

@@ -32,7 +32,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 from cmegw.mbus.master import (
-    Master,
     MeterError,
     MeterInfo,
     Reading,
@@ -40,6 +39,7 @@ from cmegw.mbus.master import (
     ScanRunning,
     parse_meter_address,
 )
+from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.pages.admin import Admin, PageRoutes, security_headers
 from cmegw.web.pages.forms import form_value, post_form
@@ -60,16 +60,17 @@ class MeterPages:
         self.errors: dict[int, str] = {}
 
     @property
-    def masters(self) -> dict[int, Master]:
-        return getattr(self.admin.gateway, "masters", {})
+    def masters(self) -> dict[int, BusView]:
+        """Each line's bus as the gateway publishes it."""
+        return self.admin.gateway.state.bus
 
-    def master(self, n: int) -> Master | None:
+    def master(self, n: int) -> BusView | None:
         return self.masters.get(n)
 
     def scanning(self) -> bool:
         return any(m.scan is not None and m.scan.running for m in self.masters.values())
 
-    def meters(self, master: Master) -> list[MeterInfo]:
+    def meters(self, master: BusView) -> list[MeterInfo]:
         """The meters to show: the running scan's so far, else the last finished scan's."""
         scan = master.scan
         if scan is not None and scan.running:
@@ -78,19 +79,15 @@ class MeterPages:
             return master.results[scan.kind]
         return next(iter(master.results.values()), [])
 
-    def start_scan(self, master: Master, kind: str, identify: bool = True) -> Scan:
-        if kind == "primary":
-            return master.scan_primary(identify=identify)
-        if kind == "secondary":
-            return master.scan_secondary()
-        raise ValueError(f"{kind!r} is not a kind of scan; use primary or secondary")
+    def start_scan(self, master: BusView, kind: str, identify: bool = True) -> Scan:
+        return self.admin.gateway.start_scan(master.number, kind, identify=identify)
 
     @defer.inlineCallbacks
-    def read(self, master: Master, text: str) -> Any:
+    def read(self, master: BusView, text: str) -> Any:
         """Read the meter at `text`; the `Reading`, or raise ValueError / MeterError (kept as the line's error)."""
         address = parse_meter_address(text)
         try:
-            reading = yield master.read(address)
+            reading = yield self.admin.gateway.read_meter(master.number, address)
         except MeterError as e:
             self.errors[master.number] = str(e)
             self.readings.pop(master.number, None)
@@ -103,8 +100,8 @@ class MeterPages:
 # -- views ----------------------------------------------------------------------------------------
 
 
-def line_view(master: Master) -> dict[str, Any]:
-    stats = master.arbiter.stats
+def line_view(master: BusView) -> dict[str, Any]:
+    stats = master.stats
     return {
         "line": master.number,
         "scan": master.scan.as_dict() if master.scan is not None else None,
@@ -148,7 +145,7 @@ def _value(value: Any) -> str:
     return "—" if value is None or value == "" else str(value)
 
 
-def scan_card(admin: Admin, request: IRequest, pages: MeterPages, master: Master) -> Tag:
+def scan_card(admin: Admin, request: IRequest, pages: MeterPages, master: BusView) -> Tag:
     n = master.number
     scan = master.scan
     rows: list[tuple[str, Any]] = []
@@ -163,7 +160,7 @@ def scan_card(admin: Admin, request: IRequest, pages: MeterPages, master: Master
                  ("Meters found", len(scan.found))]
         if scan.running and scan.current:
             rows.append(("Now trying", scan.current))
-    stats = master.arbiter.stats
+    stats = master.stats
     rows.append(("Bus transactions", f"{stats.transactions} ({stats.answered} answered, {stats.silent} silent, "
                                      f"{stats.garbled + stats.invalid + stats.truncated} garbled)"))
     controls: list[Any] = []
@@ -181,7 +178,7 @@ def scan_card(admin: Admin, request: IRequest, pages: MeterPages, master: Master
     return tags.div(kv_table(rows), *controls, tags.ul(*errors, class_="errors") if errors else "")
 
 
-def meters_table(admin: Admin, request: IRequest, master: Master, found: list[MeterInfo]) -> Tag:
+def meters_table(admin: Admin, request: IRequest, master: BusView, found: list[MeterInfo]) -> Tag:
     if not found:
         return tags.p("No meters found yet.", class_="muted")
     rows = []
@@ -200,7 +197,7 @@ def meters_table(admin: Admin, request: IRequest, master: Master, found: list[Me
                            tags.a("JSON", href=f"/meters/{n}/meters.json"), class_="muted"))
 
 
-def reading_content(pages: MeterPages, master: Master) -> Any:
+def reading_content(pages: MeterPages, master: BusView) -> Any:
     n = master.number
     error = pages.errors.get(n)
     if error:
@@ -252,7 +249,7 @@ def routes(app: Klein, admin: Admin) -> None:
         return admin.page(request, section="meters", title="Meters", content=meters_content(admin, request, pages),
                           code=code, notice=notice, head=head, active="/meters")
 
-    def posted_master(request: IRequest) -> Master | None:
+    def posted_master(request: IRequest) -> BusView | None:
         line = form_value(request, "line")
         return pages.master(int(line)) if line.isdigit() else None
 
@@ -300,7 +297,7 @@ def routes(app: Klein, admin: Admin) -> None:
         d.addCallbacks(done, failed)
         return d
 
-    def line_master(n: int) -> Master:
+    def line_master(n: int) -> BusView:
         master = pages.master(n)
         if master is None:
             raise ApiError(404, f"there is no line {n}")

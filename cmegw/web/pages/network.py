@@ -76,7 +76,7 @@ def interface_state(admin: Admin) -> FormState:
     net = admin.gateway.store.config.network
     if net.ip_address and net.netmask:
         state.values["network.ip_address"] = f"{net.ip_address} {net.netmask}"
-    running = admin.gateway.running_config.network
+    running = admin.gateway.state.config.network
     if "network.ip_address" in state.running or running.netmask != net.netmask:
         state.running["network.ip_address"] = f"{running.ip_address} {running.netmask}".strip()
     return state
@@ -96,9 +96,9 @@ def host_result(result: Any) -> Tag:
 
 
 def host_note(admin: Admin) -> Tag:
-    net = admin.gateway.running_config.network
+    net = admin.gateway.state.config.network
     if net.apply_to_host:
-        last = admin.gateway.netapply.last
+        last = admin.gateway.state.host_network
         return tags.div(tags.p(f"Applying these values to the host is switched on (network.apply_to_host): "
                                f"backend {net.backend}, interface {net.interface or 'of the default route'}; "
                                "they are applied at every restart.", class_="muted"),
@@ -119,7 +119,7 @@ def renew_code(net: Any, result: Any) -> int:
 def status_content(admin: Admin, request: IRequest | None = None) -> Tag:
     host = admin.host_network()
     saved = admin.gateway.store.config.network
-    running = admin.gateway.running_config.network
+    running = admin.gateway.state.config.network
 
     def configured(value: str) -> Any:
         if not saved.static:
@@ -184,8 +184,8 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.post("/network/renew")
     def network_renew(request: IRequest) -> Any:
-        net = admin.gateway.running_config.network
-        d = admin.gateway.netapply.renew(net)
+        net = admin.gateway.state.config.network
+        d = admin.gateway.renew_dhcp(net)
         d.addCallback(lambda result: page(request, status_content(admin, request), code=renew_code(net, result),
                                           notice=Notice("ok" if result.ok else "error", result.message)))
         return d

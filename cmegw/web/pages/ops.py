@@ -49,7 +49,7 @@ STYLE = tags.link(rel="stylesheet", href="/ops/ops.css")
 
 
 def _line(admin: Any, n: int) -> bool:
-    return n in admin.gateway.running_config.lines
+    return n in admin.gateway.state.config.lines
 
 
 def _since(request: IRequest, name: str) -> int:
@@ -77,7 +77,7 @@ def trace_rows(line_trace: trace.LineTrace | None) -> list[Tag]:
 def routes(app: Klein, admin: Admin) -> None:
     route = PageRoutes(app, admin)
     gateway = admin.gateway
-    metrics = metrics_resource(gateway)
+    metrics = metrics_resource(gateway.state)
 
     @app.route("/metrics", methods=["GET", "HEAD"])
     def ops_metrics(request: IRequest) -> Any:
@@ -96,7 +96,7 @@ def routes(app: Klein, admin: Admin) -> None:
         return body
 
     def trace_controls(request: IRequest, n: int) -> Tag:
-        line_trace = gateway.traces.get(n)
+        line_trace = gateway.state.traces.get(n)
         on = line_trace is not None and line_trace.enabled
         return post_form(admin, request, f"/trace/{n}",
                          button("Turn off" if on else "Turn on", name="action", value="off" if on else "on"),
@@ -105,9 +105,9 @@ def routes(app: Klein, admin: Admin) -> None:
     @route.get("/trace")
     def ops_trace_index(request: IRequest) -> Any:
         rows = []
-        for n in sorted(gateway.running_config.lines):
+        for n in sorted(gateway.state.config.lines):
             rows.append((tags.a(f"Line {n}", href=f"/trace/{n}"),
-                         tags.span(trace.state_text(gateway.traces.get(n)), " ", trace_controls(request, n))))
+                         tags.span(trace.state_text(gateway.state.traces.get(n)), " ", trace_controls(request, n))))
         return admin.page(request, section="serial", title="Traffic trace", content=card(
             "Traffic trace",
             tags.p("What went over each M-Bus line, with the telegrams recognised. Off by default; "
@@ -120,7 +120,7 @@ def routes(app: Klein, admin: Admin) -> None:
             request.setResponseCode(404)
             return admin.page(request, section="serial", title="No such line", code=404,
                               content=card("No such line", tags.p(f"There is no line {n}.")))
-        line_trace = gateway.traces.get(n)
+        line_trace = gateway.state.traces.get(n)
         since = line_trace.last_seq if line_trace is not None else 0
         after = line_trace.last_frame if line_trace is not None else 0
         live = tags.div(*trace_rows(line_trace), id="trace-live", class_="trace-live", role="log",
@@ -148,8 +148,8 @@ def routes(app: Klein, admin: Admin) -> None:
         if action in ("on", "off"):
             gateway.set_trace(n, action == "on")
         elif action == "clear":
-            if n in gateway.traces:
-                gateway.traces[n].clear()
+            if n in gateway.state.traces:
+                gateway.state.traces[n].clear()
         else:
             request.setResponseCode(400)
             return admin.page(request, section="serial", title="Traffic trace", code=400,
@@ -164,7 +164,7 @@ def routes(app: Klein, admin: Admin) -> None:
         if not _line(admin, n):
             request.setResponseCode(404)
             return b"no such line\n"
-        line_trace = gateway.traces.get(n)
+        line_trace = gateway.state.traces.get(n)
         text = line_trace.as_text() if line_trace is not None else f"# line {n}: the trace was never turned on\n"
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"content-disposition", f'attachment; filename="cmegw-line{n}-trace.txt"'.encode())
@@ -178,7 +178,7 @@ def routes(app: Klein, admin: Admin) -> None:
         if not _line(admin, n):
             request.setResponseCode(404)
             return json.dumps({"error": f"there is no line {n}"}).encode()
-        line_trace = gateway.traces.get(n)
+        line_trace = gateway.state.traces.get(n)
         if line_trace is None:
             data: dict[str, Any] = {"line": n, "enabled": False, "chunks": 0, "bytes": 0, "dropped": 0,
                                     "last_seq": 0, "last_frame": 0, "chunks_list": [], "frames": []}
@@ -190,14 +190,14 @@ def routes(app: Klein, admin: Admin) -> None:
     def ops_graphs(request: IRequest) -> Any:
         return admin.page(request, section="status", title="Graphs", head=STYLE, content=card(
             "The last hour", tags.p(f"Sampled every {graphs.SAMPLE_INTERVAL:.0f} s."),
-            graphs.graphs_panel(gateway), wide=True))
+            graphs.graphs_panel(gateway.state), wide=True))
 
     @route.get("/graphs/<string:key>.svg")
     def ops_graph_svg(request: IRequest, key: str) -> Any:
-        series = {s.key: s for s in graphs.gateway_series(gateway)}.get(key)
+        series = {s.key: s for s in graphs.gateway_series(gateway.state)}.get(key)
         if series is None:
             request.setResponseCode(404)
             return b"no such graph"
         request.setHeader(b"content-type", b"image/svg+xml; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
-        return flattenString(None, graphs.chart(series, graphs.history_of(gateway).series(key)))
+        return flattenString(None, graphs.chart(series, gateway.state.history.series(key)))

@@ -32,8 +32,8 @@ def line_fields(n: int) -> list[Field]:
 
 
 def statistics_content(admin: Admin) -> Tag:
-    stats = admin.gateway.line_stats
-    numbers = list(admin.gateway.running_config.lines)
+    stats = admin.gateway.state.lines
+    numbers = list(admin.gateway.state.config.lines)
     header = ["Counter"] + [f"Line {n}" for n in numbers]
     rows = []
     for label, attribute in STATISTICS:
@@ -51,7 +51,7 @@ def configuration_content(admin: Admin, request: IRequest, states: dict[int, For
     for n, line in admin.gateway.store.config.lines.items():
         fields = line_fields(n)
         state = states.get(n) or settings_state(admin, fields)
-        stats = admin.gateway.line_stats.get(n)
+        stats = admin.gateway.state.lines.get(n)
         device = stats.device if stats is not None and stats.device else line.device
         forms.append(card(f"Line {n}", tags.p(tags.code(device), class_="muted"),
                           settings_form(admin, request, "/serial/configuration", str(n), fields, state,
@@ -66,7 +66,7 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/serial")
     def serial_statistics(request: IRequest) -> Any:
-        last_hour = card("Last hour", graphs_panel(admin.gateway, tunnels=False), wide=True)
+        last_hour = card("Last hour", graphs_panel(admin.gateway.state, tunnels=False), wide=True)
         return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
 
     route.numbered_settings("/serial/configuration", "serial_configuration", lambda: admin.gateway.store.config.lines,

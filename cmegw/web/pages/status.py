@@ -65,22 +65,22 @@ def indication_lights(indications: dict[str, bool]) -> Tag:
 
 def status_content(admin: Admin) -> Tag:
     gateway = admin.gateway
-    running = gateway.running_config
+    running = gateway.state.config
     identity = running.identity
     store = gateway.store
     host = admin.host_network()
     saved = "no: the running configuration differs from the file" if store.unsaved else "yes"
-    pending = gateway.pending_restart()
+    pending = gateway.state.pending_restart()
     device = card("Device", kv_table([
         ("Product type", identity.product_type),
         ("Software version", cmegw.__version__),
         ("Build date", build_date()),
         ("Serial number", identity.serial_number or "—"),
-        ("Uptime", tags.span(format_duration(gateway.uptime()), id="uptime")),
+        ("Uptime", tags.span(format_duration(gateway.state.uptime()), id="uptime")),
         ("Configuration saved permanently", saved),
         ("Waiting for a restart", ", ".join(pending) if pending else "nothing"),
     ]))
-    lights = card("Indications", indication_lights(gateway.indications()))
+    lights = card("Indications", indication_lights(gateway.state.indications()))
     address = f"{host.address} / {host.netmask}" if host.address else "none"
     network = card("Network (this host)", kv_table([
         ("Interface", f"{host.interface or '—'}" + (f" ({host.operstate})" if host.operstate else "")),
@@ -96,7 +96,7 @@ def status_content(admin: Admin) -> Tag:
     ]), tags.p("Live from the host's kernel. ", tags.a("Network settings", href="/network"), class_="muted"))
     line_rows = []
     for n, line in running.lines.items():
-        stats = gateway.line_stats.get(n)
+        stats = gateway.state.lines.get(n)
         state = stats.state if stats is not None else "stopped"
         device_path = stats.device if stats is not None and stats.device else line.device
         line_rows.append((f"Line {n}", tags.span(
@@ -106,7 +106,7 @@ def status_content(admin: Admin) -> Tag:
     lines = card("M-Bus lines", kv_table(line_rows))
     tunnel_rows = []
     for n, tunnel in running.tunnels.items():
-        stats = gateway.tunnel_stats.get(n)
+        stats = gateway.state.tunnel_stats.get(n)
         if not tunnel.enabled:
             accept = "disabled"
         elif stats is None:
@@ -116,7 +116,7 @@ def status_content(admin: Admin) -> Tag:
         where = stats.listening if stats is not None and stats.listening else tunnel.listen
         tunnel_rows.append((f"Tunnel {n} accept mode", tags.span(
             tags.span(accept, class_="pill pill-" + accept.split()[0]), " ", tags.small(where, class_="muted"))))
-        connect = getattr(gateway, "connect_stats", {}).get(n)
+        connect = gateway.state.connect_stats.get(n)
         connect_text = connect.text(admin.clock.seconds()) if connect is not None else "disabled"
         tunnel_rows.append((f"Tunnel {n} connect mode", tags.span(
             tags.span(connect_text, class_="pill pill-" + connect_text.split()[0]),
@@ -136,7 +136,7 @@ def routes(app: Klein, admin: Admin) -> None:
     @route.get("/status")
     def status_page(request: IRequest) -> Any:
         refresh = tags.meta(**{"http-equiv": "refresh", "content": "30"})
-        last_hour = card("Last hour", graphs_panel(admin.gateway), tags.p(tags.a("All graphs", href="/graphs")),
+        last_hour = card("Last hour", graphs_panel(admin.gateway.state), tags.p(tags.a("All graphs", href="/graphs")),
                          wide=True)
         return admin.page(request, section="status", title="Status",
                           content=tags.div(status_content(admin), last_hour, class_="cards"),

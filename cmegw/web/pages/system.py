@@ -270,7 +270,7 @@ class SoftwareUpdater:
 
 def boot_id(admin: Admin) -> str:
     """Changes whenever the gateway (re)starts: the restart page waits for a new one."""
-    status = admin.gateway.status
+    status = admin.gateway.state.status
     return f"{status.started_at:.6f}-{status.restarts}"
 
 
@@ -289,7 +289,7 @@ def waiting_page(admin: Admin, request: IRequest, title: str, text: Any, fallbac
 
 def system_content(admin: Admin, request: IRequest, update_errors: dict[str, str] | None = None,
                    typed_sha: str = "") -> Tag:
-    identity = admin.gateway.running_config.identity
+    identity = admin.gateway.state.config.identity
     about = card("Software", kv_table([
         ("Product type", identity.product_type),
         ("Software version", cmegw.__version__),

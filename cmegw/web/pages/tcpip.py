@@ -88,8 +88,8 @@ def disconnect_fields(n: int) -> list[Field]:
 
 
 def statistics_content(admin: Admin) -> Tag:
-    stats = admin.gateway.tunnel_stats
-    numbers = list(admin.gateway.running_config.tunnels)
+    stats = admin.gateway.state.tunnel_stats
+    numbers = list(admin.gateway.state.config.tunnels)
     now = admin.clock.seconds()
     header = ["Counter"] + [f"Tunnel {n}" for n in numbers]
     rows: list[list[Any]] = []
@@ -104,7 +104,7 @@ def statistics_content(admin: Admin) -> Tag:
     rows.append(["State"] + [(stats[n].state + (f" ({stats[n].peer})" if stats[n].peer else ""))
                              if n in stats else "stopped" for n in numbers])
     rows.append(["Listening on"] + [stats[n].listening or "—" if n in stats else "—" for n in numbers])
-    connect = getattr(admin.gateway, "connect_stats", {})
+    connect = admin.gateway.state.connect_stats
     rows.append(["Connect mode"] + [connect[n].text(now) if n in connect else "—" for n in numbers])
     rows.append(["Last connect failure"] + [connect[n].last_error or "—" if n in connect else "—"
                                             for n in numbers])
@@ -140,7 +140,7 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/tcpip")
     def tcpip_statistics(request: IRequest) -> Any:
-        last_hour = card("Last hour", graphs_panel(admin.gateway, lines=False), wide=True)
+        last_hour = card("Last hour", graphs_panel(admin.gateway.state, lines=False), wide=True)
         return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
 
     kinds = {

@@ -48,7 +48,7 @@ API_PATH = "/api/tunnels/tls"
 
 def install(admin: Admin, files: Mapping[str, bytes], now: datetime.datetime | None = None) -> dict[str, str]:
     """`install_tunnel_files` into the gateway's store; the settings set, by name."""
-    return install_tunnel_files(admin.gateway.store, lambda: admin.gateway.running_config, files, now)
+    return install_tunnel_files(admin.gateway.store, lambda: admin.gateway.state.config, files, now)
 
 
 # -- the page -------------------------------------------------------------------------------
