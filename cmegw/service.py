@@ -19,7 +19,7 @@ from cmegw.config.model import Config
 from cmegw.config.settings import apply_setting, get_setting, live_update, setting_names
 from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.mbus.master import Master
-from cmegw.netapply import NetworkApplier
+from cmegw.host.apply import NetworkApplier
 from cmegw.serial.arbiter import BusArbiter
 from cmegw.serial.line import SerialLine
 from cmegw.state import BusView, GatewayState, TunnelView
@@ -200,7 +200,7 @@ class GatewayService(service.MultiService):
         HTTPS store's own choice (the configured pair, or the self-signed one
         when that pair is missing or does not load, made on first use).
         """
-        from cmegw.web.tls import TlsManager
+        from cmegw.tls.store import TlsManager
 
         manager = TlsManager(Path(self.store.path).parent, lambda: self.running_config.http)
         manager.reload()

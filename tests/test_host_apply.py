@@ -29,7 +29,7 @@ from cmegw.host.apply import HostNetworkResult, NetworkApplier, default_interfac
 from cmegw.host.commands import CommandRun, CommandRunner, Refused
 from cmegw.console.commands import COMMANDS, Session
 from cmegw.service import GatewayService
-from tests.test_web_pages import PagesTestBase
+from tests.web_helpers import PagesTestBase
 
 FAKE = """#!/bin/sh
 # A fake {name}: records its arguments (one call a line, each argument followed by \\037), prints

@@ -159,7 +159,7 @@ class SeveralLinesTests(TestCase):
 class HttpsFilesTests(TestCase):
     def test_tls_tunnels_serve_what_https_serves(self):
         """A configured pair that does not load: HTTPS falls back to the self-signed pair, and so do the tunnels."""
-        from cmegw.web.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY
+        from cmegw.tls.store import SELF_SIGNED_CERT, SELF_SIGNED_KEY
 
         d = Path(self.mktemp()).resolve()
         d.mkdir()

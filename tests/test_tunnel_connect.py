@@ -24,7 +24,7 @@ from cmegw.tunnel.connect import (
     backoff_delay,
     host_order,
 )
-from tests.test_web_pages import PagesTestBase
+from tests.web_helpers import PagesTestBase
 
 HOSTS = ("tcp:host=10.0.0.1:port=9001", "tcp:host=10.0.0.2:port=9002", "tcp:host=10.0.0.3:port=9003")
 

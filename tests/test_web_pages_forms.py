@@ -11,7 +11,7 @@ from treq.testing import StubTreq
 from twisted.internet import defer
 
 from cmegw.web.app import build_app
-from cmegw.web.pages import Admin
+from cmegw.web.pages.admin import Admin
 from tests.web_helpers import BASE, HOST, PagesTestBase
 
 

@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 import cmegw
-from cmegw.web.pages import web_root
+from cmegw.web.pages.layout import web_root
 from tests.web_helpers import PagesTestBase
 
 
@@ -148,7 +148,7 @@ class WebRootTests(unittest.TestCase):
         import configparser
         import glob
 
-        from cmegw.web.pages import DATA_SUBDIR
+        from cmegw.web.pages.layout import DATA_SUBDIR
 
         repo = Path(__file__).resolve().parents[1]
         parser = configparser.ConfigParser()

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from cmegw.config.model import AuthDirective, User
 from cmegw.config.store import ConfigStore
-from cmegw.web.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY
+from cmegw.tls.store import SELF_SIGNED_CERT, SELF_SIGNED_KEY
 from tests.support import GatewayProcess, free_port, open_pty, read_socket, require_program
 
 #: Seconds a client program may take.

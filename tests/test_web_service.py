@@ -24,7 +24,8 @@ from cmegw.config.settings import apply_settings
 from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 from cmegw.web.service import WebService, http_endpoint, https_endpoint, web_state
-from cmegw.web.tls import SELF_SIGNED_CERT, CertificateError, generate_self_signed
+from cmegw.tls.store import SELF_SIGNED_CERT, generate_self_signed
+from cmegw.tls.certificates import CertificateError
 from tests.web_helpers import Placeholder, digest_header
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"

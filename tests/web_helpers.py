@@ -35,7 +35,7 @@ from cmegw.service import GatewayService, Overrides
 from cmegw.stats import HttpStatistics
 from cmegw.web.app import admin_resource
 from cmegw.web.auth import AuthGate, authenticated_user
-from cmegw.web.hostnet import HostNetwork
+from cmegw.host.read import HostNetwork
 from cmegw.web.accesslog import AccessLog
 from cmegw.web.http import GatewaySite
 from cmegw.web.pages.system import SoftwareUpdater

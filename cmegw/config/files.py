@@ -15,7 +15,7 @@ from typing import Iterator
 
 import attrs
 
-from cmegw import certificates
+from cmegw.tls import certificates
 from cmegw.config.checks import ConfigError
 from cmegw.config.model import Config, TunnelConfig
 

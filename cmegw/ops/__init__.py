@@ -6,9 +6,8 @@ Running the gateway in production: what operators' tools see of it.
 - `cmegw.ops.metrics`: the Prometheus text format at ``/metrics``;
 - `cmegw.ops.trace`: the traffic trace of a line (ring buffer, M-Bus frames labelled,
   text and JSON downloads, live listeners);
-- `cmegw.ops.graphs`: the last hour of traffic, errors and connections as server-drawn SVG;
-- `cmegw.ops.pages`: the web pages of the above, mounted into the admin application.
+- `cmegw.ops.graphs`: the last hour of traffic, errors and connections as server-drawn SVG.
 
-Everything here only reads the statistics the other parts publish, and changes the
-gateway through its service (``set_trace``, ``reload_config``).
+Everything here only reads the published state (`cmegw.state.GatewayState`) and changes
+the gateway through its service (``set_trace``, ``reload_config``).
 """

@@ -165,7 +165,7 @@ def protocol_class(config: TunnelConfig) -> type[TunnelProtocol]:
 
         base = Rfc2217Protocol
     if config.tls:
-        from cmegw.tunnel.tlsconfig import tls_protocol
+        from cmegw.tls.protocol import tls_protocol
 
         base = tls_protocol(base)
     return base
@@ -373,7 +373,8 @@ class TunnelService(service.Service):
         config = self.config
         factory: Any = self.factory
         if config.tls:
-            from cmegw.tunnel.tlsconfig import ServerTls, TlsSetupError, TunnelTlsFactory
+            from cmegw.tls.contexts import ServerTls, TlsSetupError
+            from cmegw.tls.protocol import TunnelTlsFactory
 
             if self.https_files is None:
                 raise TlsSetupError("TLS needs the HTTPS certificate store, which this tunnel was not given")

@@ -277,7 +277,7 @@ def default_endpoint(reactor: Any, host: ClientEndpoint, creator: Any) -> Any:
     tcp = HostnameEndpoint(reactor, host.host, host.port, timeout=host.timeout)
     if creator is None:
         return tcp
-    from cmegw.tunnel.tlsconfig import TlsClientEndpoint
+    from cmegw.tls.protocol import TlsClientEndpoint
 
     return TlsClientEndpoint(creator, tcp)
 
@@ -504,7 +504,7 @@ class ConnectTunnelService(service.Service):
             return
         creator = None
         if host.kind == "tls":
-            from cmegw.tunnel.tlsconfig import TlsSetupError, client_creator
+            from cmegw.tls.contexts import TlsSetupError, client_creator
 
             config = self.config
             try:
@@ -543,7 +543,7 @@ class ConnectTunnelService(service.Service):
 
                 self.factory.sharing = SharingStatistics()
         if tls:
-            from cmegw.tunnel.tlsconfig import tls_protocol
+            from cmegw.tls.protocol import tls_protocol
 
             return tls_protocol(base)
         return base

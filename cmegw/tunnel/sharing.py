@@ -188,7 +188,7 @@ def sharing_protocol_class(config: TunnelConfig) -> type[SharingProtocol]:
     """The sharing protocol, started only after a verified handshake when the tunnel accepts over TLS."""
     if not config.tls:
         return SharingProtocol
-    from cmegw.tunnel.tlsconfig import tls_protocol
+    from cmegw.tls.protocol import tls_protocol
 
     return tls_protocol(SharingProtocol)
 

@@ -1,14 +1,13 @@
 """
 The web administration: the device's pages over HTTP and HTTPS.
 
-- `cmegw.web.service`: ``make_web(gateway)``, the part that listens, and
-  ``web_state(gateway)`` (HTTP statistics, access log, certificate) for the pages;
+- `cmegw.web.service`: ``make_web(gateway)``, the part that listens; it publishes
+  itself as ``gateway.state.web`` (HTTP statistics, access log, certificate);
 - `cmegw.web.http`: the HTTP layer (Max Timeout 408, Max Bytes 413, malformed 400,
   statistics); `cmegw.web.accesslog`: the access log;
 - `cmegw.web.auth`: authentication directives (None, Basic, Digest, SSL, SSL/Basic,
   SSL/Digest) on `twisted.web.guard` and `twisted.cred`, with our own RFC 7616 Digest
   (`cmegw.web.digest`);
-- `cmegw.web.tls`: certificates (self-signed on first start, upload, TLS 1.2/1.3 only);
 - `cmegw.web.app`: the pages and the JSON API, ``admin_resource(gateway)``;
 - `cmegw.web.pages`: the pages (layout, forms and CSRF, widgets, one module per page);
 - `cmegw.web.api`: the JSON API under ``/api``.

@@ -31,7 +31,8 @@ from cmegw.config.settings import apply_settings, get_setting, needs_restart, se
 from cmegw.config.store import ConfigFileError
 from cmegw.stats import format_duration
 from cmegw.web.auth import factory_password_in_use
-from cmegw.web.pages import Admin, changed_settings, same_origin, security_headers
+from cmegw.web.pages.admin import Admin, security_headers
+from cmegw.web.pages.forms import changed_settings, same_origin
 from cmegw.web.pages import http as pages_http
 from cmegw.web.pages.network import renew_code
 from cmegw.web.pages.status import build_date, tunnel_state_text
@@ -197,7 +198,7 @@ def status_view(admin: Admin) -> dict[str, Any]:
 
 
 def _last_host_result(gateway: Any) -> dict[str, Any] | None:
-    """What the host network backend (`cmegw.netapply`) last did, or None."""
+    """What the host network backend (`cmegw.host`) last did, or None."""
     last = gateway.state.host_network
     return last.as_dict() if last is not None else None
 

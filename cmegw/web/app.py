@@ -20,7 +20,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from cmegw.web import api
-from cmegw.web.pages import Admin, CsrfGuard
+from cmegw.web.pages.admin import Admin
+from cmegw.web.pages.forms import CsrfGuard
 from cmegw.web.pages import http as pages_http
 from cmegw.web.pages import meters as pages_meters
 from cmegw.web.pages import network as pages_network

@@ -26,7 +26,7 @@ Public API:
       socket_errors, memory_errors; ``as_dict()``);
     - ``access_log``: `cmegw.web.accesslog.AccessLog` (``entries`` oldest first,
       ``bytes``, ``clear()``);
-    - ``tls``: `cmegw.web.tls.CertificateInfo` of the certificate in use
+    - ``tls``: `cmegw.tls.certificates.CertificateInfo` of the certificate in use
       (subject, issuer, not_before, not_after, self_signed, fingerprint,
       problem: why a configured certificate is not used, or None); None when
       no certificate could be made (the reason is in ``listening["https"]``);
@@ -37,7 +37,7 @@ Public API:
       validates (PEM, the key matches, valid now), writes both files beside
       the configuration file (key mode 0600), sets ``http.certificate`` and
       ``http.private_key`` through ``gateway.store.change`` and serves the
-      new certificate at once.  Raises `cmegw.web.tls.CertificateError`
+      new certificate at once.  Raises `cmegw.tls.certificates.CertificateError`
       (a ``ValueError``) with a message for the page.
 
 Relative ``http.certificate`` / ``http.private_key`` names are relative to
@@ -60,7 +60,8 @@ from cmegw.web.auth import AuthGate
 from cmegw.stats import HttpStatistics
 from cmegw.web.accesslog import AccessLog
 from cmegw.web.http import GatewaySite
-from cmegw.web.tls import CertificateInfo, TlsManager
+from cmegw.tls.certificates import CertificateInfo
+from cmegw.tls.store import TlsManager
 
 log = Logger(namespace="cmegw.web")
 

@@ -31,7 +31,7 @@ class Admin:
     def __init__(self, gateway: Any, *, clock: Any = None, root: Path | None = None,
                  csrf: CsrfGuard | None = None, host_network: Callable[[], Any] | None = None,
                  web: Callable[[], Any] | None = None) -> None:
-        from cmegw.web.hostnet import read_host_network
+        from cmegw.host.read import read_host_network
 
         self.gateway = gateway
         self.clock = clock if clock is not None else gateway.reactor

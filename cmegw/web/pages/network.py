@@ -88,7 +88,7 @@ def prepare_interface(typed: dict[str, str]) -> dict[str, Any]:
 
 
 def host_result(result: Any) -> Tag:
-    """What the host network backend last did (`cmegw.netapply.HostNetworkResult`), with its commands."""
+    """What the host network backend last did (`cmegw.host.apply.HostNetworkResult`), with its commands."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.at))
     details = result.details()
     return tags.div(tags.p(tags.strong(f"Last {result.action} ({when}): "), result.message),

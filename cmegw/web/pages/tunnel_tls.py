@@ -27,20 +27,9 @@ from cmegw.config.model import ConfigError
 from cmegw.config.store import ConfigFileError
 from cmegw.tls.store import UPLOADABLE, UploadError, files_view, install_tunnel_files
 from cmegw.web import api
-from cmegw.web.pages import (
-    Admin,
-    Field,
-    FormState,
-    Notice,
-    button,
-    card,
-    hidden,
-    kv_table,
-    post_form,
-    posted_number,
-    render_field,
-    uploads,
-)
+from cmegw.web.pages.admin import Admin
+from cmegw.web.pages.forms import Field, FormState, post_form, posted_number, render_field, uploads
+from cmegw.web.pages.widgets import Notice, button, card, hidden, kv_table
 
 PAGE_PATH = "/tcpip/tls"
 API_PATH = "/api/tunnels/tls"
