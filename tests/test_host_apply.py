@@ -276,7 +276,7 @@ class GatewayTests(TestCase):
     def test_a_default_gateway_never_applies(self) -> None:
         gateway, store = gateway_on(self, False)
         self.assertIsInstance(gateway.netapply, NetworkApplier)
-        gateway.netapply = fake = RecordingApplier()  # type: ignore[assignment]
+        gateway.netapply = gateway.state.host_applier = fake = RecordingApplier()  # type: ignore[assignment]
         gateway.startService()
         self.addCleanup(gateway.stopService)
         self.assertEqual(fake.calls, [])
@@ -284,7 +284,7 @@ class GatewayTests(TestCase):
     @defer.inlineCallbacks
     def test_applied_at_start_and_after_every_restart(self) -> None:
         gateway, store = gateway_on(self, True)
-        gateway.netapply = fake = RecordingApplier(ok=False)  # type: ignore[assignment]
+        gateway.netapply = gateway.state.host_applier = fake = RecordingApplier(ok=False)  # type: ignore[assignment]
         saved = store.config
         gateway.startService()
         self.addCleanup(gateway.stopService)
@@ -311,7 +311,7 @@ class FrontEndTests(PagesTestBase):
         running = self.gateway.running_config
         self.gateway.running_config = running.evolve(network=attrs.evolve(
             running.network, apply_to_host=True, interface="eth0"))
-        self.gateway.netapply = fake = RecordingApplier(ok)  # type: ignore[assignment]
+        self.gateway.netapply = self.gateway.state.host_applier = fake = RecordingApplier(ok)  # type: ignore[assignment]
         return fake
 
     @defer.inlineCallbacks
