@@ -186,12 +186,16 @@ class GatewayService(service.MultiService):
     def _tunnel(self, n: int, config: Any, stats: TunnelStatistics) -> TunnelService:
         """Tunnel `n` on its line's arbiter: transparent (the device's tunnel) or sharing."""
         tunnel: TunnelService
+
+        def change_baud(baud: int) -> str | None:
+            return self._remote_baud(n, baud)
+
         if config.sharing:
-            tunnel = SharingTunnelService(n, config, self.arbiters[n], self.reactor, stats)
+            tunnel = SharingTunnelService(n, config, self.arbiters[n], self.reactor, stats,
+                                          change_baud=change_baud, https_files=self._https_files)
         else:
-            tunnel = TunnelService(n, config, self.arbiters[n].port, self.reactor, stats)  # type: ignore[arg-type]
-        tunnel.https_files = self._https_files
-        tunnel.factory.change_baud = lambda baud: self._remote_baud(n, baud)
+            tunnel = TunnelService(n, config, self.arbiters[n].port, self.reactor, stats,  # type: ignore[arg-type]
+                                   change_baud=change_baud, https_files=self._https_files)
         return tunnel
 
     def _https_files(self) -> tuple[Path, Path]:

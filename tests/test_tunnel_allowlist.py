@@ -10,7 +10,8 @@ from cmegw.config.model import Config, ConfigError, TunnelConfig
 from cmegw.config.settings import apply_setting
 from cmegw.stats import TunnelStatistics
 from cmegw.testing import FakeLine
-from cmegw.tunnel.accept import TunnelFactory, TunnelProtocol, TunnelService
+from cmegw.tunnel.accept import TunnelFactory, TunnelService
+from cmegw.tunnel.base import TunnelProtocol
 from cmegw.tunnel.allowlist import AccessStatistics, AllowList, GuardedFactory
 
 

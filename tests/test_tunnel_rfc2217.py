@@ -12,7 +12,8 @@ from twisted.trial.unittest import TestCase
 from cmegw.config.model import BAUD_RATES, LineConfig, TunnelConfig
 from cmegw.stats import LINE_ERROR, TunnelStatistics
 from cmegw.testing import FakeLine
-from cmegw.tunnel.accept import TunnelFactory, TunnelProtocol
+from cmegw.tunnel.accept import TunnelFactory
+from cmegw.tunnel.base import TunnelProtocol
 from cmegw.tunnel.rfc2217 import Rfc2217Protocol, escape
 
 IAC, SB, SE = R.IAC, R.SB, R.SE
@@ -32,17 +33,25 @@ class Rfc2217Tests(TestCase):
         self.clock = task.Clock()
         self.line = FakeLine()
         self.stats = TunnelStatistics()
-        self.factory = TunnelFactory(1, TunnelConfig(rfc2217=True), self.line, self.clock, self.stats)
         self.changes = []
-        self.factory.change_baud = self.change_baud
+        self.refusal = None
+        self.factory = TunnelFactory(1, TunnelConfig(rfc2217=True), self.line, self.clock, self.stats,
+                                     change_baud=self.change_baud)
         address = IPv4Address("TCP", "127.0.0.1", 40001)
         self.protocol = self.factory.buildProtocol(address)
         self.transport = StringTransport(peerAddress=address)
         self.protocol.makeConnection(self.transport)
 
     def change_baud(self, baud):
+        """What the gateway's action does: the store validates the rate, saves it, and the line follows."""
+        if self.refusal is not None:
+            return self.refusal
+        try:
+            config = LineConfig(baud_rate=baud)
+        except ValueError as e:
+            return str(e)
         self.changes.append(baud)
-        self.line.apply(LineConfig(baud_rate=baud))  # what the gateway's store change does to the line
+        self.line.apply(config)
         return None
 
     def sent(self):
@@ -129,7 +138,7 @@ class Rfc2217Tests(TestCase):
         self.assertEqual(self.changes, [])
 
     def test_store_refusal_keeps_the_rate(self):
-        self.factory.change_baud = lambda baud: "the configuration could not be saved"
+        self.refusal = "the configuration could not be saved"
         self.sent()
         self.protocol.dataReceived(sb(R.SET_BAUDRATE, struct.pack("!I", 300)))
         self.assertEqual(self.sent(), answer(R.SET_BAUDRATE, struct.pack("!I", 2400)))

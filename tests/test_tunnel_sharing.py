@@ -277,8 +277,7 @@ class SharingTlsTests(TestCase):
         self.line = BusLine(MeterBus(default_meters()), reactor, delay=0.01)  # type: ignore[arg-type]
         self.arbiter = BusArbiter(1, self.line, reactor)
         config = TunnelConfig(listen="tcp:0:interface=127.0.0.1", sharing=True, tls=True, tls_client_ca=client_ca)
-        self.svc = SharingTunnelService(1, config, self.arbiter, reactor)
-        self.svc.https_files = lambda: files
+        self.svc = SharingTunnelService(1, config, self.arbiter, reactor, https_files=lambda: files)
         self.svc.startService()
         self.addCleanup(self.svc.stopService)
 

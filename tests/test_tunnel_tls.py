@@ -1,5 +1,5 @@
 """
-Tests for cmegw.tunnel.tlsconfig: verified TLS to head-ends and TLS accept
+Tests for cmegw.tls.contexts and cmegw.tls.protocol: verified TLS to head-ends and TLS accept
 mode, on loopback in this process, with a test CA and certificates made here
 with `cryptography`.
 """
@@ -251,8 +251,7 @@ class AcceptTlsTests(TestCase):
 
     def listen(self, **settings):
         config = TunnelConfig(listen="tcp:0:interface=127.0.0.1", tls=True, **settings)
-        self.svc = TunnelService(1, config, self.line, reactor)
-        self.svc.https_files = lambda: self.files
+        self.svc = TunnelService(1, config, self.line, reactor, https_files=lambda: self.files)
         self.svc.startService()
         self.addCleanup(self.svc.stopService)
         return wait(lambda: self.svc.port is not None)
@@ -318,8 +317,7 @@ class AcceptTlsTests(TestCase):
     def test_unusable_certificate_is_a_listen_failure(self):
         self.files = (self.dir / "missing.crt", self.dir / "missing.key")
         config = TunnelConfig(listen="tcp:0:interface=127.0.0.1", tls=True)
-        svc = TunnelService(1, config, self.line, reactor)
-        svc.https_files = lambda: self.files
+        svc = TunnelService(1, config, self.line, reactor, https_files=lambda: self.files)
         svc.startService()
         self.addCleanup(svc.stopService)
         yield wait(lambda: svc.stats.state == "listen failed")

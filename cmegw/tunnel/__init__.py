@@ -1,1 +1,43 @@
-"""Tunnels: the TCP side of each line."""
+"""
+Tunnels: the TCP side of each line.
+
+- `TunnelService` (`cmegw.tunnel.accept`): the device's transparent tunnel in
+  accept mode, composed with the allow-list, TLS and RFC 2217 when those are on.
+- `SharingTunnelService` (`cmegw.tunnel.sharing`): several head-ends on one
+  bus through the line's arbiter.
+- `ConnectTunnelService` (`cmegw.tunnel.connect`): connect mode (the tunnel
+  dials), with `ConnectStatistics` and `LineOwnership`.
+- `cmegw.tunnel.base`: what they share (`TunnelProtocol`, keep-alive,
+  `AccessStatistics`); `allowlist`, `rfc2217`, `ownership`, `dialing`,
+  `connectfactory`, `eventlog` and `tlsconfig` are their parts.
+
+Imports point one way: base <- allowlist, rfc2217, connectfactory <- accept
+<- sharing <- connect (some lazily, for start-up memory); dialing and
+ownership import nothing of the package.  The names here are imported from
+their modules on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "AccessStatistics": "cmegw.tunnel.base",
+    "ConnectStatistics": "cmegw.tunnel.dialing",
+    "ConnectTunnelService": "cmegw.tunnel.connect",
+    "LineOwnership": "cmegw.tunnel.ownership",
+    "SharingStatistics": "cmegw.tunnel.sharing",
+    "SharingTunnelService": "cmegw.tunnel.sharing",
+    "TunnelProtocol": "cmegw.tunnel.base",
+    "TunnelService": "cmegw.tunnel.accept",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

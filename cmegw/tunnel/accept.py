@@ -1,31 +1,28 @@
-# -*- test-case-name: tests.test_tunnel -*-
+# -*- test-case-name: tests.test_tunnel_accept -*-
 """
 The transparent TCP tunnel in accept mode: one client at a time, bytes both
 ways unchanged, TCP keep-alive, idle disconnect, flow control, statistics.
 
 Options per tunnel, each off by default (and then the listening factory and
 the protocol are exactly the plain ones): an allow-list in front of the
-factory (`cmegw.tunnel.allowlist`), TLS around it (`cmegw.tunnel.tlsconfig`),
+factory (`cmegw.tunnel.allowlist`), TLS around it (`cmegw.tls.protocol`),
 RFC 2217 as the protocol (`cmegw.tunnel.rfc2217`), and, with connect mode on,
 the line shared with the connect-mode peer (`ownership`, one peer at a time).
 """
 
 from __future__ import annotations
 
-import socket
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IListeningPort
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cmegw.config.model import TunnelConfig
-from cmegw.fastpath import fast_writer
-from cmegw.tunnel.eventlog import ConnectionEvents
 from cmegw.serial.line import SerialLine
 from cmegw.stats import (
     TUNNEL_CONNECTED,
@@ -34,125 +31,18 @@ from cmegw.stats import (
     TUNNEL_WAITING,
     TunnelStatistics,
 )
-from cmegw.tunnel.allowlist import AccessStatistics
+from cmegw.tunnel.base import AccessStatistics, OneClientSink, TunnelProtocol, describe, retime
+from cmegw.tunnel.eventlog import ConnectionEvents
 
 log = Logger(namespace="cmegw.tunnel")
 
 #: Seconds between attempts to listen again when the port could not be opened.
 LISTEN_RETRY = 5.0
-KEEPALIVE_PROBES = 3
 
-
-def describe(address: IAddress) -> str:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None:
-        return str(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def keepalive_options(idle_total: int) -> tuple[int, int, int]:
-    """
-    TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT that drop a dead peer in about
-    `idle_total` seconds of silence (the device's keep-alive time).
-    """
-    interval = max(1, idle_total // 9)
-    idle = max(1, idle_total - KEEPALIVE_PROBES * interval)
-    return idle, interval, KEEPALIVE_PROBES
-
-
-def set_keepalive(transport: Any, seconds: int) -> None:
-    """Turn on TCP keep-alive with the tunnel's time (0 = off) on a TCP transport."""
-    if seconds <= 0:
-        transport.setTcpKeepAlive(0)
-        return
-    transport.setTcpKeepAlive(1)
-    sock = getattr(transport, "socket", None)
-    if sock is None:
-        return
-    idle, interval, count = keepalive_options(seconds)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, seconds * 1000)
-
-
-class TunnelProtocol(Protocol):
-    """One client of the tunnel; its bytes go to the line and the line's come back."""
-
-    factory: "TunnelFactory"
-    last_activity = 0.0
-    closing_reason = ""
-
-    def connectionMade(self) -> None:
-        factory = self.factory
-        self.peer = describe(self.transport.getPeer())
-        self.last_activity = factory.clock.seconds()
-        transport = self.transport
-        if hasattr(transport, "setTcpNoDelay"):
-            transport.setTcpNoDelay(True)
-            set_keepalive(transport, factory.config.keepalive)
-        self._start_flow()
-        factory._client_connected(self)
-        self._idle = None
-        self._schedule_idle()
-
-    def _start_flow(self) -> None:
-        """The byte path: writes at once, and flow control both ways with the line."""
-        transport, line = self.transport, self.factory.line
-        self.write = fast_writer(transport)
-        transport.registerProducer(line, True)
-        line.registerProducer(transport, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        factory = self.factory
-        factory.stats.octets_from_network += len(data)
-        self.last_activity = factory.clock.seconds()
-        factory.line.write(data)
-
-    def line_data(self, data: bytes) -> None:
-        factory = self.factory
-        factory.stats.octets_from_serial += len(data)
-        self.last_activity = factory.clock.seconds()
-        self.write(data)
-
-    def close(self, reason: str) -> None:
-        self.closing_reason = reason
-        self.transport.loseConnection()
-
-    def abort(self, reason: str) -> None:
-        self.closing_reason = reason
-        self.transport.abortConnection()
-
-    def _schedule_idle(self) -> None:
-        timeout = self.factory.config.disconnect_timeout
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-        if timeout > 0:
-            due = self.last_activity + timeout - self.factory.clock.seconds()
-            self._idle = self.factory.clock.callLater(max(0.0, due), self._check_idle)
-
-    def _check_idle(self) -> None:
-        self._idle = None
-        timeout = self.factory.config.disconnect_timeout
-        if timeout <= 0:
-            return
-        if self.factory.clock.seconds() - self.last_activity >= timeout:
-            self.close(f"no data for {timeout} s (disconnect timeout)")
-        else:
-            self._schedule_idle()
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-        factory = self.factory
-        if factory.client is self:
-            factory.line.unregisterProducer()
-            factory.line.resumeProducing()
-        why = self.closing_reason or (reason.getErrorMessage() if reason is not None else "closed")
-        factory._client_gone(self, why)
+#: ``change_baud(baud)``: sets the line's rate for an RFC 2217 client; the error text of a refusal, or None.
+ChangeBaud = Callable[[int], "str | None"]
+#: ``https_files()``: the (certificate, key) paths of the HTTPS store, which a TLS tunnel serves.
+HttpsFiles = Callable[[], "tuple[Any, Any]"]
 
 
 def protocol_class(config: TunnelConfig) -> type[TunnelProtocol]:
@@ -171,34 +61,26 @@ def protocol_class(config: TunnelConfig) -> type[TunnelProtocol]:
     return base
 
 
-class OneClientSink:
-    """The line's bytes go to the factory's one client; while there is none they are counted as discarded."""
-
-    client: Any
-    stats: TunnelStatistics
-
-    def line_data(self, data: bytes) -> None:
-        client = self.client
-        if client is None:
-            self.stats.octets_discarded += len(data)
-        else:
-            client.line_data(data)
-
-
 class TunnelFactory(OneClientSink, ServerFactory):
     """Accepts one client at a time for one line; a second is refused (or replaces the first)."""
 
     protocol = TunnelProtocol
     noisy = False
-    #: With connect mode on: the `cmegw.tunnel.connect.LineOwnership` shared with the connect-mode peer.
-    ownership: Any = None
-    #: Set by the tunnel service with TLS on: ``tls_failed(protocol, reason)`` counts and explains a failed handshake.
-    tls_failed: Any = None
-    #: Set by the gateway: ``change_baud(baud) -> str | None`` (an error) for RFC 2217 clients.
-    change_baud: Any = None
 
     def __init__(self, number: int, config: TunnelConfig, line: SerialLine, clock: Any,
-                 stats: TunnelStatistics | None = None) -> None:
+                 stats: TunnelStatistics | None = None, *, change_baud: ChangeBaud | None = None,
+                 tls_failed: Callable[[Any, Failure], None] | None = None, ownership: Any = None) -> None:
+        """
+        `change_baud(baud)` sets the line's baud rate for an RFC 2217 client
+        and returns the error text of a refusal (or None); `tls_failed(protocol,
+        reason)` counts and explains a failed TLS handshake; `ownership` is the
+        `cmegw.tunnel.ownership.LineOwnership` shared with the connect-mode
+        peer (the connect tunnel links and unlinks it as connect mode goes on
+        and off).
+        """
+        self.change_baud = change_baud
+        self.tls_failed = tls_failed
+        self.ownership = ownership
         self.number = number
         self.config = config
         self.line = line
@@ -248,11 +130,8 @@ class TunnelFactory(OneClientSink, ServerFactory):
         """Keep-alive and disconnect timeout apply at once, to the current client too."""
         self.config = config
         self.protocol = protocol_class(config)
-        client = self.client
-        if client is not None:
-            if hasattr(client.transport, "setTcpKeepAlive"):
-                set_keepalive(client.transport, config.keepalive)
-            client._schedule_idle()
+        if self.client is not None:
+            retime(self.client, config)
 
     def disconnect(self, reason: str) -> None:
         if self.client is not None:
@@ -293,22 +172,28 @@ class TunnelService(service.Service):
     """Listens for the tunnel's clients on its endpoint; applies changes live."""
 
     def __init__(self, number: int, config: TunnelConfig, line: SerialLine, reactor: Any,
-                 stats: TunnelStatistics | None = None, listen: str | None = None) -> None:
+                 stats: TunnelStatistics | None = None, listen: str | None = None, *,
+                 change_baud: ChangeBaud | None = None, https_files: HttpsFiles | None = None) -> None:
+        """
+        `change_baud` goes to the factory (RFC 2217, see `TunnelFactory`);
+        `https_files() -> (certificate, key)` names the HTTPS store's files,
+        which the tunnel serves with TLS on.
+        """
         self.number = number
         self.config = config
         self.reactor = reactor
         self.stats = stats if stats is not None else TunnelStatistics()
         #: Endpoint used instead of the configured one (command line).
         self.listen_override = listen
-        self.factory = TunnelFactory(number, config, line, reactor, self.stats)
+        self.factory = TunnelFactory(number, config, line, reactor, self.stats, change_baud=change_baud,
+                                     tls_failed=self._tls_failed)
         self.port: IListeningPort | None = None
         self._retry: Any = None
         self._listening: defer.Deferred | None = None
         self._waiting: list[defer.Deferred] = []
         #: Clients turned away by the allow-list or TLS.
         self.access = AccessStatistics()
-        #: Set by the gateway: ``https_files() -> (certificate, key)``, the HTTPS store's files (TLS accept mode).
-        self.https_files: Any = None
+        self.https_files = https_files
         self._server_tls: Any = None
         self._allowed: Any = None
 
@@ -380,7 +265,6 @@ class TunnelService(service.Service):
                 raise TlsSetupError("TLS needs the HTTPS certificate store, which this tunnel was not given")
             self._server_tls = ServerTls(self.https_files, config.tls_client_ca)
             self._server_tls.options()  # a certificate that cannot serve is reported now, not at the first client
-            self.factory.tls_failed = self._tls_failed
             factory = TunnelTlsFactory(self._server_tls, False, factory)
         if config.allow_list:
             from cmegw.tunnel.allowlist import GuardedFactory

@@ -21,32 +21,16 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Callable, Iterable
 
-import attrs
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 
 from cmegw.config.model import allow_list_network
+from cmegw.tunnel.base import AccessStatistics, describe
 from cmegw.tunnel.eventlog import ConnectionEvents
 
+__all__ = ["AccessStatistics", "AllowList", "GuardedFactory"]
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@attrs.define
-class AccessStatistics:
-    """Clients a tunnel turned away before they reached the line (read by the pages and the console)."""
-
-    refused_by_allow_list: int = 0
-    tls_refused: int = 0
-    #: The latest refusal: who, when (clock seconds) and why, in words.
-    last_refused: str = ""
-    last_refused_at: float | None = None
-
-    def refused(self, peer: str, why: str, now: float) -> None:
-        self.last_refused = f"{peer}: {why}"
-        self.last_refused_at = now
-
-    def as_dict(self) -> dict[str, object]:
-        return attrs.asdict(self)
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -109,8 +93,6 @@ class GuardedFactory(Factory):
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         host = getattr(addr, "host", None)
         if not self.allow().permits(host if isinstance(host, str) else ""):
-            from cmegw.tunnel.accept import describe
-
             peer = describe(addr)
             self.stats.dropped_accepts += 1
             self.access.refused_by_allow_list += 1

@@ -25,7 +25,7 @@ Host list
 The connected peer is an ordinary tunnel client (`TunnelProtocol`): the same
 byte path (the fast writer, producers both ways), TCP keep-alive and the
 disconnect timeout as in accept mode.  Over TLS it starts only after the
-handshake verified the head-end (`cmegw.tunnel.tlsconfig`); a refused
+handshake verified the head-end (`cmegw.tls.protocol`); a refused
 certificate is counted and its reason shown in the state.
 
 One peer holds a line at a time (`LineOwnership`): while the connect-mode
@@ -44,22 +44,40 @@ X / waiting N s before retry.
 
 from __future__ import annotations
 
-import math
 import random as _random
 from typing import Any, Callable
 
-import attrs
-from OpenSSL import SSL
 from twisted.application import service
-from twisted.internet import defer, error, task
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cmegw.config.model import ClientEndpoint, ConfigError, TunnelConfig, client_endpoint
 from cmegw.stats import TunnelStatistics
-from cmegw.tunnel.accept import OneClientSink, TunnelProtocol, describe, set_keepalive
+from cmegw.tunnel.base import describe, retime
+from cmegw.tunnel.connectfactory import ConnectFactory, ConnectProtocol, default_endpoint
+from cmegw.tunnel.dialing import (
+    CONNECT_CONNECTED,
+    CONNECT_CONNECTING,
+    CONNECT_DISABLED,
+    CONNECT_HELD,
+    CONNECT_IDLE,
+    CONNECT_NO_HOSTS,
+    CONNECT_RETRY,
+    JITTER,
+    ConnectStatistics,
+    backoff_delay,
+    connect_failure_text,
+    host_order,
+)
+from cmegw.tunnel.ownership import LineOwnership
+
+__all__ = [
+    "CONNECT_CONNECTED", "CONNECT_CONNECTING", "CONNECT_DISABLED", "CONNECT_HELD", "CONNECT_IDLE",
+    "CONNECT_NO_HOSTS", "CONNECT_RETRY", "GOOD_CONNECTION", "JITTER", "ON_DATA_LIMIT", "TIME_TICK",
+    "ConnectFactory", "ConnectProtocol", "ConnectStatistics", "ConnectTunnelService", "LineOwnership",
+    "backoff_delay", "connect_failure_text", "default_endpoint", "host_order",
+]
 
 log = Logger(namespace="cmegw.tunnel")
 
@@ -67,220 +85,8 @@ log = Logger(namespace="cmegw.tunnel")
 ON_DATA_LIMIT = 4096
 #: Seconds a connection must hold for the back-off to start from its first wait again.
 GOOD_CONNECTION = 10.0
-#: A wait may be up to this fraction longer than its step (never longer than the longest wait).
-JITTER = 0.5
 #: How often the connection time of the connected host is brought up to date (seconds).
 TIME_TICK = 1.0
-
-CONNECT_DISABLED = "disabled"
-CONNECT_NO_HOSTS = "no hosts"
-CONNECT_IDLE = "idle"
-CONNECT_CONNECTING = "connecting"
-CONNECT_CONNECTED = "connected"
-CONNECT_RETRY = "retry"
-CONNECT_HELD = "line held"
-
-
-def backoff_delay(failed_rounds: int, first: float, longest: float, random: Callable[[], float]) -> float:
-    """
-    Seconds to wait after `failed_rounds` (1, 2, ...) rounds in a row found
-    no head-end: `first` doubled each round up to `longest`, plus up to
-    `JITTER` of it (from `random()` in [0, 1)), never shorter than `first` nor
-    longer than `longest` (when `longest` < `first`, `first` is the cap).
-    """
-    longest = max(longest, first)
-    step = min(longest, first * 2.0 ** min(max(failed_rounds, 1) - 1, 32))
-    return min(longest, step * (1.0 + JITTER * random()))
-
-
-def host_order(count: int, mode: str, after: int) -> list[int]:
-    """Indexes of the hosts one round tries: from the first (sequential), or starting at `after` (round robin)."""
-    if count <= 0:
-        return []
-    start = after % count if mode == "round-robin" else 0
-    return [(start + i) % count for i in range(count)]
-
-
-def connect_failure_text(reason: Failure, endpoint: ClientEndpoint) -> str:
-    """A failed TCP connect, in words."""
-    if reason.check(error.ConnectionRefusedError):
-        return f"connection refused (nothing listens on {endpoint})"
-    if reason.check(error.TimeoutError, defer.TimeoutError):
-        return f"no answer within {endpoint.timeout:g} s"
-    if reason.check(error.DNSLookupError):
-        return f"cannot resolve {endpoint.host}"
-    if reason.check(error.NoRouteError):
-        return f"no route to {endpoint.host}"
-    return reason.getErrorMessage()
-
-
-class LineOwnership:
-    """
-    Who holds a line whose tunnel both listens (accept mode) and dials
-    (connect mode): at most one peer at a time.
-
-    The holder's receiver is attached to the line itself, so the byte path
-    has no extra step; with nobody holding the line its bytes go to the idle
-    receiver: the connect tunnel's on-data buffer, or else the accept
-    factory's (which counts them as discarded).
-    """
-
-    def __init__(self, line: Any) -> None:
-        self.line = line
-        self.holder: Any = None
-        self.holder_name = ""
-        #: The accept-mode factory's receiver (used when no on-data receiver is set).
-        self.fallback: Callable[[bytes], None] | None = None
-        #: The connect tunnel's on-data receiver, while it waits for data.
-        self.idle: Callable[[bytes], None] | None = None
-        self._waiters: list[Callable[[], None]] = []
-
-    @property
-    def idle_receiver(self) -> Callable[[bytes], None] | None:
-        return self.idle or self.fallback
-
-    def free_for(self, who: Any) -> bool:
-        return self.holder is None or self.holder is who
-
-    def claim(self, who: Any, receiver: Callable[[bytes], None], name: str) -> bool:
-        """Hold the line for `who` (its bytes go to `receiver`); False when another peer holds it."""
-        if not self.free_for(who):
-            return False
-        self.holder, self.holder_name = who, name
-        self.line.attach(receiver)
-        return True
-
-    def release(self, who: Any) -> None:
-        if self.holder is not who:
-            return
-        self.holder, self.holder_name = None, ""
-        self.line.attach(self.idle_receiver)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter()
-
-    def set_idle(self, receiver: Callable[[bytes], None] | None) -> None:
-        self.idle = receiver
-        if self.holder is None:
-            self.line.attach(self.idle_receiver)
-
-    def when_free(self, callback: Callable[[], None]) -> None:
-        """Call `callback` once, the next time the line is released."""
-        if callback not in self._waiters:
-            self._waiters.append(callback)
-
-
-@attrs.define
-class ConnectStatistics:
-    """The connect tunnel's state, for Status, M-Bus TCP/IP, the console and the API."""
-
-    state: str = CONNECT_DISABLED
-    #: The host (as configured) being dialled or connected, and its number 1..12.
-    host: str = ""
-    host_number: int = 0
-    #: The head-end's address while connected.
-    peer: str = ""
-    retry_at: float | None = None
-    #: Who holds the line while the connect tunnel waits for it.
-    holder: str = ""
-    attempts: int = 0
-    #: Rounds in a row in which no host answered (the back-off step).
-    failed_rounds: int = 0
-    tls_failures: int = 0
-    #: The latest failure: which host, why (in words), when (clock seconds).
-    last_error: str = ""
-    last_error_at: float | None = None
-    #: On-data bytes waiting for the connection.
-    buffered: int = 0
-
-    def text(self, now: float) -> str:
-        """The device's words: disabled / connecting to X / connected to X / waiting N s before retry."""
-        if self.state == CONNECT_CONNECTING:
-            return f"connecting to {self.host}"
-        if self.state == CONNECT_CONNECTED:
-            return f"connected to {self.host}"
-        if self.state == CONNECT_RETRY and self.retry_at is not None:
-            return f"waiting {max(0, math.ceil(self.retry_at - now - 1e-9))} s before retry"
-        if self.state == CONNECT_HELD:
-            return f"waiting for the line (in use by {self.holder})" if self.holder else "waiting for the line"
-        if self.state == CONNECT_IDLE:
-            return "waiting for data from the line"
-        if self.state == CONNECT_NO_HOSTS:
-            return "no host configured"
-        return self.state
-
-    def as_dict(self, now: float) -> dict[str, object]:
-        d = attrs.asdict(self)
-        d["text"] = self.text(now)
-        return d
-
-
-class ConnectProtocol(TunnelProtocol):
-    """The head-end's connection: a tunnel client that first takes the line (`ConnectFactory.admit`)."""
-
-    factory: "ConnectFactory"
-    started = False
-
-    def connectionMade(self) -> None:
-        if not self.factory.admit(self):
-            self.transport.abortConnection()
-            return
-        self.started = True
-        super().connectionMade()
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if not self.started:
-            self.factory.not_started(self, reason)
-            return
-        if reason is not None and reason.check(SSL.Error) and not self.closing_reason:
-            # TLS 1.3: the head-end checks our certificate after our side of the handshake is done.
-            self.closing_reason = self.factory.tunnel._tls_ended(reason)
-        super().connectionLost(reason)
-
-
-class ConnectFactory(OneClientSink, Factory):
-    """What a connect-mode connection's protocol talks to; the `ConnectTunnelService` decides."""
-
-    protocol = ConnectProtocol
-    noisy = False
-
-    def __init__(self, tunnel: "ConnectTunnelService") -> None:
-        self.tunnel = tunnel
-        self.number = tunnel.number
-        self.config = tunnel.config
-        self.line = tunnel.line
-        self.clock = tunnel.clock
-        self.stats = tunnel.stats
-        self.client: Any = None
-        #: Sharing mode: the line's arbiter and the sharing counters (set by the tunnel when sharing is on).
-        self.arbiter: Any = tunnel.arbiter
-        self.sharing: Any = None
-
-    def admit(self, protocol: Any) -> bool:
-        return self.tunnel._admit(protocol)
-
-    def not_started(self, protocol: Any, reason: Failure | None) -> None:
-        """A connection closed before it got the line (already counted)."""
-
-    def tls_failed(self, protocol: Any, reason: Failure) -> None:
-        self.tunnel._tls_failed(reason)
-
-    def _client_connected(self, protocol: Any) -> None:
-        self.tunnel._connected(protocol)
-
-    def _client_gone(self, protocol: Any, why: str) -> None:
-        self.tunnel._gone(protocol, why)
-
-
-def default_endpoint(reactor: Any, host: ClientEndpoint, creator: Any) -> Any:
-    """The endpoint a host is dialled with: names and IPv4/IPv6 literals, TLS wrapped around TCP."""
-    tcp = HostnameEndpoint(reactor, host.host, host.port, timeout=host.timeout)
-    if creator is None:
-        return tcp
-    from cmegw.tls.protocol import TlsClientEndpoint
-
-    return TlsClientEndpoint(creator, tcp)
-
 
 _CONNECTION_SETTINGS = ("connect_mode", "connect_hosts", "connect_host_list", "connect_tls_ca",
                         "connect_tls_certificate", "connect_tls_key", "sharing")
@@ -363,11 +169,8 @@ class ConnectTunnelService(service.Service):
         """A changed tunnel configuration: timeouts at once; new hosts or modes start connect mode again."""
         old, self.config = self.config, config
         self.factory.config = config
-        client = self.factory.client
-        if client is not None:
-            if hasattr(client.transport, "setTcpKeepAlive"):
-                set_keepalive(client.transport, config.keepalive)
-            client._schedule_idle()
+        if self.factory.client is not None:
+            retime(self.factory.client, config)
         if any(getattr(old, name) != getattr(config, name) for name in _CONNECTION_SETTINGS):
             self._halt("the connect mode settings changed")
             self.connect_stats.failed_rounds = 0
@@ -393,28 +196,12 @@ class ConnectTunnelService(service.Service):
         if wanted is None:
             return
         self._linked = wanted
-        ownership = self.ownership
-        ownership.fallback = wanted.line_data
-        if wanted.client is not None and ownership.holder is None:
-            ownership.holder, ownership.holder_name = wanted, f"accept-mode client {wanted.client.peer}"
-        wanted.ownership = ownership
+        self.ownership.link(wanted)
 
     def _unlink(self) -> None:
-        """
-        Leave the accept-mode factory alone again.  Its receiver stays the
-        fallback, so a connection still closing gives the line back to it.
-        """
+        """Leave the accept-mode factory alone again (`LineOwnership.unlink`)."""
         linked, self._linked = self._linked, None
-        ownership = self.ownership
-        ownership.idle = None
-        if linked is None:
-            return
-        if linked.ownership is ownership:
-            linked.ownership = None
-        if ownership.holder is linked:
-            ownership.holder, ownership.holder_name = None, ""
-        if ownership.holder is None:
-            self.line.attach(linked.line_data)
+        self.ownership.unlink(linked)
 
     # -- what to do now ---------------------------------------------------------------
 

@@ -31,7 +31,7 @@ explained by the service as in accept mode.
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from twisted.internet import defer
@@ -45,7 +45,8 @@ from cmegw.mbus import frames
 from cmegw.mbus.frames import FrameError
 from cmegw.serial.arbiter import BusArbiter, Reply
 from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING, TunnelStatistics
-from cmegw.tunnel.accept import TunnelProtocol, TunnelService, describe, set_keepalive
+from cmegw.tunnel.accept import ChangeBaud, HttpsFiles, TunnelService
+from cmegw.tunnel.base import TunnelProtocol, describe, retime
 from cmegw.tunnel.eventlog import ConnectionEvents
 
 log = Logger(namespace="cmegw.tunnel")
@@ -200,7 +201,10 @@ class SharingFactory(ServerFactory):
     noisy = False
 
     def __init__(self, number: int, config: TunnelConfig, arbiter: BusArbiter, clock: Any,
-                 stats: TunnelStatistics | None = None, sharing: SharingStatistics | None = None) -> None:
+                 stats: TunnelStatistics | None = None, sharing: SharingStatistics | None = None, *,
+                 tls_failed: Callable[[Any, Failure], None] | None = None) -> None:
+        #: ``tls_failed(protocol, reason)`` counts and explains a failed TLS handshake (the tunnel service's).
+        self.tls_failed = tls_failed
         self.number = number
         self.config = config
         self.arbiter = arbiter
@@ -238,9 +242,7 @@ class SharingFactory(ServerFactory):
         self.config = config
         self.protocol = sharing_protocol_class(config)
         for client in self.clients:
-            if hasattr(client.transport, "setTcpKeepAlive"):
-                set_keepalive(client.transport, config.keepalive)
-            client._schedule_idle()
+            retime(client, config)
 
     def disconnect(self, reason: str) -> None:
         for client in list(self.clients):
@@ -280,11 +282,16 @@ class SharingTunnelService(TunnelService):
     A tunnel in sharing mode: `TunnelService` listening with a `SharingFactory`.
 
     (`TunnelService` builds a transparent factory on the arbiter's port first;
-    the sharing factory replaces it, and takes the port, before anyone connects.)
+    the sharing factory replaces it, and takes the port, before anyone connects.
+    `change_baud` is taken as `TunnelService` takes it; a sharing tunnel speaks
+    no RFC 2217, so only that first factory holds it.)
     """
 
     def __init__(self, number: int, config: TunnelConfig, arbiter: BusArbiter, reactor: Any,
                  stats: TunnelStatistics | None = None, listen: str | None = None,
-                 sharing: SharingStatistics | None = None) -> None:
-        super().__init__(number, config, arbiter.port, reactor, stats, listen)  # type: ignore[arg-type]
-        self.factory = SharingFactory(number, config, arbiter, reactor, self.stats, sharing)  # type: ignore[assignment]
+                 sharing: SharingStatistics | None = None, *, change_baud: ChangeBaud | None = None,
+                 https_files: HttpsFiles | None = None) -> None:
+        super().__init__(number, config, arbiter.port, reactor, stats, listen,  # type: ignore[arg-type]
+                         change_baud=change_baud, https_files=https_files)
+        self.factory = SharingFactory(number, config, arbiter, reactor, self.stats, sharing,  # type: ignore[assignment]
+                                      tls_failed=self._tls_failed)

@@ -13,7 +13,8 @@ from cmegw.config.model import LineConfig, TunnelConfig
 from cmegw.serial.line import SerialLine
 from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_DISABLED, TUNNEL_WAITING, TunnelStatistics
 from cmegw.testing import FakeLine
-from cmegw.tunnel.accept import TunnelFactory, TunnelService, keepalive_options
+from cmegw.tunnel.accept import TunnelFactory, TunnelService
+from cmegw.tunnel.base import keepalive_options
 from tests.support import open_pty
 
 
