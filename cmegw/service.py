@@ -8,7 +8,7 @@ factory defaults.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import attrs
 from twisted.application import service
@@ -25,7 +25,7 @@ from cmegw.serial.line import SerialLine
 from cmegw.state import BusView, GatewayState, TunnelView
 from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics
 from cmegw.tunnel.accept import TunnelService
-from cmegw.tunnel.connect import ConnectStatistics, ConnectTunnelService
+from cmegw.tunnel.connect import ConnectTunnelService
 from cmegw.tunnel.sharing import SharingTunnelService
 
 log = Logger(namespace="cmegw.service")
@@ -62,11 +62,13 @@ PartFactory = Callable[["GatewayService"], service.IService]
 class GatewayService(service.MultiService):
     """
     The gateway: lines and tunnels from the configuration, plus the parts
-    (web, console, ...) added with `add_part`, rebuilt on restart.
+    (web, console, ...) given as `parts` (or added with `add_part`), all
+    built together by `_build` at every start and restart.
     """
 
     def __init__(self, store: ConfigStore, reactor: Any, overrides: Overrides = Overrides(),
-                 simulator_factory: Callable[[Any, int], Any] | None = None) -> None:
+                 simulator_factory: Callable[[Any, int], Any] | None = None,
+                 parts: Sequence[PartFactory] = ()) -> None:
         super().__init__()
         self.store = store
         self.reactor = reactor
@@ -82,7 +84,8 @@ class GatewayService(service.MultiService):
         #: Per tunnel: its connect mode (dial-out), sharing the line with the accept-mode tunnel.
         self.connectors: dict[int, ConnectTunnelService] = {}
         self.simulators: dict[int, Any] = {}
-        self._part_factories: list[PartFactory] = []
+        #: The parts beside lines, bus and tunnels (web, console, ...): built with them at every start.
+        self._part_factories: list[PartFactory] = list(parts)
         self._restarting: defer.Deferred | None = None
         #: True while `restart` stops and starts the parts (a part's stopService is not the end then).
         self.restarting = False
@@ -91,19 +94,7 @@ class GatewayService(service.MultiService):
         self.state.host_applier = self.netapply
         store.subscribe(self._config_changed)
 
-    # -- statistics read by the other parts ------------------------------------
-
-    @property
-    def line_stats(self) -> dict[int, LineStatistics]:
-        return {n: line.stats for n, line in self.lines.items()}
-
-    @property
-    def tunnel_stats(self) -> dict[int, TunnelStatistics]:
-        return {n: t.stats for n, t in self.tunnels.items()}
-
-    @property
-    def connect_stats(self) -> dict[int, ConnectStatistics]:
-        return {n: c.connect_stats for n, c in self.connectors.items()}
+    # -- what the service publishes ----------------------------------------------
 
     @property
     def running_config(self) -> Config:
@@ -121,16 +112,6 @@ class GatewayService(service.MultiService):
     @property
     def traces(self) -> dict[int, Any]:
         return self.state.traces
-
-    # Until the faces read the state (issue 13's merge): the old names.
-    def uptime(self) -> float:
-        return self.state.uptime()
-
-    def indications(self) -> dict[str, bool]:
-        return self.state.indications()
-
-    def pending_restart(self) -> list[str]:
-        return self.state.pending_restart()
 
     def _publish(self) -> None:
         """Publish the statistics objects of the parts just built."""

@@ -73,10 +73,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         reactor = default_reactor()
     store = ConfigStore(Path(options["config"]))
     store.load()
-    gateway = GatewayService(store, reactor, options.overrides())
-    for factory in part_factories():
-        gateway.add_part(factory)
-    return gateway
+    return GatewayService(store, reactor, options.overrides(), parts=part_factories())
 
 
 def default_reactor() -> Any:

@@ -50,7 +50,7 @@ class ConfigCommandTests(CommandTestMixin, TestCase):
         self.assertEqual(self.text("set http.http_port 8080"),
                          "http.http_port = 8080: takes effect after a restart; not saved ('save' keeps it).")
         self.assertEqual(self.gateway.running_config.http.http_port, 80)
-        self.assertEqual(self.gateway.pending_restart(), ["http.http_port"])
+        self.assertEqual(self.gateway.state.pending_restart(), ["http.http_port"])
 
     def test_set_text_with_spaces_and_empty(self):
         self.text('set http.log_format %h %t "%r" %s')

@@ -31,8 +31,8 @@ class GatewayServiceTests(TestCase):
     def test_children(self):
         self.assertEqual(list(self.gateway.lines), [1])
         self.assertEqual(list(self.gateway.tunnels), [1])
-        self.assertEqual(self.gateway.line_stats[1].state, LINE_OPEN)
-        self.assertEqual(self.gateway.line_stats[1].device, self.path)
+        self.assertEqual(self.gateway.state.lines[1].state, LINE_OPEN)
+        self.assertEqual(self.gateway.state.lines[1].device, self.path)
         self.assertIsNotNone(self.gateway.tunnels[1].port)
         self.assertIs(self.gateway.tunnels[1].factory.line, self.gateway.arbiters[1].port,
                       "the tunnel reaches its line through the line's bus arbiter")
@@ -64,7 +64,7 @@ class GatewayServiceTests(TestCase):
         self.assertFalse(self.gateway.running_config.network.dhcp)
         self.assertEqual(self.gateway.state.pending_restart(), [])
         self.assertEqual(self.gateway.status.restarts, 1)
-        self.assertEqual(self.gateway.line_stats[1].state, LINE_OPEN, "the device is opened again")
+        self.assertEqual(self.gateway.state.lines[1].state, LINE_OPEN, "the device is opened again")
 
     @defer.inlineCallbacks
     def test_factory_reset(self):
@@ -90,7 +90,7 @@ class StartupTests(TestCase):
                                                            tunnel="tcp:0:interface=127.0.0.1"))
         gateway.startService()
         self.addCleanup(gateway.stopService)
-        self.assertEqual(gateway.line_stats[1].state, LINE_ERROR)
+        self.assertEqual(gateway.state.lines[1].state, LINE_ERROR)
         self.assertTrue(gateway.state.indications()["ERR"])
         self.assertIsNotNone(gateway.tunnels[1].port, "the tunnel keeps listening")
 
@@ -137,7 +137,7 @@ class SeveralLinesTests(TestCase):
         gateway = GatewayService(store, reactor)
         gateway.startService()
         self.addCleanup(gateway.stopService)
-        self.assertEqual([s.state for s in gateway.line_stats.values()], [LINE_OPEN, LINE_OPEN])
+        self.assertEqual([s.state for s in gateway.state.lines.values()], [LINE_OPEN, LINE_OPEN])
         self.assertEqual(termios.tcgetattr(ptys[1][1])[4], termios.B300)
         self.assertEqual(termios.tcgetattr(ptys[0][1])[4], termios.B2400)
         for n, (master, _, _) in ((1, ptys[0]), (2, ptys[1])):
@@ -152,8 +152,8 @@ class SeveralLinesTests(TestCase):
             reply = yield threads.deferToThread(client.recv, 10)
             self.assertEqual(reply, b"\xe5")
         yield task.deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual([t.octets_from_network for t in gateway.tunnel_stats.values()], [5, 5])
-        self.assertEqual([t.octets_from_serial for t in gateway.tunnel_stats.values()], [1, 1])
+        self.assertEqual([t.octets_from_network for t in gateway.state.tunnel_stats.values()], [5, 5])
+        self.assertEqual([t.octets_from_serial for t in gateway.state.tunnel_stats.values()], [1, 1])
 
 
 class HttpsFilesTests(TestCase):

@@ -400,12 +400,12 @@ class GatewayWiringTests(TestCase):
         gateway = GatewayService(store, reactor)
         gateway.startService()
         self.addCleanup(gateway.stopService)
-        self.assertEqual(gateway.connect_stats[1].text(0), "disabled")
+        self.assertEqual(gateway.state.connect_stats[1].text(0), "disabled")
         self.assertIsNone(gateway.tunnels[1].factory.ownership)
         new = apply_setting(store.config, "tunnel.1.connect_hosts", "tcp:host=127.0.0.1:port=1")
         new = apply_setting(new, "tunnel.1.connect_mode", "on-data")
         store.change(new)
-        self.assertEqual(gateway.connect_stats[1].state, CONNECT_IDLE)
+        self.assertEqual(gateway.state.connect_stats[1].state, CONNECT_IDLE)
         self.assertIs(gateway.tunnels[1].factory.ownership, gateway.connectors[1].ownership)
 
 
@@ -436,7 +436,7 @@ class FrontEndTests(PagesTestBase):
         response, body = yield pages.post("/tcpip/connect", form)
         self.assertEqual(response.code, 200)
         self.assertIn("Applied at once", body)
-        self.assertEqual(pages.gateway.connect_stats[1].state, CONNECT_IDLE)
+        self.assertEqual(pages.gateway.state.connect_stats[1].state, CONNECT_IDLE)
         _, body = yield pages.get("/tcpip")
         self.assertIn("waiting for data from the line", body)
         _, body = yield pages.get("/status")

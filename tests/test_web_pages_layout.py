@@ -130,7 +130,7 @@ class EveryPageTests(PagesTestBase):
 
     @defer.inlineCallbacks
     def test_tunnel_connected_on_status(self) -> None:
-        stats = self.gateway.tunnel_stats[1]
+        stats = self.gateway.state.tunnel_stats[1]
         stats.state, stats.peer = "connected", "127.0.0.9:5555"
         _, body = yield self.get("/status")
         self.assertIn("connected to 127.0.0.9:5555", body)

@@ -38,7 +38,7 @@ class TunnelFormTests(PagesTestBase):
 
     @defer.inlineCallbacks
     def test_connection_times(self) -> None:
-        stats = self.gateway.tunnel_stats[1]
+        stats = self.gateway.state.tunnel_stats[1]
         stats.accept_time_closed = 77.0
         stats.connect_times[0] = 90061.0
         _, body = yield self.get("/tcpip")

@@ -269,10 +269,10 @@ class ReloadOnHangup(service.Service):
 
 
 def systemd_part(gateway: Any) -> service.IService:
-    """The part registered in `cmegw.tap.part_factories`: notify and watchdog from the environment."""
+    """The part registered in `cmegw.tap.part_factories` (built by the gateway service): notify and watchdog from the environment."""
     return SystemdNotify(gateway, Notifier.from_environment(), watchdog_interval(os.environ))
 
 
 def hangup_part(gateway: Any) -> service.IService:
-    """The part registered in `cmegw.tap.part_factories`: SIGHUP reloads the configuration file."""
+    """The part registered in `cmegw.tap.part_factories` (built by the gateway service): SIGHUP reloads the configuration file."""
     return ReloadOnHangup(gateway, Notifier.from_environment())

@@ -5,7 +5,7 @@ The web part of the gateway: the HTTP and HTTPS listeners around the pages.
 Public API:
 
 ``make_web(gateway) -> IService``
-    The part registered in `cmegw.tap.part_factories`.  It serves
+    The part registered in `cmegw.tap.part_factories` (built by the gateway service).  It serves
     ``cmegw.web.app.admin_resource(gateway)`` behind the authentication gate
     (`cmegw.web.auth.AuthGate`) in a `cmegw.web.http.GatewaySite`, on HTTP
     (``gateway.overrides.http`` or ``tcp:<http_port>:interface=<interface>``)
