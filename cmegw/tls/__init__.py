@@ -19,8 +19,7 @@ The names below are loaded when first used, so importing this package (or
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cmegw.lazy import lazy_names
 
 _HOMES = {
     "CertificateError": "certificates",
@@ -43,8 +42,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -19,25 +19,20 @@ their modules on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cmegw.lazy import lazy_names
 
 _HOMES = {
-    "AccessStatistics": "cmegw.tunnel.base",
-    "ConnectStatistics": "cmegw.tunnel.dialing",
-    "ConnectTunnelService": "cmegw.tunnel.connect",
-    "LineOwnership": "cmegw.tunnel.ownership",
-    "SharingStatistics": "cmegw.tunnel.sharing",
-    "SharingTunnelService": "cmegw.tunnel.sharing",
-    "TunnelProtocol": "cmegw.tunnel.base",
-    "TunnelService": "cmegw.tunnel.accept",
+    "AccessStatistics": "base",
+    "ConnectStatistics": "dialing",
+    "ConnectTunnelService": "connect",
+    "LineOwnership": "ownership",
+    "SharingStatistics": "sharing",
+    "SharingTunnelService": "sharing",
+    "TunnelProtocol": "base",
+    "TunnelService": "accept",
 }
 
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_names(__name__, _HOMES)
