@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_reactor -*-
+# -*- test-case-name: tests.test_tap, tests.test_fastpath -*-
 """
 ``twistd --reactor=cmegw``: Twisted's epoll reactor with a leaner dispatch.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tls_store,tests.test_web_tunnel_tls -*-
+# -*- test-case-name: tests.test_tls_store, tests.test_web_pages_tunnel_tls -*-
 """
 The gateway's certificate store: the HTTPS pair (configured, uploaded, or
 self-signed) and the TLS files uploaded for the tunnels, with `cryptography`.
