@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_state -*-
+# -*- test-case-name: tests.test_lazy -*-
 """
 Packages that name their public surface without importing it: `lazy_names`
 gives a package's ``__getattr__``, which imports a name's module on first use
