@@ -127,6 +127,11 @@ class GatewayState:
         return {n: t.connect for n, t in self.tunnels.items() if t.connect is not None}
 
     @property
+    def access_stats(self) -> dict[int, Any]:
+        """The allow-list and TLS refusals of the accept-mode tunnels."""
+        return {n: t.access for n, t in self.tunnels.items() if t.access is not None}
+
+    @property
     def host_network(self) -> Any:
         """What the host network backend last did (`cmegw.host.HostNetworkResult`), or None."""
         return getattr(self.host_applier, "last", None)

@@ -195,7 +195,7 @@ def _tunnel_page(gateway: Any, n: int) -> list[str]:
          if tunnel.tls else "off"),
         ("RFC 2217", "on" if tunnel.rfc2217 else "off"),
     ], 4)]
-    access = getattr(getattr(gateway, "tunnels", {}).get(n), "access", None)
+    access = gateway.state.access_stats.get(n)
     if access is not None and (access.refused_by_allow_list or access.tls_refused):
         lines += table_lines([
             ("Refused by the allow-list", str(access.refused_by_allow_list)),

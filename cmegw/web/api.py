@@ -219,7 +219,7 @@ def stats_view(admin: Admin) -> dict[str, Any]:
         d["connect_times_text"] = [format_duration(t) for t in stats.connect_times]
         connect = gateway.state.connect_stats.get(n)
         d["connect"] = connect.as_dict(now) if connect is not None else None
-        access = getattr(getattr(gateway, "tunnels", {}).get(n), "access", None)
+        access = gateway.state.access_stats.get(n)
         d["access"] = access.as_dict() if access is not None else None
         tunnels[n] = d
     web = admin.web()

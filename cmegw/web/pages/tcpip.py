@@ -108,8 +108,8 @@ def statistics_content(admin: Admin) -> Tag:
     rows.append(["Connect mode"] + [connect[n].text(now) if n in connect else "—" for n in numbers])
     rows.append(["Last connect failure"] + [connect[n].last_error or "—" if n in connect else "—"
                                             for n in numbers])
-    tunnels = getattr(admin.gateway, "tunnels", {})
-    access = {n: getattr(tunnels.get(n), "access", None) for n in numbers}
+    published = admin.gateway.state.access_stats
+    access = {n: published.get(n) for n in numbers}
     rows.append(["Refused by the allow-list"] + [access[n].refused_by_allow_list if access[n] else "—"
                                                  for n in numbers])
     rows.append(["Refused TLS clients (accept mode)"] + [access[n].tls_refused if access[n] else "—"
