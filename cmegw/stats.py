@@ -123,6 +123,19 @@ class TunnelStatistics:
         return d
 
 
+def tunnel_rows(stats: TunnelStatistics, now: float) -> list[tuple[str, str]]:
+    """A tunnel's statistics as the M-Bus TCP/IP page, the console and the API show them: (label, text)."""
+    rows = [(label, str(getattr(stats, name))) for label, name in TUNNEL_COUNTERS]
+    rows.append(("Accept connection time", format_duration(stats.accept_connection_time(now))))
+    rows += [(f"Connect {i} connection time", format_duration(t)) for i, t in enumerate(stats.connect_times, 1)]
+    return rows
+
+
+def line_rows(stats: LineStatistics) -> list[tuple[str, int | None]]:
+    """A line's counters as the M-Bus Serial page and the console show them (None: the driver keeps none)."""
+    return [(label, getattr(stats, name)) for label, name in LINE_COUNTERS]
+
+
 #: HTTP answers the device's HTTP / Statistics page counts one by one (the rest: "unknown").
 COUNTED_STATUSES = (200, 400, 401, 404, 408, 413, 501)
 

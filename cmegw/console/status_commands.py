@@ -28,7 +28,7 @@ from cmegw.console.framework import (
     number_argument,
     table_lines,
 )
-from cmegw.stats import LINE_COUNTERS, TUNNEL_COUNTERS, format_duration
+from cmegw.stats import format_duration, line_rows, tunnel_rows
 
 
 def web_state(gateway: Any) -> Any:
@@ -178,12 +178,7 @@ def _tunnel_page(gateway: Any, n: int) -> list[str]:
     if stats is None:
         lines.append("  not running")
     else:
-        now = gateway.reactor.seconds()
-        rows = [(label, str(getattr(stats, name))) for label, name in TUNNEL_COUNTERS]
-        rows.append(("Accept connection time", format_duration(stats.accept_connection_time(now))))
-        rows += [(f"Connect {i} connection time", format_duration(t))
-                 for i, t in enumerate(stats.connect_times, 1)]
-        lines += ["  Statistics", *table_lines(rows, 4)]
+        lines += ["  Statistics", *table_lines(tunnel_rows(stats, gateway.reactor.seconds()), 4)]
     lines += ["  Accept mode", *table_lines([
         ("State", _tunnel_state(gateway, n) if tunnel.enabled else "disabled"),
         ("Listening endpoint", gateway.overrides.tunnel if n == 1 and gateway.overrides.tunnel
@@ -241,7 +236,7 @@ def _line_page(gateway: Any, n: int) -> list[str]:
     else:
         lines += ["  Statistics", *table_lines([
             ("State", _line_state(gateway, n)),
-            *[(label, _count(getattr(stats, name))) for label, name in LINE_COUNTERS],
+            *[(label, _count(value)) for label, value in line_rows(stats)],
             ("Reopen attempts", str(stats.reopen_attempts)),
         ], 4)]
     lines += ["  Configuration", *table_lines([

@@ -13,7 +13,7 @@ from twisted.web.template import Tag, tags
 
 from cmegw.config.model import BAUD_RATES
 from cmegw.ops.graphs import graphs_panel
-from cmegw.stats import LINE_COUNTERS
+from cmegw.stats import LINE_COUNTERS, line_rows
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import Field, FormState, applies_text, settings_form, settings_state
 from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
@@ -36,8 +36,9 @@ def statistics_content(admin: Admin) -> Tag:
     numbers = list(admin.gateway.state.config.lines)
     header = ["Counter"] + [f"Line {n}" for n in numbers]
     rows = []
-    for label, attribute in STATISTICS:
-        rows.append([label] + [unavailable(getattr(stats[n], attribute)) if n in stats else "—" for n in numbers])
+    per_line = {n: dict(line_rows(stats[n])) for n in numbers if n in stats}
+    for label, _ in STATISTICS:
+        rows.append([label] + [unavailable(per_line[n][label]) if n in per_line else "—" for n in numbers])
     rows.append(["State"] + [stats[n].state if n in stats else "stopped" for n in numbers])
     rows.append(["Device"] + [stats[n].device if n in stats else "—" for n in numbers])
     rows.append(["Baud rate"] + [stats[n].baud_rate if n in stats else "—" for n in numbers])

@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 from cmegw.config.model import ACCEPT_POLICIES, CONNECT_MODES, HOST_LIST_MODES, MAX_CONNECT_HOSTS
-from cmegw.stats import TUNNEL_COUNTERS, format_duration
+from cmegw.stats import TunnelStatistics, tunnel_rows
 from cmegw.ops.graphs import graphs_panel
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import (
@@ -29,9 +29,6 @@ from cmegw.web.pages.widgets import card, grid_table
 
 TABS = (("Statistics", "/tcpip"), ("Accept mode", "/tcpip/accept"), ("Connect mode", "/tcpip/connect"),
         ("Disconnect mode", "/tcpip/disconnect"), ("TLS files", "/tcpip/tls"))
-
-#: (label, attribute of TunnelStatistics) in the device's order.
-COUNTERS = TUNNEL_COUNTERS
 
 
 def accept_fields(n: int) -> list[Field]:
@@ -93,14 +90,9 @@ def statistics_content(admin: Admin) -> Tag:
     now = admin.clock.seconds()
     header = ["Counter"] + [f"Tunnel {n}" for n in numbers]
     rows: list[list[Any]] = []
-    for label, attribute in COUNTERS:
-        rows.append([label] + [getattr(stats[n], attribute) if n in stats else "—" for n in numbers])
-    rows.append(["Accept connection time"] + [format_duration(stats[n].accept_connection_time(now))
-                                               if n in stats else "—" for n in numbers])
-    for i in range(12):
-        rows.append([f"Connect {i + 1} connection time"] + [
-            format_duration(stats[n].connect_times[i]) if n in stats and i < len(stats[n].connect_times)
-            else "—" for n in numbers])
+    per_tunnel = {n: dict(tunnel_rows(stats[n], now)) for n in numbers if n in stats}
+    for label, _ in tunnel_rows(TunnelStatistics(), now):
+        rows.append([label] + [per_tunnel[n].get(label, "—") if n in per_tunnel else "—" for n in numbers])
     rows.append(["State"] + [(stats[n].state + (f" ({stats[n].peer})" if stats[n].peer else ""))
                              if n in stats else "stopped" for n in numbers])
     rows.append(["Listening on"] + [stats[n].listening or "—" if n in stats else "—" for n in numbers])
