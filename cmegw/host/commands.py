@@ -52,23 +52,30 @@ class CommandRun:
         return f"exit status {self.status}"
 
 
-class _Collect(protocol.ProcessProtocol):
-    def __init__(self, done: defer.Deferred) -> None:
+class ProcessOutput(protocol.ProcessProtocol):
+    """
+    A child process's output (stdout and stderr together, at most `limit`
+    bytes) and how it ended: `done` fires with (the end's reason, output).
+    Its standard input is closed at once.
+    """
+
+    def __init__(self, done: defer.Deferred, limit: int | None = None) -> None:
         self.done = done
+        self.limit = limit
         self.output = bytearray()
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
-        room = OUTPUT_LIMIT - len(self.output)
+        room = len(data) if self.limit is None else self.limit - len(self.output)
         if room > 0:
             self.output += data[:room]
 
     errReceived = outReceived
 
     def processEnded(self, reason: Any) -> None:
-        self.done.callback((reason.value, self.output.decode("utf-8", "replace")))
+        self.done.callback((reason.value, bytes(self.output)))
 
 
 class CommandRunner:
@@ -86,13 +93,14 @@ class CommandRunner:
         if path is None:
             return CommandRun(argv, None, problem=f"{argv[0]} is not installed on this host (not found on PATH)")
         done: defer.Deferred = defer.Deferred()
-        collect = _Collect(done)
+        collect = ProcessOutput(done, OUTPUT_LIMIT)
         try:
             process = self.reactor.spawnProcess(collect, path, list(argv), env=env)
         except OSError as e:
             return CommandRun(argv, None, problem=f"{argv[0]} could not be started: {e.strerror or e}")
         timer = self.reactor.callLater(self.timeout, _kill, process)
-        ended, output = yield done
+        ended, raw = yield done
+        output = raw.decode("utf-8", "replace")
         if timer.active():
             timer.cancel()
             problem = ""

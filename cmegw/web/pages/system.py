@@ -31,12 +31,13 @@ from typing import Any, Callable
 
 import attrs
 from klein import Klein
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 import cmegw
+from cmegw.host.commands import ProcessOutput
 from cmegw.web.http import UPLOAD_MAX_BYTES
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import Field, FormState, form_value, post_form, render_field, uploads
@@ -136,37 +137,28 @@ def verify_wheel(data: bytes, filename: str, expected_sha256: str = "") -> Wheel
     return WheelInfo(name, version, digest, len(data))
 
 
-class _Collect(protocol.ProcessProtocol):
-    """The output and exit code of a child process, stopped after a time limit."""
-
-    def __init__(self, done: defer.Deferred, clock: Any, timeout: float) -> None:
-        self.done = done
-        self.output = bytearray()
-        self.timer = clock.callLater(timeout, self._too_long)
-
-    def _too_long(self) -> None:
-        self.output += b"\n(stopped: it ran too long)"
-        self.transport.signalProcess("KILL")
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        if self.timer.active():
-            self.timer.cancel()
-        code = getattr(reason.value, "exitCode", None)
-        self.done.callback((bytes(self.output), code if code is not None else -1))
-
-
 def run_process(reactor: Any, argv: list[str], timeout: float = INSTALL_TIMEOUT) -> defer.Deferred:
     """Run a child process without blocking the reactor: fires with (output, exit code)."""
     done: defer.Deferred = defer.Deferred()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    reactor.spawnProcess(_Collect(done, reactor, timeout), argv[0], argv, env=env)
-    return done
+    collect = ProcessOutput(done)
+    process = reactor.spawnProcess(collect, argv[0], argv, env=env)
+
+    def too_long() -> None:
+        collect.output += b"\n(stopped: it ran too long)"
+        process.signalProcess("KILL")
+
+    timer = reactor.callLater(timeout, too_long)
+
+    def ended(result: tuple[Any, bytes]) -> tuple[bytes, int]:
+        reason, output = result
+        if timer.active():
+            timer.cancel()
+        code = getattr(reason, "exitCode", None)
+        return output, code if code is not None else -1
+
+    return done.addCallback(ended)
 
 
 def pidfile_of(argv: list[str]) -> str | None:
