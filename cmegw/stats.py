@@ -24,6 +24,13 @@ def format_duration(seconds: float) -> str:
     return f"{days} days {hours:02d}:{minutes:02d}:{s:02d}"
 
 
+class Counters:
+    """A statistics object whose plain view (the API's JSON) is its fields."""
+
+    def as_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
 #: Line states
 LINE_CLOSED = "closed"
 LINE_OPEN = "open"
@@ -31,7 +38,7 @@ LINE_ERROR = "error"
 
 
 @attrs.define
-class LineStatistics:
+class LineStatistics(Counters):
     """The M-Bus Serial page's statistics of one line."""
 
     rx_bytes: int = 0
@@ -51,9 +58,6 @@ class LineStatistics:
     device: str = ""
     opened_at: float | None = None
     reopen_attempts: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return attrs.asdict(self)
 
 
 #: (label, attribute of LineStatistics) in the order of the device's M-Bus Serial page.

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from cmegw.config.model import TunnelConfig
 from cmegw.fastpath import fast_writer
-from cmegw.stats import TunnelStatistics
+from cmegw.stats import Counters, TunnelStatistics
 
 KEEPALIVE_PROBES = 3
 
@@ -161,7 +161,7 @@ class OneClientSink:
 
 
 @attrs.define
-class AccessStatistics:
+class AccessStatistics(Counters):
     """Clients a tunnel turned away before they reached the line (read by the pages and the console)."""
 
     refused_by_allow_list: int = 0
@@ -174,5 +174,3 @@ class AccessStatistics:
         self.last_refused = f"{peer}: {why}"
         self.last_refused_at = now
 
-    def as_dict(self) -> dict[str, object]:
-        return attrs.asdict(self)

@@ -44,7 +44,7 @@ from cmegw.config.model import TunnelConfig
 from cmegw.mbus import frames
 from cmegw.mbus.frames import FrameError
 from cmegw.serial.arbiter import BusArbiter, Reply
-from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING, TunnelStatistics
+from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING, Counters, TunnelStatistics
 from cmegw.tunnel.accept import ChangeBaud, HttpsFiles, TunnelService
 from cmegw.tunnel.base import TunnelProtocol, describe, retime
 from cmegw.tunnel.eventlog import ConnectionEvents
@@ -60,7 +60,7 @@ PARTIAL_FRAME_TIMEOUT = 1.0
 
 
 @attrs.define
-class SharingStatistics:
+class SharingStatistics(Counters):
     """What sharing mode adds to a tunnel's statistics."""
 
     clients: int = 0
@@ -71,8 +71,6 @@ class SharingStatistics:
     malformed_bytes: int = 0
     dropped_requests: int = 0
 
-    def as_dict(self) -> dict[str, object]:
-        return attrs.asdict(self)
 
 
 def expects_reply(frame: frames.Frame) -> bool:
