@@ -4,9 +4,12 @@ TLS contexts: the one TLS policy, and the connection creators built on it,
 with failures told in words an installer understands.
 
 Policy
-    Only TLS 1.2 and TLS 1.3 are ever offered (`VERSIONS`); `certificate_options`
-    builds the `CertificateOptions` every server side uses (HTTPS, TLS accept
-    mode), `client_options` the client side (connect mode).
+    Only TLS 1.2 and TLS 1.3 are ever offered (`VERSIONS`); on TLS 1.2 only
+    ECDHE key exchange with an AEAD cipher (AES-GCM, ChaCha20-Poly1305:
+    `CIPHERS`), on TLS 1.3 its standard three suites; a client's (or
+    server's) request to renegotiate is refused (``OP_NO_RENEGOTIATION``).
+    `certificate_options` builds the `CertificateOptions` every server side
+    uses (HTTPS, TLS accept mode), `client_options` the client side (connect mode).
 
 Connect mode (``tls:host=...:port=...``)
     `client_creator` builds Twisted's `optionsForClientTLS` for the host: the
@@ -43,6 +46,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from twisted.internet import error, ssl
+from twisted.internet._sslverify import ClientTLSOptions
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,6 +72,28 @@ log = Logger(namespace="cmegw.tunnel")
 VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 #: Never anything older.
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+#: The TLS 1.2 cipher suites (OpenSSL's syntax): forward secrecy and authenticated encryption only.
+#: TLS 1.3 keeps OpenSSL's default suites (AES-256-GCM, ChaCha20-Poly1305, AES-128-GCM).
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+#: Renegotiation refused both ways (pyOpenSSL names it from 22.1 on; OpenSSL 1.1.0h and later).
+NO_RENEGOTIATION: int = getattr(SSL, "OP_NO_RENEGOTIATION", 0x40000000)
+
+
+def _acceptable_ciphers() -> Any:
+    return ssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS)
+
+
+class PolicyOptions(ssl.CertificateOptions):
+    """`CertificateOptions` with the gateway's ciphers whose context refuses renegotiation."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(acceptableCiphers=_acceptable_ciphers(), **options)
+
+    def _makeContext(self, *args: Any, **kwargs: Any) -> SSL.Context:
+        # Where getContext() makes (and caches) the context: it cannot change once a connection used it.
+        context = super()._makeContext(*args, **kwargs)
+        context.set_options(NO_RENEGOTIATION)
+        return context
 
 
 def certificate_options(certificate: x509.Certificate, key: PrivateKey, chain: list[x509.Certificate],
@@ -81,15 +107,23 @@ def certificate_options(certificate: x509.Certificate, key: PrivateKey, chain: l
     if not enabled:
         raise ValueError("no TLS version is enabled")
     maximum = None if enabled[-1] == ssl.TLSVersion.TLSv1_3 else enabled[-1]
-    return ssl.CertificateOptions(privateKey=key, certificate=certificate, extraCertChain=chain or None,
-                                  raiseMinimumTo=enabled[0], lowerMaximumSecurityTo=maximum,
-                                  trustRoot=trust_root)
+    return PolicyOptions(privateKey=key, certificate=certificate, extraCertChain=chain or None,
+                         raiseMinimumTo=enabled[0], lowerMaximumSecurityTo=maximum, trustRoot=trust_root)
 
 
 def client_options(hostname: str, trust_root: Any, client_certificate: ssl.PrivateCertificate | None) -> Any:
-    """`optionsForClientTLS` for `hostname`, offering TLS 1.2 and 1.3 only."""
-    return ssl.optionsForClientTLS(hostname, trustRoot=trust_root, clientCertificate=client_certificate,
-                                   extraCertificateOptions={"raiseMinimumTo": MINIMUM_VERSION})
+    """
+    What `optionsForClientTLS` builds for `hostname` (the host name checked,
+    SNI sent), on the gateway's policy: TLS 1.2 and 1.3, `CIPHERS`, no renegotiation.
+    """
+    if not isinstance(hostname, str):
+        raise TypeError(f"a host name is text, not {hostname.__class__.__name__}")
+    extra: dict[str, Any] = {}
+    if client_certificate is not None:
+        extra = {"privateKey": client_certificate.privateKey.original, "certificate": client_certificate.original}
+    options = PolicyOptions(trustRoot=trust_root if trust_root is not None else ssl.platformTrust(),
+                            raiseMinimumTo=MINIMUM_VERSION, **extra)
+    return ClientTLSOptions(options._makeTLSConnection, hostname)
 
 
 def _twisted_certificate(certificate: x509.Certificate) -> ssl.Certificate:
