@@ -129,6 +129,29 @@ class DigestTests(GateCase):
         params = parse_auth_params(response.headers["www-authenticate"][0][7:])
         self.assertEqual(params["stale"], "true")
 
+    def test_nonce_count_zero_refused(self) -> None:
+        """Counts start at 1 (RFC 7616 3.4): nc=00000000 is refused, and 00000001 then still works."""
+        challenge = self.challenges()[0]
+        zero = digest_header(challenge, "admin", "admin", "GET", "/status", nc=0)
+        self.assertIn("nc=00000000", zero)
+        self.assertEqual(self.request("/status", Authorization=zero).status, 401)
+        self.assertFalse(AdmitsTests.admits(self, "/status", zero, method=b"GET"))  # type: ignore[arg-type]
+        one = digest_header(challenge, "admin", "admin", "GET", "/status", nc=1)
+        self.assertEqual(self.request("/status", Authorization=one).status, 200)
+
+    def test_nonce_bound_to_its_challenges_algorithm(self) -> None:
+        """A nonce of the SHA-256 challenge answered with MD5 (a downgrade) is refused, and the other way round."""
+        sha, md5 = self.challenges()
+        for challenge, other in ((sha, "MD5"), (md5, "SHA-256")):
+            crossed = digest_header(challenge, "admin", "admin", "GET", "/status", algorithm=other)
+            self.assertIn(f"algorithm={other}", crossed)
+            response = self.request("/status", Authorization=crossed)
+            self.assertEqual(response.status, 401, other)
+            self.assertNotIn("stale", response.headers["www-authenticate"][0], "not an expired nonce")
+        for challenge in (sha, md5):
+            header = digest_header(challenge, "admin", "admin", "GET", "/status")
+            self.assertEqual(self.request("/status", Authorization=header).status, 200)
+
     def test_uri_must_be_the_requests(self) -> None:
         header = digest_header(self.challenges()[0], "admin", "admin", "GET", "/other")
         self.assertEqual(self.request("/status", Authorization=header).status, 401)

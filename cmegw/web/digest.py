@@ -7,7 +7,8 @@ digest's ``uri`` to the request and compares with ``==``.
 ``DigestCredentialFactory(realm, algorithm, nonces)``
     qop=auth; SHA-256 and MD5 each offered in its own challenge, with nonce
     expiry (`NONCE_LIFETIME`, answered with ``stale=true``), nonce-count
-    tracking (a replayed Authorization header is refused), the digest ``uri``
+    tracking (a replayed Authorization header is refused, counts start at
+    1), each nonce bound to the algorithm of its challenge, the digest ``uri``
     bound to the request's, constant-time comparison; anything unexpected
     (unknown algorithm, ``-sess``, ``auth-int``, ``userhash``, a bad header)
     is a 401, never a 500.
@@ -47,6 +48,7 @@ _HASHES: dict[str, Callable[[bytes], Any]] = {"SHA-256": hashlib.sha256, "MD5": 
 class _Nonce:
     realm: str
     issued: float
+    algorithm: str = ""
     highest: int = 0
     used: set[int] = attrs.field(factory=set)
 
@@ -70,7 +72,7 @@ class NonceStore:
             self.clock = reactor
         return float(self.clock.seconds())
 
-    def issue(self, realm: str) -> str:
+    def issue(self, realm: str, algorithm: str = "") -> str:
         now = self._now()
         for nonce, state in list(self._nonces.items()):
             if now - state.issued <= self.lifetime:
@@ -79,8 +81,13 @@ class NonceStore:
         while len(self._nonces) >= MAX_NONCES:
             del self._nonces[next(iter(self._nonces))]
         nonce = secrets.token_urlsafe(24)
-        self._nonces[nonce] = _Nonce(realm, now)
+        self._nonces[nonce] = _Nonce(realm, now, algorithm)
         return nonce
+
+    def algorithm(self, nonce: str) -> str | None:
+        """The algorithm of the challenge `nonce` came with ("" if issued for none), None if unknown."""
+        state = self._nonces.get(nonce)
+        return state.algorithm if state is not None else None
 
     def fresh(self, nonce: str, realm: str, at: float | None = None) -> bool:
         """Whether `nonce` was issued for `realm` and had not expired at `at` (now if None)."""
@@ -178,7 +185,7 @@ class DigestCredentialFactory:
             "realm": self.realm.encode("utf-8"),
             "qop": b"auth",
             "algorithm": self.algorithm.encode("ascii"),
-            "nonce": self.nonces.issue(self.realm).encode("ascii"),
+            "nonce": self.nonces.issue(self.realm, self.algorithm).encode("ascii"),
             "opaque": self.nonces.opaque.encode("ascii"),
         }
         if getattr(request, "_cmegw_stale_nonce", False):
@@ -211,12 +218,17 @@ class DigestCredentialFactory:
         if not (len(nc) == 8 and _HEX.fullmatch(nc.lower()) and cnonce
                 and len(digest) == size and _HEX.fullmatch(digest)):
             raise ValueError("malformed nc, cnonce or response")
+        if int(nc, 16) == 0:
+            raise ValueError("nc=00000000: nonce counts start at 1")
         nonce = params["nonce"]
         # Judged when the request's headers came in (GatewayRequest.headers_at): an upload whose
         # body takes longer than the nonce lives was sent with a fresh one.
         if not self.nonces.fresh(nonce, self.realm, at=getattr(request, "headers_at", None)):
             request._cmegw_stale_nonce = True
             raise ValueError("unknown or expired nonce")
+        if self.nonces.algorithm(nonce) not in ("", algorithm):
+            raise ValueError(f"the nonce came with a {self.nonces.algorithm(nonce)} challenge, "
+                             f"not {algorithm}")
         return DigestResponse(username=params["username"], algorithm=algorithm,
                               method=request.method.decode("latin-1"), uri=uri, nonce=nonce, nc=nc,
                               cnonce=cnonce, qop="auth", response=digest, nonces=self.nonces)
