@@ -233,6 +233,19 @@ def request_path(segments: Iterable[bytes]) -> str | None:
     return "/" + "/".join(p for p in parts if p)
 
 
+def _not_utf8(request: Any) -> str | None:
+    """What of the request (its decoded path, its host name) is not UTF-8, or None."""
+    try:
+        b"/".join(request.prepath + request.postpath).decode("utf-8")
+    except UnicodeDecodeError:
+        return "path"
+    try:
+        request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return "host name"
+    return None
+
+
 @implementer(IResource)
 class AuthGate:
     """
@@ -264,6 +277,12 @@ class AuthGate:
     def resource_for(self, request: Any) -> Any:
         """What answers this request: the admin resource, a login challenge, a redirect or a refusal."""
         set_authenticated_user(request, None)
+        undecodable = _not_utf8(request)
+        if undecodable:
+            # Klein would log a traceback for each ("Invalid encoding in PATH_INFO"): one line instead.
+            log.info("400 for {peer}: the {what} is not UTF-8", peer=getattr(request.getClientAddress(), "host", "-"),
+                     what=undecodable)
+            return pages.errorPage(400, "Bad Request", f"The {undecodable} is not UTF-8.")
         path = request_path(request.prepath + request.postpath)
         if path is None:
             return pages.errorPage(400, "Bad Request", "A path with . or .. segments is not served.")

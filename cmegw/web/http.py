@@ -24,7 +24,14 @@ log, in `cmegw.web.accesslog` (named here too).
   silently after the same time.
 - Max Bytes: request line + headers + body (chunked bodies counted decoded)
   larger than ``max_bytes`` gets 413 (as soon as a Content-Length says so).
-- A malformed request gets 400.  All three close the connection.
+- A malformed request gets 400.  All three close the connection.  So does
+  a POST whose Content-Type cannot be read (control bytes): 400 and one log
+  line, never Twisted's "Unhandled Error".
+- A POST to the JSON API (``/api``) is never parsed as a form: the API reads
+  its own bodies and answers a wrong Content-Type with its JSON 415.
+- ``OPTIONS *`` carries the security headers of every other answer.
+- HTTPS answers carry ``Strict-Transport-Security`` (`HSTS`) while
+  ``http.hsts`` is on; plain HTTP answers never do.
 - An upload (``UPLOAD_PATHS``) the authentication gate admits from its headers
   (``AuthGate.admits``: valid credentials, or an open path) has
   ``UPLOAD_MAX_BYTES`` and ``UPLOAD_TIMEOUT`` for its body, one at a time per
@@ -39,9 +46,10 @@ from typing import Any, Callable, Iterable
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http import RESPONSES, HTTPChannel, _parseContentType
 from twisted.web.http_headers import Headers
 
 from cmegw.config.model import HttpConfig
@@ -56,9 +64,13 @@ from cmegw.web.accesslog import (  # noqa: F401 (escape_value, LOG_VALUE_LIMIT, 
     host_of,
 )
 
+log = Logger(namespace="cmegw.web.http")
+
 #: Seconds a refused or timed-out client gets to read our answer before the connection is cut.
 ABORT_AFTER = 5
 SERVER_NAME = b"cmegw"
+#: The Strict-Transport-Security value of HTTPS answers (one year).
+HSTS = b"max-age=31536000"
 
 Settings = Callable[[], HttpConfig]
 
@@ -154,8 +166,9 @@ class GatewayChannel(HTTPChannel):
         self._disarm()
         reason = RESPONSES.get(code, b"Error")
         body = b"%d %s\n" % (code, reason)
-        head = (b"HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (code, reason, SERVER_NAME, len(body)))
+        hsts = b"Strict-Transport-Security: %s\r\n" % HSTS if self.isSecure() and self._settings.hsts else b""
+        head = (b"HTTP/1.1 %d %s\r\nServer: %s\r\n%sContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (code, reason, SERVER_NAME, hsts, len(body)))
         self.transport.write(head + body)
         self.site.stats.tx_bytes += len(head) + len(body)
         self.site.log_rejected(self._partial_record(code, len(body)))
@@ -337,6 +350,35 @@ class GatewayRequest(server.Request):
         if self.channel.body_received(len(data)):
             super().handleContentChunk(data)
 
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        Twisted's, but a Content-Type it cannot parse is a 400 (it raised
+        inside the channel: no answer and a traceback), and a POST to the JSON
+        API is not parsed as a form (the API answers a wrong type with 415).
+        """
+        if command == b"POST":
+            if path == b"/api" or path.startswith((b"/api/", b"/api?")):
+                self._parsePOSTFormSubmission = False
+            ctype = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0]
+            if ctype:
+                try:
+                    _parseContentType(ctype)
+                except Exception as e:
+                    self.method, self.uri, self.clientproto = command, path, version
+                    self.path = path.partition(b"?")[0]
+                    peer = host_of(self.getClientAddress())
+                    log.info("400 for {peer}: unreadable Content-Type {value} ({error})", peer=peer,
+                             value=escape_value(ctype), error=e.__class__.__name__)
+                    self.channel._reject(400)
+                    return
+        super().requestReceived(command, path, version)
+
+    def _handleStar(self) -> None:
+        from cmegw.web.pages.admin import security_headers  # the pages import this module's users
+
+        security_headers(self)
+        super()._handleStar()
+
     def write(self, data: bytes) -> None:
         if not self.startedWriting:
             headers = self.responseHeaders
@@ -345,6 +387,8 @@ class GatewayRequest(server.Request):
                 headers.setRawHeaders(b"X-Content-Type-Options", [b"nosniff"])
             if not headers.hasHeader(b"X-Frame-Options"):
                 headers.setRawHeaders(b"X-Frame-Options", [b"DENY"])
+            if self.isSecure() and self.channel.site.settings().hsts:
+                headers.setRawHeaders(b"Strict-Transport-Security", [HSTS])
         super().write(data)
 
 
