@@ -109,11 +109,6 @@ class TunnelFactoryTests(TestCase):
         proto.connectionLost(None)
         self.assertIsNone(self.line._producer)
 
-    def test_keepalive_options(self):
-        idle, interval, count = keepalive_options(45)
-        self.assertEqual(idle + interval * count, 45)
-        self.assertEqual(keepalive_options(1), (1, 1, 3))
-
 
 class TunnelServiceRealTests(TestCase):
     """A real listening socket on loopback."""

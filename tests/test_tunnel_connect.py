@@ -19,10 +19,7 @@ from cmegw.tunnel.connect import (
     CONNECT_RETRY,
     GOOD_CONNECTION,
     ON_DATA_LIMIT,
-    ConnectStatistics,
     ConnectTunnelService,
-    backoff_delay,
-    host_order,
 )
 from tests.web_helpers import PagesTestBase
 
@@ -116,13 +113,6 @@ class ConnectBase(TestCase):
 
 
 class BackoffTests(ConnectBase):
-    def test_delay_function(self):
-        self.assertEqual([backoff_delay(n, 1, 60, lambda: 0.0) for n in range(1, 9)], [1, 2, 4, 8, 16, 32, 60, 60])
-        self.assertEqual(backoff_delay(1, 1, 60, lambda: 0.999), 1.4995)
-        self.assertEqual(backoff_delay(6, 1, 60, lambda: 0.999), 32 * 1.4995)
-        self.assertEqual(backoff_delay(7, 1, 60, lambda: 0.999), 60, "jitter never goes past the longest wait")
-        self.assertEqual(backoff_delay(3, 5, 2, lambda: 0.0), 5, "a longest wait below the first: the first caps")
-
     def test_first_retry_growth_and_cap(self):
         self.start()
         waits = []
@@ -191,12 +181,6 @@ class BackoffTests(ConnectBase):
 
 
 class HostListTests(ConnectBase):
-    def test_order_function(self):
-        self.assertEqual(host_order(3, "sequential", 2), [0, 1, 2])
-        self.assertEqual(host_order(3, "round-robin", 2), [2, 0, 1])
-        self.assertEqual(host_order(3, "round-robin", 4), [1, 2, 0])
-        self.assertEqual(host_order(0, "round-robin", 1), [])
-
     def test_sequential_first_that_answers(self):
         self.start()
         self.endpoints.refuse()
@@ -372,17 +356,6 @@ class TlsSetupTests(ConnectBase):
         self.assertEqual((self.stats.dropped_connects, stats.tls_failures), (1, 1))
         self.assertIn("cannot read the CA bundle (connect_tls_ca) /nonexistent/ca.pem", stats.last_error)
         self.assertEqual(stats.state, CONNECT_RETRY)
-
-
-class StatisticsTests(TestCase):
-    def test_texts(self):
-        s = ConnectStatistics()
-        self.assertEqual(s.text(0), "disabled")
-        s.state, s.host = "connecting", "headend.example:4443 (TLS)"
-        self.assertEqual(s.text(0), "connecting to headend.example:4443 (TLS)")
-        s.state, s.retry_at = "retry", 30.0
-        self.assertEqual(s.text(0), "waiting 30 s before retry")
-        self.assertEqual(s.as_dict(29.5)["text"], "waiting 1 s before retry")
 
 
 class GatewayWiringTests(TestCase):

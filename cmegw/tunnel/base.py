@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnel_accept -*-
+# -*- test-case-name: tests.test_tunnel_base,tests.test_tunnel_accept -*-
 """
 What every tunnel is made of: the client protocol with its byte path
 (`TunnelProtocol`: the fast writer, producers both ways, the idle

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnel_connect -*-
+# -*- test-case-name: tests.test_tunnel_dialing,tests.test_tunnel_connect -*-
 """
 What connect mode decides and shows, apart from any connection: the order in
 which a round tries the hosts, how long it waits after a round found no
