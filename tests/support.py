@@ -192,3 +192,18 @@ def read_socket(sock: socket.socket, limit: float = 5.0, until: bytes = b"", siz
             break
         data += chunk
     return data
+
+
+def defaults_with(*changes: tuple[str, str], extra: str = "") -> str:
+    """
+    The factory defaults text with each ``(old, new)`` replaced once (each
+    `old` must be there) and `extra` appended: a complete ``cmegw.toml``.
+    """
+    from cmegw.config.store import factory_defaults_text
+
+    text = factory_defaults_text()
+    for old, new in changes:
+        if old not in text:
+            raise AssertionError(f"{old!r} is not in the factory defaults")
+        text = text.replace(old, new, 1)
+    return text + extra

@@ -13,7 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
 from cmegw.mbus.simulator import MeterBus, SimulatedBus, default_meters
-from tests.support import GatewayProcess, free_port, open_pty, read_fd, read_hex, read_socket, real_frames
+from tests.support import GatewayProcess, defaults_with, free_port, open_pty, read_fd, read_hex, read_socket, real_frames
 
 try:
     import meterbus
@@ -89,7 +89,8 @@ class PulledAdapterTests(TestCase):
         bus = SimulatedBus(reactor, MeterBus(default_meters()), reply_delay=0.3)
         bus.start(link=link)
         self.addCleanup(bus.stop)
-        (tmp / "cmegw.toml").write_text("[line.1]\nreopen_interval = 1\n[tunnel.1]\ndisconnect_timeout = 0\n")
+        (tmp / "cmegw.toml").write_text(defaults_with(("reopen_interval = 3", "reopen_interval = 1"),
+                                                      ("disconnect_timeout = 10", "disconnect_timeout = 0")))
         port = free_port()
         gw = GatewayProcess(tmp, ["--config", "cmegw.toml", "--device", link,
                                   "--tunnel", f"tcp:{port}:interface=127.0.0.1"])

@@ -128,7 +128,7 @@ class NotifyTests(TestCase):
         self.assertEqual(len(reloading), 1)
         self.assertTrue(any("READY=1" in m for m in messages[reloading[0] + 1:]))
 
-        bad = "[tunnel.1]\nkeepalive = 'later'\n"
+        bad = text.replace("keepalive = 45", "keepalive = 'later'", 1)
         path.write_text(bad)
         self.gw.signal(signal.SIGHUP)
         wait_for(lambda: "reload refused" in self.gw.log(), "the refusal", log=self.gw.log)

@@ -24,7 +24,7 @@ from cmegw.ops import systemd
 from cmegw.ops.systemd import Notifier, ReloadOnHangup, SystemdNotify, status_text
 from cmegw.service import GatewayService, Overrides
 from cmegw.state import BusView
-from tests.support import open_pty
+from tests.support import defaults_with, open_pty
 
 
 class NotifySocket:
@@ -325,7 +325,7 @@ class ReloadTests(GatewayTestCase):
     def test_store_reload_refuses_a_bad_file(self):
         before = self.store.config
         last_good = self.store.last_good_path.read_text()
-        self.path.write_text("[tunnel.1]\nkeepalive = -3\n")
+        self.path.write_text(defaults_with(("keepalive = 45", "keepalive = -3")))
         seen = []
         self.store.subscribe(lambda old, new: seen.append(new))
         self.assertRaises(ConfigFileError, self.store.reload)
@@ -366,10 +366,11 @@ class ReloadTests(GatewayTestCase):
     def test_bad_file_is_refused(self):
         part = self.hangup()
         running = self.gateway.running_config
-        self.path.write_text("[tunnel.1]\nkeepalive = 'soon'\n")
+        bad = defaults_with(("keepalive = 45", "keepalive = 'soon'"))
+        self.path.write_text(bad)
         self.assertFalse(part.reload())
         self.assertIs(self.gateway.running_config, running)
-        self.assertEqual(self.path.read_text(), "[tunnel.1]\nkeepalive = 'soon'\n", "the bad file is left as it is")
+        self.assertEqual(self.path.read_text(), bad, "the bad file is left as it is")
         status = self.listener.fields("STATUS")[-1]
         self.assertTrue(status.startswith("configuration reload refused: "), status)
         self.assertIn("keepalive", status)

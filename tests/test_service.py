@@ -11,7 +11,7 @@ from cmegw.config.settings import apply_setting
 from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 from cmegw.stats import LINE_ERROR, LINE_OPEN, format_duration
-from tests.support import open_pty, read_fd
+from tests.support import defaults_with, open_pty, read_fd
 
 
 class GatewayServiceTests(TestCase):
@@ -97,7 +97,7 @@ class StartupTests(TestCase):
     def test_config_problem_shown(self):
         d = Path(self.mktemp())
         d.mkdir()
-        (d / "cmegw.toml").write_text("[line.1]\nbaud_rate = 12\n")
+        (d / "cmegw.toml").write_text(defaults_with(("baud_rate = 2400", "baud_rate = 12")))
         store = ConfigStore(d / "cmegw.toml")
         store.load()
         gateway = GatewayService(store, reactor, Overrides(device="/nonexistent", tunnel="tcp:0:interface=127.0.0.1"))
@@ -128,10 +128,11 @@ class SeveralLinesTests(TestCase):
         for master, slave, _ in ptys:
             self.addCleanup(os.close, master)
             self.addCleanup(os.close, slave)
-        (d / "cmegw.toml").write_text(
-            f'[line.1]\ndevice = "{ptys[0][2]}"\n[line.2]\ndevice = "{ptys[1][2]}"\nbaud_rate = 300\n'
-            '[tunnel.1]\nlisten = "tcp:0:interface=127.0.0.1"\n'
-            '[tunnel.2]\nlisten = "tcp:0:interface=127.0.0.1"\n')
+        (d / "cmegw.toml").write_text(defaults_with(
+            ('device = "/dev/ttyUSB0"', f'device = "{ptys[0][2]}"'),
+            ('listen = "tcp:10001"', 'listen = "tcp:0:interface=127.0.0.1"'),
+            extra=f'\n[line.2]\ndevice = "{ptys[1][2]}"\nbaud_rate = 300\n'
+                  '[tunnel.2]\nlisten = "tcp:0:interface=127.0.0.1"\n'))
         store = ConfigStore(d / "cmegw.toml")
         store.load()
         gateway = GatewayService(store, reactor)
@@ -163,7 +164,8 @@ class HttpsFilesTests(TestCase):
 
         d = Path(self.mktemp()).resolve()
         d.mkdir()
-        (d / "cmegw.toml").write_text('[http]\ncertificate = "missing.crt"\nprivate_key = "missing.key"\n')
+        (d / "cmegw.toml").write_text(defaults_with(('\ncertificate = ""', '\ncertificate = "missing.crt"'),
+                                                    ('private_key = ""', 'private_key = "missing.key"')))
         store = ConfigStore(d / "cmegw.toml")
         store.load()
         gateway = GatewayService(store, reactor)

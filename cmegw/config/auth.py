@@ -71,3 +71,20 @@ def delete_user(config: Config, uri: str, name: str) -> Config:
                                                   "(so does the last user of /, who logs in to the console); "
                                                   "add another user first")
     return _replace(config, directive, attrs.evolve(directive, users=users))
+
+
+def check_root_directive(config: Config) -> None:
+    """
+    Refuse a configuration that leaves ``/`` without a directive, or ``/``'s
+    directive without a user: every page would answer 403 and nobody could log
+    in to the console (the store calls this before loading, reloading or saving).
+    """
+    root = next((d for d in config.auth if d.uri == ROOT_URI), None)
+    if root is None:
+        raise ConfigError("auth", "(no directive on /)",
+                          "keep an [[auth]] directive with uri = \"/\" and a user: it protects every page and "
+                          "holds the console's users; without it everyone is locked out")
+    if not root.users:
+        raise ConfigError("auth.user", "(no user on /)",
+                          "keep at least one [[auth.user]] on the / directive: its users log in to the web "
+                          "pages and the console; without one everyone is locked out")

@@ -115,6 +115,10 @@ def read_section(cls: type[T], setting: str, data: object) -> T:
     for key in data:
         check(f"{setting}.{key}", data[key], key in known,
                f"unknown setting; known: {', '.join(sorted(known))}")
+    for field in attrs.fields(cls):  # type: ignore[arg-type]
+        name = field.alias or field.name
+        check(f"{setting}.{name}", "(missing)", not field.init or name in data or field.default is not attrs.NOTHING,
+               "this setting is required here")
     return cls(**data)
 
 

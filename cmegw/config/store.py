@@ -12,6 +12,7 @@ the factory defaults) and says why.
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from importlib import resources
@@ -22,6 +23,7 @@ import attrs
 import tomlkit
 from twisted.logger import Logger
 
+from cmegw.config.auth import check_root_directive
 from cmegw.config.files import check_files
 from cmegw.config.model import Config, ConfigError
 
@@ -43,14 +45,39 @@ def factory_defaults() -> Config:
     return parse_config(factory_defaults_text(), "factory defaults")
 
 
+#: How each top-level section is written in the file, for "is incomplete" messages.
+_SECTION_NAMES = {"line": "[line.N]", "tunnel": "[tunnel.N]", "auth": "[[auth]]"}
+
+
+@functools.cache
+def _required_sections() -> tuple[str, ...]:
+    """The top-level sections the factory defaults have: a file without one of them was cut short."""
+    return tuple(tomllib.loads(factory_defaults_text()))
+
+
+def check_complete(data: dict[str, Any], where: str) -> None:
+    """Refuse a file that lacks a top-level section of the factory defaults, naming what is missing."""
+    missing = [_SECTION_NAMES.get(s, f"[{s}]") for s in _required_sections() if s not in data]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigFileError(f"{where} is incomplete: "
+                              f"{', '.join(missing)} {verb} missing (a cut-short or partly copied file?)")
+
+
 def parse_config(text: str, where: str) -> Config:
+    """
+    Read a whole configuration file: valid TOML, every section of the
+    factory defaults present, every setting valid, a user on ``/``.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigFileError(f"{where} is not valid TOML: {e}") from None
+    check_complete(data, where)
     try:
         config = Config.from_dict(data)
         check_files(config)
+        check_root_directive(config)
         return config
     except ConfigError as e:
         raise ConfigFileError(f"{where}: {e}") from None
@@ -180,6 +207,7 @@ class ConfigStore:
         """Make `new` the configuration: save it (unless asked not to) and tell the listeners."""
         if not isinstance(new, Config):
             raise TypeError("a Config is needed")
+        check_root_directive(new)  # raises ConfigError: nobody could log in any more
         old = self.config
         if save:
             self._write(new)
