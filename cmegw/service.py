@@ -18,9 +18,9 @@ from twisted.logger import Logger
 from cmegw.config.model import Config
 from cmegw.config.settings import apply_setting, get_setting, live_update, setting_names
 from cmegw.config.store import ConfigFileError, ConfigStore
+from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master
 from cmegw.host.apply import NetworkApplier
-from cmegw.serial.arbiter import BusArbiter
 from cmegw.serial.line import SerialLine
 from cmegw.state import BusView, GatewayState, TunnelView
 from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics

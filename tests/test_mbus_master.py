@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
 from cmegw.mbus import master as master_module
+from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.frames import SecondaryAddress
 from cmegw.mbus.master import (
     MAX_SECONDARY_PROBES,
@@ -24,7 +25,7 @@ from cmegw.mbus.master import (
 )
 from cmegw.mbus.records import Coding, RecordSpec, scaled
 from cmegw.mbus.simulator import MeterBus, SimulatedMeter, default_meters
-from cmegw.serial.arbiter import BusArbiter, first_byte_timeout
+from cmegw.mbus.timing import first_byte_timeout
 from cmegw.testing import BusLine, run_clock as run
 
 def meter(primary: int, ident: str, manufacturer: str = "ELV", medium: int = 0x07,

@@ -41,9 +41,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cmegw.mbus import frames, records
-from cmegw.mbus.frames import SecondaryAddress
-from cmegw.serial.arbiter import (
+from cmegw.mbus.arbiter import (
     REPLY_GARBLED,
     REPLY_INVALID,
     REPLY_SILENT,
@@ -52,8 +50,10 @@ from cmegw.serial.arbiter import (
     BusBusy,
     LineUnavailable,
     Reply,
-    character_time,
 )
+from cmegw.mbus import frames, records
+from cmegw.mbus.frames import SecondaryAddress
+from cmegw.mbus.timing import character_time
 
 log = Logger(namespace="cmegw.master")
 

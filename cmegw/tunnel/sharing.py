@@ -41,9 +41,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cmegw.config.model import TunnelConfig
+from cmegw.mbus.arbiter import BusArbiter, Reply
 from cmegw.mbus import frames
 from cmegw.mbus.frames import FrameError
-from cmegw.serial.arbiter import BusArbiter, Reply
 from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING, TunnelStatistics
 from cmegw.tunnel.accept import TunnelProtocol, TunnelService, describe, set_keepalive
 from cmegw.tunnel.eventlog import ConnectionEvents
