@@ -11,8 +11,8 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
 from cmegw.mbus import master as master_module
+from cmegw.mbus.address import SecondaryAddress, decode_bcd_ident
 from cmegw.mbus.arbiter import BusArbiter
-from cmegw.mbus.frames import SecondaryAddress
 from cmegw.mbus.master import (
     MAX_SECONDARY_PROBES,
     SCAN_CANCELLED,
@@ -162,7 +162,7 @@ class SecondaryScanTests(MasterTestCase):
         self.assertEqual({m.primary for m in scan.found}, {m.primary for m in self.bus.meters})
         self.assertAlmostEqual(scan.covered, 1.0)
         selections = [r for r in self.line.requests if len(r) > 9 and r[6] == frames.CI_SELECTION]
-        patterns = [frames.decode_bcd_ident(r[7:11]) for r in selections]
+        patterns = [decode_bcd_ident(r[7:11]) for r in selections]
         self.assertIn("1234567F", patterns, "the search went down to the last digit")
         self.assertNotIn("9FFFFFFF" + "0", patterns)
         self.assertLess(len(selections), 2 * 10 * 8 * len(self.bus.meters))

@@ -13,7 +13,7 @@ from pathlib import Path
 from twisted.trial.unittest import SkipTest, TestCase
 
 from cmegw.mbus import frames, records
-from cmegw.mbus.frames import SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress
 from cmegw.mbus.records import (
     ApplicationError,
     Coding,

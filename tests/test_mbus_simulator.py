@@ -13,7 +13,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
-from cmegw.mbus.frames import FrameError, SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress
+from cmegw.mbus.frames import FrameError
 from cmegw.mbus.records import scaled
 from cmegw.mbus.simulator import (
     BITS_PER_CHARACTER,

@@ -52,7 +52,7 @@ from cmegw.mbus.arbiter import (
     Reply,
 )
 from cmegw.mbus import frames, records
-from cmegw.mbus.frames import SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress
 from cmegw.mbus.timing import character_time
 
 log = Logger(namespace="cmegw.master")

@@ -26,7 +26,8 @@ from twisted.internet import abstract, fdesc
 from twisted.internet.interfaces import IDelayedCall
 
 from cmegw.mbus import frames
-from cmegw.mbus.frames import FrameError, SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress, decode_bcd_ident
+from cmegw.mbus.frames import FrameError
 from cmegw.mbus.records import (
     Coding,
     Function,
@@ -274,7 +275,7 @@ class MeterBus:
         """
         if a not in (frames.SELECTED, frames.BROADCAST_NOREPLY) or len(data) != 8:
             return None
-        pattern = frames.decode_bcd_ident(data[0:4])
+        pattern = decode_bcd_ident(data[0:4])
         manufacturer = int.from_bytes(data[4:6], "little")
         for meter in self.meters:
             meter.selected = meter.address.matches(pattern, manufacturer, data[6], data[7])

@@ -11,7 +11,7 @@ import enum
 import attrs
 
 from cmegw.mbus import frames
-from cmegw.mbus.frames import SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress
 
 
 MAX_DIFE = 10

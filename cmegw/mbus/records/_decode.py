@@ -10,7 +10,7 @@ import datetime
 import attrs
 
 from cmegw.mbus import frames
-from cmegw.mbus.frames import SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress, decode_bcd_ident
 from cmegw.mbus.records._coding import (
     DATA_SIZE,
     DIF_IDLE_FILLER,
@@ -406,7 +406,7 @@ def _decode_fixed(ci: int, data: bytes) -> Telegram:
         raise TruncatedData(
             f"fixed data is {FIXED_DATA_LENGTH} bytes, the telegram has {len(data)}"
         )
-    ident = frames.decode_bcd_ident(data[0:4])
+    ident = decode_bcd_ident(data[0:4])
     access, status, type1, type2 = data[4], data[5], data[6], data[7]
     medium = ((type1 & 0xC0) >> 6) | ((type2 & 0xC0) >> 4)
     header = Header(SecondaryAddress(ident, "@@@", 0, medium), access, status, 0)
