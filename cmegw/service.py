@@ -385,6 +385,7 @@ class GatewayService(service.MultiService):
 
 def default_simulator(reactor: Any, line: int) -> Any:
     """The built-in simulated M-Bus with its default meters, on a pty pair."""
-    from cmegw.mbus.simulator import MeterBus, SimulatedBus, default_meters
+    from cmegw.mbus.meterbus import MeterBus, default_meters
+    from cmegw.mbus.simulator import SimulatedBus
 
     return SimulatedBus(reactor, MeterBus(default_meters()), reply_delay=0.01)

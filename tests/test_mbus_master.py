@@ -24,7 +24,7 @@ from cmegw.mbus.master import (
     parse_meter_address,
 )
 from cmegw.mbus.records import Coding, RecordSpec, scaled
-from cmegw.mbus.simulator import MeterBus, SimulatedMeter, default_meters
+from cmegw.mbus.meterbus import MeterBus, SimulatedMeter, default_meters
 from cmegw.mbus.timing import first_byte_timeout
 from cmegw.testing import BusLine, run_clock as run
 

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from cmegw.config.store import factory_defaults_text
 from cmegw.mbus import frames
 from cmegw.mbus.address import SecondaryAddress
-from cmegw.mbus.simulator import default_meters
+from cmegw.mbus.meterbus import default_meters
 from tests.support import GatewayProcess, free_port
 
 try:

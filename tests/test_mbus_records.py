@@ -26,7 +26,7 @@ from cmegw.mbus.records import (
     TruncatedData,
     UnsupportedTelegram,
 )
-from cmegw.mbus.simulator import default_meters
+from cmegw.mbus.meterbus import default_meters
 
 FRAMES = Path(__file__).resolve().parents[2] / "shared" / "mbus-frames"
 

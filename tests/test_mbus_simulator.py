@@ -16,14 +16,8 @@ from cmegw.mbus import frames
 from cmegw.mbus.address import SecondaryAddress
 from cmegw.mbus.frames import FrameError
 from cmegw.mbus.records import scaled
-from cmegw.mbus.simulator import (
-    BITS_PER_CHARACTER,
-    MeterBus,
-    SimulatedBus,
-    SimulatedMeter,
-    collide,
-    default_meters,
-)
+from cmegw.mbus.meterbus import BITS_PER_CHARACTER, MeterBus, SimulatedMeter, collide, default_meters
+from cmegw.mbus.simulator import SimulatedBus
 
 
 def contains_telegram(heard: bytes) -> bool:

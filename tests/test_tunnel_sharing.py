@@ -18,7 +18,7 @@ from cmegw.config.store import ConfigStore
 from cmegw.mbus import frames
 from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master
-from cmegw.mbus.simulator import MeterBus, default_meters
+from cmegw.mbus.meterbus import MeterBus, default_meters
 from cmegw.mbus.timing import first_byte_timeout
 from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING
 from cmegw.tunnel.sharing import (
