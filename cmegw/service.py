@@ -354,7 +354,7 @@ class GatewayService(service.MultiService):
         return trace
 
     def start_scan(self, n: int, kind: str, identify: bool = True) -> Any:
-        """Start a primary or secondary scan of line `n` and return its `cmegw.mbus.master.Scan`."""
+        """Start a primary or secondary scan of line `n` and return its `cmegw.mbus.results.Scan`."""
         master = self._master(n)
         if kind == "primary":
             return master.scan_primary(identify=identify)
@@ -363,7 +363,7 @@ class GatewayService(service.MultiService):
         raise ValueError(f"{kind!r} is not a kind of scan; use primary or secondary")
 
     def read_meter(self, n: int, address: Any) -> defer.Deferred:
-        """Read the meter at `address` on line `n`: fires with a `cmegw.mbus.master.Reading`."""
+        """Read the meter at `address` on line `n`: fires with a `cmegw.mbus.results.Reading`."""
         return self._master(n).read(address)
 
     def _master(self, n: int) -> Master:

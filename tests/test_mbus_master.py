@@ -15,16 +15,14 @@ from cmegw.mbus.address import SecondaryAddress, decode_bcd_ident
 from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import (
     MAX_SECONDARY_PROBES,
-    SCAN_CANCELLED,
-    SCAN_DONE,
-    SCAN_FAILED,
     Master,
     MeterError,
     ScanRunning,
     parse_meter_address,
 )
-from cmegw.mbus.records import Coding, RecordSpec, scaled
 from cmegw.mbus.meterbus import MeterBus, SimulatedMeter, default_meters
+from cmegw.mbus.records import Coding, RecordSpec, scaled
+from cmegw.mbus.results import SCAN_CANCELLED, SCAN_DONE, SCAN_FAILED
 from cmegw.mbus.timing import first_byte_timeout
 from cmegw.testing import BusLine, run_clock as run
 
