@@ -18,9 +18,9 @@ from twisted.logger import Logger
 from cmegw.config.model import Config
 from cmegw.config.settings import apply_setting, get_setting, live_update, setting_names
 from cmegw.config.store import ConfigFileError, ConfigStore
+from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master
 from cmegw.host.apply import NetworkApplier
-from cmegw.serial.arbiter import BusArbiter
 from cmegw.serial.line import SerialLine
 from cmegw.state import BusView, GatewayState, TunnelView
 from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics
@@ -339,7 +339,7 @@ class GatewayService(service.MultiService):
         return trace
 
     def start_scan(self, n: int, kind: str, identify: bool = True) -> Any:
-        """Start a primary or secondary scan of line `n` and return its `cmegw.mbus.master.Scan`."""
+        """Start a primary or secondary scan of line `n` and return its `cmegw.mbus.results.Scan`."""
         master = self._master(n)
         if kind == "primary":
             return master.scan_primary(identify=identify)
@@ -348,7 +348,7 @@ class GatewayService(service.MultiService):
         raise ValueError(f"{kind!r} is not a kind of scan; use primary or secondary")
 
     def read_meter(self, n: int, address: Any) -> defer.Deferred:
-        """Read the meter at `address` on line `n`: fires with a `cmegw.mbus.master.Reading`."""
+        """Read the meter at `address` on line `n`: fires with a `cmegw.mbus.results.Reading`."""
         return self._master(n).read(address)
 
     def _master(self, n: int) -> Master:
@@ -370,6 +370,7 @@ class GatewayService(service.MultiService):
 
 def default_simulator(reactor: Any, line: int) -> Any:
     """The built-in simulated M-Bus with its default meters, on a pty pair."""
-    from cmegw.mbus.simulator import MeterBus, SimulatedBus, default_meters
+    from cmegw.mbus.meterbus import MeterBus, default_meters
+    from cmegw.mbus.simulator import SimulatedBus
 
     return SimulatedBus(reactor, MeterBus(default_meters()), reply_delay=0.01)

@@ -60,7 +60,7 @@ class BusView:
 
     @property
     def scan(self) -> Any:
-        """The running or last `cmegw.mbus.master.Scan`, or None."""
+        """The running or last `cmegw.mbus.results.Scan`, or None."""
         return self._master.scan
 
     @property

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from cmegw.config.model import Config, LineConfig
 from cmegw.mbus import frames
-from cmegw.mbus.simulator import MeterBus
+from cmegw.mbus.meterbus import MeterBus
 from cmegw.stats import LINE_OPEN, LineStatistics
 
 

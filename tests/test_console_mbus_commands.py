@@ -8,9 +8,9 @@ from twisted.internet import task
 from twisted.trial.unittest import TestCase
 
 from cmegw.console.commands import Reply, Session, commands
+from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master
-from cmegw.mbus.simulator import MeterBus, default_meters
-from cmegw.serial.arbiter import BusArbiter
+from cmegw.mbus.meterbus import MeterBus, default_meters
 from cmegw.state import BusView
 from cmegw.testing import BusLine, fake_state, run_clock as run
 

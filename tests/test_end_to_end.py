@@ -12,7 +12,8 @@ from twisted.internet import reactor, task, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
-from cmegw.mbus.simulator import MeterBus, SimulatedBus, default_meters
+from cmegw.mbus.meterbus import MeterBus, default_meters
+from cmegw.mbus.simulator import SimulatedBus
 from tests.support import GatewayProcess, defaults_with, free_port, open_pty, read_fd, read_hex, read_socket, real_frames
 
 try:

@@ -9,12 +9,18 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
+from cmegw.mbus.address import (
+    SecondaryAddress,
+    decode_bcd_ident,
+    decode_manufacturer,
+    encode_bcd_ident,
+    encode_manufacturer,
+)
 from cmegw.mbus.frames import (
     ChecksumError,
     Frame,
     FrameError,
     LengthMismatch,
-    SecondaryAddress,
     StopByteError,
     TrailingBytes,
     TruncatedFrame,
@@ -175,20 +181,20 @@ class ParseTests(TestCase):
 
 class SecondaryAddressTests(TestCase):
     def test_manufacturer(self) -> None:
-        self.assertEqual(frames.encode_manufacturer("ELV"), 0x1596)
-        self.assertEqual(frames.decode_manufacturer(0x1596), "ELV")
-        self.assertEqual(frames.decode_manufacturer(b"\x2d\x2c"), "KAM")
-        self.assertEqual(frames.encode_manufacturer("abb"), 0x0442)
-        self.assertRaises(ValueError, frames.encode_manufacturer, "AB")
-        self.assertRaises(ValueError, frames.encode_manufacturer, "A1B")
+        self.assertEqual(encode_manufacturer("ELV"), 0x1596)
+        self.assertEqual(decode_manufacturer(0x1596), "ELV")
+        self.assertEqual(decode_manufacturer(b"\x2d\x2c"), "KAM")
+        self.assertEqual(encode_manufacturer("abb"), 0x0442)
+        self.assertRaises(ValueError, encode_manufacturer, "AB")
+        self.assertRaises(ValueError, encode_manufacturer, "A1B")
 
     def test_bcd_ident(self) -> None:
-        self.assertEqual(frames.encode_bcd_ident("12345678"), b"\x78\x56\x34\x12")
-        self.assertEqual(frames.encode_bcd_ident(1), b"\x01\x00\x00\x00")
-        self.assertEqual(frames.decode_bcd_ident(b"\x78\x56\x34\x12"), "12345678")
-        self.assertEqual(frames.encode_bcd_ident("1FFFFFFF", wildcards=True), b"\xff\xff\xff\x1f")
-        self.assertRaises(ValueError, frames.encode_bcd_ident, "1FFFFFFF")
-        self.assertRaises(ValueError, frames.encode_bcd_ident, 123456789)
+        self.assertEqual(encode_bcd_ident("12345678"), b"\x78\x56\x34\x12")
+        self.assertEqual(encode_bcd_ident(1), b"\x01\x00\x00\x00")
+        self.assertEqual(decode_bcd_ident(b"\x78\x56\x34\x12"), "12345678")
+        self.assertEqual(encode_bcd_ident("1FFFFFFF", wildcards=True), b"\xff\xff\xff\x1f")
+        self.assertRaises(ValueError, encode_bcd_ident, "1FFFFFFF")
+        self.assertRaises(ValueError, encode_bcd_ident, 123456789)
 
     def test_str_and_parse(self) -> None:
         address = SecondaryAddress("12345678", "ELV", 1, 7)

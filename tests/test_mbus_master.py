@@ -11,20 +11,19 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
 from cmegw.mbus import master as master_module
-from cmegw.mbus.frames import SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress, decode_bcd_ident
+from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import (
     MAX_SECONDARY_PROBES,
-    SCAN_CANCELLED,
-    SCAN_DONE,
-    SCAN_FAILED,
     Master,
     MeterError,
     ScanRunning,
     parse_meter_address,
 )
+from cmegw.mbus.meterbus import MeterBus, SimulatedMeter, default_meters
 from cmegw.mbus.records import Coding, RecordSpec, scaled
-from cmegw.mbus.simulator import MeterBus, SimulatedMeter, default_meters
-from cmegw.serial.arbiter import BusArbiter, first_byte_timeout
+from cmegw.mbus.results import SCAN_CANCELLED, SCAN_DONE, SCAN_FAILED
+from cmegw.mbus.timing import first_byte_timeout
 from cmegw.testing import BusLine, run_clock as run
 
 def meter(primary: int, ident: str, manufacturer: str = "ELV", medium: int = 0x07,
@@ -161,7 +160,7 @@ class SecondaryScanTests(MasterTestCase):
         self.assertEqual({m.primary for m in scan.found}, {m.primary for m in self.bus.meters})
         self.assertAlmostEqual(scan.covered, 1.0)
         selections = [r for r in self.line.requests if len(r) > 9 and r[6] == frames.CI_SELECTION]
-        patterns = [frames.decode_bcd_ident(r[7:11]) for r in selections]
+        patterns = [decode_bcd_ident(r[7:11]) for r in selections]
         self.assertIn("1234567F", patterns, "the search went down to the last digit")
         self.assertNotIn("9FFFFFFF" + "0", patterns)
         self.assertLess(len(selections), 2 * 10 * 8 * len(self.bus.meters))

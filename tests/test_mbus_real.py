@@ -17,7 +17,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from cmegw.config.store import factory_defaults_text
 from cmegw.mbus import frames
-from cmegw.mbus.simulator import default_meters
+from cmegw.mbus.address import SecondaryAddress
+from cmegw.mbus.meterbus import default_meters
 from tests.support import GatewayProcess, free_port
 
 try:
@@ -61,8 +62,8 @@ def check_reply(address: int, ack: bytes | None, data: bytes | None) -> str | No
         frame = frames.parse_frame(data or b"")
     except frames.FrameError as e:
         return f"{address}: RSP_UD corrupted: {e}"
-    if frame.a != address or frames.SecondaryAddress.from_bytes(frame.data[:8]) != expected:
-        return f"{address}: got the answer of meter {frame.a} ({frames.SecondaryAddress.from_bytes(frame.data[:8])})"
+    if frame.a != address or SecondaryAddress.from_bytes(frame.data[:8]) != expected:
+        return f"{address}: got the answer of meter {frame.a} ({SecondaryAddress.from_bytes(frame.data[:8])})"
     telegram = meterbus.load(data)
     ident = "".join(f"{b:02X}" for b in telegram.body.bodyHeader.id_nr)
     if ident != expected.ident:

@@ -13,7 +13,7 @@ from pathlib import Path
 from twisted.trial.unittest import SkipTest, TestCase
 
 from cmegw.mbus import frames, records
-from cmegw.mbus.frames import SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress
 from cmegw.mbus.records import (
     ApplicationError,
     Coding,
@@ -26,7 +26,7 @@ from cmegw.mbus.records import (
     TruncatedData,
     UnsupportedTelegram,
 )
-from cmegw.mbus.simulator import default_meters
+from cmegw.mbus.meterbus import default_meters
 
 FRAMES = Path(__file__).resolve().parents[2] / "shared" / "mbus-frames"
 

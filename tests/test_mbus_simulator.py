@@ -13,16 +13,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
-from cmegw.mbus.frames import FrameError, SecondaryAddress
+from cmegw.mbus.address import SecondaryAddress
+from cmegw.mbus.frames import FrameError
 from cmegw.mbus.records import scaled
-from cmegw.mbus.simulator import (
-    BITS_PER_CHARACTER,
-    MeterBus,
-    SimulatedBus,
-    SimulatedMeter,
-    collide,
-    default_meters,
-)
+from cmegw.mbus.meterbus import BITS_PER_CHARACTER, MeterBus, SimulatedMeter, collide, default_meters
+from cmegw.mbus.simulator import SimulatedBus
 
 
 def contains_telegram(heard: bytes) -> bool:

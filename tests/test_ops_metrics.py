@@ -342,12 +342,12 @@ class DashboardTests(GatewayCase):
                     continue  # the arbiters' series: checked below against their statistics' fields
                 self.assertIn(name, exported, expr)
         from cmegw.ops.metrics import MBUS_NAMES
-        from cmegw.serial.arbiter import ArbiterStatistics
+        from cmegw.mbus.arbiter import ArbiterStatistics
 
         mbus = {MBUS_NAMES.get(f, f"cmegw_mbus_{f}") for f in attrs.fields_dict(ArbiterStatistics)}
         mbus = {n if n.endswith(("_length", "_peak")) else n + "_total" for n in mbus} | {"cmegw_mbus_meters"}
         try:
-            from cmegw.mbus.master import MasterStatistics
+            from cmegw.mbus.results import MasterStatistics
         except ImportError:
             MasterStatistics = None
         if MasterStatistics is not None:

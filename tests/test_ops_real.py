@@ -24,7 +24,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from cmegw.mbus.simulator import default_meters
+from cmegw.mbus.meterbus import default_meters
 from tests.test_ops_systemd import NotifySocket
 from tests.support import REPO, START_TIMEOUT, GatewayProcess, free_port, require_program, twistd_command
 

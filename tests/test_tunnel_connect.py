@@ -438,8 +438,8 @@ class SharingTests(TestCase):
 
     def test_connect_peer_and_accept_clients_share_the_bus(self):
         from cmegw.mbus import frames
-        from cmegw.mbus.simulator import MeterBus, default_meters
-        from cmegw.serial.arbiter import BusArbiter
+        from cmegw.mbus.meterbus import MeterBus, default_meters
+        from cmegw.mbus.arbiter import BusArbiter
         from cmegw.tunnel.sharing import SharingTunnelService
         from cmegw.testing import BusLine
 

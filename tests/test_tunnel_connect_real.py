@@ -20,7 +20,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 from cmegw.config.settings import apply_settings
 from cmegw.config.store import ConfigStore
 from cmegw.mbus import frames
-from cmegw.mbus.simulator import MeterBus, SimulatedBus, default_meters
+from cmegw.mbus.meterbus import MeterBus, default_meters
+from cmegw.mbus.simulator import SimulatedBus
 from cmegw.tls.protocol import TunnelTlsFactory
 from tests.support import GatewayProcess, free_port, require_program
 from tests.test_tunnel_tls import Authority, pem, server_options, write

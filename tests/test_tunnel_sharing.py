@@ -16,9 +16,10 @@ from cmegw.config.model import TunnelConfig
 from cmegw.config.settings import apply_setting
 from cmegw.config.store import ConfigStore
 from cmegw.mbus import frames
+from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master
-from cmegw.mbus.simulator import MeterBus, default_meters
-from cmegw.serial.arbiter import BusArbiter, first_byte_timeout
+from cmegw.mbus.meterbus import MeterBus, default_meters
+from cmegw.mbus.timing import first_byte_timeout
 from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING
 from cmegw.tunnel.sharing import (
     CLIENT_QUEUE_LIMIT,

@@ -21,9 +21,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from cmegw.config.store import ConfigStore
+from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master
-from cmegw.mbus.simulator import MeterBus, default_meters
-from cmegw.serial.arbiter import BusArbiter
+from cmegw.mbus.meterbus import MeterBus, default_meters
 from cmegw.service import GatewayService, Overrides
 from cmegw.state import BusView
 from cmegw.web.app import admin_resource

@@ -12,8 +12,8 @@ from typing import Any
 from twisted.internet import defer
 
 from cmegw.console.framework import COMMANDS, Arguments, Reply, Result, Session, columns, number_argument
-from cmegw.mbus.master import SCAN_RUNNING, MeterError, MeterInfo, Reading, Scan, ScanRunning, \
-    parse_meter_address
+from cmegw.mbus.master import MeterError, ScanRunning, parse_meter_address
+from cmegw.mbus.results import SCAN_RUNNING, MeterInfo, Reading, Scan
 from cmegw.state import BusView
 
 #: A scan prints a progress line each time it has covered this much more of its range.

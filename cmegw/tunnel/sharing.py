@@ -42,8 +42,8 @@ from twisted.python.failure import Failure
 
 from cmegw.config.model import TunnelConfig
 from cmegw.mbus import frames
+from cmegw.mbus.arbiter import BusArbiter, Reply
 from cmegw.mbus.frames import FrameError
-from cmegw.serial.arbiter import BusArbiter, Reply
 from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING, Counters, TunnelStatistics
 from cmegw.tunnel.accept import ChangeBaud, HttpsFiles, TunnelService
 from cmegw.tunnel.base import TunnelProtocol, describe, retime

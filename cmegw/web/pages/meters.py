@@ -31,14 +31,8 @@ from twisted.internet import defer
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
-from cmegw.mbus.master import (
-    MeterError,
-    MeterInfo,
-    Reading,
-    Scan,
-    ScanRunning,
-    parse_meter_address,
-)
+from cmegw.mbus.master import MeterError, ScanRunning, parse_meter_address
+from cmegw.mbus.results import MeterInfo, Reading, Scan
 from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.pages.admin import Admin, PageRoutes, security_headers

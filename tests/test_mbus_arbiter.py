@@ -1,4 +1,4 @@
-"""Tests for cmegw.serial.arbiter: one transaction at a time on a line."""
+"""Tests for cmegw.mbus.arbiter (and its timing and transparent port): one transaction at a time on a line."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.config.model import LineConfig
 from cmegw.mbus import frames
-from cmegw.serial.arbiter import (
-    HOLD_LIMIT,
-    INTER_TELEGRAM_BITS,
+from cmegw.mbus.arbiter import (
     REPLY_GARBLED,
     REPLY_INVALID,
     REPLY_NOT_EXPECTED,
@@ -21,12 +19,16 @@ from cmegw.serial.arbiter import (
     BusArbiter,
     BusBusy,
     LineUnavailable,
+)
+from cmegw.mbus.timing import (
+    INTER_TELEGRAM_BITS,
     character_time,
     defragmentation_timeout,
     first_byte_timeout,
     reply_timeout,
     transaction_floor,
 )
+from cmegw.mbus.transparent import HOLD_LIMIT
 from cmegw.testing import FakeLine
 
 RSP = frames.long_frame(0x08, 5, 0x72, bytes(range(60)))

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_arbiter -*-
+# -*- test-case-name: tests.test_mbus_arbiter -*-
 """
 One owner of an M-Bus line per transaction.
 
@@ -92,13 +92,12 @@ Sharing mode
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
-from zope.interface import implementer
+from twisted.internet.interfaces import IDelayedCall
 
 from cmegw.mbus import frames
 from cmegw.mbus.frames import (
@@ -107,22 +106,17 @@ from cmegw.mbus.frames import (
     StopByteError,
     TruncatedFrame,
 )
+from cmegw.mbus.timing import (
+    INTER_TELEGRAM_BITS,
+    character_time,
+    defragmentation_timeout,
+    first_byte_timeout,
+    reply_timeout,
+)
+from cmegw.mbus.transparent import TransparentPort
 
-#: Bits of one character on the wire: start, 8 data, even parity, stop.
-BITS_PER_CHARACTER = 11
-#: Latest start of a slave's answer after the request (EN 13757-2): bits and seconds.
-ANSWER_DELAY_BITS = 330
-ANSWER_DELAY_SECONDS = 0.050
-#: What a USB serial adapter may add to a reply's arrival (latency timer, scheduling).
-USB_SLACK = 0.100
-#: Characters of silence, beyond USB_SLACK, after which a reply is taken as ended.
-DEFRAGMENTATION_CHARACTERS = 3
-#: Line idle between two telegrams (EN 60870-5-1: at least 33 bit times).
-INTER_TELEGRAM_BITS = 33
 #: Transactions that may wait for the bus (mbusd serves 32 clients).
 QUEUE_LIMIT = 32
-#: Bytes a transparent client may write while the bus is held before it is paused.
-HOLD_LIMIT = 4096
 
 REPLY_OK = "ok"
 REPLY_SILENT = "silent"
@@ -130,37 +124,6 @@ REPLY_GARBLED = "garbled"
 REPLY_INVALID = "invalid"
 REPLY_TRUNCATED = "truncated"
 REPLY_NOT_EXPECTED = "not expected"
-
-
-def character_time(baud: int) -> float:
-    """Seconds one character takes on the wire."""
-    return BITS_PER_CHARACTER / baud
-
-
-def first_byte_timeout(baud: int) -> float:
-    """
-    Longest wait, after a request's last character, for the reply's first
-    character to be read: 330 bit times + 50 ms, the character itself, USB slack.
-    """
-    return (ANSWER_DELAY_BITS + BITS_PER_CHARACTER) / baud + ANSWER_DELAY_SECONDS + USB_SLACK
-
-
-def reply_timeout(baud: int, characters: int = frames.MAX_TELEGRAM_LENGTH) -> float:
-    """Longest wait for a whole reply of `characters` after the request's last character."""
-    return first_byte_timeout(baud) + characters * character_time(baud)
-
-
-def defragmentation_timeout(baud: int) -> float:
-    """Silence after which bytes that arrived are taken as the whole reply."""
-    return USB_SLACK + DEFRAGMENTATION_CHARACTERS * character_time(baud)
-
-
-def transaction_floor(request: int, reply: int, baud: int) -> float:
-    """
-    The shortest an exchange can take on the wire: the request, the slave's
-    minimum turnaround (11 bit times), the reply, the idle before the next.
-    """
-    return ((request + reply) * BITS_PER_CHARACTER + BITS_PER_CHARACTER + INTER_TELEGRAM_BITS) / baud
 
 
 class BusBusy(Exception):
@@ -522,130 +485,3 @@ class BusArbiter(service.Service):
                 self._cancel_waits()
             self._advance()
         # On the wire: the Deferred fails now, the bus stays ours until the reply window ends.
-
-
-@implementer(IPushProducer)
-class TransparentPort:
-    """
-    The line as the transparent tunnel sees it: bytes pass straight through
-    unless the arbiter holds the bus for a transaction.
-    """
-
-    def __init__(self, arbiter: BusArbiter) -> None:
-        self._arbiter = arbiter
-        self._line = arbiter.line
-        self.receiver: Callable[[bytes], None] | None = None
-        #: Set by the arbiter while it owns the bus or waits for it: writes are held, not sent.
-        self.holding = False
-        #: Whether the client asked the line to stop reading (its TCP buffer is full).
-        self.line_paused = False
-        self._held = bytearray()
-        self._client: IPushProducer | None = None
-        self._client_pauses: set[str] = set()
-        self._gate = _ClientGate(self)
-
-    @property
-    def config(self) -> Any:
-        return self._line.config
-
-    @property
-    def stats(self) -> Any:
-        return self._line.stats
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
-
-    @property
-    def client_connected(self) -> bool:
-        """Whether a tunnel client has registered itself (it does from connect to disconnect)."""
-        return self._client is not None
-
-    def attach(self, receiver: Callable[[bytes], None] | None) -> None:
-        self.receiver = receiver
-        if not self._arbiter._owning:
-            self._line.attach(receiver)
-
-    def write(self, data: bytes) -> bool:
-        if self.holding:
-            return self._hold(data)
-        return self._line.write(data)
-
-    def _hold(self, data: bytes) -> bool:
-        stats = self._arbiter.stats
-        room = HOLD_LIMIT - len(self._held)
-        if room < len(data):
-            stats.held_dropped += len(data) - max(room, 0)
-            data = data[:max(room, 0)]
-        self._held += data
-        stats.held_bytes += len(data)
-        if len(self._held) >= HOLD_LIMIT:
-            self._pause_client("hold")
-        self._arbiter._claimed()
-        return True
-
-    def release(self) -> int:
-        """Write the held bytes to the line and let the client write again; how many were held."""
-        held, self._held = bytes(self._held), bytearray()
-        if held:
-            self._line.write(held)
-        self._resume_client("hold")
-        return len(held)
-
-    # -- the client's producer (paused by the line when its buffer is full, or by the hold)
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._client = producer
-        self._client_pauses.clear()
-        self._line.registerProducer(self._gate, True)
-
-    def unregisterProducer(self) -> None:
-        self._client = None
-        self._client_pauses.clear()
-        self._line.unregisterProducer()
-        if self._held:
-            self._arbiter.stats.held_dropped += len(self._held)
-            self._held = bytearray()
-
-    def _pause_client(self, why: str) -> None:
-        if not self._client_pauses and self._client is not None:
-            self._client.pauseProducing()
-        self._client_pauses.add(why)
-
-    def _resume_client(self, why: str) -> None:
-        if why not in self._client_pauses:
-            return
-        self._client_pauses.discard(why)
-        if not self._client_pauses and self._client is not None:
-            self._client.resumeProducing()
-
-    # -- the line as the client's producer (the client pauses it when its TCP buffer is full)
-
-    def pauseProducing(self) -> None:
-        self.line_paused = True
-        if not self._arbiter._owning:
-            self._line.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.line_paused = False
-        self._line.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.resumeProducing()
-
-
-@implementer(IPushProducer)
-class _ClientGate:
-    """What the line pauses when its write buffer is full: the port's client, through its pause reasons."""
-
-    def __init__(self, port: TransparentPort) -> None:
-        self._port = port
-
-    def pauseProducing(self) -> None:
-        self._port._pause_client("line")
-
-    def resumeProducing(self) -> None:
-        self._port._resume_client("line")
-
-    def stopProducing(self) -> None:
-        self._port._resume_client("line")

@@ -1,0 +1,53 @@
+# -*- test-case-name: tests.test_mbus_arbiter -*-
+"""
+EN 13757-2 timing of an M-Bus line: characters on the wire, the slave's
+answer window, the timeouts the bus arbiter waits for a reply, and the slack
+a USB serial adapter needs.  Pure arithmetic on the baud rate (no Twisted).
+"""
+
+from __future__ import annotations
+
+from cmegw.mbus import frames
+
+#: Bits of one character on the wire: start, 8 data, even parity, stop.
+BITS_PER_CHARACTER = 11
+#: Latest start of a slave's answer after the request (EN 13757-2): bits and seconds.
+ANSWER_DELAY_BITS = 330
+ANSWER_DELAY_SECONDS = 0.050
+#: What a USB serial adapter may add to a reply's arrival (latency timer, scheduling).
+USB_SLACK = 0.100
+#: Characters of silence, beyond USB_SLACK, after which a reply is taken as ended.
+DEFRAGMENTATION_CHARACTERS = 3
+#: Line idle between two telegrams (EN 60870-5-1: at least 33 bit times).
+INTER_TELEGRAM_BITS = 33
+
+
+def character_time(baud: int) -> float:
+    """Seconds one character takes on the wire."""
+    return BITS_PER_CHARACTER / baud
+
+
+def first_byte_timeout(baud: int) -> float:
+    """
+    Longest wait, after a request's last character, for the reply's first
+    character to be read: 330 bit times + 50 ms, the character itself, USB slack.
+    """
+    return (ANSWER_DELAY_BITS + BITS_PER_CHARACTER) / baud + ANSWER_DELAY_SECONDS + USB_SLACK
+
+
+def reply_timeout(baud: int, characters: int = frames.MAX_TELEGRAM_LENGTH) -> float:
+    """Longest wait for a whole reply of `characters` after the request's last character."""
+    return first_byte_timeout(baud) + characters * character_time(baud)
+
+
+def defragmentation_timeout(baud: int) -> float:
+    """Silence after which bytes that arrived are taken as the whole reply."""
+    return USB_SLACK + DEFRAGMENTATION_CHARACTERS * character_time(baud)
+
+
+def transaction_floor(request: int, reply: int, baud: int) -> float:
+    """
+    The shortest an exchange can take on the wire: the request, the slave's
+    minimum turnaround (11 bit times), the reply, the idle before the next.
+    """
+    return ((request + reply) * BITS_PER_CHARACTER + BITS_PER_CHARACTER + INTER_TELEGRAM_BITS) / baud
