@@ -18,7 +18,6 @@ from cmegw.mbus.arbiter import (
     REPLY_TRUNCATED,
     BusArbiter,
     BusBusy,
-    LineUnavailable,
 )
 from cmegw.mbus.timing import (
     INTER_TELEGRAM_BITS,
@@ -29,6 +28,7 @@ from cmegw.mbus.timing import (
     transaction_floor,
 )
 from cmegw.mbus.transparent import HOLD_LIMIT
+from cmegw.serial.line import LineUnavailable
 from cmegw.testing import FakeLine
 
 RSP = frames.long_frame(0x08, 5, 0x72, bytes(range(60)))

@@ -114,6 +114,8 @@ from cmegw.mbus.timing import (
     reply_timeout,
 )
 from cmegw.mbus.transparent import TransparentPort
+from cmegw.serial.line import LineUnavailable
+from cmegw.stats import Counters
 
 #: Transactions that may wait for the bus (mbusd serves 32 clients).
 QUEUE_LIMIT = 32
@@ -128,10 +130,6 @@ REPLY_NOT_EXPECTED = "not expected"
 
 class BusBusy(Exception):
     """Too many transactions wait for the bus already."""
-
-
-class LineUnavailable(Exception):
-    """The line is not open (or is stopping): the request cannot go out."""
 
 
 @attrs.frozen
@@ -161,7 +159,7 @@ class Reply:
 
 
 @attrs.define
-class ArbiterStatistics:
+class ArbiterStatistics(Counters):
     """Counters of one line's arbiter (read by the web pages and the console)."""
 
     transactions: int = 0
@@ -182,9 +180,6 @@ class ArbiterStatistics:
     queue_peak: int = 0
     #: Seconds the bus was owned by transactions.
     busy_time: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return attrs.asdict(self)
 
 
 @attrs.define(eq=False)

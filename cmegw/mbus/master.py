@@ -46,7 +46,6 @@ from cmegw.mbus.arbiter import (
     REPLY_TRUNCATED,
     BusArbiter,
     BusBusy,
-    LineUnavailable,
     Reply,
 )
 from cmegw.mbus import frames, records
@@ -61,6 +60,7 @@ from cmegw.mbus.results import (
     Scan,
 )
 from cmegw.mbus.timing import character_time
+from cmegw.serial.line import LineUnavailable
 
 log = Logger(namespace="cmegw.master")
 

@@ -17,6 +17,7 @@ from twisted.internet import defer
 
 from cmegw.mbus import records
 from cmegw.mbus.address import SecondaryAddress
+from cmegw.stats import Counters
 
 SCAN_RUNNING = "running"
 SCAN_DONE = "done"
@@ -68,7 +69,7 @@ class MeterInfo:
 
 
 @attrs.define
-class MasterStatistics:
+class MasterStatistics(Counters):
     """Counters of one line's master (read by the pages and /metrics)."""
 
     scans: int = 0
@@ -77,9 +78,6 @@ class MasterStatistics:
     reads: int = 0
     read_failures: int = 0
     telegrams: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return attrs.asdict(self)
 
 
 @attrs.define(eq=False)

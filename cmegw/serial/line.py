@@ -51,7 +51,7 @@ Receiver = Callable[[bytes], None]
 
 
 class LineUnavailable(Exception):
-    """The serial device cannot be opened or used."""
+    """The serial line cannot be used: its device cannot be opened, or the line is not open (or stopping)."""
 
 
 def read_icount(fd: int) -> dict[str, int] | None:
