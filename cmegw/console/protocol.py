@@ -48,11 +48,20 @@ BELL = b"\x07"
 class Console:
     """What every session of one console shares: the gateway, the clock, the commands, the open sessions."""
 
-    def __init__(self, gateway: Any, clock: Any = None, table: CommandTable | None = None) -> None:
+    def __init__(self, gateway: Any, clock: Any = None, table: CommandTable | None = None,
+                 logins: Any = None) -> None:
         self.gateway = gateway
         self.clock = clock if clock is not None else gateway.reactor
         self.table = table if table is not None else commands()
         self.sessions: set[ConsoleProtocol] = set()
+        #: The login limiter shared with the web and SSH (`cmegw.login.LoginLimiter`, ``state.logins``).
+        self.logins = logins if logins is not None else gateway.state.logins
+
+    @property
+    def realm(self) -> str:
+        """The realm of the directive of / (whose users log in to the console), for the log."""
+        directive = directive_for(self.gateway.state.config.auth, CONSOLE_URI)
+        return directive.realm if directive is not None else ""
 
     def check_login(self, name: str, password: str) -> bool:
         """Whether `name` is a user of the directive of / and `password` is theirs."""
@@ -134,7 +143,7 @@ class ConsoleProtocol(LoginMixin, recvline.HistoricRecvLine):
             self.setInsertMode()
         if self.user is not None:
             self._logged_in(self.user)
-        else:
+        elif not self.refused_login():
             self._ask_login()
 
     def set_interactive(self, interactive: bool) -> None:
