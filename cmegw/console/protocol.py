@@ -36,6 +36,8 @@ log = Logger(namespace="cmegw.console")
 
 #: Longest line kept; what is typed past it is dropped.
 MAX_LINE = 1024
+#: Longest line (login name or password) before login: a longer one closes the connection.
+MAX_LOGIN_LINE = 256
 #: Lines of history kept per session.
 MAX_HISTORY = 200
 #: Longest escape sequence read from a client.
@@ -243,12 +245,27 @@ class ConsoleProtocol(LoginMixin, recvline.HistoricRecvLine):
         elif _printable(keyID):
             self._collect(keyID)
 
+    def _too_long_before_login(self) -> bool:
+        """Whether a login name or password being typed is past `MAX_LOGIN_LINE` (then the session closes)."""
+        if self.session is not None or len(self.lineBuffer) < MAX_LOGIN_LINE:
+            return False
+        log.warn("Console: a login line longer than {limit} bytes from {peer}; closed", limit=MAX_LOGIN_LINE,
+                 peer=self._peer())
+        self.lineBuffer = []
+        self.lineBufferIndex = 0
+        self.close(f"\nLonger than {MAX_LOGIN_LINE} characters; closing.")
+        return True
+
     def _collect(self, ch: bytes) -> None:
+        if self._too_long_before_login():
+            return
         if len(self.lineBuffer) < MAX_LINE:
             self.lineBuffer.append(ch)
             self.lineBufferIndex = len(self.lineBuffer)
 
     def characterReceived(self, ch: bytes, moreCharactersComing: bool) -> None:
+        if self._too_long_before_login():
+            return
         if len(self.lineBuffer) >= MAX_LINE:
             self.terminal.write(BELL)
             return
