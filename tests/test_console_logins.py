@@ -6,6 +6,8 @@ metrics, and the bounds on what a client may send before it has logged in.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client.exposition import generate_latest
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
@@ -118,12 +120,9 @@ class ConsoleLoginLimitTests(TestCase):
         from twisted.conch.ssh.common import NS
 
         if not hasattr(self, "ssh_factory"):
-            key_dir = self.mktemp()
-            import os
-
-            os.mkdir(key_dir)
-            self.ssh_factory = ConsoleSSHFactory(self.console, load_host_key(__import__("pathlib").Path(key_dir)
-                                                                              / "key"))
+            key_dir = Path(self.mktemp())
+            key_dir.mkdir()
+            self.ssh_factory = ConsoleSSHFactory(self.console, load_host_key(key_dir / "key"))
         auth = self.ssh_factory.services[b"ssh-userauth"]()
         auth.transport = FakeSSHTransport(host)
         auth.portal = self.ssh_factory.portal
