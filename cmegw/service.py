@@ -16,11 +16,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cmegw.config.model import Config
-from cmegw.config.settings import apply_setting, get_setting, live_update, setting_names
+from cmegw.config.settings import apply_setting, live_update
 from cmegw.config.store import ConfigFileError, ConfigStore
+from cmegw.host.apply import NetworkApplier
+from cmegw.login import LoginLimiter
 from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master
-from cmegw.host.apply import NetworkApplier
 from cmegw.serial.line import SerialLine
 from cmegw.state import BusView, GatewayState, TunnelView
 from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics
@@ -75,7 +76,9 @@ class GatewayService(service.MultiService):
         self.overrides = overrides
         self.simulator_factory = simulator_factory or default_simulator
         #: What the gateway publishes and the faces read; kept across restarts.
-        self.state = GatewayState(reactor, store, overrides, config=overrides.apply(store.config))
+        #: Failed logins per source address, shared by the web and the console (`state.logins`).
+        self.state = GatewayState(reactor, store, overrides, config=overrides.apply(store.config),
+                                  logins=LoginLimiter(reactor))
         self.lines: dict[int, SerialLine] = {}
         self.tunnels: dict[int, TunnelService] = {}
         #: Per line: the arbiter between the line and its users, and the gateway's M-Bus master.

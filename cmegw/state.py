@@ -19,6 +19,7 @@ import attrs
 
 from cmegw.config.model import Config
 from cmegw.config.settings import get_setting, setting_names
+from cmegw.login import LoginLimiter
 from cmegw.tunnel.connect import CONNECT_CONNECTED
 from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
 
@@ -113,6 +114,8 @@ class GatewayState:
     history: History = attrs.Factory(History)
     #: The backend that applies the Network settings to the host (`cmegw.host.NetworkApplier`), read for `host_network`.
     host_applier: Any = None
+    #: The login limiter the web and the console share (`cmegw.login.LoginLimiter`; its ``stats``: failures by face).
+    logins: LoginLimiter = attrs.Factory(lambda self: LoginLimiter(self.clock), takes_self=True)
     #: Line bytes counted when the indications were last read, and when they last changed.
     _activity: tuple[int, float] = (0, 0.0)
     running: bool = False

@@ -436,7 +436,8 @@ class UploadAllowanceTests(SynchronousTestCase):
         asked: list[Deferred] = []
 
         class SlowGate(Placeholder):
-            def admits(self, method: bytes, uri: bytes, headers: Headers, secure: bool) -> Deferred:
+            def admits(self, method: bytes, uri: bytes, headers: Headers, secure: bool,
+                       peer: str | None = None) -> Deferred:
                 asked.append(Deferred())
                 return asked[-1]
 

@@ -4,18 +4,23 @@ Logging in to a console session, and the session's time limits.
 
 `LoginMixin` is the login part of `cmegw.console.protocol.ConsoleProtocol`:
 it asks the name and the password, answers a wrong one late and closes after
-`MAX_LOGIN_FAILURES`, and runs the login timer (from the connection on) and
+`MAX_LOGIN_FAILURES`; failures are logged and counted per source address by
+the console's login limiter (`cmegw.login.LoginLimiter`, shared with SSH and
+the web), and a source that has to wait is told so and closed, at the
+connection and at the password; and runs the login timer (from the connection on) and
 then the idle timer (restarted by every input).  The session's states are
 named here, as the login moves the session through them first.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.logger import Logger
 
 from cmegw.console.framework import Session
+from cmegw.login import CONSOLE
 
 log = Logger(namespace="cmegw.console")
 
@@ -91,14 +96,27 @@ class LoginMixin:
         self.state = LOGIN_PASSWORD
         self.drawInputLine()
 
+    def refused_login(self) -> bool:
+        """Whether this connection's source has to wait after failed logins (then it is told and closed)."""
+        host = self._peer_host()
+        wait = self.console.logins.wait(host)
+        if wait <= 0:
+            return False
+        self.console.logins.refused(host, CONSOLE, wait)
+        self.close(f"Too many failed logins from your address; try again in {math.ceil(wait)} seconds.")
+        return True
+
     def _got_password(self, password: str) -> None:
         name, self._login_name = self._login_name, ""
+        if self.refused_login():
+            return
         if self.console.check_login(name, password):
             self._failures = 0
+            self.console.logins.succeeded(self._peer_host())
             self._logged_in(name)
             return
         self._failures += 1
-        log.warn("Console: wrong user name or password for {name!r} from {peer}", name=name, peer=self._peer())
+        self.console.logins.failed(self._peer_host(), CONSOLE, name, self.console.realm)
         self.state = LOGIN_WAIT
         self._delay = self.console.clock.callLater(LOGIN_FAILURE_DELAY, self._login_failed)
 
@@ -121,6 +139,12 @@ class LoginMixin:
         self.touch()
         self.say(f"Logged in as {name}. 'help' lists the commands; Tab completes.")
         self.drawInputLine()
+
+    def _peer_host(self) -> str:
+        try:
+            return str(getattr(self.terminal.transport.getPeer(), "host", "?"))
+        except Exception:
+            return "?"
 
     def _peer(self) -> str:
         try:

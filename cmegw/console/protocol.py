@@ -36,6 +36,8 @@ log = Logger(namespace="cmegw.console")
 
 #: Longest line kept; what is typed past it is dropped.
 MAX_LINE = 1024
+#: Longest line (login name or password) before login: a longer one closes the connection.
+MAX_LOGIN_LINE = 256
 #: Lines of history kept per session.
 MAX_HISTORY = 200
 #: Longest escape sequence read from a client.
@@ -48,11 +50,20 @@ BELL = b"\x07"
 class Console:
     """What every session of one console shares: the gateway, the clock, the commands, the open sessions."""
 
-    def __init__(self, gateway: Any, clock: Any = None, table: CommandTable | None = None) -> None:
+    def __init__(self, gateway: Any, clock: Any = None, table: CommandTable | None = None,
+                 logins: Any = None) -> None:
         self.gateway = gateway
         self.clock = clock if clock is not None else gateway.reactor
         self.table = table if table is not None else commands()
         self.sessions: set[ConsoleProtocol] = set()
+        #: The login limiter shared with the web and SSH (`cmegw.login.LoginLimiter`, ``state.logins``).
+        self.logins = logins if logins is not None else gateway.state.logins
+
+    @property
+    def realm(self) -> str:
+        """The realm of the directive of / (whose users log in to the console), for the log."""
+        directive = directive_for(self.gateway.state.config.auth, CONSOLE_URI)
+        return directive.realm if directive is not None else ""
 
     def check_login(self, name: str, password: str) -> bool:
         """Whether `name` is a user of the directive of / and `password` is theirs."""
@@ -134,7 +145,7 @@ class ConsoleProtocol(LoginMixin, recvline.HistoricRecvLine):
             self.setInsertMode()
         if self.user is not None:
             self._logged_in(self.user)
-        else:
+        elif not self.refused_login():
             self._ask_login()
 
     def set_interactive(self, interactive: bool) -> None:
@@ -234,12 +245,27 @@ class ConsoleProtocol(LoginMixin, recvline.HistoricRecvLine):
         elif _printable(keyID):
             self._collect(keyID)
 
+    def _too_long_before_login(self) -> bool:
+        """Whether a login name or password being typed is past `MAX_LOGIN_LINE` (then the session closes)."""
+        if self.session is not None or len(self.lineBuffer) < MAX_LOGIN_LINE:
+            return False
+        log.warn("Console: a login line longer than {limit} bytes from {peer}; closed", limit=MAX_LOGIN_LINE,
+                 peer=self._peer())
+        self.lineBuffer = []
+        self.lineBufferIndex = 0
+        self.close(f"\nLonger than {MAX_LOGIN_LINE} characters; closing.")
+        return True
+
     def _collect(self, ch: bytes) -> None:
+        if self._too_long_before_login():
+            return
         if len(self.lineBuffer) < MAX_LINE:
             self.lineBuffer.append(ch)
             self.lineBufferIndex = len(self.lineBuffer)
 
     def characterReceived(self, ch: bytes, moreCharactersComing: bool) -> None:
+        if self._too_long_before_login():
+            return
         if len(self.lineBuffer) >= MAX_LINE:
             self.terminal.write(BELL)
             return

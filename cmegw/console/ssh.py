@@ -13,6 +13,7 @@ file, readable by its owner only.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch import avatar
 from twisted.conch.interfaces import IConchUser, ISession
+from twisted.conch.error import IgnoreAuthentication
 from twisted.conch.ssh import connection, factory, keys, session, userauth
+from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.transport import DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE
 from twisted.cred import portal
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -34,6 +38,7 @@ from zope.interface import implementer
 from cmegw.console.framework import Reply, Session, error_reply, run_after
 from cmegw.console.login import LOGIN_FAILURE_DELAY, LOGIN_TIMEOUT, MAX_LOGIN_FAILURES
 from cmegw.console.protocol import Console, ConsoleProtocol, ConsoleTerminal, _text
+from cmegw.login import CONSOLE
 
 log = Logger(namespace="cmegw.console")
 
@@ -79,7 +84,6 @@ class ConsoleUsers:
         if self.console.check_login(name, password):
             log.info("Console: {user} logged in over SSH", user=name)
             return defer.succeed(credentials.username)
-        log.warn("Console: wrong SSH user name or password for {name!r}", name=name)
         return defer.fail(UnauthorizedLogin())
 
 
@@ -157,11 +161,48 @@ class ConsoleRealm:
 
 
 class ConsoleUserAuth(userauth.SSHUserAuthServer):
-    """Password login: late answers to wrong passwords, three and the connection is closed."""
+    """
+    Password login: late answers to wrong passwords, three and the connection
+    is closed; failures logged and counted per source address by the console's
+    login limiter (shared with telnet and the web), and a source that has to
+    wait is disconnected with the reason before its password is checked.
+    """
 
     attemptsBeforeDisconnect = MAX_LOGIN_FAILURES - 1
     passwordDelay = LOGIN_FAILURE_DELAY
     loginTimeout = LOGIN_TIMEOUT
+    console: Console
+
+    def _source(self) -> str:
+        try:
+            return str(getattr(self.transport.transport.getPeer(), "host", "?"))
+        except Exception:
+            return "?"
+
+    def auth_password(self, packet: bytes) -> defer.Deferred:
+        logins, source = self.console.logins, self._source()
+        wait = logins.wait(source)
+        if wait > 0:
+            logins.refused(source, CONSOLE, wait)
+            self.transport.sendDisconnect(
+                DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+                b"too many failed logins from your address; try again in %d seconds" % math.ceil(wait))
+            return defer.fail(IgnoreAuthentication())
+        user = self.user
+
+        def succeeded(result: Any) -> Any:
+            logins.succeeded(source)
+            return result
+
+        def failed(reason: Failure) -> Failure:
+            if reason.check(UnauthorizedLogin):
+                logins.failed(source, CONSOLE, user, self.console.realm)
+            return reason
+
+        # Counted at once (not after the failure's delay), so parallel connections cannot outrun the count.
+        password = getNS(packet[1:])[0]
+        d = self.portal.login(UsernamePassword(user, password), None, IConchUser)
+        return d.addCallbacks(succeeded, failed).addErrback(self._ebPassword)
 
 
 class ConsoleSSHFactory(factory.SSHFactory):
@@ -178,4 +219,5 @@ class ConsoleSSHFactory(factory.SSHFactory):
             pass
 
         UserAuth.clock = clock
+        UserAuth.console = console
         self.services = {b"ssh-userauth": UserAuth, b"ssh-connection": connection.SSHConnection}

@@ -19,18 +19,42 @@ from cmegw.console.protocol import Console, ConsoleProtocol, ConsoleTerminal
 
 log = Logger(namespace="cmegw.console")
 
+#: Bytes a client may send (telnet negotiation included) before it has logged in.
+MAX_PRE_LOGIN_BYTES = 4096
+
 
 class TelnetTransport(telnet.TelnetTransport):
     """
     Twisted's telnet layer, dropping an unknown command byte instead of the
     connection, and writing what the terminal wrote (which ends its lines with
-    CR LF already) with only IAC doubled.
+    CR LF already) with only IAC doubled.  A client that sends more than
+    `MAX_PRE_LOGIN_BYTES` before it has logged in is told and closed, and
+    what it sends then is not even parsed.
     """
+
+    pre_login_bytes = 0
+    flooded = False
 
     def write(self, data: bytes) -> None:
         self.transport.write(data.replace(telnet.IAC, telnet.IAC + telnet.IAC))
 
+    def _logged_in(self) -> bool:
+        terminal = getattr(self.protocol, "terminal", None)
+        return getattr(getattr(terminal, "terminalProtocol", None), "session", None) is not None
+
     def dataReceived(self, data: bytes) -> None:
+        if self.flooded:
+            return
+        if not self._logged_in():
+            self.pre_login_bytes += len(data)
+            if self.pre_login_bytes > MAX_PRE_LOGIN_BYTES:
+                self.flooded = True
+                peer = self.transport.getPeer()
+                log.warn("Console: {peer} sent more than {limit} bytes before logging in; closed",
+                         peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}", limit=MAX_PRE_LOGIN_BYTES)
+                self.transport.write(b"\r\nToo much input before login; closing.\r\n")
+                self.transport.loseConnection()
+                return
         try:
             super().dataReceived(data)
         except ValueError:

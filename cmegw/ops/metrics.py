@@ -117,6 +117,7 @@ class GatewayCollector:
         yield from self._connect()
         yield from self._http()
         yield from self._masters()
+        yield from self._logins()
 
     def _gateway(self) -> Iterator[Metric]:
         state = self.state
@@ -280,6 +281,26 @@ class GatewayCollector:
                     add("cmegw_mbus_master_" + name.removesuffix("_total"), f"M-Bus master: {name}.", False, n,
                         value)
         yield from families.values()
+
+
+    def _logins(self) -> Iterator[Metric]:
+        """Failed logins and logins refused (the source waits after failures), by face (web, console)."""
+        logins = getattr(self.state, "logins", None)
+        if logins is None:
+            return
+        failures = CounterMetricFamily("cmegw_login_failures", "Failed logins (wrong user name or password).",
+                                       labels=["face"])
+        refused = CounterMetricFamily("cmegw_login_refused",
+                                      "Logins refused untried: the source address waits after failed logins.",
+                                      labels=["face"])
+        for face, count in sorted(logins.stats.failures.items()):
+            failures.add_metric([face], count)
+        for face, count in sorted(logins.stats.refused.items()):
+            refused.add_metric([face], count)
+        yield failures
+        yield refused
+        yield GaugeMetricFamily("cmegw_login_sources", "Source addresses remembered for failed logins.",
+                                value=len(logins))
 
 
 def found_meters(bus: Any) -> int:

@@ -5,7 +5,7 @@ Authentication directives: who may see which URI, on `twisted.web.guard` and
 
 Public API (the pages code against this):
 
-``AuthGate(resource, directives, https_port, nonces=None, clock=None)``
+``AuthGate(resource, directives, https_port, nonces=None, clock=None, logins=None)``
     The root resource the web service serves: for each request it picks the
     directive with the longest matching URI prefix from ``directives()`` (read
     per request, so a changed configuration applies at once) and then lets the
@@ -14,9 +14,15 @@ Public API (the pages code against this):
     SSL/ variants over HTTPS), redirects SSL types to HTTPS (``https_port()``
     is the HTTPS port listening, or None: then 403), or answers 403 when no
     directive covers the path.  Paths with ``.`` or ``..`` segments get 400.
-    ``admits(method, uri, headers, secure) -> Deferred[bool]``: whether a
+    ``admits(method, uri, headers, secure, peer=None) -> Deferred[bool]``: whether a
     request will get through, judged from its head before its body arrives
     (valid credentials checked, a Digest nonce count not used up).
+    ``logins`` (`cmegw.login.LoginLimiter`, the gateway's ``state.logins``):
+    a wrong Basic or Digest user name or password is logged and counted
+    there per source address; while the source has to wait (after a few
+    failures) or is blocked (after more), a Basic or Digest path answers
+    429 with ``Retry-After`` without looking at the credentials; a good
+    login clears the source's count.  None: no limit.
 
 ``authenticated_user(request) -> str | None``
     The user name the request was authenticated as (Basic or Digest), None
@@ -45,6 +51,7 @@ SHA-256 HA1 of the offered password; Digest against the stored HA1.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, Iterable
 
@@ -64,6 +71,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from cmegw.config.model import AuthDirective, Config, User, directive_for, ha1
+from cmegw.login import WEB, LoginLimiter
 from cmegw.web.digest import (  # noqa: F401 (MAX_NONCES, MINUTE, NC_WINDOW: named here as before)
     DIGEST_ALGORITHMS,
     MAX_NONCES,
@@ -224,6 +232,53 @@ class _Redirect:
         raise NotImplementedError()
 
 
+@implementer(IResource)
+class _TooManyFailures:
+    """429 with Retry-After: the source failed to log in too often."""
+
+    isLeaf = True
+
+    def __init__(self, wait: float) -> None:
+        self.wait = max(1, math.ceil(wait))
+
+    def render(self, request: Any) -> bytes:
+        request.setResponseCode(429)
+        request.setHeader(b"Retry-After", b"%d" % self.wait)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"Too many failed logins from your address; try again in %d seconds.\n" % self.wait
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
+        return self
+
+    def putChild(self, path: bytes, child: Any) -> None:
+        raise NotImplementedError()
+
+
+class _LimitedWrapper(HTTPAuthSessionWrapper):
+    """twisted.web.guard's wrapper telling the login limiter how a request's credentials did."""
+
+    def __init__(self, portal: Portal, factories: list[Any], logins: LoginLimiter, source: str,
+                 realm: str) -> None:
+        super().__init__(portal, factories)
+        self._logins = logins
+        self._source = source
+        self._realm = realm
+
+    def _login(self, credentials: Any) -> defer.Deferred:
+        d = self._portal.login(credentials, None, IResource)
+        d.addCallbacks(self._succeeded, self._failed, errbackArgs=(credentials,))
+        return d
+
+    def _succeeded(self, args: Any) -> Any:
+        self._logins.succeeded(self._source)
+        return self._loginSucceeded(args)
+
+    def _failed(self, result: Any, credentials: Any) -> Any:
+        if result.check(error.UnauthorizedLogin):
+            self._logins.failed(self._source, WEB, getattr(credentials, "username", ""), self._realm)
+        return self._loginFailed(result)
+
+
 def request_path(segments: Iterable[bytes]) -> str | None:
     """The path a directive is chosen by (decoded, empty segments dropped), None when it has . or .."""
     text = "/" + "/".join(s.decode("utf-8", "replace") for s in segments)
@@ -257,8 +312,9 @@ class AuthGate:
 
     def __init__(self, resource: Any, directives: Callable[[], tuple[AuthDirective, ...]],
                  https_port: Callable[[], int | None], nonces: NonceStore | None = None,
-                 clock: Any = None) -> None:
+                 clock: Any = None, logins: LoginLimiter | None = None) -> None:
         self.resource = resource
+        self.logins = logins
         self.directives = directives
         self.https_port = https_port
         self.nonces = nonces if nonces is not None else NonceStore(clock)
@@ -294,7 +350,14 @@ class AuthGate:
             return self._to_https(request)
         if kind in ("None", "SSL"):
             return self.resource
-        return HTTPAuthSessionWrapper(*self._guard(directive))
+        if self.logins is None:
+            return HTTPAuthSessionWrapper(*self._guard(directive))
+        source = str(getattr(request.getClientAddress(), "host", "-"))
+        wait = self.logins.wait(source)
+        if wait > 0:
+            self.logins.refused(source, WEB, wait)
+            return _TooManyFailures(wait)
+        return _LimitedWrapper(*self._guard(directive), self.logins, source, directive.realm)
 
     def _guard(self, directive: AuthDirective) -> tuple[Portal, list[Any]]:
         """The portal and credential factories that check a Basic or Digest directive's users."""
@@ -303,7 +366,8 @@ class AuthGate:
             return portal, [BasicCredentialFactory(directive.realm)]
         return portal, [DigestCredentialFactory(directive.realm, a, self.nonces) for a in DIGEST_ALGORITHMS]
 
-    def admits(self, method: bytes, uri: bytes, headers: Headers, secure: bool) -> defer.Deferred:
+    def admits(self, method: bytes, uri: bytes, headers: Headers, secure: bool,
+               peer: str | None = None) -> defer.Deferred:
         """
         Whether a request with this request line and these headers will reach
         the admin resource (a Deferred bool), decided before its body is read:
@@ -312,7 +376,8 @@ class AuthGate:
         Digest credentials valid for the path's directive (through the same
         portal, checker and credential factories; a Digest nonce count is
         looked at, not used up: the gate uses it when the whole request is
-        in).  False where the gate answers 400, 403, a redirect or 401.
+        in).  False where the gate answers 400, 403, a redirect, 401 or 429
+        (`peer`, the client's address, has to wait after failed logins).
         """
         path = request_path(unquote(segment) for segment in uri.partition(b"?")[0][1:].split(b"/"))
         directive = directive_for(self.directives(), path) if path is not None else None
@@ -320,6 +385,8 @@ class AuthGate:
             return defer.succeed(False)
         if directive.auth_type in ("None", "SSL"):
             return defer.succeed(True)
+        if self.logins is not None and self.logins.wait(peer or "-") > 0:
+            return defer.succeed(False)
         authorization = (headers.getRawHeaders(b"authorization") or [b""])[-1]
         portal, factories = self._guard(directive)
         scheme, _space, response = authorization.partition(b" ")

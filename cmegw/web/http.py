@@ -250,7 +250,8 @@ class GatewayChannel(HTTPChannel):
         if admits is None:
             return False
         request = self.requests[-1]
-        answer = admits(self._command, self._path, request.requestHeaders, request.isSecure())
+        answer = admits(self._command, self._path, request.requestHeaders, request.isSecure(),
+                        peer=getattr(request.getClientAddress(), "host", None))
         # The gate's checkers are in memory (cmegw.web.auth.DirectiveChecker): the
         # Deferred has fired already.  One still pending (a slower checker) counts
         # as no, without pausing the connection: the request keeps Max Bytes, and

@@ -95,7 +95,8 @@ class WebService(service.Service):
         self.stats = HttpStatistics()
         self.access_log = AccessLog(self._http().max_log_entries)
         self._tls = TlsManager(Path(gateway.store.path).parent, self._http)
-        gate = AuthGate(resource, lambda: gateway.state.config.auth, lambda: self.https_port, clock=self.reactor)
+        gate = AuthGate(resource, lambda: gateway.state.config.auth, lambda: self.https_port, clock=self.reactor,
+                        logins=gateway.state.logins)
         self.site = GatewaySite(gate, self._http, self.stats, self.access_log, reactor=self.reactor)
         self.listening = {HTTP: "off", HTTPS: "off"}
         self._ports: dict[str, Any] = {}
