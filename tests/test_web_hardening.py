@@ -7,6 +7,7 @@ with the security headers, multipart to ``/api/update`` a JSON 415.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 from typing import Any
@@ -19,7 +20,8 @@ from cmegw.config.model import AuthDirective
 from cmegw.web.auth import AuthGate
 from tests.web_helpers import ADMIN, GET, PagesTestBase, Placeholder, connect, make_site, multipart, parse_responses
 
-CONTROL = (b"\x00", b"\x01", b"\x0b", b"\x0c", b"\x1c", b"\x1f", b"\x7f", b"\x85", b"\xff", b"\r")
+#: Every C0 control byte, DEL, and bytes that are not ASCII (NEL, NBSP, 0x80, 0xff).
+CONTROL = tuple(bytes([b]) for b in (*range(0x20), 0x7F, 0x80, 0x85, 0xA0, 0xFF))
 HEADERS = (b"Host", b"Content-Type", b"Content-Length", b"Authorization", b"Cookie", b"Origin", b"Referer",
            b"User-Agent", b"X-Filename", b"Connection")
 REQUESTS = ((b"GET", b"/status"), (b"POST", b"/"), (b"POST", b"/api/update"))
@@ -38,14 +40,15 @@ def _base_headers(method: bytes) -> dict[bytes, bytes]:
 
 
 def fuzz_cases() -> list[bytes]:
-    """Each control byte in the middle of each header's name and at the start, middle and end of its value."""
+    """
+    Each control byte in the middle of each header's name and at the start,
+    middle and end of its value, in each of the requests (a few thousand).
+    """
     cases = []
-    index = 0
     for control in CONTROL:
         for name in HEADERS:
-            for where in ("name", "value-start", "value-middle", "value-end"):
-                method, path = REQUESTS[index % len(REQUESTS)]
-                index += 1
+            for where, (method, path) in itertools.product(("name", "value-start", "value-middle", "value-end"),
+                                                           REQUESTS):
                 headers = _base_headers(method)
                 value = headers.pop(name, b"x-y")
                 key = name
