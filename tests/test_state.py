@@ -97,7 +97,7 @@ class ViewTests(TestCase):
 class PublishedByTheServiceTests(TestCase):
     """The service publishes its parts' statistics objects and the configuration it runs."""
 
-    def test_published(self):
+    def started(self) -> tuple[GatewayService, ConfigStore]:
         directory = Path(self.mktemp())
         directory.mkdir()
         store = ConfigStore(directory / "cmegw.toml")
@@ -105,6 +105,10 @@ class PublishedByTheServiceTests(TestCase):
         gateway = GatewayService(store, MemoryReactorClock())
         gateway.startService()
         self.addCleanup(gateway.stopService)
+        return gateway, store
+
+    def test_published(self):
+        gateway, _ = self.started()
         state = gateway.state
         self.assertIs(state.lines[1], gateway.lines[1].stats)
         self.assertIs(state.tunnels[1].stats, gateway.tunnels[1].stats)
@@ -114,13 +118,7 @@ class PublishedByTheServiceTests(TestCase):
         self.assertIsInstance(state.config, Config)
 
     def test_live_change_reaches_the_state_and_the_part(self):
-        directory = Path(self.mktemp())
-        directory.mkdir()
-        store = ConfigStore(directory / "cmegw.toml")
-        store.load()
-        gateway = GatewayService(store, MemoryReactorClock())
-        gateway.startService()
-        self.addCleanup(gateway.stopService)
+        gateway, store = self.started()
         store.change(apply_setting(store.config, "tunnel.1.disconnect_timeout", 30))
         self.assertEqual(gateway.state.config.tunnels[1].disconnect_timeout, 30)
         self.assertEqual(gateway.tunnels[1].config.disconnect_timeout, 30)
