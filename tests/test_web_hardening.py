@@ -161,6 +161,15 @@ class HstsTests(SynchronousTestCase):
     def test_setting_off(self) -> None:
         self.assertIsNone(self.answer(True, hsts=False).header("strict-transport-security"))
 
+    def test_not_while_plain_http_listens_too(self) -> None:
+        """With the admin on plain HTTP as well, HSTS would send browsers away from it."""
+        site, _, _ = make_site()
+        site.plain_http = lambda: True
+        for data in (GET, b"GARBAGE\r\n\r\n"):
+            channel, transport = connect(site, secure=True)
+            channel.dataReceived(data)
+            self.assertIsNone(parse_responses(transport.value())[0].header("strict-transport-security"))
+
     def test_setting_default_on(self) -> None:
         from cmegw.config.store import factory_defaults
 

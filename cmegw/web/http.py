@@ -31,7 +31,8 @@ log, in `cmegw.web.accesslog` (named here too).
   its own bodies and answers a wrong Content-Type with its JSON 415.
 - ``OPTIONS *`` carries the security headers of every other answer.
 - HTTPS answers carry ``Strict-Transport-Security`` (`HSTS`) while
-  ``http.hsts`` is on; plain HTTP answers never do.
+  ``http.hsts`` is on and HTTPS is the only listener (with plain HTTP on too,
+  HSTS would send browsers away from it); plain HTTP answers never do.
 - An upload (``UPLOAD_PATHS``) the authentication gate admits from its headers
   (``AuthGate.admits``: valid credentials, or an open path) has
   ``UPLOAD_MAX_BYTES`` and ``UPLOAD_TIMEOUT`` for its body, one at a time per
@@ -166,7 +167,7 @@ class GatewayChannel(HTTPChannel):
         self._disarm()
         reason = RESPONSES.get(code, b"Error")
         body = b"%d %s\n" % (code, reason)
-        hsts = b"Strict-Transport-Security: %s\r\n" % HSTS if self.isSecure() and self._settings.hsts else b""
+        hsts = b"Strict-Transport-Security: %s\r\n" % HSTS if self.site.hsts(self.isSecure()) else b""
         head = (b"HTTP/1.1 %d %s\r\nServer: %s\r\n%sContent-Type: text/plain; charset=utf-8\r\n"
                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (code, reason, SERVER_NAME, hsts, len(body)))
         self.transport.write(head + body)
@@ -388,7 +389,7 @@ class GatewayRequest(server.Request):
                 headers.setRawHeaders(b"X-Content-Type-Options", [b"nosniff"])
             if not headers.hasHeader(b"X-Frame-Options"):
                 headers.setRawHeaders(b"X-Frame-Options", [b"DENY"])
-            if self.isSecure() and self.channel.site.settings().hsts:
+            if self.channel.site.hsts(self.isSecure()):
                 headers.setRawHeaders(b"Strict-Transport-Security", [HSTS])
         super().write(data)
 
@@ -406,10 +407,17 @@ class GatewaySite(server.Site):
     #: The channel receiving an upload's body, if any (one at a time).
     uploading: Any = None
 
+    def hsts(self, secure: bool) -> bool:
+        """HSTS on an answer: over HTTPS, with ``http.hsts`` on, while HTTPS is the only listener."""
+        return secure and self.settings().hsts and not self.plain_http()
+
     def __init__(self, resource: Any, settings: Settings, stats: HttpStatistics | None = None,
-                 access_log: AccessLog | None = None, reactor: Any = None) -> None:
+                 access_log: AccessLog | None = None, reactor: Any = None,
+                 plain_http: Callable[[], bool] = lambda: False) -> None:
         super().__init__(resource, timeout=None, reactor=reactor)
         self.settings = settings
+        #: Whether the admin also listens on plain HTTP now (then HSTS would send browsers away from it).
+        self.plain_http = plain_http
         self.stats = stats if stats is not None else HttpStatistics()
         self.access_log = access_log if access_log is not None else AccessLog(settings().max_log_entries)
         self.channels: set[GatewayChannel] = set()

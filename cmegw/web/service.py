@@ -97,7 +97,8 @@ class WebService(service.Service):
         self._tls = TlsManager(Path(gateway.store.path).parent, self._http)
         gate = AuthGate(resource, lambda: gateway.state.config.auth, lambda: self.https_port, clock=self.reactor,
                         logins=gateway.state.logins)
-        self.site = GatewaySite(gate, self._http, self.stats, self.access_log, reactor=self.reactor)
+        self.site = GatewaySite(gate, self._http, self.stats, self.access_log, reactor=self.reactor,
+                                plain_http=lambda: HTTP in self._ports)
         self.listening = {HTTP: "off", HTTPS: "off"}
         self._ports: dict[str, Any] = {}
         self._attempts: dict[str, defer.Deferred] = {}
