@@ -32,6 +32,8 @@ from typing import Any
 import attrs
 from twisted.logger import Logger
 
+from cmegw.stats import Counters
+
 log = Logger(namespace="cmegw.login")
 
 #: Failures from one source answered as usual; the wait starts after them.
@@ -68,14 +70,11 @@ def source_key(host: Any) -> str:
 
 
 @attrs.define
-class LoginStatistics:
+class LoginStatistics(Counters):
     """Login failures and logins refused (the source was waiting or blocked), by face."""
 
     failures: dict[str, int] = attrs.Factory(lambda: dict.fromkeys(FACES, 0))
     refused: dict[str, int] = attrs.Factory(lambda: dict.fromkeys(FACES, 0))
-
-    def as_dict(self) -> dict[str, object]:
-        return attrs.asdict(self)
 
 
 @attrs.define

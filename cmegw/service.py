@@ -19,7 +19,6 @@ from cmegw.config.model import Config
 from cmegw.config.settings import apply_setting, live_update
 from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.host.apply import NetworkApplier
-from cmegw.login import LoginLimiter
 from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master
 from cmegw.serial.line import SerialLine
@@ -75,10 +74,12 @@ class GatewayService(service.MultiService):
         self.reactor = reactor
         self.overrides = overrides
         self.simulator_factory = simulator_factory or default_simulator
-        #: What the gateway publishes and the faces read; kept across restarts.
-        #: Failed logins per source address, shared by the web and the console (`state.logins`).
+        #: The opt-in backend that applies the Network settings to the host (only with network.apply_to_host).
+        self.netapply = NetworkApplier(reactor)
+        #: What the gateway publishes and the faces read, kept across restarts; ``state.logins`` counts
+        #: failed logins per source address for the web and the console alike.
         self.state = GatewayState(reactor, store, overrides, config=overrides.apply(store.config),
-                                  logins=LoginLimiter(reactor))
+                                  host_applier=self.netapply)
         self.lines: dict[int, SerialLine] = {}
         self.tunnels: dict[int, TunnelService] = {}
         #: Per line: the arbiter between the line and its users, and the gateway's M-Bus master.
@@ -92,9 +93,6 @@ class GatewayService(service.MultiService):
         self._restarting: defer.Deferred | None = None
         #: True while `restart` stops and starts the parts (a part's stopService is not the end then).
         self.restarting = False
-        #: The opt-in backend that applies the Network settings to the host (only with network.apply_to_host).
-        self.netapply = NetworkApplier(reactor)
-        self.state.host_applier = self.netapply
         store.subscribe(self._config_changed)
 
     # -- what the service publishes ----------------------------------------------

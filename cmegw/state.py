@@ -93,7 +93,7 @@ class History:
 class GatewayState:
     """
     The published state.  `config` is the configuration in force (with the
-    command line's overrides); `saved` is the file's; the mappings are
+    command line's overrides); ``store.config`` is the file's; the mappings are
     keyed by line or tunnel number and rebuilt by the service at each start.
     """
 
@@ -138,11 +138,6 @@ class GatewayState:
     def host_network(self) -> Any:
         """What the host network backend last did (`cmegw.host.HostNetworkResult`), or None."""
         return getattr(self.host_applier, "last", None)
-
-    @property
-    def saved(self) -> Config:
-        """The configuration as saved in the file (without the command line's overrides)."""
-        return self.store.config
 
     def uptime(self) -> float:
         return self.clock.seconds() - self.status.started_at

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import attrs
-
-from cmegw.tls import certificates
 from cmegw.config.checks import ConfigError
-from cmegw.config.model import Config, TunnelConfig
+from cmegw.config.model import Config
+from cmegw.tls import certificates
 
 #: The tunnel settings that name a PEM file, and what the file holds.
 PEM_SETTINGS = {
@@ -68,7 +66,3 @@ def check_files(config: Config, old: Config | None = None) -> None:
         if before.get(name) != value:
             check_pem_file(name, value, kind)
 
-
-def tunnel_files_changed(old: TunnelConfig, new: TunnelConfig) -> bool:
-    """Whether a tunnel's section names other PEM files than before."""
-    return any(getattr(old, f) != getattr(new, f) for f in PEM_SETTINGS) if attrs.has(type(old)) else True

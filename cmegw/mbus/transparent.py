@@ -8,13 +8,11 @@ are held (bounded by `HOLD_LIMIT`) until the arbiter gives the bus back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-if TYPE_CHECKING:
-    from cmegw.mbus.arbiter import BusArbiter
 
 #: Bytes a transparent client may write while the bus is held before it is paused.
 HOLD_LIMIT = 4096
@@ -27,7 +25,8 @@ class TransparentPort:
     unless the arbiter holds the bus for a transaction.
     """
 
-    def __init__(self, arbiter: BusArbiter) -> None:
+    def __init__(self, arbiter: Any) -> None:
+        # `arbiter` is the `cmegw.mbus.arbiter.BusArbiter` that builds this port (it owns the bus).
         self._arbiter = arbiter
         self._line = arbiter.line
         self.receiver: Callable[[bytes], None] | None = None

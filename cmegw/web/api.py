@@ -31,7 +31,8 @@ from cmegw.config.settings import apply_settings, get_setting, needs_restart, se
 from cmegw.config.store import ConfigFileError
 from cmegw.stats import format_duration
 from cmegw.web.auth import factory_password_in_use
-from cmegw.web.pages.admin import Admin, security_headers
+from cmegw.web.http import security_headers
+from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.forms import changed_settings, same_origin
 from cmegw.web.pages import http as pages_http
 from cmegw.web.pages.network import renew_code

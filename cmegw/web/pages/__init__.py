@@ -8,7 +8,8 @@ Only the shared parts are imported here; `cmegw.web.app` imports the page
 modules.
 """
 
-from cmegw.web.pages.admin import Admin, PageRoutes, security_headers
+from cmegw.web.http import security_headers
+from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import CsrfGuard, changed_settings, same_origin
 from cmegw.web.pages.layout import DATA_SUBDIR, web_root
 

@@ -18,6 +18,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, XMLFile, tags
 
 from cmegw.web.auth import factory_password_in_use
+from cmegw.web.http import security_headers
 from cmegw.web.pages.forms import CSRF_FIELD, CsrfGuard, Field, form_value, save_form, save_numbered_form
 from cmegw.web.pages.layout import Layout, web_root
 from cmegw.web.pages.widgets import Notice, card
@@ -113,16 +114,6 @@ class Admin:
             return handler(request, *args, **kwargs)
 
         return checked_handler
-
-
-def security_headers(request: IRequest) -> None:
-    request.setHeader(b"content-security-policy",
-                      b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                      b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    request.setHeader(b"referrer-policy", b"same-origin")
-    request.setHeader(b"x-frame-options", b"DENY")
-    request.setHeader(b"cache-control", b"no-store")
 
 
 class PageRoutes:

@@ -18,7 +18,7 @@ import hmac
 import os
 import secrets
 from email import message_from_bytes
-from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Sequence
+from typing import Any, Callable, Container, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import attrs
@@ -28,11 +28,9 @@ from twisted.web.template import Tag, tags
 from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import apply_settings, format_value, get_setting, needs_restart
 from cmegw.config.store import ConfigFileError
-from cmegw.web.pages.layout import Layout, authenticated_user
+from cmegw.web.pages.layout import AdminView, Layout, authenticated_user
 from cmegw.web.pages.widgets import Notice, button, hidden
 
-if TYPE_CHECKING:
-    from cmegw.web.pages.admin import Admin
 
 # -- CSRF ---------------------------------------------------------------------------------
 
@@ -129,7 +127,7 @@ def uploads(request: IRequest) -> dict[str, Upload]:
     return found
 
 
-def post_form(admin: "Admin", request: IRequest, action: str, *children: Any, multipart: bool = False,
+def post_form(admin: AdminView, request: IRequest, action: str, *children: Any, multipart: bool = False,
               **attributes: str) -> Tag:
     """A POST form carrying the CSRF token."""
     extra = {"enctype": "multipart/form-data"} if multipart else {}
@@ -230,7 +228,7 @@ def render_field(field: Field, state: FormState) -> Tag:
     return tags.div(head, body, *hints, class_="field has-error" if error else "field")
 
 
-def settings_state(admin: "Admin", fields: Sequence[Field]) -> FormState:
+def settings_state(admin: AdminView, fields: Sequence[Field]) -> FormState:
     """A form showing the saved values, and what is in force where it differs."""
     saved: Config = admin.gateway.store.config
     running_config: Config = admin.gateway.state.config
@@ -313,7 +311,7 @@ def error_message(error: ConfigError) -> str:
     return str(error)
 
 
-def apply_form(admin: "Admin", request: IRequest, fields: Sequence[Field],
+def apply_form(admin: AdminView, request: IRequest, fields: Sequence[Field],
                prepare: Callable[[dict[str, str]], dict[str, Any]] | None = None,
                aliases: dict[str, str] | None = None,
                saved_state: Callable[[], FormState] | None = None) -> tuple[FormState, bool]:
@@ -358,7 +356,7 @@ def apply_form(admin: "Admin", request: IRequest, fields: Sequence[Field],
     return fresh, True
 
 
-def save_form(admin: "Admin", request: IRequest, page: Callable[..., "Layout"], fields: Sequence[Field],
+def save_form(admin: AdminView, request: IRequest, page: Callable[..., "Layout"], fields: Sequence[Field],
               show: Callable[[FormState], Any], **options: Any) -> "Layout":
     """Apply a settings form (`apply_form` with `options`) and answer with `show(state)`: 200 saved, 400 not."""
     state, ok = apply_form(admin, request, fields, **options)
@@ -371,7 +369,7 @@ def posted_number(request: IRequest, numbers: Container[int]) -> int | None:
     return int(group) if group.isdigit() and int(group) in numbers else None
 
 
-def save_numbered_form(admin: "Admin", request: IRequest, page: Callable[..., "Layout"], numbers: Container[int],
+def save_numbered_form(admin: AdminView, request: IRequest, page: Callable[..., "Layout"], numbers: Container[int],
                        fields_of: Callable[[int], Sequence[Field]],
                        show: Callable[[dict[int, FormState]], Any]) -> "Layout":
     """`save_form` for the form of one of several lines or tunnels; 400 for a number not in `numbers`."""
@@ -381,7 +379,7 @@ def save_numbered_form(admin: "Admin", request: IRequest, page: Callable[..., "L
     return save_form(admin, request, page, fields_of(n), lambda state: show({n: state}))
 
 
-def settings_form(admin: "Admin", request: IRequest, action: str, group: str, fields: Sequence[Field],
+def settings_form(admin: AdminView, request: IRequest, action: str, group: str, fields: Sequence[Field],
                   state: FormState, *, submit: str = "Save", intro: Any = "", applies: str = "") -> Tag:
     """A form of settings; `group` says which part of the page posted it."""
     return post_form(

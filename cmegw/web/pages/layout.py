@@ -12,7 +12,7 @@ import os
 import sys
 import sysconfig
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 from twisted.web.iweb import IRequest
 from twisted.web.template import Element, Tag, renderer, tags
@@ -21,8 +21,17 @@ import cmegw
 from cmegw.web.auth import authenticated_user as _authenticated_user
 from cmegw.web.pages.widgets import Notice, notice_tag
 
-if TYPE_CHECKING:
-    from cmegw.web.pages.admin import Admin
+
+class AdminView(Protocol):
+    """What the layout and the forms use of the admin (`cmegw.web.pages.admin.Admin`)."""
+
+    gateway: Any
+    csrf: Any
+
+    def template(self, name: str) -> Any: ...
+
+    def banners(self) -> Any: ...
+
 
 #: Where `pip install .` puts the files of the repository's web/ folder (setup.cfg data_files).
 DATA_SUBDIR = Path("share") / "cmegw" / "web"
@@ -74,7 +83,7 @@ SECTIONS = (
 class Layout(Element):
     """The page frame of web/templates/layout.xml around a page's content."""
 
-    def __init__(self, admin: "Admin", request: IRequest, *, section: str, title: str, content: Any,
+    def __init__(self, admin: AdminView, request: IRequest, *, section: str, title: str, content: Any,
                  tabs: Sequence[tuple[str, str]] = (), active: str = "", notice: Notice | None = None,
                  head: Any = "") -> None:
         super().__init__(loader=admin.template("layout.xml"))

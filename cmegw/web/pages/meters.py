@@ -35,7 +35,8 @@ from cmegw.mbus.master import MeterError, ScanRunning, parse_meter_address
 from cmegw.mbus.results import MeterInfo, Reading, Scan
 from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
-from cmegw.web.pages.admin import Admin, PageRoutes, security_headers
+from cmegw.web.http import security_headers
+from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
 
