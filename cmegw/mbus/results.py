@@ -222,6 +222,7 @@ def record_rows(found: Sequence[records.Record]) -> list[dict[str, Any]]:
             "value": _plain(value),
             "unit": record.plain_text_unit or record.unit,
             "scale": record.exponent,
+            "quantity": record.quantity,
             "description": description,
             "storage": record.storage,
             "tariff": record.tariff,
