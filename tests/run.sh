@@ -6,7 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in telnet:telnet curl:curl openssl:openssl chromium:chromium socat:socat ssh:openssh-client \
+for pair in mosquitto:mosquitto mosquitto_sub:mosquitto-clients telnet:telnet curl:curl openssl:openssl chromium:chromium socat:socat ssh:openssh-client \
             systemd-analyze:systemd systemd-socket-activate:systemd promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
