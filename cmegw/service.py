@@ -239,6 +239,7 @@ class GatewayService(service.MultiService):
         previous = self.running_config
         running = previous.evolve(
             identity=wanted.identity, auth=wanted.auth,
+            meters=wanted.meters, readout=wanted.readout, mqtt=wanted.mqtt, push=wanted.push,
             network=live_update(previous.network, wanted.network),
             http=live_update(previous.http, wanted.http),
             console=live_update(previous.console, wanted.console),

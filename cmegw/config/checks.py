@@ -207,11 +207,13 @@ def pem_path(setting: str, value: object, kind: str) -> None:
 
 
 def setting(default: Any = attrs.NOTHING, validate: Callable[..., Any] | None = None, *args: Any,
-            label: str = "", unit: str = "", restart: bool = False, **field: Any) -> Any:
+            label: str = "", unit: str = "", restart: bool = False, secret: bool = False, **field: Any) -> Any:
     """
     A setting's field: its default, its check (with the check's arguments),
     and its metadata: the label the pages and the console show, its unit, and
-    whether a change waits for a restart (the device's "after reboot").
+    whether a change waits for a restart (the device's "after reboot"), and
+    whether it is a secret (a password: the faces never show its value).
     """
     return attrs.field(default=default, validator=named_check(validate, *args) if validate else None,
-                       metadata={"label": label, "unit": unit, "restart": restart}, **field)
+                       metadata={"label": label, "unit": unit, "restart": restart, "secret": secret},
+                       **field)

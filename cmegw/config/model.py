@@ -35,6 +35,7 @@ from cmegw.config.checks import (  # noqa: F401 (the model is where the others i
     read_section,
     setting,
 )
+from cmegw.config.readout import MeterConfig, MqttConfig, PushConfig, ReadoutConfig, meters_table, push_table
 
 #: Baud rates an M-Bus line accepts (EN 13757-2 and the CI 0xB8..0xBF set).
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
@@ -342,6 +343,12 @@ class Config:
     http: HttpConfig = attrs.field(factory=HttpConfig, converter=_table(HttpConfig, "http"))
     auth: tuple[AuthDirective, ...] = attrs.field(factory=tuple, converter=tuple)
     console: ConsoleConfig = attrs.field(factory=ConsoleConfig, converter=_table(ConsoleConfig, "console"))
+    #: The meter list (``[meter.<id>]``), read on the schedule of ``[readout]``.
+    meters: dict[str, MeterConfig] = attrs.field(factory=dict, converter=meters_table)
+    readout: ReadoutConfig = attrs.field(factory=ReadoutConfig, converter=_table(ReadoutConfig, "readout"))
+    mqtt: MqttConfig = attrs.field(factory=MqttConfig, converter=_table(MqttConfig, "mqtt"))
+    #: HTTP receivers each reading is POSTed to (``[push.N]``).
+    push: dict[int, PushConfig] = attrs.field(factory=dict, converter=push_table)
 
     def __attrs_post_init__(self) -> None:
         check("line", "(none)", len(self.lines) >= 1, "configure at least one line: [line.1]")
@@ -352,12 +359,15 @@ class Config:
             check("auth.uri", uri, uris.count(uri) == 1, "each URI once; edit the existing directive")
         devices = [(l.device, l.simulate) for l in self.lines.values() if not l.simulate]
         check("line.device", devices, len(set(devices)) == len(devices), "each serial device on one line only")
+        for key, meter in self.meters.items():
+            check(f"meter.{key}.line", meter.line, meter.line in self.lines,
+                  "use a configured line: " + ", ".join(str(n) for n in self.lines))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Config":
         """Build and validate a configuration from the TOML file's structure."""
         check("(file)", "(top level)", isinstance(data, Mapping), "the file must hold tables")
-        known = {"identity", "network", "line", "tunnel", "http", "auth", "console"}
+        known = {"identity", "network", "line", "tunnel", "http", "auth", "console", "meter", "readout", "mqtt", "push"}
         for key in data:
             check(key, data[key], key in known, "unknown section; known: " + ", ".join(sorted(known)))
         directives = []
@@ -371,7 +381,9 @@ class Config:
             directives.append(attrs.evolve(directive, users=tuple(users)))
         return cls(identity=data.get("identity", {}), network=data.get("network", {}),
                    lines=data.get("line", {"1": {}}), tunnels=data.get("tunnel", {}),
-                   http=data.get("http", {}), auth=tuple(directives), console=data.get("console", {}))
+                   http=data.get("http", {}), auth=tuple(directives), console=data.get("console", {}),
+                   meters=data.get("meter", {}), readout=data.get("readout", {}), mqtt=data.get("mqtt", {}),
+                   push=data.get("push", {}))
 
     def to_dict(self) -> dict[str, Any]:
         """The plain structure written to the TOML file."""
@@ -386,6 +398,10 @@ class Config:
             "tunnel": {str(n): plain(t) for n, t in self.tunnels.items()},
             "http": plain(self.http),
             "console": plain(self.console),
+            "readout": plain(self.readout),
+            "mqtt": plain(self.mqtt),
+            "meter": {key: plain(m) for key, m in self.meters.items()},
+            "push": {str(n): plain(p) for n, p in self.push.items()},
             "auth": [{**{k: v for k, v in plain(d).items() if k != "users"}, "user": [plain(u) for u in d.users]}
                      for d in self.auth],
         }

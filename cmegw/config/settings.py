@@ -25,6 +25,7 @@ from cmegw.config.model import (
     TunnelConfig,
     parse_address_and_mask,
 )
+from cmegw.config.readout import MeterConfig, MqttConfig, PushConfig, ReadoutConfig
 
 _SECTIONS: dict[str, type] = {
     "network": NetworkConfig,
@@ -32,7 +33,14 @@ _SECTIONS: dict[str, type] = {
     "console": ConsoleConfig,
     "line": LineConfig,
     "tunnel": TunnelConfig,
+    "readout": ReadoutConfig,
+    "mqtt": MqttConfig,
+    "meter": MeterConfig,
+    "push": PushConfig,
 }
+#: Sections of one table each, and tables of numbered or named ones (their attribute on Config).
+_SINGLE = ("network", "http", "console", "readout", "mqtt")
+_TABLES = {"line": "lines", "tunnel": "tunnels", "push": "push", "meter": "meters"}
 
 _TRUE = {"1", "on", "yes", "true", "enabled", "enable"}
 _FALSE = {"0", "off", "no", "false", "disabled", "disable"}
@@ -50,11 +58,14 @@ class SettingInfo:
     label: str
     unit: str
     restart: bool
+    secret: bool = False
 
 
 def _field(name: str) -> attrs.Attribute:
     """The model's field of a setting name (numbers in names do not matter)."""
-    parts = [p for p in name.split(".") if not p.isdigit()]
+    parts = name.split(".")
+    if parts[0] in _TABLES and len(parts) == 3:
+        parts = [parts[0], parts[2]]
     cls = _SECTIONS.get(parts[0]) if len(parts) == 2 else None
     field = attrs.fields_dict(cls).get(parts[1]) if cls is not None else None
     if field is None:
@@ -66,7 +77,15 @@ def describe(name: str) -> SettingInfo:
     """A setting's metadata, as its field in the model declares it."""
     field = _field(name)
     return SettingInfo(name, field.metadata.get("label") or field.name, field.metadata.get("unit", ""),
-                       bool(field.metadata.get("restart")))
+                       bool(field.metadata.get("restart")), bool(field.metadata.get("secret")))
+
+
+def is_secret(name: str) -> bool:
+    """Whether a setting holds a password or token: the faces show whether it is set, never its value."""
+    try:
+        return describe(name).secret
+    except UnknownSetting:
+        return False
 
 
 def needs_restart(name: str) -> bool:
@@ -126,20 +145,30 @@ def setting_names(config: Config) -> Iterator[str]:
     for n in config.tunnels:
         for f in attrs.fields(TunnelConfig):
             yield f"tunnel.{n}.{f.name}"
+    for section in ("readout", "mqtt"):
+        for f in attrs.fields(_SECTIONS[section]):
+            yield f"{section}.{f.name}"
+    for key in config.meters:
+        for f in attrs.fields(MeterConfig):
+            yield f"meter.{key}.{f.name}"
+    for n in config.push:
+        for f in attrs.fields(PushConfig):
+            yield f"push.{n}.{f.name}"
 
 
-def _locate(config: Config, name: str) -> tuple[str, int | None, str, Any]:
+def _locate(config: Config, name: str) -> tuple[str, int | str | None, str, Any]:
     parts = name.split(".")
     section = parts[0]
-    if section in ("line", "tunnel") and len(parts) == 3 and parts[1].isdigit():
-        number: int | None = int(parts[1])
-        table = config.lines if section == "line" else config.tunnels
+    if section in _TABLES and len(parts) == 3 and (parts[1].isdigit() or section == "meter"):
+        number: int | str | None = parts[1] if section == "meter" else int(parts[1])
+        table = getattr(config, _TABLES[section])
         if number not in table:
-            raise UnknownSetting(name, name, f"there is no {section} {number}; {section}s: "
-                                 + ", ".join(str(n) for n in table))
+            what = {"meter": "meter", "push": "HTTP target"}.get(section, section)
+            raise UnknownSetting(name, name, f"there is no {what} {number}; {what}s: "
+                                 + (", ".join(str(n) for n in table) or "none yet"))
         current = table[number]
         field = parts[2]
-    elif section in ("network", "http", "console") and len(parts) == 2:
+    elif section in _SINGLE and len(parts) == 2:
         number = None
         current = getattr(config, section)
         field = parts[1]
@@ -162,6 +191,30 @@ def format_value(value: Any) -> str:
     if isinstance(value, tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
+
+
+#: What the faces show instead of a secret that is set.
+SECRET_SHOWN = "(set)"
+
+
+def shown_value(name: str, value: Any) -> Any:
+    """A setting's value as a face may show it: a password or token only as set or not."""
+    if is_secret(name):
+        return SECRET_SHOWN if value else ""
+    return value
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The file's structure (`Config.to_dict`) with every secret shown as `SECRET_SHOWN`."""
+    data = config.to_dict()
+    for section in ("mqtt",):
+        for key, value in data[section].items():
+            data[section][key] = shown_value(f"{section}.{key}", value)
+    for section in ("push",):
+        for table in data[section].values():
+            for key, value in table.items():
+                table[key] = shown_value(f"{section}.1.{key}", value)
+    return data
 
 
 def apply_setting(config: Config, name: str, value: Any) -> Config:
@@ -191,12 +244,9 @@ def apply_settings(config: Config, changes: dict[str, Any]) -> Config:
             raise ConfigError(name, e.value, e.allowed) from None
         except TypeError:
             raise ConfigError(name, value, "use a value of the right type") from None
-        if section == "line":
-            assert number is not None
-            new = new.with_line(number, updated)
-        elif section == "tunnel":
-            assert number is not None
-            new = new.with_tunnel(number, updated)
+        if section in _TABLES:
+            attribute = _TABLES[section]
+            new = attrs.evolve(new, **{attribute: {**getattr(new, attribute), number: updated}})
         else:
             new = attrs.evolve(new, **{section: updated})
     check_files(new, config)

@@ -49,10 +49,14 @@ def factory_defaults() -> Config:
 _SECTION_NAMES = {"line": "[line.N]", "tunnel": "[tunnel.N]", "auth": "[[auth]]"}
 
 
+#: Sections a file may lack: the readout's, which files written before them do not have.
+OPTIONAL_SECTIONS = ("meter", "readout", "mqtt", "push")
+
+
 @functools.cache
 def _required_sections() -> tuple[str, ...]:
     """The top-level sections the factory defaults have: a file without one of them was cut short."""
-    return tuple(tomllib.loads(factory_defaults_text()))
+    return tuple(s for s in tomllib.loads(factory_defaults_text()) if s not in OPTIONAL_SECTIONS)
 
 
 def check_complete(data: dict[str, Any], where: str) -> None:

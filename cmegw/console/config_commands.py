@@ -8,7 +8,7 @@ restart), ``set`` (one setting, checked as the web page checks it) and
 from __future__ import annotations
 
 from cmegw.config.model import BAUD_RATES, Config, ConfigError
-from cmegw.config.settings import apply_setting, format_value, get_setting, needs_restart, setting_names
+from cmegw.config.settings import apply_setting, format_value, get_setting, needs_restart, setting_names, shown_value
 from cmegw.console.framework import COMMANDS, Arguments, Result, Session, _after_words, columns, table_lines
 from cmegw.console.status_commands import SHOW, _after_restart
 
@@ -29,8 +29,8 @@ def show_settings(session: Session, args: Arguments) -> Result:
     for name in setting_names(after):
         if not name.startswith(prefix):
             continue
-        now = format_value(get_setting(current, name)) if _has(current, name) else "(not running)"
-        later = format_value(get_setting(after, name))
+        now = format_value(shown_value(name, get_setting(current, name))) if _has(current, name) else "(not running)"
+        later = format_value(shown_value(name, get_setting(after, name)))
         rows.append((name, now or '""', later or '""'))
         if get_setting(saved, name) != get_setting(after, name):
             notes.append(f"  {name}: the command line sets it for this run; the file holds "
@@ -70,7 +70,7 @@ def _set_candidates(session: Session, words: list[str]) -> list[str]:
 
 def _set_details(session: Session) -> str:
     config = session.gateway.store.config
-    rows = [(name, format_value(get_setting(config, name)) + ("  (after restart)" if needs_restart(name) else ""))
+    rows = [(name, format_value(shown_value(name, get_setting(config, name))) + ("  (after restart)" if needs_restart(name) else ""))
             for name in setting_names(config)]
     return "\n".join([
         "Changes one setting of the web pages, checked as the web page checks it.",
@@ -98,7 +98,7 @@ def set_command(session: Session, args: Arguments) -> Result:
         value = ""
     new = apply_setting(session.gateway.store.config, name, value)
     change(session, new)
-    shown = format_value(get_setting(new, name)) or '""'
+    shown = format_value(shown_value(name, get_setting(new, name))) or '""'
     when = "takes effect after a restart" if needs_restart(name) else "applied at once"
     return f"{name} = {shown}: {when}; not saved ('save' keeps it)."
 

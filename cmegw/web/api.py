@@ -27,7 +27,7 @@ from twisted.web.iweb import IRequest
 import cmegw
 from cmegw.config import auth as config_auth
 from cmegw.config.model import Config, ConfigError
-from cmegw.config.settings import apply_settings, get_setting, needs_restart, setting_names
+from cmegw.config.settings import apply_settings, get_setting, needs_restart, redacted, setting_names, shown_value
 from cmegw.config.store import ConfigFileError
 from cmegw.stats import format_duration
 from cmegw.web.auth import factory_password_in_use
@@ -147,7 +147,7 @@ def _query(request: IRequest, name: str) -> str:
 
 def config_view(config: Config) -> dict[str, Any]:
     """The configuration as the file holds it, users by name only (never their hashes)."""
-    data = config.to_dict()
+    data = redacted(config)
     data["auth"] = pages_http.directives_view(config)
     return data
 
@@ -242,7 +242,8 @@ def settings_view(admin: Admin) -> dict[str, Any]:
             now = get_setting(running, name)
         except ConfigError:
             now = None
-        out[name] = {"value": value, "running": now, "after_restart": needs_restart(name)}
+        out[name] = {"value": shown_value(name, value), "running": shown_value(name, now),
+                     "after_restart": needs_restart(name)}
     return out
 
 
