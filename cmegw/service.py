@@ -20,7 +20,7 @@ from cmegw.config.settings import apply_setting, live_update
 from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.host.apply import NetworkApplier
 from cmegw.mbus.arbiter import BusArbiter
-from cmegw.mbus.master import Master
+from cmegw.mbus.master import Master, parse_meter_address
 from cmegw.serial.line import SerialLine
 from cmegw.state import BusView, GatewayState, TunnelView
 from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics
@@ -88,6 +88,8 @@ class GatewayService(service.MultiService):
         #: Per tunnel: its connect mode (dial-out), sharing the line with the accept-mode tunnel.
         self.connectors: dict[int, ConnectTunnelService] = {}
         self.simulators: dict[int, Any] = {}
+        #: The scheduled readouts of the meter list, their store and delivery (`cmegw.readout.service`).
+        self.readout: Any = None
         #: The parts beside lines, bus and tunnels (web, console, ...): built with them at every start.
         self._part_factories: list[PartFactory] = list(parts)
         self._restarting: defer.Deferred | None = None
@@ -123,6 +125,7 @@ class GatewayService(service.MultiService):
                                        getattr(t.factory, "sharing", None))
                          for n, t in self.tunnels.items()}
         state.bus = {n: BusView(n, master) for n, master in self.masters.items()}
+        state.readout = self.readout
 
     # -- composition --------------------------------------------------------------
 
@@ -161,9 +164,20 @@ class GatewayService(service.MultiService):
                                              arbiter=self.arbiters[n], accept=lambda n=n: self.tunnels.get(n))
             connector.setServiceParent(self)
             self.connectors[n] = connector
+        self.readout = self._readout(config)
+        self.readout.setServiceParent(self)
         self._publish()
         for factory in self._part_factories:
             factory(self).setServiceParent(self)
+
+    def _readout(self, config: Config) -> Any:
+        """The meter list's schedule, reading store and delivery, reading through the lines' masters."""
+        from cmegw.readout.service import ReadoutService, state_directory
+
+        def read(line: int, address: str) -> defer.Deferred:
+            return self.read_meter(line, parse_meter_address(address))
+
+        return ReadoutService(config, self.reactor, read, state_directory(Path(self.store.path)))
 
     def _tunnel(self, n: int, config: Any, stats: TunnelStatistics) -> TunnelService:
         """Tunnel `n` on its line's arbiter: transparent (the device's tunnel) or sharing."""
@@ -258,6 +272,8 @@ class GatewayService(service.MultiService):
             else:
                 tunnel.apply(section)
             self.connectors[n].apply(section)
+        if self.readout is not None:
+            self.readout.apply(running)
 
     def restart(self) -> defer.Deferred:
         """The device's reboot, in-process: stop every part, reload the configuration, start again."""
@@ -285,6 +301,7 @@ class GatewayService(service.MultiService):
         self.tunnels.clear()
         self.arbiters.clear()
         self.masters.clear()
+        self.readout = None
         self.store.load()
         self.running_config = self.overrides.apply(self.store.config)
         self.status.restarts += 1
@@ -352,6 +369,27 @@ class GatewayService(service.MultiService):
     def read_meter(self, n: int, address: Any) -> defer.Deferred:
         """Read the meter at `address` on line `n`: fires with a `cmegw.mbus.results.Reading`."""
         return self._master(n).read(address)
+
+    def read_meters_now(self, keys: Sequence[str] | None = None) -> defer.Deferred:
+        """Read meters of the list now (all when `keys` is None): fires with {id: StoredReading or None}."""
+        if self.readout is None or not self.readout.running:
+            return defer.fail(RuntimeError("the readouts are not running"))
+        return self.readout.read_now(keys)
+
+    def adopt_meters(self, n: int, found: Sequence[Any] | None = None, interval: str = "") -> list[str]:
+        """
+        Add the meters line `n`'s last scans found (or `found`) to the meter
+        list and save it; returns the ids added.
+        """
+        from cmegw.readout.meterlist import adopt
+
+        if found is None:
+            results = self._master(n).results
+            found = list(results.get("secondary") or []) + list(results.get("primary") or [])
+        config, added = adopt(self.store.config, n, found, interval)
+        if added:
+            self.store.change(config)
+        return added
 
     def _master(self, n: int) -> Master:
         master = self.masters.get(n)

@@ -108,6 +108,9 @@ class GatewayState:
     #: What the running web part publishes of itself (``stats``: HttpStatistics, ``access_log``,
     #: ``listening``, ``tls``), or None while it does not run.
     web: Any = None
+    #: The scheduled readouts (`cmegw.readout.service.ReadoutService`: ``meters``, ``target_statuses()``,
+    #: ``backlogs``, ``store``), or None before the first start.
+    readout: Any = None
     #: Traffic traces by line number (`cmegw.ops.trace.LineTrace`), kept across restarts.
     traces: dict[int, Any] = attrs.Factory(dict)
     #: The graphs' samples, kept across restarts.

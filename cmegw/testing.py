@@ -171,3 +171,51 @@ def fake_state(clock: Any = None, config: Config | None = None, **published: Any
     for name, value in published.items():
         setattr(state, name, value)
     return state
+
+
+class FakeReadout:
+    """
+    What the faces read of the readouts (`cmegw.readout.service.ReadoutService`),
+    in memory: meter statuses, target statuses and backlogs, kept readings.
+    ``reads`` records `read_now` calls; tests fill `meters`, `kept` and `statuses`.
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        from cmegw.config.store import factory_defaults
+        from cmegw.readout.scheduler import MeterStatus
+
+        self.config = config or factory_defaults()
+        self.running = True
+        self.meters: dict[str, Any] = {
+            key: MeterStatus(key, meter, 3600) for key, meter in self.config.meters.items()}
+        self.statuses: dict[str, Any] = {}
+        self.backlogs: dict[str, tuple[int, float | None]] = {}
+        #: The kept readings (`cmegw.readout.reading.StoredReading`), oldest first.
+        self.kept: list[Any] = []
+        self.reads: list[Any] = []
+        self.problem = ""
+
+    def target_statuses(self) -> dict[str, Any]:
+        return dict(self.statuses)
+
+    def store_summary(self) -> dict[str, Any]:
+        return {"path": "/tmp/readings.sqlite", "problem": self.problem, "readings": len(self.kept)}
+
+    def read_now(self, keys: Any = None) -> defer.Deferred:
+        self.reads.append(keys)
+        chosen = list(self.meters) if keys is None else list(keys)
+        return defer.succeed({key: None for key in chosen})
+
+    def readings(self, key: Any, since: Any = None, until: Any = None, limit: int = 1000,
+                 ok_only: bool = False) -> defer.Deferred:
+        found = [r for r in self.kept if (key is None or r.meter == key) and (since is None or r.time >= since)
+                 and (until is None or r.time <= until) and (r.ok or not ok_only)]
+        return defer.succeed(found[-limit:])
+
+    def export(self, key: Any, since: Any, until: Any, kind: str) -> defer.Deferred:
+        import json
+
+        rows = [{"id": r.id, "meter": r.meter, "time": r.time, "ok": r.ok} for r in self.kept
+                if key is None or r.meter == key]
+        return defer.succeed(json.dumps(rows) if kind == "json" else "id,meter\n" + "".join(
+            f"{r['id']},{r['meter']}\n" for r in rows))
