@@ -143,12 +143,84 @@ def check_mqtt_url(setting_name: str, value: object) -> None:
     _host_port(setting_name, value, parts.netloc, 1883, example)
 
 
+@attrs.frozen
+class PushUrl:
+    """A receiver's URL, parsed: where to connect and what to name in messages."""
+
+    scheme: str
+    host: str
+    port: int
+    #: The path and query as sent ("/" at least).
+    target: str
+
+    @property
+    def netloc(self) -> str:
+        """``host:port`` (brackets around an IPv6 address)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.netloc}"
+
+    def __str__(self) -> str:
+        return self.origin + self.target
+
+
+def parse_push_url(text: str) -> PushUrl:
+    """Check a receiver's URL (http:// or https://, a host, a port 1..65535); ValueError says what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError("write the URL as text, such as https://receiver.example/readings")
+    example = "such as https://receiver.example/readings or http://192.168.1.10:8080/in"
+    if not text.strip():
+        raise ValueError(f"the URL is empty; give the receiver's URL, {example}")
+    if text != text.strip() or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError("the URL contains spaces or control characters; write spaces in a path as %20")
+    if not text.isascii():
+        raise ValueError("the URL contains non-ASCII characters; percent-encode them (and write an "
+                         "international host name in its xn-- form)")
+    parts = urllib.parse.urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        given = f"{parts.scheme}://" if parts.scheme and "://" in text else "no scheme"
+        raise ValueError(f"the URL must start with http:// or https:// ({given} given), {example}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("put no user name or password in the URL; use the auth, username and password settings")
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError(f"the URL names no host, {example}")
+    if parts.fragment or text.endswith("#"):
+        raise ValueError("remove the #fragment from the URL: it is never sent to the receiver")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the port of the URL must be a number from 1 to 65535 ({parts.netloc} given)") from None
+    if port is None and parts.netloc.endswith(":"):
+        raise ValueError(f"the URL has a colon but no port after it ({parts.netloc} given)")
+    if port == 0:
+        raise ValueError("the port of the URL must be a number from 1 to 65535 (0 given)")
+    if "[" in parts.netloc and ":" not in host:
+        raise ValueError("only an IPv6 address goes in brackets, such as http://[2001:db8::1]:8080/")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return PushUrl(scheme, host.lower(), port or (443 if scheme == "https" else 80), target)
+
+
 def check_push_url(setting_name: str, value: object) -> None:
-    text = check_str(setting_name, value, 1024)
-    example = "https://head-end.example/readings"
-    parts = _split(setting_name, value, text, example)
-    check(setting_name, value, parts.scheme in ("http", "https"), f"use an http:// or https:// URL such as {example}")
-    _host_port(setting_name, value, parts.netloc, 443, example)
+    check_str(setting_name, value, 2048)
+    try:
+        parse_push_url(value)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise ConfigError(setting_name, value, str(e)) from None
+
+
+def _check_header_text(setting_name: str, value: object, limit: int, colon: bool = True) -> None:
+    check_str(setting_name, value, limit)
+    text = str(value)
+    check(setting_name, "(hidden)" if "user" not in setting_name else value,
+          text.isascii() and text.isprintable(), "use printable ASCII characters only (it goes into a header)")
+    if not colon:
+        check(setting_name, value, ":" not in text, "a user name for Basic authentication cannot contain ':'")
+
+
 
 
 def mqtt_url_parts(url: str) -> tuple[bool, str, int]:
@@ -218,11 +290,22 @@ class PushConfig:
     enabled: bool = setting(True, check_bool, label="Enabled")
     format: str = setting("json", check_choice, PUSH_FORMATS, label="Format")
     auth: str = setting("none", check_choice, PUSH_AUTH, label="Authentication")
-    username: str = setting("", check_str, 128, label="User name")
-    password: str = setting("", check_str, 128, label="Password", secret=True)
-    token: str = setting("", check_str, 1024, label="Bearer token", secret=True)
+    username: str = setting("", _check_header_text, 64, False, label="User name")
+    password: str = setting("", _check_header_text, 255, label="Password", secret=True)
+    token: str = setting("", _check_header_text, 4096, label="Bearer token", secret=True)
+    #: HTTPS receivers are verified against this CA bundle ("" = the system's trust store).
     ca: str = setting("", pem_path, "certificates", label="Trusted CA bundle")
     timeout: int = setting(10, check_int, 1, 300, " seconds", label="Timeout", unit="s")
+
+    def __attrs_post_init__(self) -> None:
+        check("push.username", self.username, self.auth != "basic" or bool(self.username),
+              "Basic authentication needs a user name (and its password)")
+        check("push.token", "", self.auth != "bearer" or bool(self.token),
+              "bearer authentication needs the token the receiver issued")
+
+    @property
+    def parsed_url(self) -> PushUrl:
+        return parse_push_url(self.url)
 
 
 def meters_table(value: Any) -> dict[str, MeterConfig]:
