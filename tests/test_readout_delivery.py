@@ -22,6 +22,13 @@ class FakeTarget:
         self.up = True
         self.sent: list[tuple[int, defer.Deferred]] = []
 
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> defer.Deferred:
+        self.up = False
+        return defer.succeed(None)
+
     def ready(self) -> bool:
         return self.up
 

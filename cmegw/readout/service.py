@@ -61,8 +61,6 @@ class ReadoutService(service.Service):
         self.forwarders: dict[str, Forwarder] = {}
         #: (count, time of the oldest) of each target's queue, refreshed every few seconds.
         self.backlogs: dict[str, tuple[int, float | None]] = {}
-        #: Register keys of the discovery configs published per meter (to notice a changed set).
-        self._published: dict[str, tuple[str, ...]] = {}
         self._loops: list[task.LoopingCall] = []
         self.scheduler.apply(config.meters, config.readout)
 
@@ -122,9 +120,6 @@ class ReadoutService(service.Service):
             removed = self.scheduler.apply(config.meters, config.readout)
             for status in removed:
                 self._forget_discovery(status)
-        renamed = {k for k, m in config.meters.items() if k in old.meters and m.name != old.meters[k].name}
-        for key in renamed:
-            self._published.pop(key, None)
         changed = ["mqtt"] if (config.mqtt, config.identity) != (old.mqtt, old.identity) else []
         changed += [f"push.{n}" for n in sorted(set(config.push) | set(old.push))
                     if config.push.get(n) != old.push.get(n)]
@@ -165,26 +160,20 @@ class ReadoutService(service.Service):
         return stored
 
     def _publish_state(self, key: str, stored: StoredReading) -> None:
-        """MQTT: new discovery configs when a meter's registers changed; its alarm state."""
-        mqtt = self.targets.get("mqtt")
-        if mqtt is None:
-            return
-        from cmegw.readout import mqttbridge
-
+        """Targets that publish the meters' state (MQTT: discovery configs, alarms) hear of each read."""
         status = self.scheduler.meters.get(key)
         if status is None:
             return
-        messages = mqttbridge.meter_messages(self, status, self._published)
-        if messages:
-            mqtt.publish_retained(messages)
+        for target in self.targets.values():
+            meter_read = getattr(target, "meter_read", None)
+            if meter_read is not None:
+                meter_read(status)
 
     def _forget_discovery(self, status: MeterStatus) -> None:
-        mqtt = self.targets.get("mqtt")
-        self._published.pop(status.id, None)
-        if mqtt is not None and status.last_reading is not None:
-            from cmegw.readout import mqttbridge
-
-            mqtt.publish_retained(mqttbridge.removal(self, status))
+        for target in self.targets.values():
+            meter_removed = getattr(target, "meter_removed", None)
+            if meter_removed is not None:
+                meter_removed(status)
 
     def read_now(self, keys: Sequence[str] | None = None) -> defer.Deferred:
         """Read the meters now (all when `keys` is None): fires with {id: StoredReading or None}."""
