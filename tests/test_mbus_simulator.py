@@ -8,7 +8,7 @@ import os
 import termios
 import tty
 
-from twisted.internet import defer, reactor
+from twisted.internet import task, defer, reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
@@ -204,6 +204,13 @@ class MeterBusTests(TestCase):
         self.assertIsNone(bus.handle(frames.set_baud_rate(0xFF, 300)))
         self.assertEqual({meter.baud for meter in bus.meters}, {300})
 
+    def test_meters_hear_only_their_baud_rate(self) -> None:
+        self.bus.meters[0].baud = 300
+        self.assertIsNone(self.bus.handle(frames.snd_nke(1), baud=2400))
+        self.assertEqual(self.bus.handle(frames.snd_nke(1), baud=300), frames.ACK)
+        self.assertEqual(self.bus.handle(frames.snd_nke(2), baud=2400), frames.ACK)
+        self.assertIsNone(self.bus.handle(frames.snd_nke(2), baud=9600))
+
     def test_req_ud1(self) -> None:
         self.assertEqual(self.bus.handle(frames.req_ud1(2)), frames.ACK)
 
@@ -332,11 +339,28 @@ class SimulatedBusPtyTests(TestCase):
     @defer.inlineCallbacks
     def test_bit_timing(self):
         bus, fd = self.start(bit_timing=True)
+        for meter in bus.bus.meters:
+            meter.baud = 38400
         set_baud(fd, termios.B38400)
         self.assertEqual(bus.baud, 38400)
         os.write(fd, frames.req_ud2(2))
         reply = yield self.read_telegram(fd)
         self.assertTrue(parses(reply))
+
+    @defer.inlineCallbacks
+    def test_meters_are_silent_at_another_baud_rate(self):
+        """Real meters at 2400 baud do not answer a line set to 9600: the simulated ones neither."""
+        bus, fd = self.start()
+        set_baud(fd, termios.B9600)
+        os.write(fd, frames.req_ud2(1))
+        for _ in range(50):  # bounded: until the simulator has taken the request
+            if bus.requests:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual((bus.requests, bus.replies), (1, 0))
+        set_baud(fd, termios.B2400)
+        os.write(fd, frames.snd_nke(1))
+        self.assertEqual((yield self.read_telegram(fd)), frames.ACK)
 
     @defer.inlineCallbacks
     def test_stop_looks_like_unplug(self):

@@ -163,7 +163,10 @@ class PushUrl:
         return f"{self.scheme}://{self.netloc}"
 
     def __str__(self) -> str:
-        return self.origin + self.target
+        """The URL as requested (the port left out when it is the scheme's own)."""
+        default = self.port == (443 if self.scheme == "https" else 80)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host if default else self.netloc}{self.target}"
 
 
 def parse_push_url(text: str) -> PushUrl:
@@ -221,6 +224,13 @@ def _check_header_text(setting_name: str, value: object, limit: int, colon: bool
         check(setting_name, value, ":" not in text, "a user name for Basic authentication cannot contain ':'")
 
 
+#: The longest an HTTP receiver may take to answer.
+MAX_PUSH_TIMEOUT = 300.0
+
+
+def _check_seconds(setting_name: str, value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.1 <= value <= MAX_PUSH_TIMEOUT
+    check(setting_name, value, ok, f"use a number of seconds from 0.1 to {MAX_PUSH_TIMEOUT:g}")
 
 
 def mqtt_url_parts(url: str) -> tuple[bool, str, int]:
@@ -267,7 +277,7 @@ class MqttConfig:
     base_topic: str = setting("cmegw", check_topic, label="Base topic")
     discovery_prefix: str = setting("homeassistant", check_topic, True, label="Home Assistant discovery prefix")
     username: str = setting("", check_str, 128, label="User name")
-    password: str = setting("", check_str, 128, label="Password", secret=True)
+    password: str = setting("", check_str, 128, label="Password", secret=True, repr=False)
     #: mqtts: the broker is verified against this CA bundle ("" = the system's trust store).
     ca: str = setting("", pem_path, "certificates", label="Trusted CA bundle")
     certificate: str = setting("", pem_path, "certificates", label="Client certificate")
@@ -291,11 +301,11 @@ class PushConfig:
     format: str = setting("json", check_choice, PUSH_FORMATS, label="Format")
     auth: str = setting("none", check_choice, PUSH_AUTH, label="Authentication")
     username: str = setting("", _check_header_text, 64, False, label="User name")
-    password: str = setting("", _check_header_text, 255, label="Password", secret=True)
-    token: str = setting("", _check_header_text, 4096, label="Bearer token", secret=True)
+    password: str = setting("", _check_header_text, 255, label="Password", secret=True, repr=False)
+    token: str = setting("", _check_header_text, 4096, label="Bearer token", secret=True, repr=False)
     #: HTTPS receivers are verified against this CA bundle ("" = the system's trust store).
     ca: str = setting("", pem_path, "certificates", label="Trusted CA bundle")
-    timeout: int = setting(10, check_int, 1, 300, " seconds", label="Timeout", unit="s")
+    timeout: float = setting(10.0, _check_seconds, label="Timeout", unit="s")
 
     def __attrs_post_init__(self) -> None:
         check("push.username", self.username, self.auth != "basic" or bool(self.username),

@@ -129,6 +129,11 @@ def parse_text(name: str, kind: Any, text: str) -> Any:
             return int(text, 10)
         except ValueError:
             raise ConfigError(name, text, "use a whole number") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(name, text, "use a number such as 10 or 2.5") from None
     if typing.get_origin(kind) is tuple:
         return tuple(p.strip() for p in text.split(",") if p.strip())
     return text

@@ -183,17 +183,24 @@ class MeterBus:
     meters: list[SimulatedMeter]
     on_baud_change: Callable[[int], None] | None = None
 
-    def handle(self, request: bytes) -> bytes | None:
+    def handle(self, request: bytes, baud: int | None = None) -> bytes | None:
         """
         The bytes the bus answers to one request telegram, or C{None}.
 
         An invalid telegram (bad start, length, checksum or stop byte) is
-        ignored, as a real slave does.
+        ignored, as a real slave does.  With the line's C{baud} given, only
+        the meters set to that rate hear the request (a meter at 2400 baud
+        reads a 9600 baud telegram as noise and stays silent).
         """
         try:
             frame = frames.parse_frame(request)
         except FrameError:
             return None
+        if baud is not None and any(meter.baud != baud for meter in self.meters):
+            hearing = [meter for meter in self.meters if meter.baud == baud]
+            if not hearing:
+                return None
+            return MeterBus(hearing, self.on_baud_change).handle(request)
         if frame.kind == "ack":
             return None
         assert frame.c is not None and frame.a is not None

@@ -112,6 +112,10 @@ class SimulatedBus:
         """
         master_fd, slave_fd = os.openpty()
         tty.setraw(slave_fd)
+        # The line starts at the meters' usual rate, as an adapter does (a pty's own default is 38400).
+        attributes = termios.tcgetattr(slave_fd)
+        attributes[4] = attributes[5] = getattr(termios, f"B{DEFAULT_BAUD}")
+        termios.tcsetattr(slave_fd, termios.TCSANOW, attributes)
         fdesc.setNonBlocking(master_fd)
         self._slave_fd = slave_fd
         self.path = os.ttyname(slave_fd)
@@ -184,7 +188,7 @@ class SimulatedBus:
         self.ignored_bytes += skipped
         for telegram in telegrams:
             self.requests += 1
-            reply = self.bus.handle(telegram)
+            reply = self.bus.handle(telegram, self.baud)
             if reply is not None:
                 self._schedule(reply)
         if self._resync is not None and self._resync.active():

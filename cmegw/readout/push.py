@@ -2,8 +2,9 @@
 """
 The HTTP POST delivery target: each reading is POSTed to a receiver's URL.
 
-Its settings are one ``[push.N]`` table (`cmegw.config.readout.PushConfig`).
-`HttpPushTarget` is the `DeliveryTarget` ``push.N``.
+`HttpPushTarget` is the `DeliveryTarget` ``push.N``; its settings
+(`PushConfig`, `parse_push_url`) are in `cmegw.config.readout`,
+which imports no Twisted so the configuration model can use it cheaply.
 
 One request per reading, in order (``window`` 1), over a persistent
 connection (`HTTPConnectionPool`).  The body is the reading as JSON
@@ -16,9 +17,8 @@ payload functions the target is given.  Every request carries::
     Idempotency-Key: "<gateway id>-<reading.id>-<reading time in ms>"
     Authorization: Basic ... | Bearer ...      (when auth is set)
 
-A reading that was received but whose answer was lost is sent again, so a
-receiver drops duplicates by the Idempotency-Key (the time keeps the key
-unique even if the reading store is ever started afresh and ids repeat).
+A reading whose answer was lost is sent again: a receiver drops duplicates by
+the Idempotency-Key (the time keeps it unique should reading ids ever repeat).
 
 Any 2xx answer acknowledges the reading.  Anything else fails the delivery
 with a `PushError` that says what happened and what to check::
@@ -28,11 +28,10 @@ with a `PushError` that says what happened and what to check::
     no answer from x.example:443 within 10 s
     certificate of https://x.example:443 does not verify: it is for other.example, not x.example
 
-HTTPS is verified against the CA bundle of ``ca`` (read again when the file
-changes) or, when that is empty, the system's trust store, and the
-certificate must name the URL's host; TLS 1.2 and 1.3 only
-(`cmegw.tls.contexts.client_options`).  Redirects are not followed: the
-message names the new location for the operator to configure.
+HTTPS is verified against the CA bundle ``ca`` (read again when it changes)
+or the system's trust store, and must name the URL's host; TLS 1.2 and 1.3
+only (`cmegw.tls.contexts.client_options`).  Redirects are not followed: the
+message names the new location.
 
 Retrying is the forwarder's job (`cmegw.readout.delivery`: it backs off with
 jitter after a failure), so `ready()` stays True after a failure: a hold-off
@@ -46,13 +45,10 @@ retries only idempotent methods, and the Idempotency-Key makes ours one.
 from __future__ import annotations
 
 import base64
-import datetime
 import http
 import os
-import urllib.parse
 from typing import Any, Callable
 
-import attrs
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
@@ -64,17 +60,13 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from cmegw import __version__
-from cmegw.config.readout import PushConfig, PushUrl, parse_push_url  # noqa: F401 (PushUrl: the interface)
+from cmegw.config.readout import PushConfig, PushUrl, parse_push_url
 from cmegw.readout.reading import TARGET_CONNECTED, TARGET_CONNECTING, TARGET_DOWN, TARGET_OFF, StoredReading, \
     TargetStatus
 
 log = Logger(namespace="cmegw.readout")
 
-PUSH_FORMATS = ("json", "csv")
-PUSH_AUTH = ("none", "basic", "bearer")
 CONTENT_TYPES = {"json": b"application/json", "csv": b"text/csv; charset=utf-8"}
-DEFAULT_TIMEOUT = 10.0
-MAX_TIMEOUT = 300.0
 #: A kept-alive connection is closed after this long unused: before common receivers (nginx: 75 s) close it.
 IDLE_CONNECTION_TIMEOUT = 55.0
 #: What is kept of an answer's body to quote in an error message (the rest is read and dropped).
@@ -87,8 +79,6 @@ _ADVICE = {
     403: "the credentials are valid but not allowed to post there",
     404: "check the path of the URL",
     405: "the URL does not take POST",
-    408: "the receiver gave up waiting for the reading",
-    411: "the receiver wants a length (it was sent)",
     413: "the reading is larger than the receiver accepts",
     415: "the receiver does not take this format: check the format setting",
     422: "the receiver refused the reading",
@@ -103,9 +93,6 @@ class PushError(Exception):
         super().__init__(message)
         #: The HTTP status the receiver answered with (None when there was no answer).
         self.code = code
-
-
-# -- settings -----------------------------------------------------------------------------
 
 
 # -- the request --------------------------------------------------------------------------
@@ -124,13 +111,9 @@ class _Body:
         return defer.succeed(None)
 
     def pauseProducing(self) -> None:
-        pass
+        """Nothing to pause: the body was written at once (as are resume and stop)."""
 
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
+    resumeProducing = stopProducing = pauseProducing
 
 
 class _Answer(Protocol):
@@ -168,11 +151,7 @@ def _read_answer(response: Any) -> defer.Deferred:
 
 def _quote(body: bytes) -> str:
     """The start of an answer's text, on one line, for a message ("" when it is not text)."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return ""
-    text = " ".join(text.split())
+    text = " ".join(body[:4 * _QUOTED].decode("utf-8", "ignore").split())
     if not text.isprintable():
         return ""
     return text if len(text) <= _QUOTED else text[:_QUOTED - 3] + "..."
@@ -275,39 +254,37 @@ def _ssl_text(value: BaseException) -> str:
     return str(value) or value.__class__.__name__
 
 
-def _tls_problem(value: BaseException, host: str, endpoints: _Endpoints) -> str | None:
-    """Why the receiver's certificate was refused, or None when `value` is no TLS failure."""
+def _tls_problem(value: BaseException, url: PushUrl, endpoints: _Endpoints) -> str | None:
+    """Why the TLS handshake with the receiver failed, in words; None when `value` is no TLS failure."""
     from OpenSSL import SSL
 
     from cmegw.tls.certificates import certificate_names, common_name, utcnow, validity_problem
 
-    try:
-        from service_identity import VerificationError
-    except ImportError:  # pragma: no cover - Twisted needs service_identity to check host names
-        VerificationError = ()  # type: ignore[assignment,misc]
+    refused = f"certificate of {url.origin} does not verify"
     chain = _peer_chain(endpoints.creator)
-    if isinstance(value, VerificationError) or value.__class__.__name__ == "VerificationError":
+    if value.__class__.__name__ == "VerificationError":  # service_identity: the host name does not match
         names = certificate_names(chain[0]) if chain else []
-        return f"it is for {', '.join(names)}, not {host}" if names else f"it does not name {host}"
+        return f"{refused}: it is for {', '.join(names)}, not {url.host}" if names else \
+            f"{refused}: it does not name {url.host}"
     if not isinstance(value, SSL.Error):
         return None
     text = _ssl_text(value)
     if "certificate verify failed" in text:
         if chain:
-            problem = validity_problem(chain, "its certificate", utcnow())
+            problem = validity_problem(chain, "it", utcnow())
             if problem:
-                return problem.replace("its certificate", "it", 1) if problem.startswith("its certificate") \
-                    else problem
+                return f"{refused}: {problem}"
             anchors = endpoints.anchors
             subjects = {a.subject for a in anchors or []}
             if anchors is None or not any(c.issuer in subjects or c in anchors for c in chain):
-                return f"it is issued by {common_name(chain[-1].issuer)}, which is not in {endpoints.trust.name}"
-        return f"not trusted ({text})"
+                return f"{refused}: it is issued by {common_name(chain[-1].issuer)}, " \
+                       f"which is not in {endpoints.trust.name}"
+        return f"{refused}: not trusted ({text})"
     if "wrong version number" in text or "packet length" in text or "record layer" in text:
-        return "the receiver does not speak TLS on this port (is the URL http://?)"
+        return f"{url.netloc} does not speak TLS (is the URL http://?)"
     if "alert" in text:
-        return f"the receiver refused the TLS handshake ({text})"
-    return f"TLS handshake failed ({text})"
+        return f"{url.netloc} refused the TLS handshake ({text})"
+    return f"TLS handshake with {url.netloc} failed ({text})"
 
 
 # -- the target ---------------------------------------------------------------------------
@@ -341,9 +318,7 @@ class HttpPushTarget:
         s = self.settings
         if s.auth == "basic":
             return b"Basic " + base64.b64encode(f"{s.username}:{s.password}".encode("utf-8"))
-        if s.auth == "bearer":
-            return b"Bearer " + s.token.encode("ascii")
-        return None
+        return b"Bearer " + s.token.encode("ascii") if s.auth == "bearer" else None
 
     def _set(self, state: str, error: str = "") -> None:
         if state != self.status.state:
@@ -387,8 +362,7 @@ class HttpPushTarget:
             return defer.fail(PushError(f"cannot make the {self.settings.format} of reading {reading.id}: {e}"))
         headers = self._headers(reading)
         d = self._post(headers, body, retry=True)
-        d.addTimeout(self.settings.timeout, self.reactor,
-                     onTimeoutCancel=lambda result, timeout: Failure(defer.TimeoutError(timeout)))
+        d.addTimeout(self.settings.timeout, self.reactor)
         d.addCallbacks(self._delivered, self._failed)
         self._pending = d
 
@@ -415,7 +389,7 @@ class HttpPushTarget:
 
     def _post(self, headers: Headers, body: bytes, retry: bool) -> defer.Deferred:
         d = defer.maybeDeferred(self._agent.request, b"POST", str(self.url).encode("ascii"), headers, _Body(body))
-        d.addCallback(self._answered)
+        d.addCallbacks(self._answered, _cancelled)
         if retry:
             def again(reason: Failure) -> Any:
                 if self._running and _closed_unanswered(reason):
@@ -477,15 +451,14 @@ class HttpPushTarget:
         from cmegw.tls.certificates import CertificateError
 
         if isinstance(value, CertificateError):
-            return f"cannot use the CA bundle: {value}"
+            return str(value)
         inner = value
         if isinstance(value, client._WrapperException):
             reasons = [r for r in value.reasons if not r.check(defer.CancelledError)]
             inner = reasons[0].value if reasons else value
-        problem = _tls_problem(inner, self.url.host, self._endpoints)
+        problem = _tls_problem(inner, self.url, self._endpoints)
         if problem is not None:
-            return f"certificate of {self.url.origin} does not verify: {problem}" if not problem.startswith(
-                ("the receiver", "TLS")) else f"{self.url.origin}: {problem}"
+            return problem
         if isinstance(inner, error.ConnectionRefusedError):
             return f"cannot reach {netloc}: connection refused (is the receiver running, is the port right?)"
         if isinstance(inner, error.DNSLookupError):
@@ -505,6 +478,15 @@ class HttpPushTarget:
         return f"cannot post to {self.url}: {reason.getErrorMessage()}"
 
 
+def _cancelled(reason: Failure) -> Failure:
+    """A request cancelled (by the timeout, by stop) as the cancel itself, which `addTimeout` recognises."""
+    value = reason.value
+    if isinstance(value, client._WrapperException) and value.reasons and \
+            all(r.check(defer.CancelledError) for r in value.reasons):
+        return Failure(defer.CancelledError())
+    return reason
+
+
 def _closed_unanswered(reason: Failure) -> bool:
     """A kept-alive connection the receiver closed as the request went out (nothing else went wrong)."""
     value = reason.value
@@ -513,4 +495,4 @@ def _closed_unanswered(reason: Failure) -> bool:
     return bool(value.reasons) and all(r.check(error.ConnectionDone, error.ConnectionLost) for r in value.reasons)
 
 
-__all__ = ["PushError", "PushUrl", "HttpPushTarget", "parse_push_url"]
+__all__ = ["HttpPushTarget", "PushError", "PushConfig", "PushUrl", "parse_push_url"]
