@@ -337,6 +337,10 @@ class MeterListTests(ReadoutCommandCase):
         self.assertIn("set meter.ID.FIELD VALUE", self.text("help meter"))
         self.assertIn("meter.heat-1.interval = 30s", self.text("set meter.heat-1.interval 30s"))
         self.assertEqual(self.gateway.store.config.meters["heat-1"].interval, "30s")
+        self.text("set meter.heat-1.enabled off")
+        self.assertFalse(self.gateway.store.config.meters["heat-1"].enabled)
+        self.assertRegex(self.text("show settings meter.heat-1"), r"meter\.heat-1\.enabled\s+\S+\s+off\n",
+                         "after restart: the fake state's running configuration does not follow")
         self.assertEqual(self.refused("set meter.heat-1.interval 5s"),
                          "set: meter.heat-1.interval: '5s' is not allowed; use an interval such as 30s, 15m, 1h "
                          "or 1d (from 10 s to 1 day); leave it empty for the readout default")

@@ -347,9 +347,9 @@ def readout_status(session: Session, args: Arguments) -> Result:
 
 READOUT = COMMANDS.group("readout", "the scheduled readouts of the meter list: read now", "[now]",
                          run=readout_status,
-                         details="The meter list is read on its schedule (readout.interval, or each meter's "
-                                 "meter.ID.interval), aligned to the clock; every reading is kept in the store "
-                                 "and delivered to the targets.")
+                         details="The meter list is read on its schedule (readout.interval, or a meter's own\n"
+                                 "meter.ID.interval), aligned to the clock; every reading is kept in the store\n"
+                                 "and delivered to the targets ('show targets').")
 
 
 def _result_line(readout: Any, key: str, stored: Any) -> str:
@@ -410,11 +410,10 @@ def readout_now(session: Session, args: Arguments) -> Result:
 METER = COMMANDS.group("meter", "add or remove a meter of the list (saved at once)", "[add|remove]",
                        run=show_meters,
                        details="'meter' alone lists the meters (as 'show meters').\n"
-                               "To change a meter: set meter.ID.FIELD VALUE, with FIELD one of line, address, "
-                               "name, interval (30s .. 1d; \"\" = readout.interval) or enabled (on/off); "
-                               "then 'save'. 'show settings meter.ID' shows them.\n"
-                               "'meter add' and 'meter remove' save the configuration at once, with any other "
-                               "change not saved yet.")
+                               "To change a meter: set meter.ID.FIELD VALUE, FIELD one of line, address, name,\n"
+                               "interval (30s .. 1d; \"\" = readout.interval) or enabled (on/off); then 'save'.\n"
+                               "'show settings meter.ID' shows them. 'meter add' and 'meter remove' save the\n"
+                               "configuration at once, with any other change not saved yet.")
 
 
 def _change(session: Session, new: Config) -> None:
