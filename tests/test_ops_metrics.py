@@ -30,8 +30,10 @@ from cmegw.config.store import ConfigStore
 from cmegw.ops import graphs
 from cmegw.ops.metrics import GatewayCollector, metrics_resource, registry_for
 from cmegw.service import GatewayService, Overrides
+from cmegw.config.model import Config
+from cmegw.readout.reading import TARGET_CONNECTED, TARGET_DOWN, TargetStatus
 from cmegw.state import BusView
-from cmegw.testing import fake_state
+from cmegw.testing import FakeReadout, fake_state
 from cmegw.web.http import HttpStatistics
 from tests.support import open_pty
 
@@ -186,6 +188,69 @@ class CollectorTests(GatewayCase):
     def test_collector_is_a_collector(self):
         names = {m.name for m in GatewayCollector(self.gateway.state).collect()}
         self.assertIn("cmegw_line_received_bytes", names)
+
+
+class ReadoutMetricsTests(TestCase):
+    """The readouts' series, read from a FakeReadout on a fake gateway state (no service runs)."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(10_000)
+        config = Config(meters={"heat-1": {"line": 1, "address": "12345678-KAM-19-04"},
+                                "water-2": {"line": 1, "address": "2"}})
+        self.readout = FakeReadout(config)
+        self.gateway = SimpleNamespace(state=fake_state(self.clock, config, readout=self.readout))
+        heat, water = self.readout.meters["heat-1"], self.readout.meters["water-2"]
+        heat.last_success, heat.reads, heat.failures, heat.overruns = 9_000.5, 12, 1, 2
+        water.reads = water.failures = water.failures_in_row = 3
+        self.readout.statuses = {
+            "mqtt": TargetStatus("mqtt", TARGET_CONNECTED, delivered=120, failures=1),
+            "push.1": TargetStatus("push.1", TARGET_DOWN, error="HTTP 503", delivered=10, failures=4),
+        }
+        self.readout.backlogs = {"mqtt": (0, None), "push.1": (5, 2_800.0)}
+        self.summary = {"path": "/tmp/readings.sqlite", "problem": "", "readings": 140, "bytes": 81920}
+        self.patch(self.readout, "store_summary", lambda: dict(self.summary))
+
+    def test_meter_series(self):
+        s = samples(scrape(self.gateway))
+        heat, water = (("line", "1"), ("meter", "heat-1")), (("line", "1"), ("meter", "water-2"))
+        self.assertEqual(s[("cmegw_meter_last_success_timestamp_seconds", heat)], 9_000.5)
+        self.assertNotIn(("cmegw_meter_last_success_timestamp_seconds", water), s, "never read: no sample")
+        self.assertEqual(s[("cmegw_meter_reads_total", heat)], 12)
+        self.assertEqual(s[("cmegw_meter_read_failures_total", heat)], 1)
+        self.assertEqual(s[("cmegw_meter_overruns_total", heat)], 2)
+        self.assertEqual(s[("cmegw_meter_alarm", heat)], 0)
+        self.assertEqual(s[("cmegw_meter_alarm", water)], 1, "3 failed reads in a row: alarm")
+        self.assertEqual(s[("cmegw_meter_read_failures_total", water)], 3)
+
+    def test_delivery_and_store_series(self):
+        s = samples(scrape(self.gateway))
+        mqtt, push = (("target", "mqtt"),), (("target", "push.1"),)
+        self.assertEqual(s[("cmegw_delivery_backlog_readings", push)], 5)
+        self.assertEqual(s[("cmegw_delivery_backlog_oldest_age_seconds", push)], 7_200)
+        self.assertEqual(s[("cmegw_delivery_backlog_readings", mqtt)], 0)
+        self.assertEqual(s[("cmegw_delivery_backlog_oldest_age_seconds", mqtt)], 0)
+        self.assertEqual(s[("cmegw_delivery_delivered_total", mqtt)], 120)
+        self.assertEqual(s[("cmegw_delivery_errors_total", push)], 4)
+        self.assertEqual(s[("cmegw_delivery_connected", mqtt)], 1)
+        self.assertEqual(s[("cmegw_delivery_connected", push)], 0)
+        self.assertEqual(s[("cmegw_store_bytes", ())], 81920)
+        self.assertEqual(s[("cmegw_store_problem", ())], 0)
+        self.summary["problem"] = "the disk is full"
+        self.assertEqual(samples(scrape(self.gateway))[("cmegw_store_problem", ())], 1)
+
+    def test_before_the_readouts_start(self):
+        self.gateway.state.readout = None
+        names = {name for name, _ in samples(scrape(self.gateway))}
+        self.assertFalse({n for n in names if n.startswith(("cmegw_meter_", "cmegw_delivery_", "cmegw_store_"))})
+        self.assertIn("cmegw_start_time_seconds", names)
+
+    def test_promtool_accepts_the_readout_series(self):
+        text = scrape(self.gateway)
+        self.assertIn("# TYPE cmegw_meter_reads_total counter", text)
+        self.assertIn("# TYPE cmegw_delivery_backlog_readings gauge", text)
+        result = promtool(text)
+        self.assertEqual((result.returncode, result.stdout + result.stderr), (0, b""))
 
 
 class ReadThroughTunnelTests(GatewayCase):

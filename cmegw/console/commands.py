@@ -42,7 +42,8 @@ from cmegw.console.system_commands import AUTH, CLEAR, YES  # noqa: F401
 BUILT_IN = (status_commands, config_commands, system_commands)
 
 #: Modules that add their commands to `COMMANDS` when imported; one that does not exist is skipped.
-EXTENSIONS: tuple[str, ...] = ("cmegw.console.mbus_commands", "cmegw.console.trace_commands")
+EXTENSIONS: tuple[str, ...] = ("cmegw.console.mbus_commands", "cmegw.console.trace_commands",
+                               "cmegw.console.readout_commands")
 
 
 # -- extensions ------------------------------------------------------------------------------

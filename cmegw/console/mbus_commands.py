@@ -2,7 +2,8 @@
 """
 The console's ``mbus`` commands: scan a line by primary or secondary
 address, read a meter and show its records, stop a scan, show what the last
-scans found.  Loaded by `cmegw.console.commands.EXTENSIONS`.
+scans found, adopt what they found into the meter list.  Loaded by
+`cmegw.console.commands.EXTENSIONS`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 from twisted.internet import defer
 
+from cmegw.config.model import ConfigError
+from cmegw.config.readout import check_interval
 from cmegw.console.framework import COMMANDS, Arguments, Reply, Result, Session, columns, number_argument
 from cmegw.mbus.master import MeterError, ScanRunning, parse_meter_address
 from cmegw.mbus.results import SCAN_RUNNING, MeterInfo, Reading, Scan
@@ -96,7 +99,7 @@ def mbus_status(session: Session, args: Arguments) -> Result:
     return "\n".join(out) or "No lines."
 
 
-MBUS = COMMANDS.group("mbus", "the integrated M-Bus master: scan the bus, read meters", "[scan|read|stop]",
+MBUS = COMMANDS.group("mbus", "the integrated M-Bus master: scan the bus, read meters", "[scan|read|stop|adopt]",
                       run=mbus_status,
                       details="Every request goes through the line's bus arbiter: one transaction at a time, "
                               "interleaved with the tunnel's clients. The web page Meters has the same.")
@@ -193,3 +196,45 @@ def mbus_read(session: Session, args: Arguments) -> Result:
 
     d.addCallbacks(lambda reading: Reply(reading_report(reading)), failed)
     return d
+
+
+@MBUS.command("adopt", "add the meters the last scans of a line found to the meter list (saved at once)",
+              "LINE [INTERVAL]", complete=_lines)
+def mbus_adopt(session: Session, args: Arguments) -> Result:
+    """
+    Every meter the line's last primary or secondary scan found that is not
+    in the list yet is added, by its secondary address, and read on the
+    schedule from then on: every INTERVAL (30s .. 1d, such as 15m), or at
+    readout.interval when none is given. Prints the ids given to them;
+    'set meter.ID.name ...' names them, 'meter remove ID' takes one out.
+    """
+    words = args.expect(1, 2, "LINE [INTERVAL]")
+    master = _master(session, args, words[0])
+    interval = words[1] if len(words) > 1 else ""
+    if interval:
+        try:
+            check_interval("interval", interval)
+        except ConfigError as e:
+            raise args.error(interval, "is not a read interval", e.allowed) from None
+    found = [*(master.results.get("secondary") or ()), *(master.results.get("primary") or ())]
+    if not found:
+        raise args.error("", f"line {master.number} has no scan result yet",
+                         f"run 'mbus scan secondary {master.number}' first")
+    d = defer.maybeDeferred(session.gateway.adopt_meters, master.number, interval=interval)
+
+    def adopted(added: list[str]) -> Reply:
+        if not added:
+            return Reply(f"No meter added: the meters the scans of line {master.number} found are in the list "
+                         "already.")
+        every = interval or f"{session.gateway.store.config.readout.interval} (readout.interval)"
+        return Reply(f"Added {len(added)} meter(s) to the list, saved: {', '.join(added)}.\n"
+                     f"Read every {every}; 'show meters' lists them, 'readout now' reads them now.")
+
+    def refused(failure: Any) -> Reply:
+        failure.trap(ValueError, KeyError)
+        if failure.check(ConfigError):
+            return Reply(f"mbus adopt: {failure.value}", error=True)
+        message = failure.value.args[0] if failure.value.args else failure.getErrorMessage()
+        return Reply(f"mbus adopt: {message}", error=True)
+
+    return d.addCallbacks(adopted, refused)

@@ -6,9 +6,10 @@
 statistics the gateway publishes (`cmegw.state.GatewayState`) when
 Prometheus scrapes (nothing is counted twice, nothing runs between scrapes):
 lines and tunnels, the HTTP server while the web part runs, and the bus of
-each line (arbiter and M-Bus master).  Counters end in
+each line (arbiter and M-Bus master), and the readouts (each meter of the
+list, each delivery target, the reading store).  Counters end in
 ``_total``; gauges say states (tunnel state, line state, connected peers).
-Series are labelled ``line`` and ``tunnel``.
+Series are labelled ``line``, ``tunnel``, ``meter`` and ``target``.
 
 `metrics_resource(state)` is the twisted.web resource; it renders in the
 reactor thread (prometheus_client's own Twisted resource uses a thread, and
@@ -28,6 +29,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 import cmegw
+from cmegw.readout.reading import TARGET_CONNECTED
 from cmegw.stats import (
     LINE_CLOSED,
     LINE_ERROR,
@@ -118,6 +120,8 @@ class GatewayCollector:
         yield from self._http()
         yield from self._masters()
         yield from self._logins()
+        yield from self._meters()
+        yield from self._delivery()
 
     def _gateway(self) -> Iterator[Metric]:
         state = self.state
@@ -301,6 +305,71 @@ class GatewayCollector:
         yield refused
         yield GaugeMetricFamily("cmegw_login_sources", "Source addresses remembered for failed logins.",
                                 value=len(logins))
+
+
+    def _meters(self) -> Iterator[Metric]:
+        """Each meter of the list, labelled with its id and line (none before the readouts start)."""
+        readout = self.state.readout
+        if readout is None:
+            return
+        labels = ["meter", "line"]
+        last = GaugeMetricFamily("cmegw_meter_last_success_timestamp_seconds",
+                                 "When the meter was last read successfully (Unix time); absent: never.",
+                                 labels=labels)
+        reads = CounterMetricFamily("cmegw_meter_reads", "Reads of the meter (scheduled and read now).",
+                                    labels=labels)
+        failures = CounterMetricFamily("cmegw_meter_read_failures",
+                                       "Reads of the meter that failed (no answer or a wrong one, after retries).",
+                                       labels=labels)
+        alarm = GaugeMetricFamily("cmegw_meter_alarm",
+                                  "1 while the meter failed its last reads (readout.alarm_after in a row).",
+                                  labels=labels)
+        overruns = CounterMetricFamily("cmegw_meter_overruns",
+                                       "Scheduled reads skipped: the meter's previous read was still waiting "
+                                       "or running.", labels=labels)
+        for key, status in sorted(readout.meters.items()):
+            values = [key, str(status.config.line)]
+            if status.last_success is not None:
+                last.add_metric(values, status.last_success)
+            reads.add_metric(values, status.reads)
+            failures.add_metric(values, status.failures)
+            alarm.add_metric(values, 1 if status.alarm else 0)
+            overruns.add_metric(values, status.overruns)
+        yield from (last, reads, failures, alarm, overruns)
+
+    def _delivery(self) -> Iterator[Metric]:
+        """Each delivery target's queue and state, and the reading store."""
+        readout = self.state.readout
+        if readout is None:
+            return
+        now = self.state.clock.seconds()
+        backlog = GaugeMetricFamily("cmegw_delivery_backlog_readings",
+                                    "Readings waiting for the target to acknowledge them.", labels=["target"])
+        age = GaugeMetricFamily("cmegw_delivery_backlog_oldest_age_seconds",
+                                "How long the oldest reading waiting for the target has waited (0: none waits).",
+                                labels=["target"])
+        delivered = CounterMetricFamily("cmegw_delivery_delivered", "Readings the target acknowledged.",
+                                        labels=["target"])
+        errors = CounterMetricFamily("cmegw_delivery_errors",
+                                     "Failed deliveries and connection attempts to the target.", labels=["target"])
+        connected = GaugeMetricFamily("cmegw_delivery_connected",
+                                      "1 while the target is connected (MQTT) or accepting readings (HTTP).",
+                                      labels=["target"])
+        for name, target in sorted(readout.target_statuses().items()):
+            count, oldest = readout.backlogs.get(name, (0, None))
+            backlog.add_metric([name], count)
+            age.add_metric([name], max(0.0, now - oldest) if count and oldest is not None else 0.0)
+            delivered.add_metric([name], target.delivered)
+            errors.add_metric([name], target.failures)
+            connected.add_metric([name], 1 if target.state == TARGET_CONNECTED else 0)
+        yield from (backlog, age, delivered, errors, connected)
+        summary = readout.store_summary()
+        if summary.get("bytes") is not None:
+            yield GaugeMetricFamily("cmegw_store_bytes", "Size of the reading store on disk.",
+                                    value=summary["bytes"])
+        yield GaugeMetricFamily("cmegw_store_problem",
+                                "1 while the reading store has a problem (disk full, file not writable).",
+                                value=1 if summary.get("problem") else 0)
 
 
 def found_meters(bus: Any) -> int:
