@@ -82,8 +82,9 @@ class CommandTests(CommandTestMixin, TestCase):
         self.assertTrue(self.text("sh st").startswith("Status"))
 
     def test_unknown_page(self):
-        self.assertEqual(self.text("show frobs"),
-                         "show: 'frobs' is unknown; use one of status, network, tunnel, line, http, auth, log, settings")
+        # The command groups loaded elsewhere (meters, targets...) may follow.
+        self.assertTrue(self.text("show frobs").startswith(
+            "show: 'frobs' is unknown; use one of status, network, tunnel, line, http, auth, log, settings"))
 
     def test_group_alone(self):
         self.assertIn("show: needs one more word; use one of status", self.text("show"))

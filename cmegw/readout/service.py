@@ -210,7 +210,8 @@ class ReadoutService(service.Service):
         """The reading store as the pages show it: file, size, readings, what is held in memory, a problem."""
         stats = getattr(self.store, "stats", None)
         summary = stats.as_dict() if hasattr(stats, "as_dict") else {}
-        return {"path": str(self.store.path), "problem": self.store.problem or "", **summary}
+        return {"path": str(self.store.path), "problem": self.store.problem or "", "bytes": summary.get("file_bytes"),
+                **summary}
 
     def readings(self, key: str | None, since: float | None = None, until: float | None = None,
                  limit: int = 1000, ok_only: bool = False) -> defer.Deferred:
@@ -228,10 +229,10 @@ class ReadoutService(service.Service):
 
 def default_targets(readout: ReadoutService, config: Config) -> list[Any]:
     """The targets the configuration asks for: MQTT when it has a URL, each enabled HTTP receiver."""
-    from cmegw.readout import mqttbridge
-
     targets: list[Any] = []
     if config.mqtt.enabled:
+        from cmegw.readout import mqttbridge
+
         targets.append(mqttbridge.make_target(readout, config))
     if config.push:
         from cmegw.readout.push import HttpPushTarget
