@@ -87,6 +87,10 @@ class SpreadsheetTests(unittest.TestCase):
             "water-2": MeterConfig(line=2, address="7", name="Kaltwasser", enabled=False),
         })
 
+    def test_excel_delimiter_hint(self) -> None:
+        config = import_csv(factory_defaults(), "sep=;\r\nid;address;name\r\nheat-1;5;Heat, staircase A\r\n")
+        self.assertEqual(config.meters["heat-1"].name, "Heat, staircase A")
+
     def test_bytes_with_bom(self) -> None:
         text = "id;address;name\nheat-1;12345678-KAM-19-04;W\u00e4rme\n".encode("utf-8-sig")
         self.assertEqual(import_csv(factory_defaults(), text).meters["heat-1"].name, "W\u00e4rme")
@@ -131,8 +135,9 @@ class RefusalTests(unittest.TestCase):
     def test_nothing_applied(self) -> None:
         config = listed()
         text = "id,address,interval\nheat-1,5,1h\nnew-1,6,\nnew-2,7,nonsense\n"
-        self.assertRaises(MeterListError, import_csv, config, text)
-        self.assertEqual(config, listed())  # frozen anyway: the caller's value is all there is
+        e = self.assertRaises(MeterListError, import_csv, config, text)
+        self.assertEqual([error.split(":")[0] for error in e.errors], ["row 4, interval"])
+        # the same file without its bad row is taken: the refusal was all or nothing
         self.assertEqual(import_csv(config, "id,address,interval\nheat-1,5,1h\nnew-1,6,\n").meters["heat-1"].address,
                          "5")
 

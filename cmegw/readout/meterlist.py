@@ -259,6 +259,10 @@ def _read_rows(text: str | bytes) -> tuple[list[tuple[int, dict[str, str]]], lis
     if not first:
         return [], ["the file is empty; it needs a header row such as " + ",".join(COLUMNS)]
     delimiter = ";" if first.count(";") > first.count(",") else ","
+    skip = 0
+    hint = first.strip().lower()
+    if hint.startswith("sep=") and len(hint) == 5 and hint[4] in ",;":  # Excel's delimiter hint line
+        delimiter, skip = hint[4], 1
     records = enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True), 1)
     rows: list[tuple[int, dict[str, str]]] = []
     errors: list[str] = []
@@ -267,6 +271,9 @@ def _read_rows(text: str | bytes) -> tuple[list[tuple[int, dict[str, str]]], lis
     try:
         for number, cells in records:
             if not any(cell.strip() for cell in cells):
+                continue
+            if skip:
+                skip = 0
                 continue
             if columns is None:
                 columns, errors = _header(number, cells)
