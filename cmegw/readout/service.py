@@ -62,18 +62,37 @@ class ReadoutService(service.Service):
         #: (count, time of the oldest) of each target's queue, refreshed every few seconds.
         self.backlogs: dict[str, tuple[int, float | None]] = {}
         self._loops: list[task.LoopingCall] = []
+        self._starting: defer.Deferred = defer.succeed(None)
+        #: Why the readouts do not run ("" while they do): a store that cannot be opened, say.
+        self.problem = ""
         self.scheduler.apply(config.meters, config.readout)
 
     # -- life ------------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def startService(self) -> Any:
+    def startService(self) -> None:
         super().startService()
+        self._starting = self._start()
+        self._starting.addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Any) -> None:
+        from cmegw.readout.store import StoreError
+
+        self.problem = failure.getErrorMessage() if failure.check(StoreError) else (
+            f"the readouts did not start: {failure.getErrorMessage()}")
+        log.error("Readouts: {problem}; the meters are not read on schedule", problem=self.problem)
+
+    @defer.inlineCallbacks
+    def _start(self) -> Any:
         yield self.store.open()
-        for key, status in self.scheduler.meters.items():
+        for key, status in list(self.scheduler.meters.items()):
+            if not self.running:
+                return
             status.last_reading = yield self.store.last(key, ok_only=True)
             results = yield self.store.recent_results(key, self.config.readout.alarm_after)
             status.failures_in_row = next((i for i, ok in enumerate(results) if ok), len(results))
+        if not self.running:
+            return
+        self.problem = ""
         self._start_targets(self._make_targets(self, self.config))
         self.scheduler.start()
         for call, interval in ((self.prune, PRUNE_INTERVAL), (self.refresh_backlogs, BACKLOG_INTERVAL)):
@@ -85,6 +104,7 @@ class ReadoutService(service.Service):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        yield self._starting  # a start still opening the store ends first (its errors are logged)
         self.scheduler.stop()
         for loop in self._loops:
             if loop.running:
@@ -210,7 +230,7 @@ class ReadoutService(service.Service):
         """The reading store as the pages show it: file, size, readings, what is held in memory, a problem."""
         stats = getattr(self.store, "stats", None)
         summary = stats.as_dict() if hasattr(stats, "as_dict") else {}
-        return {"path": str(self.store.path), "problem": self.store.problem or "", "bytes": summary.get("file_bytes"),
+        return {"path": str(self.store.path), "problem": self.problem or self.store.problem or "", "bytes": summary.get("file_bytes"),
                 **summary}
 
     def readings(self, key: str | None, since: float | None = None, until: float | None = None,
