@@ -1,209 +1,458 @@
-"""The reading store: SQLite in WAL, a queue per target, retention, a full disk, a kill -9."""
+"""Tests for cmegw.readout.store: the SQLite reading store and its delivery queues."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import random
+import selectors
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
+import textwrap
+import threading
+import time
 from pathlib import Path
 
 from twisted.internet import defer, reactor
-from twisted.trial import unittest
+from twisted.internet.task import Clock
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SkipTest, TestCase
 
-from cmegw.readout.store import ReadingStore, StoreError
+from cmegw.mbus import frames, meterbus, records
+from cmegw.mbus.results import Reading
+from cmegw.readout.store import CSV_COLUMNS, ReadingStore, StoreError
 
-DECODED = {"meter": {"identification": "12345678", "manufacturer": "KAM"}, "status": 0,
-           "records": [{"value": 48213000, "unit": "Wh", "quantity": "Energy", "storage": 0, "tariff": 0,
-                        "subunit": 0, "function": "Instantaneous value", "description": "Energy"},
-                       {"value": 1234.56, "unit": "m^3", "quantity": "Volume", "storage": 0, "tariff": 0,
-                        "subunit": 0, "function": "Instantaneous value", "description": "Volume"}]}
-
-WRITER = r"""
-import sys, time
-from twisted.internet import task
-from cmegw.readout.store import ReadingStore
-store = ReadingStore(sys.argv[1], task.Clock(), inline=True)
-store.open()
-decoded = {"records": [{"value": 1.5, "unit": "m^3", "quantity": "Volume"}] * 20}
-for i in range(100000):
-    d = store.add("m", float(i), True, ["68aa" * 40], decoded, "", ["mqtt"])
-    print(d.result.id, flush=True)
-"""
+REPO = Path(__file__).resolve().parents[1]
+T0 = 1_710_253_380.0  # 2024-03-12 14:23:00 UTC
 
 
-class InlineStoreTests(unittest.TestCase):
-    """The store's logic, run inline (no threads)."""
+def meter_readings() -> list[tuple[str, list[str], dict]]:
+    """(name, telegrams as hex, decoded) of each simulated meter's readout, as the scheduler stores it."""
+    found = []
+    for meter in meterbus.default_meters():
+        raw, telegrams = [], []
+        for i in range(len(meter.telegrams)):
+            reply = meter.read(0x7B if i % 2 else 0x5B)
+            raw.append(reply)
+            telegrams.append(records.decode_frame(frames.parse_frame(reply)))
+        decoded = Reading(str(meter.primary), tuple(telegrams), tuple(raw), meter.primary, T0).as_dict()
+        del decoded["frames"]
+        decoded.update(name=f"meter-{meter.primary}", line=1)
+        found.append((f"meter-{meter.primary}", [r.hex() for r in raw], decoded))
+    return found
 
-    def setUp(self) -> None:
-        folder = Path(self.mktemp())
-        folder.mkdir()
-        self.path = folder / "readings.sqlite"
-        self.store = self.open()
 
-    def open(self) -> ReadingStore:
-        store = ReadingStore(self.path, reactor, inline=True)
-        self.successResultOf(store.open())
+def result(d: defer.Deferred):
+    """The result of an already fired Deferred (the inline store's)."""
+    out = []
+    d.addBoth(out.append)
+    if not out:
+        raise AssertionError(f"{d!r} has not fired")
+    if hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
+
+
+class InlineStoreMixin:
+    def make_store(self, name="readings.db", **kw) -> ReadingStore:
+        self.clock = Clock()
+        self.clock.advance(T0 + 3600)
+        store = ReadingStore(self.path.parent / name, self.clock, inline=True, **kw)
+        result(store.open())
         self.addCleanup(store.close)
         return store
 
-    def add(self, meter: str = "heat-1", time: float = 1000.0, ok: bool = True, targets=("mqtt",)):
-        return self.successResultOf(self.store.add(meter, time, ok, ["68aa16"] if ok else [], DECODED if ok else {},
-                                                   "" if ok else "no answer", list(targets)))
+    def setUp(self):
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        self.path = folder / "readings.db"
 
-    def test_add_and_read_back(self) -> None:
-        stored = self.add()
-        self.assertEqual((stored.id, stored.meter, stored.ok), (1, "heat-1", True))
-        [back] = self.successResultOf(self.store.readings("heat-1"))
-        self.assertEqual(back, stored)
-        self.assertEqual(back.decoded["records"][0]["value"], 48213000)
+    def add(self, store, meter="m1", t=T0, ok=True, targets=("mqtt",), records_=None, error=""):
+        decoded = {"records": records_ if records_ is not None else [
+            {"value": 1.5, "unit": "kWh", "quantity": "Energy", "storage": 0}]}
+        return result(store.add(meter, t, ok, ["68aabb16"], decoded, error, list(targets)))
 
-    def test_queue_order_and_delivery(self) -> None:
-        for t in (30.0, 10.0, 20.0):
-            self.add(time=t, targets=("mqtt", "push.1"))
-        pending = self.successResultOf(self.store.pending("mqtt", 10))
-        self.assertEqual([r.time for r in pending], [10.0, 20.0, 30.0])
-        self.successResultOf(self.store.delivered("mqtt", [pending[0].id]))
-        self.assertEqual(self.successResultOf(self.store.backlog("mqtt")), (2, 20.0))
-        self.assertEqual(self.successResultOf(self.store.backlog("push.1")), (3, 10.0))
-        self.successResultOf(self.store.drop_target("push.1"))
-        self.assertEqual(self.successResultOf(self.store.backlogs()), {"mqtt": (2, 20.0)})
 
-    def test_failed_reads_kept_never_queued(self) -> None:
-        self.add(ok=False)
-        self.add(time=2000.0)
-        self.assertEqual(self.successResultOf(self.store.recent_results("heat-1", 5)), [True, False])
-        self.assertEqual(self.successResultOf(self.store.backlog("mqtt")), (1, 2000.0))
-        self.assertEqual(self.successResultOf(self.store.last("heat-1", ok_only=True)).time, 2000.0)
-        self.assertEqual(self.successResultOf(self.store.readings("heat-1", ok_only=True))[0].time, 2000.0)
+class OpenTests(InlineStoreMixin, TestCase):
+    def test_created_in_wal_with_schema(self):
+        self.make_store()
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        with sqlite3.connect(self.path) as c:
+            self.assertEqual(c.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+            self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], 1)
+            self.assertEqual(c.execute("PRAGMA auto_vacuum").fetchone()[0], 2)  # incremental
+            indices = {row[0] for row in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        self.assertLessEqual({"readings_meter_time", "queue_target_time"}, indices)
 
-    def test_backlog_survives_a_restart(self) -> None:
-        for t in range(5):
-            self.add(time=float(t))
-        self.successResultOf(self.store.close())
-        again = self.open()
-        self.assertEqual(self.successResultOf(again.backlog("mqtt")), (5, 0.0))
+    def assertOpenFails(self, *words):
+        store = ReadingStore(self.path, Clock(), inline=True)
+        e = self.assertRaises(StoreError, result, store.open())
+        for word in (str(self.path),) + words:
+            self.assertIn(word, str(e))
+        self.assertRaises(StoreError, result, store.pending("mqtt", 1))
 
-    def test_time_range_and_limit(self) -> None:
-        for t in range(10):
-            self.add(time=float(t))
-        found = self.successResultOf(self.store.readings("heat-1", since=2.0, until=7.0, limit=3))
-        self.assertEqual([r.time for r in found], [5.0, 6.0, 7.0])
+    def test_corrupt_file(self):
+        self.path.write_bytes(b"this is no database, it is a text file\n" * 200)
+        self.assertOpenFails("not a readable reading store", "move it aside")
 
-    def test_export(self) -> None:
-        self.add(time=0.0)
-        self.add(time=60.0, ok=False)
-        text = self.successResultOf(self.store.export_csv("heat-1"))
-        lines = text.splitlines()
-        self.assertEqual(lines[0].split(",")[:4], ["reading_id", "meter", "time_utc", "ok"])
-        self.assertIn("1,heat-1,1970-01-01T00:00:00Z,1,Energy,48213000,Wh", lines[1])
-        self.assertTrue(lines[3].endswith("no answer"))
-        data = self.successResultOf(self.store.export_json(None))
-        self.assertEqual([d["id"] for d in data], [1, 2])
-        json.dumps(data)
+    def test_other_sqlite_file(self):
+        with sqlite3.connect(self.path) as c:
+            c.execute("CREATE TABLE photos (x)")
+        self.assertOpenFails("not a reading store")
 
-    def test_retention_by_age(self) -> None:
-        for t in (0.0, 100.0, 200.0):
-            self.add(time=t)
-        removed = self.successResultOf(self.store.prune(max_age=150.0, max_bytes=None, now=260.0))
-        self.assertEqual(removed, 2)
-        self.assertEqual(self.successResultOf(self.store.backlog("mqtt")), (1, 200.0))
+    def test_newer_schema(self):
+        with sqlite3.connect(self.path) as c:
+            c.execute("PRAGMA user_version = 99")
+        self.assertOpenFails("newer cmegw", "schema 99")
 
-    def test_retention_by_size_shrinks_the_file(self) -> None:
-        for t in range(3000):
-            self.add(time=float(t))
-        self.successResultOf(self.store.prune(None, None))
-        before = self.path.stat().st_size
-        removed = self.successResultOf(self.store.prune(max_age=None, max_bytes=before // 4))
-        self.assertGreater(removed, 1000)
-        self.assertLess(self.path.stat().st_size, before // 2)
-        left = self.successResultOf(self.store.readings(None, limit=-1))
-        self.assertEqual(left[-1].time, 2999.0, "the newest stay")
-        self.assertEqual(self.successResultOf(self.store.backlog("mqtt"))[0], len(left))
+    def test_unwritable_folder(self):
+        if os.geteuid() == 0:
+            raise SkipTest("root may write anywhere")
+        self.path.parent.chmod(0o500)
+        self.addCleanup(self.path.parent.chmod, 0o700)
+        self.assertOpenFails("may write")
 
-    def test_full_disk_holds_readings_in_memory(self) -> None:
-        self.add(time=0.0)
-        db = self.store.db
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count = {pages}")
-        held = []
-        for t in range(1, 60):
-            held.append(self.add(time=float(t)))
-            if self.store.problem:
+    def test_folder_is_a_file(self):
+        self.path.parent.joinpath("state").write_text("")
+        self.path = self.path.parent / "state" / "readings.db"
+        self.assertOpenFails("cannot create the reading store", "may write")
+
+    def test_reopen_keeps_readings(self):
+        store = self.make_store()
+        self.add(store)
+        result(store.close())
+        again = self.make_store()
+        self.assertEqual(len(result(again.readings())), 1)
+
+    def test_threaded_store_opens_again(self):
+        store = ReadingStore(self.path, reactor)
+        self.addCleanup(store.close)
+        d = store.open()
+        d.addCallback(lambda _: store.close())
+        d.addCallback(lambda _: store.open())
+        d.addCallback(lambda _: store.meters())
+        d.addCallback(self.assertEqual, [])
+        return d
+
+
+class QueueTests(InlineStoreMixin, TestCase):
+    def test_pending_oldest_first_by_time_then_id(self):
+        store = self.make_store()
+        for t in (30, 10, 20, 10):
+            self.add(store, t=T0 + t)
+        pending = result(store.pending("mqtt", 10))
+        self.assertEqual([(r.time - T0, r.id) for r in pending], [(10, 2), (10, 4), (20, 3), (30, 1)])
+        self.assertEqual([r.id for r in result(store.pending("mqtt", 2))], [2, 4])
+        self.assertEqual([r.id for r in result(store.pending("mqtt", 10, after_id=4))], [3, 1])
+        self.assertEqual(result(store.pending("mqtt", 10, after_id=1)), [])
+
+    def test_failed_reads_are_kept_not_queued(self):
+        store = self.make_store()
+        bad = self.add(store, ok=False, error="no answer from primary 5", records_=[])
+        self.assertFalse(bad.ok)
+        self.assertEqual(result(store.backlog("mqtt")), (0, None))
+        self.assertEqual(result(store.last("m1")).error, "no answer from primary 5")
+
+    def test_delivered_backlog_and_drop(self):
+        store = self.make_store()
+        a = self.add(store, t=T0 + 1, targets=("mqtt", "push.1", "mqtt"))
+        b = self.add(store, t=T0 + 2, targets=("mqtt",))
+        self.assertEqual(result(store.backlogs()), {"mqtt": (2, T0 + 1), "push.1": (1, T0 + 1)})
+        result(store.delivered("mqtt", [a.id]))
+        self.assertEqual(result(store.backlog("mqtt")), (1, T0 + 2))
+        self.assertEqual(result(store.backlog("push.1")), (1, T0 + 1))
+        self.assertEqual(result(store.drop_target("push.1")), 1)
+        self.assertEqual(result(store.backlogs()), {"mqtt": (1, T0 + 2)})
+        self.assertEqual([r.id for r in result(store.pending("mqtt", 5))], [b.id])
+
+    def test_pending_reading_is_whole(self):
+        store = self.make_store()
+        name, telegrams, decoded = meter_readings()[0]
+        result(store.add(name, T0, True, telegrams, decoded, "", ["mqtt"]))
+        [r] = result(store.pending("mqtt", 1))
+        self.assertEqual((r.meter, r.time, r.ok, r.telegrams), (name, T0, True, tuple(telegrams)))
+        self.assertEqual(r.decoded, json.loads(json.dumps(decoded)))
+
+    def test_not_serializable(self):
+        store = self.make_store()
+        d = store.add("m1", T0, True, [], {"value": object()}, "", ["mqtt"])
+        self.assertIn("m1", str(self.failureResultOf(d, StoreError).value))
+
+
+class HistoryTests(InlineStoreMixin, TestCase):
+    def setUp(self):
+        super().setUp()
+        self.store = self.make_store()
+        for i in range(10):
+            self.add(self.store, meter="heat" if i % 2 else "water", t=T0 + i, ok=i != 7, error="" if i != 7 else "timeout")
+
+    def test_readings_filters_newest_last(self):
+        found = result(self.store.readings("heat", limit=3))
+        self.assertEqual([r.time - T0 for r in found], [5, 7, 9])
+        found = result(self.store.readings(None, since=T0 + 2, until=T0 + 5, limit=100))
+        self.assertEqual([r.time - T0 for r in found], [2, 3, 4])
+        found = result(self.store.readings("heat", limit=10, ok_only=True))
+        self.assertEqual([r.time - T0 for r in found], [1, 3, 5, 9])
+
+    def test_last_recent_results_meters(self):
+        self.assertEqual(result(self.store.last("heat")).time, T0 + 9)
+        self.assertIsNone(result(self.store.last("gas")))
+        self.assertEqual(result(self.store.recent_results("heat", 3)), [True, False, True])
+        self.assertEqual(result(self.store.meters()), ["heat", "water"])
+
+
+class ExportTests(InlineStoreMixin, TestCase):
+    def test_csv(self):
+        store = self.make_store()
+        name, telegrams, decoded = meter_readings()[0]
+        result(store.add(name, T0, True, telegrams, decoded, "", []))
+        result(store.add("=HYPERLINK(1)", T0 + 60, False, [], {}, "no answer", []))
+        rows = list(csv.DictReader(io.StringIO(result(store.export_csv()))))
+        self.assertEqual(tuple(rows[0]), CSV_COLUMNS)
+        self.assertEqual(len(rows), len(decoded["records"]) + 1)
+        energy = rows[1]
+        self.assertEqual((energy["meter"], energy["time_utc"], energy["ok"], energy["register"]),
+                         ("meter-1", "2024-03-12 14:23:00", "1", "2"))
+        self.assertEqual((energy["quantity"], energy["value"], energy["unit"], energy["storage"]),
+                         ("Energy", str(decoded["records"][1]["value"]), decoded["records"][1]["unit"], "0"))
+        failed = rows[-1]
+        self.assertEqual((failed["meter"], failed["ok"], failed["register"], failed["error"]),
+                         ("'=HYPERLINK(1)", "0", "", "no answer"))
+        only = list(csv.DictReader(io.StringIO(result(store.export_csv(name, since=T0, until=T0 + 1)))))
+        self.assertEqual(len(only), len(decoded["records"]))
+
+    def test_json(self):
+        store = self.make_store()
+        name, telegrams, decoded = meter_readings()[3]
+        result(store.add(name, T0, True, telegrams, decoded, "", []))
+        [doc] = result(store.export_json(name))
+        self.assertEqual(json.loads(json.dumps(doc)), doc)
+        self.assertEqual((doc["id"], doc["meter"], doc["time"], doc["time_utc"], doc["ok"]),
+                         (1, name, T0, "2024-03-12 14:23:00", True))
+        self.assertEqual(doc["telegrams"], telegrams)
+        self.assertEqual(len(doc["decoded"]["records"]), len(decoded["records"]))
+        self.assertEqual(result(store.export_json("other")), [])
+
+
+class RetentionTests(InlineStoreMixin, TestCase):
+    def fill(self, store, n):
+        meters = meter_readings()
+        for i in range(n):
+            name, telegrams, decoded = meters[i % len(meters)]
+            result(store.add(name, T0 + i * 60, True, telegrams, decoded, "", ["mqtt"]))
+
+    def test_by_age(self):
+        store = self.make_store()
+        self.fill(store, 20)
+        removed = result(store.prune(max_age_s=600, max_bytes=None, now=T0 + 20 * 60))
+        self.assertEqual(removed, 10)
+        left = result(store.readings(limit=None))
+        self.assertEqual(left[0].time, T0 + 10 * 60)
+        self.assertEqual(result(store.backlog("mqtt")), (10, T0 + 10 * 60))
+        self.assertEqual(result(store.prune(600, None, now=T0 + 20 * 60)), 0)
+
+    def test_by_size_file_shrinks(self):
+        store = self.make_store()
+        self.fill(store, 400)
+        with sqlite3.connect(self.path) as c:
+            before = c.execute("PRAGMA page_count").fetchone()[0] * c.execute("PRAGMA page_size").fetchone()[0]
+        c.close()
+        limit = before // 3
+        removed = result(store.prune(None, limit))
+        after = os.path.getsize(self.path)
+        wal = Path(f"{self.path}-wal")
+        self.assertLessEqual(after, limit)
+        self.assertGreater(after, limit // 2)
+        self.assertEqual(wal.stat().st_size if wal.exists() else 0, 0)
+        self.assertEqual(store.stats.bytes, after)
+        left = result(store.readings(limit=None))
+        self.assertEqual(len(left), 400 - removed)
+        self.assertGreater(len(left), 50)  # it deleted no more than it had to, roughly
+        self.assertEqual(left[-1].time, T0 + 399 * 60)
+        self.assertEqual(result(store.backlog("mqtt"))[0], len(left))
+        with sqlite3.connect(self.path) as c:
+            self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+
+    def test_by_size_below_empty(self):
+        store = self.make_store()
+        self.fill(store, 5)
+        self.assertEqual(result(store.prune(None, 0)), 5)
+        self.assertEqual(result(store.backlogs()), {})
+
+
+class FullDiskTests(InlineStoreMixin, TestCase):
+    def setUp(self):
+        super().setUp()
+        self.connections = []
+
+        def connect(*args, **kw):
+            c = sqlite3.connect(*args, **kw)
+            self.connections.append(c)
+            return c
+
+        self.store = self.make_store(connect=connect, hold_limit=5)
+        self.db = self.connections[0]
+
+    def fill_disk(self):
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        self.db.execute(f"PRAGMA max_page_count = {pages}")
+
+    def test_held_in_memory_then_written(self):
+        self.fill_disk()
+        big = [{"value": i, "quantity": os.urandom(150).hex()} for i in range(20)]
+        kept = []
+        for i in range(40):
+            r = self.add(self.store, t=T0 + i, records_=big)
+            kept.append(r)
+            if r.id == 0:
                 break
-        self.assertIn("is full", self.store.problem)
-        self.assertEqual(held[-1].id, 0)
-        self.assertGreater(self.store.stats.held_in_memory, 0)
-        db.execute(f"PRAGMA max_page_count = {pages * 100}")
-        self.add(time=100.0)
-        self.assertEqual(self.store.problem, "")
-        times = [r.time for r in self.successResultOf(self.store.readings("heat-1", limit=-1))]
-        self.assertEqual(times, [float(t) for t in range(0, len(held) + 1)] + [100.0])
+        self.assertEqual(kept[-1].id, 0)
+        self.assertIn(f"the disk holding {self.path} is full: 1 reading kept in memory, they are written when space is free", self.store.problem)
+        written = len(kept) - 1
+        self.add(self.store, t=T0 + 100, records_=big)
+        self.assertEqual((self.store.stats.held, self.store.stats.write_failures), (2, 2))
+        self.assertEqual(self.store.stats.written, written)
+        self.db.execute("PRAGMA max_page_count = 1000000")
+        self.assertEqual(result(self.store.flush()), 0)
+        self.assertIsNone(self.store.problem)
+        times = [r.time - T0 for r in result(self.store.pending("mqtt", 100))]
+        self.assertEqual(times, list(range(written + 1)) + [100])
 
-    def test_missing_folder(self) -> None:
-        store = ReadingStore(Path(self.mktemp()) / "nowhere" / "r.sqlite", reactor, inline=True)
-        failure = self.failureResultOf(store.open(), StoreError)
-        self.assertIn("does not exist", failure.getErrorMessage())
+    def test_hold_is_bounded(self):
+        self.fill_disk()
+        big = [{"value": 0, "quantity": os.urandom(1500).hex()}]
+        for i in range(12):
+            self.add(self.store, t=T0 + i, records_=big)
+        self.assertEqual(self.store.stats.held, 5)
+        self.assertGreater(self.store.stats.dropped, 0)
+        self.assertIn("older ones were dropped", self.store.problem)
+        self.db.execute("PRAGMA max_page_count = 1000000")
+        self.add(self.store, t=T0 + 50, records_=big)
+        self.assertIsNone(self.store.problem)
+        self.assertEqual(result(self.store.pending("mqtt", 100))[-1].time, T0 + 50)
 
-    def test_not_a_database(self) -> None:
-        self.successResultOf(self.store.close())
-        self.path.write_bytes(b"this is not sqlite" * 100)
-        store = ReadingStore(self.path, reactor, inline=True)
-        failure = self.failureResultOf(store.open(), StoreError)
-        self.assertIn(str(self.path), failure.getErrorMessage())
-        self.assertIn("move the file away", failure.getErrorMessage())
 
+class ThreadedTests(TestCase):
+    """The production mode: one connection on the store's own thread, Deferreds fired by the reactor."""
 
-class ThreadedStoreTests(unittest.TestCase):
-    """The store's own thread: the reactor only waits."""
+    def setUp(self):
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        self.path = folder / "readings.db"
+
+    def store(self):
+        store = ReadingStore(self.path, reactor)
+        self.addCleanup(store.close)
+        return store
+
+    def threads(self):
+        return [t for t in threading.enumerate() if "cmegw-reading-store" in t.name]
 
     @defer.inlineCallbacks
-    def test_threaded(self) -> None:
-        path = Path(self.mktemp())
-        path.mkdir()
-        store = ReadingStore(path / "readings.sqlite", reactor)
+    def test_backlog_survives_restart(self):
+        store = self.store()
         yield store.open()
-        try:
-            ids = []
-            for t in range(20):
-                stored = yield store.add("m", float(t), True, ["68"], DECODED, "", ["mqtt"])
-                ids.append(stored.id)
-            self.assertEqual(ids, list(range(1, 21)))
-            backlog = yield store.backlog("mqtt")
-            self.assertEqual(backlog, (20, 0.0))
-        finally:
-            yield store.close()
-        self.assertIsNone(store._pool)
+        self.assertEqual(len(self.threads()), 1)
+        adds = [store.add("m1", T0 + i, True, ["68"], {"records": []}, "", ["mqtt", "push.1"])
+                for i in range(20)]
+        closing = store.close()  # waits for the queued adds
+        self.assertEqual(len((yield defer.gatherResults(adds))), 20)
+        yield closing
+        self.assertEqual(self.threads(), [])
+        yield self.assertFailure(store.add("m1", T0, True, [], {}, "", []), StoreError)
+        again = self.store()
+        yield again.open()
+        self.assertEqual((yield again.backlogs()), {"mqtt": (20, T0), "push.1": (20, T0)})
+        pending = yield again.pending("mqtt", 5, after_id=3)
+        self.assertEqual([r.id for r in pending], [4, 5, 6, 7, 8])
+        yield again.delivered("mqtt", [r.id for r in pending])
+        self.assertEqual((yield again.backlog("mqtt")), (15, T0))
+
+    def test_pool_of_one_thread(self):
+        self.assertRaises(ValueError, ReadingStore, self.path, reactor, ThreadPool(1, 4))
+
+    @defer.inlineCallbacks
+    def test_open_failure_stops_thread(self):
+        self.path.write_bytes(b"garbage" * 1000)
+        store = ReadingStore(self.path, reactor)
+        yield self.assertFailure(store.open(), StoreError)
+        self.assertEqual(self.threads(), [])
 
 
-class KillTests(unittest.TestCase):
-    def test_kill_9_loses_at_most_the_reading_being_written(self) -> None:
-        path = Path(self.mktemp())
-        path.mkdir()
-        db = path / "r.sqlite"
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, env=env)
-        reported = []
+_CHILD = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from cmegw.readout.store import ReadingStore
+    store = ReadingStore(Path(sys.argv[1]), None, inline=True)
+    store.open()
+    start = int(sys.argv[2])
+    decoded = {"records": [{"value": i * 1.5, "unit": "kWh", "quantity": "Energy " + "x" * 40}
+                           for i in range(12)]}
+    for i in range(start, start + 100000):
+        out = []
+        store.add(f"m{i % 4}", 1.7e9 + i, True, ["68" * 60], decoded, "", ["mqtt"]).addBoth(out.append)
+        print(out[0].id, flush=True)
+""")
+
+
+class KillTests(TestCase):
+    """kill -9 at a random moment loses no committed reading and never the file."""
+
+    ROUNDS = 3
+    DEADLINE = 30.0
+
+    def run_and_kill(self, path: Path, start: int, stop_after: int) -> list[int]:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(start)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        ids, buffer = [], b""
+        deadline = time.monotonic() + self.DEADLINE
         try:
-            assert child.stdout is not None
-            for line in child.stdout:  # bounded: the writer stops at 100000; we stop at 300
-                reported.append(int(line))
-                if len(reported) >= 300:
-                    break
-            os.kill(child.pid, signal.SIGKILL)
+            with selectors.DefaultSelector() as sel:
+                sel.register(child.stdout, selectors.EVENT_READ)
+                while len(ids) < stop_after:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.fail(f"the child reported {len(ids)} readings in {self.DEADLINE} s")
+                    if not sel.select(left):
+                        continue
+                    chunk = os.read(child.stdout.fileno(), 65536)
+                    if not chunk:
+                        self.fail(f"the child ended: {child.stderr.read().decode()}")
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    ids += [int(line) for line in lines]
+            child.send_signal(signal.SIGKILL)
         finally:
             child.kill()
             child.wait(10)
-            if child.stdout is not None:
-                child.stdout.close()
-        connection = sqlite3.connect(str(db))
-        try:
-            self.assertEqual(connection.execute("PRAGMA integrity_check").fetchone()[0], "ok")
-            kept = {i for (i,) in connection.execute("SELECT id FROM reading")}
-            queued = {i for (i,) in connection.execute("SELECT reading FROM queue WHERE target = 'mqtt'")}
-        finally:
-            connection.close()
-        self.assertLessEqual(set(reported), kept)
-        self.assertEqual(kept, queued, "each reading and its queue row in one transaction")
+            child.stdout.close()
+            child.stderr.close()
+        self.assertEqual(child.returncode, -signal.SIGKILL)
+        return ids
+
+    def test_kill_9(self):
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        path = folder / "readings.db"
+        rng = random.Random()
+        reported: list[int] = []
+        for round_ in range(self.ROUNDS):
+            reported += self.run_and_kill(path, round_ * 100000, rng.randint(5, 120))
+            with sqlite3.connect(path) as c:
+                self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+                stored = {rid for (rid,) in c.execute("SELECT id FROM readings")}
+                queued = {rid for (rid,) in c.execute("SELECT reading FROM queue WHERE target='mqtt'")}
+            c.close()
+            self.assertLessEqual(set(reported), stored)
+            self.assertLessEqual(len(stored), len(reported) + round_ + 1)
+            self.assertEqual(queued, stored)
+        store = ReadingStore(path, Clock(), inline=True)
+        result(store.open())
+        self.addCleanup(store.close)
+        self.assertEqual(result(store.backlog("mqtt"))[0], len(stored))

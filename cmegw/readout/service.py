@@ -63,6 +63,8 @@ class ReadoutService(service.Service):
         self.backlogs: dict[str, tuple[int, float | None]] = {}
         self._loops: list[task.LoopingCall] = []
         self._starting: defer.Deferred = defer.succeed(None)
+        #: Whether the store was opened (the readouts run once the configuration lists a meter or a target).
+        self.started = False
         #: Why the readouts do not run ("" while they do): a store that cannot be opened, say.
         self.problem = ""
         self.scheduler.apply(config.meters, config.readout)
@@ -71,6 +73,12 @@ class ReadoutService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        if wanted(self.config):
+            self._begin()
+
+    def _begin(self) -> None:
+        """Open the store and start: only once the configuration lists a meter or a target (no file before)."""
+        self.started = True
         self._starting = self._start()
         self._starting.addErrback(self._start_failed)
 
@@ -87,7 +95,8 @@ class ReadoutService(service.Service):
         for key, status in list(self.scheduler.meters.items()):
             if not self.running:
                 return
-            status.last_reading = yield self.store.last(key, ok_only=True)
+            found = yield self.store.readings(key, limit=1, ok_only=True)
+            status.last_reading = found[-1] if found else None
             results = yield self.store.recent_results(key, self.config.readout.alarm_after)
             status.failures_in_row = next((i for i, ok in enumerate(results) if ok), len(results))
         if not self.running:
@@ -104,6 +113,9 @@ class ReadoutService(service.Service):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        if not self.started:
+            return
+        self.started = False
         yield self._starting  # a start still opening the store ends first (its errors are logged)
         self.scheduler.stop()
         for loop in self._loops:
@@ -136,6 +148,10 @@ class ReadoutService(service.Service):
     def apply(self, config: Config) -> None:
         """A new configuration: the meter list, the schedule and the targets follow it."""
         old, self.config = self.config, config
+        if self.running and not self.started and wanted(config):
+            self.scheduler.apply(config.meters, config.readout)
+            self._begin()
+            return
         if (config.meters, config.readout) != (old.meters, old.readout):
             removed = self.scheduler.apply(config.meters, config.readout)
             for status in removed:
@@ -143,17 +159,17 @@ class ReadoutService(service.Service):
         changed = ["mqtt"] if (config.mqtt, config.identity) != (old.mqtt, old.identity) else []
         changed += [f"push.{n}" for n in sorted(set(config.push) | set(old.push))
                     if config.push.get(n) != old.push.get(n)]
-        if changed and self.running:
-            wanted = [t for t in self._make_targets(self, config) if t.name in changed]
+        if changed and self.running and self.started:
+            fresh = [t for t in self._make_targets(self, config) if t.name in changed]
             d = self._stop_targets([name for name in changed if name in self.targets])
 
             def restart(_: Any) -> None:
-                self._start_targets(wanted)
-                for name in set(changed) - {t.name for t in wanted}:
+                self._start_targets(fresh)
+                for name in set(changed) - {t.name for t in fresh}:
                     self.store.drop_target(name)  # a target taken out of the configuration: its queue goes
 
             d.addCallback(restart)
-        if config.readout != old.readout and self.running:
+        if config.readout != old.readout and self.started:
             self.prune()
 
     # -- readings ----------------------------------------------------------------------
@@ -197,6 +213,8 @@ class ReadoutService(service.Service):
 
     def read_now(self, keys: Sequence[str] | None = None) -> defer.Deferred:
         """Read the meters now (all when `keys` is None): fires with {id: StoredReading or None}."""
+        if not self.started:
+            return defer.fail(RuntimeError("the meter list is empty: add a meter first"))
         return self.scheduler.read_now(keys)
 
     # -- upkeep -------------------------------------------------------------------------
@@ -228,10 +246,9 @@ class ReadoutService(service.Service):
 
     def store_summary(self) -> dict[str, Any]:
         """The reading store as the pages show it: file, size, readings, what is held in memory, a problem."""
-        stats = getattr(self.store, "stats", None)
-        summary = stats.as_dict() if hasattr(stats, "as_dict") else {}
-        return {"path": str(self.store.path), "problem": self.problem or self.store.problem or "", "bytes": summary.get("file_bytes"),
-                **summary}
+        summary = self.store.stats.as_dict() if self.started else {}
+        return {"path": str(self.store.path), "problem": self.problem or self.store.problem or "",
+                "running": self.started, **summary}
 
     def readings(self, key: str | None, since: float | None = None, until: float | None = None,
                  limit: int = 1000, ok_only: bool = False) -> defer.Deferred:
@@ -245,6 +262,11 @@ class ReadoutService(service.Service):
         if kind == "json":
             return self.store.export_json(key, since, until)
         return defer.fail(ValueError(f"{kind!r} is not an export format; use csv or json"))
+
+
+def wanted(config: Config) -> bool:
+    """Whether the configuration gives the readouts something to do: a meter to read or a target."""
+    return bool(config.meters or config.mqtt.enabled or config.push)
 
 
 def default_targets(readout: ReadoutService, config: Config) -> list[Any]:
