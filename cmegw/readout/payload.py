@@ -286,8 +286,8 @@ def _convert(value: Any, scale: int, conversion: Conversion) -> tuple[Any, int]:
     return round(converted, places), places
 
 
-def _parts(row: Mapping[str, Any]) -> tuple[list[str], list[str], str, Quantity | None, Conversion | None]:
-    """The key's name parts and label parts, its kind, the table entry and the conversion."""
+def _parts(row: Mapping[str, Any]) -> tuple[list[str], list[str], str, Conversion]:
+    """The key's name parts (without the unit), the label's words, the kind and the conversion."""
     quantity = str(row.get("quantity") or "")
     unit = str(row.get("unit") or "")
     storage = int(row.get("storage") or 0)
@@ -315,7 +315,7 @@ def _parts(row: Mapping[str, Any]) -> tuple[list[str], list[str], str, Quantity 
     parts += words + ([f"tariff_{tariff}"] if tariff else []) + ([f"subunit_{subunit}"] if subunit else [])
     labels += [w.replace("_", " ") for w in words if w]
     labels += ([f"tariff {tariff}"] if tariff else []) + ([f"subunit {subunit}"] if subunit else [])
-    return [p for p in parts if p], [w for w in labels if w], kind, entry, conversion
+    return [p for p in parts if p], [w for w in labels if w], kind, conversion
 
 
 def register_keys(reading: StoredReading) -> list[Register]:
@@ -323,7 +323,7 @@ def register_keys(reading: StoredReading) -> list[Register]:
     taken = set(RESERVED_KEYS)
     registers = []
     for row in reading.decoded.get("records") or ():
-        parts, labels, kind, entry, conversion = _parts(row)
+        parts, labels, kind, conversion = _parts(row)
         value, places = _convert(row.get("value"), int(row.get("scale") or 0), conversion)
         if kind in (TOTAL, MEASUREMENT) and isinstance(value, str):
             kind = OTHER  # a date or text where a number belongs (a "date/time of" VIFE)
