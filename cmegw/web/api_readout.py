@@ -231,7 +231,7 @@ def routes(app: Klein, admin: Admin) -> None:
             raise ApiError(500, f"the configuration could not be saved: {e}") from None
         return (201 if added else 200), {"added": added, "meters": list(saved().meters)}
 
-    @endpoint("/api/readout/meters.csv", ["GET"], "api_readout_list_csv")
+    @app.route("/api/readout/meters.csv", methods=["GET"], endpoint="api_readout_list_csv")
     def list_csv(request: IRequest) -> Any:
         return download(request, export_csv(saved()).encode("utf-8"), b"text/csv; charset=utf-8", "meters.csv")
 
