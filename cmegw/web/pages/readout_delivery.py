@@ -35,7 +35,7 @@ from cmegw.web.pages.forms import (
     settings_form,
     settings_state,
 )
-from cmegw.web.pages.readout_views import age_text, group_digits, local_time, store_view, target_views
+from cmegw.web.pages.readout_views import METER_TABS, age_text, group_digits, local_time, store_view, target_views
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
 
 #: Choices of the select fields, by the setting's last name part.
@@ -207,7 +207,11 @@ def save_config(admin: Admin, new: Config) -> str:
 
 
 def routes(route: PageRoutes) -> None:
-    admin, page = route.admin, route.page
+    admin = route.admin
+
+    def page(request: IRequest, content: Any, code: int = 200, notice: Notice | None = None) -> Any:
+        return admin.page(request, section="meters", title="Delivery", tabs=METER_TABS, active="/delivery",
+                          content=content, code=code, notice=notice)
 
     @route.get("/delivery")
     def delivery_page(request: IRequest) -> Any:

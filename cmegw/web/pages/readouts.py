@@ -74,7 +74,13 @@ def last_cell(status: Any, now: float) -> Any:
     last = status.last_reading if status is not None else None
     if last is None:
         return tags.span("not read yet", class_="muted")
-    return tags.span(local_time(last.time), tags.br(), tags.small(age_text(now - last.time), class_="muted"))
+    return tags.span(when(last.time), tags.br(), tags.small(age_text(now - last.time), class_="muted"))
+
+
+def when(moment: float | None) -> Any:
+    """A local time as date and time on two lines (a narrow column)."""
+    day, _, clock = local_time(moment).partition(" ")
+    return tags.span(tags.span(day, class_="nowrap"), tags.br(), clock) if clock else day
 
 
 def values_cell(status: Any) -> Any:
@@ -120,15 +126,20 @@ def list_table(admin: Admin, request: IRequest) -> Tag:
             post_form(admin, request, f"/readouts/{key}/remove",
                       button("Remove", "link danger", title=f"Remove {key} from the list"), class_="inline"),
             class_="row-actions")
-        rows.append([tags.span(tags.a(key, href=f"/readouts/{key}"), tags.br(),
+        rows.append([tags.span(tags.a(key, href=f"/readouts/{key}", class_="nowrap"), tags.br(),
                                tags.small(meter.name, class_="muted") if meter.name else ""),
                      str(meter.line), tags.code(meter.address), interval_text(config, key, status),
                      "on" if meter.enabled else "off", last_cell(status, now), values_cell(status),
-                     alarm_cell(status), next_read_text(status, meter.enabled), actions])
+                     alarm_cell(status), next_cell(status, meter.enabled), actions])
     header = ("Meter", describe("meter.x.line").label, describe("meter.x.address").label,
               describe("meter.x.interval").label, describe("meter.x.enabled").label, "Last reading", "Values",
               "Alarm", "Next read", "")
-    return grid_table(header, rows, numeric=False)
+    return tags.div(grid_table(header, rows, numeric=False), class_="meter-list")
+
+
+def next_cell(status: Any, enabled: bool) -> Any:
+    text = next_read_text(status, enabled)
+    return when(status.next_due) if status is not None and text == local_time(status.next_due) else text
 
 
 def list_content(admin: Admin, request: IRequest, add: FormState | None = None,
@@ -147,7 +158,7 @@ def list_content(admin: Admin, request: IRequest, add: FormState | None = None,
                  if config.meters else "",
                  tags.a("Download the list (CSV)", href="/readouts/meters.csv"), class_="actions"),
         id="meter-list", wide=True)
-    add = add or FormState()
+    add = add or FormState(values={"add.line": str(next(iter(config.lines)))})
     adding = card("Add a meter", post_form(
         admin, request, "/readouts/add", tags.div(*[render_field(f, add) for f in ADD_FIELDS], class_="fields"),
         tags.div(button("Add"), class_="actions"), class_="settings", novalidate="novalidate"), id="add")
