@@ -363,6 +363,7 @@ def routes(app: Klein, admin: Admin) -> None:
             return unknown(request, key)
 
         def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
+            """The meter's page, its Settings card showing the form's state (`save_form`'s content)."""
             return meter_page(request, key, code, notice, state=content)
 
         return save_form(admin, request, page, meter_fields(key), lambda state: state)
