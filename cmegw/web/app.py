@@ -19,12 +19,13 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from cmegw.web import api
+from cmegw.web import api, api_readout
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.forms import CsrfGuard
 from cmegw.web.pages import http as pages_http
 from cmegw.web.pages import meters as pages_meters
 from cmegw.web.pages import network as pages_network
+from cmegw.web.pages import readouts as pages_readouts
 from cmegw.web.pages import ops as pages_ops
 from cmegw.web.pages import serial as pages_serial
 from cmegw.web.pages import status as pages_status
@@ -80,8 +81,8 @@ def build_app(admin: Admin) -> Klein:
                               code=code, content="There is no such page here.")
         return failure
 
-    for module in (pages_status, pages_network, pages_tcpip, pages_tunnel_tls, pages_serial, pages_meters, pages_http,
-                   pages_system, api, pages_ops):
+    for module in (pages_status, pages_network, pages_tcpip, pages_tunnel_tls, pages_serial, pages_meters,
+                   pages_readouts, pages_http, pages_system, api, api_readout, pages_ops):
         module.routes(app, admin)
     return app
 

@@ -38,6 +38,7 @@ from cmegw.web.api import ApiError, guard, json_error, json_handler, json_respon
 from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import form_value, post_form
+from cmegw.web.pages.readout_views import METER_TABS
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
 
 #: Seconds between reloads of the page while a scan runs.
@@ -186,8 +187,15 @@ def meters_table(admin: Admin, request: IRequest, master: BusView, found: list[M
                      _value(meter.manufacturer), _value(meter.medium_name),
                      _value(f"{meter.version:02X}" if meter.version is not None else None), read])
     n = master.number
+    adopt: Any = ""
+    if master.scan is None or not master.scan.running:
+        adopt = post_form(admin, request, "/readouts/adopt", hidden("line", str(n)),
+                          button("Add to meter list"),
+                          tags.span(" Read on the schedule of the ", tags.a("meter list", href="/readouts"),
+                                    "; meters listed already stay as they are.", class_="muted"),
+                          class_="actions")
     return tags.div(grid_table(("Primary", "Secondary ID", "Manufacturer", "Medium", "Version", ""), rows,
-                               numeric=False),
+                               numeric=False), adopt,
                     tags.p("Download: ", tags.a("CSV", href=f"/meters/{n}/meters.csv"), " · ",
                            tags.a("JSON", href=f"/meters/{n}/meters.json"), class_="muted"))
 
@@ -242,7 +250,7 @@ def routes(app: Klein, admin: Admin) -> None:
     def page(request: IRequest, code: int = 200, notice: Notice | None = None) -> Any:
         head = tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)}) if pages.scanning() else ""
         return admin.page(request, section="meters", title="Meters", content=meters_content(admin, request, pages),
-                          code=code, notice=notice, head=head, active="/meters")
+                          code=code, notice=notice, head=head, active="/meters", tabs=METER_TABS)
 
     def posted_master(request: IRequest) -> BusView | None:
         line = form_value(request, "line")

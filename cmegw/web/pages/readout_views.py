@@ -1,0 +1,313 @@
+# -*- test-case-name: tests.test_web_pages_readouts -*-
+"""
+What the readout pages and their JSON API show: a reading's registers as a
+person reads a meter (the counters first, in kWh, GJ, m³, kW, digits
+grouped), the meter's status byte in words, times and ages, and the plain
+views of the meter list, the delivery targets and the reading store.
+
+The pages and the API render these same rows; they read only
+``gateway.state.readout`` (`cmegw.readout.service.ReadoutService`) and the
+saved configuration.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from typing import Any, Mapping
+
+import attrs
+
+from cmegw.config.model import Config
+from cmegw.config.readout import format_interval, parse_interval
+from cmegw.config.settings import describe, shown_value
+from cmegw.web.pages.forms import Field
+
+INSTANTANEOUS = "Instantaneous value"
+#: Display units: the decoder's unit -> (shown unit, power of ten it is divided by).
+DISPLAY_UNITS = {"Wh": ("kWh", 3), "J": ("GJ", 9), "W": ("kW", 3), "J/h": ("GJ/h", 9),
+                 "m^3": ("m³", 0), "m^3/h": ("m³/h", 0), "m^3/min": ("m³/min", 0), "m^3/s": ("m³/s", 0)}
+#: The counters a meter is read for: shown before every other register.
+COUNTERS = ("Energy", "Volume", "Mass", "H.C.A.")
+#: The status byte of the telegram's header (EN 13757-3, table 5): bit -> meaning.
+STATUS_BITS = {2: "power low", 3: "permanent error", 4: "temporary error",
+               5: "manufacturer flag 1", 6: "manufacturer flag 2", 7: "manufacturer flag 3"}
+APPLICATION_ERRORS = {1: "application busy", 2: "application error", 3: "abnormal situation"}
+#: How many main values the meter list shows per meter.
+LIST_VALUES = 3
+#: The digit group separator: a narrow no-break space (no locale reads it as a decimal mark).
+GROUP = "\u202f"
+#: The tabs of the Meters section: the bus master, the meter list of the readouts, their delivery.
+METER_TABS = (("M-Bus master", "/meters"), ("Meter list", "/readouts"), ("Delivery", "/delivery"))
+#: The fields of a meter, in the order of the forms and the CSV file.
+METER_FIELDS = ("line", "address", "name", "interval", "enabled")
+
+
+# -- values ---------------------------------------------------------------------------------------
+
+
+def group_digits(value: float, decimals: int = 0) -> str:
+    """``48213`` -> ``48 213``; ``1234.5, 2`` -> ``1 234.50`` (narrow no-break spaces)."""
+    return f"{value:,.{decimals}f}".replace(",", GROUP)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@attrs.frozen
+class Register:
+    """One record of a reading as a person reads it: ``Energy`` ``48 213 kWh``."""
+
+    #: Names the register across readings (the chart of its history): quantity, function, tariff, subunit, storage.
+    key: str
+    label: str
+    #: The value in the shown unit (a number), or the record's value as it came (text, dates).
+    value: Any
+    unit: str
+    text: str
+    #: A current register of a quantity (not a stored value, a maximum, a duration, a number).
+    main: bool
+    counter: bool
+    storage: int = 0
+
+
+def _scaled(row: Mapping[str, Any]) -> tuple[Any, str, int]:
+    """(value in the shown unit, shown unit, decimals) of a record."""
+    value, unit, scale = row.get("value"), row.get("unit") or "", row.get("scale") or 0
+    if not is_number(value) or not unit:
+        return value, unit, 0
+    if unit == "s" and value >= 3600:
+        return value / 3600, "h", 0
+    shown, power = DISPLAY_UNITS.get(unit, (unit, 0))
+    return value / 10 ** power, shown, max(0, power - scale)
+
+
+def value_text(row: Mapping[str, Any]) -> str:
+    """One record's value with its unit, in display units (``48 213 kWh``, ``1 234.56 m³``, ``18 210 h``)."""
+    value, unit, decimals = _scaled(row)
+    if value is None:
+        return "—"
+    if not is_number(value) or not unit:
+        return str(value)  # fabrication numbers, versions, flags, dates: not quantities
+    return f"{group_digits(value, decimals)} {unit}"
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    label = row.get("description") or row.get("quantity") or "?"
+    notes = []
+    if row.get("function") and row["function"] != INSTANTANEOUS:
+        notes.append(str(row["function"]).replace(" value", "").lower())
+    if row.get("tariff"):
+        notes.append(f"tariff {row['tariff']}")
+    if row.get("subunit"):
+        notes.append(f"subunit {row['subunit']}")
+    if row.get("storage"):
+        notes.append(f"stored {row['storage']}" + (f", {row['timestamp']}" if row.get("timestamp") else ""))
+    return label + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _key(row: Mapping[str, Any]) -> str:
+    quantity = str(row.get("quantity") or row.get("description") or "value")
+    parts = [re.sub(r"[^a-z0-9]+", "_", quantity.lower()).strip("_")]
+    if row.get("function") and row["function"] != INSTANTANEOUS:
+        parts.append(str(row["function"]).split()[0].lower())
+    for name in ("tariff", "subunit", "storage"):
+        if row.get(name):
+            parts.append(f"{name[0]}{row[name]}")
+    return "-".join(parts)
+
+
+def _is_main(row: Mapping[str, Any]) -> bool:
+    return (is_number(row.get("value")) and bool(row.get("unit")) and row.get("unit") != "s"
+            and not row.get("storage") and row.get("function") in (INSTANTANEOUS, None))
+
+
+def register(row: Mapping[str, Any]) -> Register:
+    value, unit, _ = _scaled(row)
+    main = _is_main(row)
+    return Register(_key(row), _label(row), value, unit, value_text(row), main,
+                    main and row.get("quantity") in COUNTERS, int(row.get("storage") or 0))
+
+
+def registers(decoded: Mapping[str, Any]) -> list[Register]:
+    """Every record of a reading: the counters first, then the other current registers, then the rest
+    (stored values, maxima, times, numbers), each group in the meter's order."""
+    found = [register(row) for row in decoded.get("records") or ()]
+    return sorted(found, key=lambda r: 0 if r.counter else 1 if r.main else 2)
+
+
+def main_registers(decoded: Mapping[str, Any], count: int = LIST_VALUES) -> list[Register]:
+    """What a meter is read for: its current counters (tariff 0 first), else its first current registers."""
+    rows = [row for row in decoded.get("records") or () if _is_main(row)]
+    counters = [row for row in rows if row.get("quantity") in COUNTERS]
+    plain = [row for row in counters if not row.get("tariff") and not row.get("subunit")]
+    chosen = plain + [row for row in counters if row not in plain] + [row for row in rows if row not in counters]
+    return [register(row) for row in chosen[:count]]
+
+
+def status_flags(status: int | None) -> list[str]:
+    """The meter's own status byte in words (empty: all well)."""
+    if not status:
+        return []
+    flags = [APPLICATION_ERRORS[status & 3]] if status & 3 else []
+    return flags + [text for bit, text in STATUS_BITS.items() if status & (1 << bit)]
+
+
+# -- times ----------------------------------------------------------------------------------------
+
+
+def local_time(when: float | None) -> str:
+    """A time as the gateway's clock shows it (local time with the date, to the second); "—" for never."""
+    if when is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
+def age_text(seconds: float) -> str:
+    """How long ago, in words: ``just now``, ``45 s ago``, ``12 min ago``, ``3 h 5 min ago``, ``2 d 4 h ago``."""
+    s = max(0, int(seconds))
+    if s < 5:
+        return "just now"
+    if s < 60:
+        return f"{s} s ago"
+    if s < 3600:
+        return f"{s // 60} min ago"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min ago"
+    return f"{s // 86400} d {s % 86400 // 3600} h ago"
+
+
+def iso_utc(when: float) -> str:
+    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(name: str, text: str) -> float:
+    """
+    A time given as seconds since 1970 or ISO 8601 (``2024-03-12T14:00:00Z``,
+    ``2024-03-12``; without an offset: UTC).  Raises ValueError naming `name`.
+    """
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a time; use ISO 8601 such as 2024-03-12T14:00:00Z "
+                         "or seconds since 1970") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+# -- the meter list -------------------------------------------------------------------------------
+
+
+def meter_fields(key: str) -> list[Field]:
+    """The form fields of meter `key`'s settings, labelled as the model labels them."""
+    fields = []
+    for name in METER_FIELDS:
+        setting = f"meter.{key}.{name}"
+        info = describe(setting)
+        if name == "enabled":
+            fields.append(Field(setting, info.label, "checkbox", help="Off: read only by Read now."))
+        elif name == "interval":
+            fields.append(Field(setting, info.label, placeholder="15m",
+                                help="30s (at least 10 s) up to 1d, aligned to the clock; empty: the readout "
+                                     "default."))
+        elif name == "address":
+            fields.append(Field(setting, info.label, placeholder="12345678-KAM-19-04",
+                                help="The secondary address (preferred) or a primary address 0..250."))
+        else:
+            fields.append(Field(setting, info.label, unit=info.unit))
+    return fields
+
+
+def interval_seconds(config: Config, key: str, status: Any = None) -> int:
+    if status is not None:
+        return int(status.interval)
+    meter = config.meters[key]
+    return parse_interval(meter.interval) if meter.interval else config.readout.interval_seconds
+
+
+def interval_text(config: Config, key: str, status: Any = None) -> str:
+    text = format_interval(interval_seconds(config, key, status))
+    return text + (" (default)" if not config.meters[key].interval else "")
+
+
+def next_read_text(status: Any, enabled: bool) -> str:
+    if status is None:
+        return "not scheduled yet"
+    if status.reading:
+        return "reading now"
+    if status.queued:
+        return "waiting for the line"
+    if not enabled:
+        return "off (Read now only)"
+    return local_time(status.next_due)
+
+
+def alarm_text(status: Any) -> str:
+    """The alarm in words ("" when there is none): ``no answer for 3 reads: <the last error>``."""
+    if status is None or not status.alarm:
+        return ""
+    return f"no answer for {status.failures_in_row} reads: {status.last_error or 'no reading'}"
+
+
+def register_view(r: Register) -> dict[str, Any]:
+    return {"key": r.key, "label": r.label, "value": r.value, "unit": r.unit, "text": r.text}
+
+
+def meter_identity(decoded: Mapping[str, Any]) -> dict[str, Any]:
+    """What the last reading says of the meter: manufacturer, identification, medium, version, secondary."""
+    info = decoded.get("meter") or {}
+    return {k: info.get(k) for k in ("manufacturer", "identification", "medium", "medium_name", "version",
+                                     "secondary", "primary")}
+
+
+def meter_view(config: Config, key: str, status: Any, now: float) -> dict[str, Any]:
+    """One meter of the list for the API: its settings, its schedule state, its main values."""
+    meter = config.meters[key]
+    state = status.as_dict() if status is not None else {}
+    last = status.last_reading if status is not None else None
+    decoded = last.decoded if last is not None else {}
+    return {
+        "id": key, "name": meter.name, "line": meter.line, "address": meter.address,
+        "interval": meter.interval, "interval_seconds": interval_seconds(config, key, status),
+        "enabled": meter.enabled,
+        "next_due": state.get("next_due"), "busy": state.get("busy", False),
+        "last_attempt": state.get("last_attempt"), "last_success": state.get("last_success"),
+        "last_reading_time": last.time if last is not None else None,
+        "last_reading_age_seconds": now - last.time if last is not None else None,
+        "last_reading_id": last.id if last is not None else None,
+        "alarm": bool(status is not None and status.alarm), "alarm_text": alarm_text(status),
+        "last_error": state.get("last_error", ""), "failures_in_row": state.get("failures_in_row", 0),
+        "reads": state.get("reads", 0), "failures": state.get("failures", 0), "overruns": state.get("overruns", 0),
+        "status_byte": decoded.get("status"), "status_flags": status_flags(decoded.get("status")),
+        "meter": meter_identity(decoded) if decoded else None,
+        "values": [register_view(r) for r in main_registers(decoded)],
+    }
+
+
+def target_views(readout: Any, now: float) -> dict[str, dict[str, Any]]:
+    """Each delivery target: its status, and the backlog with the age of its oldest reading."""
+    out = {}
+    for name, status in readout.target_statuses().items():
+        count, oldest = readout.backlogs.get(name, (0, None))
+        out[name] = {**status.as_dict(), "backlog": count, "oldest_waiting": oldest if count else None,
+                     "oldest_waiting_age_seconds": now - oldest if count and oldest is not None else None}
+    return out
+
+
+def store_view(readout: Any) -> dict[str, Any]:
+    return dict(readout.store_summary())
+
+
+def meter_settings_view(config: Config, key: str) -> dict[str, Any]:
+    meter = config.meters[key]
+    return {"id": key, **{name: shown_value(f"meter.{key}.{name}", getattr(meter, name)) for name in METER_FIELDS}}
+
