@@ -25,7 +25,7 @@ from cmegw.config.model import Config, ConfigError
 from cmegw.config.readout import MeterConfig, meters_table
 from cmegw.config.settings import apply_settings
 from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
-from cmegw.readout.store import plain_reading
+from cmegw.readout.store import reading_json as plain_reading
 from cmegw.web.api import ApiError, config_error, guard, json_error, json_handler, json_response, read_json, save
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.meters import download
