@@ -1,13 +1,13 @@
 """
 A real Mosquitto broker for the tests, a test CA, and a subscriber.
 
-- ``broker = Mosquitto(tmpdir, users={"gw": "secret"}, tls=TestCA(tmpdir).server_files())``;
+- ``broker = Mosquitto(tmpdir, users={"gw": "secret"}, tls=TestCA(tmpdir).issue())``;
   ``yield broker.start()``; ``self.addCleanup(broker.stop)``.  It listens on a
   free port of 127.0.0.1 (`port`, `url`); `start` raises SkipTest when
   /usr/sbin/mosquitto is absent.  `stop` is bounded and safe to call twice;
   `pause`/`resume` freeze it (SIGSTOP/SIGCONT); `log` is what it wrote.
-- `TestCA`: a CA that issues server certificates (files in a folder), made
-  with `cryptography` (cmegw.tls only reads and checks certificates).
+- `TestCA`: a CA that issues server and client certificates (`TlsFiles` in
+  a folder), made with `cryptography` (cmegw.tls only reads and checks them).
 - ``yield publish(broker, topic, payload)`` publishes one message (mosquitto_pub).
 - ``sub = yield subscribe(broker, ["cmegw/#"], count=3)``: a
   ``mosquitto_sub`` that has its subscription confirmed when the Deferred
@@ -97,7 +97,7 @@ class TlsFiles:
 
 
 class TestCA:
-    """A CA in `folder` (ca.pem) that issues server certificates for loopback names."""
+    """A CA in `folder` (ca.pem, `path`) that issues server and client certificates."""
 
     def __init__(self, folder: str | Path, name: str = "cmegw test CA") -> None:
         from cryptography import x509
@@ -122,8 +122,9 @@ class TestCA:
             .sign(self._key, hashes.SHA256()))
         self.path = str(self._write("ca.pem", self._pem(self.certificate)))
 
-    def server_files(self, names: Sequence[str] = ("localhost", "127.0.0.1"), stem: str = "server") -> TlsFiles:
-        """A server certificate for `names` (DNS names or IP addresses) and its key, written as stem.pem/stem.key."""
+    def issue(self, names: Sequence[str] = ("localhost", "127.0.0.1"), stem: str = "server",
+              client: bool = False) -> TlsFiles:
+        """A server (or `client`) certificate for `names` (DNS names, IP addresses) and its key: stem.pem, stem.key."""
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -145,7 +146,8 @@ class TestCA:
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client
+                                                  else ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
             .sign(self._key, hashes.SHA256()))
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -168,9 +170,11 @@ class Mosquitto:
     """A Mosquitto broker on a free port of 127.0.0.1, its files in `folder`."""
 
     def __init__(self, folder: str | Path, tls: TlsFiles | None = None,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, require_certificate: bool = False) -> None:
         self.folder = Path(folder)
         self.tls = tls
+        #: With `tls`: clients must show a certificate of the same CA.
+        self.require_certificate = require_certificate
         self.users = users
         self.port = 0
         self._process: _Process | None = None
@@ -206,7 +210,8 @@ class Mosquitto:
                                check=True, capture_output=True, timeout=BOUND)
             lines += ["allow_anonymous false", f"password_file {passwords}"]
         if self.tls:
-            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.certificate}", f"keyfile {self.tls.key}"]
+            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.certificate}", f"keyfile {self.tls.key}",
+                      f"require_certificate {str(self.require_certificate).lower()}"]
         return "\n".join(lines) + "\n"
 
     def start(self) -> defer.Deferred[None]:

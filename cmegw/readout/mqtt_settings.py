@@ -17,6 +17,8 @@ from typing import Any
 
 import attrs
 
+from cmegw.tls import certificates
+
 #: The longest one connection attempt (name lookup aside: TCP and TLS handshake) may take, seconds.
 CONNECT_TIMEOUT = 10.0
 #: The MQTT versions the ``protocol`` setting accepts.
@@ -104,7 +106,7 @@ REASON_WORDS = {
     0x84: "the broker does not speak this MQTT version (try protocol 3.1.1)",
     0x85: "the client id was rejected (set another client id)",
     0x86: "not authorised (wrong user name or password)",
-    0x87: "not authorised (wrong user name or password, or this user may not do that)",
+    0x87: "not authorised (the broker does not let this user do that)",
     0x88: "the broker is unavailable",
     0x89: "the broker is busy",
     0x8A: "this client is banned by the broker",
@@ -140,9 +142,15 @@ def reason_words(code: Any) -> str:
     return f"reason code {value:#04x}"
 
 
+#: What a refused CONNACK says in words where it differs from `REASON_WORDS` (Mosquitto answers a
+#: wrong password with 0x87, "not authorized", in MQTT 5 as in 3.1.1).
+REFUSAL_WORDS = {0x87: REASON_WORDS[0x86]}
+
+
 def refusal_words(code: Any) -> str:
-    """A refused CONNACK in words: ``connection refused: not authorised (...)``."""
-    return f"connection refused: {reason_words(code)}"
+    """A refused CONNACK in words: ``connection refused: not authorised (wrong user name or password)``."""
+    value = code if isinstance(code, int) else code.value
+    return f"connection refused: {REFUSAL_WORDS.get(value) or reason_words(code)}"
 
 
 def connect_error_words(error: BaseException, host: str, port: int, ca: str = "") -> str:
@@ -177,18 +185,32 @@ def connect_error_words(error: BaseException, host: str, port: int, ca: str = ""
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext:
-    """A verifying client context (host name checked) from the CA and client files; `MqttConnectError` names a bad file."""
+    """
+    A client context that verifies the broker (chain and host name) on the
+    gateway's TLS policy; the files are checked first, so `MqttConnectError`
+    says what is wrong with which one.
+    """
+    from cmegw.tls.contexts import CIPHERS  # not at the top: the configuration model imports this module
+
+    try:
+        if settings.ca:
+            certificates.read_certificates(settings.ca, "CA bundle (mqtt ca)")
+        if settings.certificate or settings.key:
+            if not (settings.certificate and settings.key):
+                raise MqttConnectError("a client certificate needs both the certificate and the key setting")
+            chain = certificates.read_certificates(settings.certificate, "client certificate")
+            key = certificates.read_private_key(settings.key, "client key")
+            certificates.check_key_matches(chain[0], key, "client key", settings.key,
+                                           "client certificate", settings.certificate)
+            certificates.check_in_time(chain[0], certificates.utcnow(), "gateway's client certificate")
+    except certificates.CertificateError as e:
+        raise MqttConnectError(str(e)) from None
     try:
         context = ssl.create_default_context(cafile=settings.ca or None)
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "strerror", None) or getattr(e, "reason", None) or str(e)
-        raise MqttConnectError(f"cannot use the CA bundle {settings.ca}: {reason}") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.certificate:
-        try:
-            context.load_cert_chain(settings.certificate, settings.key or None, password="")
-        except (OSError, ValueError) as e:
-            reason = getattr(e, "strerror", None) or getattr(e, "reason", None) or str(e)
-            raise MqttConnectError(f"cannot use the client certificate {settings.certificate} "
-                                   f"with the key {settings.key or '(in the same file)'}: {reason}") from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(CIPHERS)
+        if settings.certificate:
+            context.load_cert_chain(settings.certificate, settings.key, password="")
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        raise MqttConnectError(f"OpenSSL cannot use the TLS files: {e}") from None
     return context
