@@ -66,25 +66,23 @@ class _Process(protocol.ProcessProtocol):
         self.ended.callback(reason.value)
 
 
+def _signal(transport: Any, sig: int) -> None:
+    try:
+        transport.signalProcess(sig)
+    except (error.ProcessExitedAlready, OSError):
+        pass
+
+
 def _stop_process(transport: Any, ended: defer.Deferred) -> defer.Deferred:
     """SIGCONT + SIGTERM, SIGKILL after `BOUND`; fires once the process has exited."""
     if ended.called:
         return defer.succeed(None)
-    for sig in (signal.SIGCONT, signal.SIGTERM):
-        try:
-            transport.signalProcess(sig)
-        except error.ProcessExitedAlready:
-            return defer.succeed(None)
     done: defer.Deferred[None] = defer.Deferred()
     ended.addBoth(lambda _: done.callback(None) if not done.called else None)
-
-    def kill() -> None:
-        try:
-            transport.signalProcess(signal.SIGKILL)
-        except error.ProcessExitedAlready:
-            pass
-    timer = reactor.callLater(BOUND, kill)
-    return done.addBoth(lambda r: timer.cancel() if timer.active() else None)
+    timer = reactor.callLater(BOUND, _signal, transport, signal.SIGKILL)
+    _signal(transport, signal.SIGCONT)
+    _signal(transport, signal.SIGTERM)
+    return done.addBoth(lambda _: timer.cancel() if timer.active() else None)
 
 
 @attrs.frozen

@@ -7,9 +7,13 @@ the back-off and the refusals without a broker.
 import json
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import attrs
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from twisted.internet import defer, reactor, task
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from cmegw.readout import mqtt_link
@@ -61,6 +65,68 @@ class RetryDelayTests(TestCase):
     def test_jitter_shortens_by_at_most_a_fifth(self):
         self.assertEqual(retry_delay(3, lambda: 1.0), 8 * 0.8)
         self.assertEqual(retry_delay(0, lambda: 0.5), 0.9)
+
+
+class FakeClient:
+    """Just enough of paho's client for `Link.publish`; `early` acknowledges inside publish()."""
+
+    def __init__(self, link, early=False):
+        self.link = link
+        self.early = early
+        self.mid = 0
+
+    def publish(self, topic, payload, qos, retain):
+        self.mid += 1
+        if self.early:
+            self.link._on_publish(self, None, self.mid, ReasonCode(PacketTypes.PUBACK), None)
+        return SimpleNamespace(rc=0, mid=self.mid)
+
+
+class LinkAcknowledgementTests(TestCase):
+    def link(self, early=False):
+        broker = mqtt_link.Broker(MqttSettings(), False, "127.0.0.1", 1883, "cmegw-gw1", STATUS)
+        link = mqtt_link.Link(MemoryReactorClock(), broker, lambda link: None, lambda link, words: None,
+                              lambda *message: None)
+        link.client = FakeClient(link, early)
+        link.connected = True
+        return link
+
+    def test_acknowledged_before_publish_returns(self):
+        link = self.link(early=True)
+        told = []
+        link.publish("t", b"1", False, told.append)
+        self.assertEqual(told, [""])
+
+    def test_acknowledged_later_and_refused(self):
+        link = self.link()
+        told = []
+        link.publish("t", b"1", False, lambda error: told.append((1, error)))
+        link.publish("t", b"2", False, lambda error: told.append((2, error)))
+        self.assertEqual(told, [])
+        link._on_publish(link.client, None, 2, ReasonCode(PacketTypes.PUBACK, "Not authorized"), None)
+        link._on_publish(link.client, None, 1, ReasonCode(PacketTypes.PUBACK), None)
+        self.assertEqual(told, [(2, "the broker refused it: not authorised (the broker does not let this user do "
+                                   "that)"), (1, "")])
+
+    def test_a_stray_acknowledgement_is_not_taken_for_a_later_publish(self):
+        link = self.link()
+        link._on_publish(link.client, None, 1, ReasonCode(PacketTypes.PUBACK), None)  # mid 1: nobody's
+        told = []
+        link.client.mid = 1
+        link.publish("t", b"1", False, told.append)  # mid 2
+        link.client.mid = 0  # as if paho's mids came round
+        link.publish("t", b"2", False, told.append)  # mid 1 again
+        self.assertEqual(told, [])
+
+    def test_loss_tells_whoever_waits(self):
+        link = self.link()
+        told = []
+        link.publish("t", b"1", False, told.append)
+        link._lose("the broker 127.0.0.1:1883 closed the connection")
+        self.assertEqual(told, ["the connection was lost before the broker acknowledged it (the broker "
+                                "127.0.0.1:1883 closed the connection)"])
+        self.assertEqual(self.successResultOf(link.gone), "the broker 127.0.0.1:1883 closed the connection")
+        self.assertRaises(mqtt_link.MqttDeliveryError, link.publish, "t", b"2", False, told.append)
 
 
 class TargetWithoutBrokerTests(TestCase):

@@ -118,7 +118,8 @@ class Link:
         self._socket_error = ""
         #: mid -> told "" once the broker acknowledged it, else why not.
         self._tracked: dict[int, Callable[[str], None]] = {}
-        #: Acknowledged mids nobody was waiting for (yet).
+        #: Acknowledged mids nobody was waiting for (yet): paho driven by the reactor acknowledges only
+        #: after publish() returned, but a paho that read the socket inside publish() would not.
         self._unclaimed: set[int] = set()
         self._effects: list[Callable[[], None]] = []
         self._driving = 0
@@ -142,8 +143,9 @@ class Link:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise MqttDeliveryError(f"the MQTT client did not send it: {paho.error_string(info.rc)}")
-        if info.mid in self._unclaimed:  # acknowledged before publish() returned
-            self._unclaimed.discard(info.mid)
+        early = info.mid in self._unclaimed  # acknowledged before publish() returned
+        self._unclaimed.clear()  # any other is stale: its mid will come round again
+        if early:
             done("")
         else:
             self._tracked[info.mid] = done
