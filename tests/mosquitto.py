@@ -3,7 +3,8 @@ A real Mosquitto broker for the tests, a test CA, and a subscriber.
 
 - ``broker = Mosquitto(tmpdir, users={"gw": "secret"}, tls=TestCA(tmpdir).issue())``;
   ``yield broker.start()``; ``self.addCleanup(broker.stop)``.  It listens on a
-  free port of 127.0.0.1 (`port`, `url`); `start` raises SkipTest when
+  free port of 127.0.0.1 (`port`; `url` is mqtt://127.0.0.1:port, with `tls`
+  mqtts://localhost:port, a name of the certificate); `start` raises SkipTest when
   /usr/sbin/mosquitto is absent.  `stop` is bounded and safe to call twice;
   `pause`/`resume` freeze it (SIGSTOP/SIGCONT); `log` is what it wrote.
 - `TestCA`: a CA that issues server and client certificates (`TlsFiles` in

@@ -40,7 +40,7 @@ class MqttSettings:
     #: ``mqtt://host:1883`` or ``mqtts://host:8883``; an IPv6 literal in brackets.
     url: str = "mqtt://127.0.0.1:1883"
     username: str = ""
-    password: str = ""
+    password: str = attrs.field(default="", repr=False)
     #: A CA bundle (PEM) the broker's certificate must chain to; "" = the system trust store.
     ca: str = ""
     #: The client certificate and its key (PEM) for brokers that ask for one; "" = none.
