@@ -286,6 +286,10 @@ class MqttConfig:
     keepalive: int = setting(60, check_int, 5, 3600, " seconds", label="Keep-alive", unit="s")
     protocol: str = setting("3.1.1", check_choice, MQTT_PROTOCOLS, label="MQTT version")
 
+    def __attrs_post_init__(self) -> None:
+        check("mqtt.key", self.key, bool(self.certificate) == bool(self.key),
+              "give the client certificate and its key together, or neither")
+
     @property
     def enabled(self) -> bool:
         return bool(self.url)

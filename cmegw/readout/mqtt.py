@@ -140,11 +140,8 @@ class MqttTarget:
 
         def done(error: str) -> None:
             if error:
-                self.status.failures += 1
                 acknowledged.errback(MqttDeliveryError(f"{what} was not delivered: {error}"))
             else:
-                self.status.delivered += 1
-                self.status.last_delivery = self.reactor.seconds()
                 acknowledged.callback(None)
 
         try:
@@ -245,5 +242,4 @@ class MqttTarget:
         self.status.error = error
 
     def _failed(self, words: str) -> defer.Deferred[None]:
-        self.status.failures += 1
         return defer.fail(MqttDeliveryError(words))

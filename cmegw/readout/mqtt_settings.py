@@ -15,7 +15,7 @@ import socket
 import ssl
 from typing import Any
 
-import attrs
+from cmegw.config.readout import MqttConfig
 
 from cmegw.tls import certificates
 
@@ -33,27 +33,8 @@ class MqttConnectError(Exception):
     """A connection attempt that failed; the message says why in a field engineer's words."""
 
 
-@attrs.frozen
-class MqttSettings:
-    """The MQTT target's settings, as the configuration holds them (validated there)."""
-
-    #: ``mqtt://host:1883`` or ``mqtts://host:8883``; an IPv6 literal in brackets.
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str = ""
-    password: str = attrs.field(default="", repr=False)
-    #: A CA bundle (PEM) the broker's certificate must chain to; "" = the system trust store.
-    ca: str = ""
-    #: The client certificate and its key (PEM) for brokers that ask for one; "" = none.
-    certificate: str = ""
-    key: str = ""
-    #: "" = ``cmegw-<gateway id>``.
-    client_id: str = ""
-    keepalive: int = 60
-    base_topic: str = "cmegw"
-    #: "3.1.1" or "5".
-    protocol: str = "3.1.1"
-    #: Home Assistant's discovery prefix; "" = no discovery configs and no ``<prefix>/status``.
-    discovery_prefix: str = "homeassistant"
+#: The MQTT target's settings are the configuration's ``[mqtt]`` section (checked there).
+MqttSettings = MqttConfig
 
 
 def parse_mqtt_url(text: str) -> tuple[bool, str, int]:

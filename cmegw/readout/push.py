@@ -426,13 +426,10 @@ class HttpPushTarget:
         return f"{said}: {advice}" + (f' (it said: "{quoted}")' if quoted else "")
 
     def _delivered(self, _: None) -> None:
-        self.status.delivered += 1
-        self.status.last_delivery = self.reactor.seconds()
         self._set(TARGET_CONNECTED)
 
     def _failed(self, reason: Failure) -> Failure:
         message = self._explain(reason)
-        self.status.failures += 1
         if self._running:
             self._set(TARGET_DOWN, message)
         code = reason.value.code if isinstance(reason.value, PushError) else None

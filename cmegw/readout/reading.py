@@ -43,7 +43,11 @@ class StoredReading:
 
 @attrs.define
 class TargetStatus:
-    """What a delivery target shows on the pages, the console, the API and /metrics."""
+    """
+    What a delivery target shows on the pages, the console, the API and
+    /metrics.  The target sets its state and error; the forwarder counts
+    what was delivered and each breakdown (``failures``).
+    """
 
     name: str
     state: str = TARGET_OFF
