@@ -161,7 +161,7 @@ class SimulatedMeterTests(TestCase):
                 template = config["value_template"]
                 match = re.fullmatch(r"\{\{ value_json\.([a-z0-9_]+) \}\}", template)
                 if topic.startswith("homeassistant/binary_sensor/"):
-                    self.assertEqual(template, "{{ 'ON' if value_json.alarm else 'OFF' }}")
+                    self.assertEqual(template, "{{ value }}")  # its own topic: ON or OFF
                     continue
                 self.assertIsNotNone(match, template)
                 self.assertIn(match.group(1), body)
@@ -171,7 +171,8 @@ class SimulatedMeterTests(TestCase):
         found = configs(announce("water", self.readings["water"]))
         alarm = found["homeassistant/binary_sensor/gw1_water/alarm/config"]
         self.assertEqual((alarm["device_class"], alarm["unique_id"], alarm["state_topic"], alarm["name"]),
-                         ("problem", "cmegw_gw1_water_alarm", "cmegw/gw1/water", "Alarm"))
+                         ("problem", "cmegw_gw1_water_alarm", "cmegw/gw1/water/alarm", "Alarm"))
+        self.assertNotIn("expire_after", alarm, "an alarm stays while the meter is silent")
         status = found["homeassistant/sensor/gw1_water/status/config"]
         self.assertEqual((status["entity_category"], status["value_template"], status.get("device_class")),
                          ("diagnostic", "{{ value_json.status }}", None))
@@ -181,9 +182,12 @@ class SimulatedMeterTests(TestCase):
 
     def test_every_entity_shares_device_availability_and_expiry(self) -> None:
         for meter_id, reading in self.readings.items():
-            for config in configs(announce(meter_id, reading, interval=60)).values():
-                self.assertEqual(config["expire_after"], 180)
-                self.assertEqual(config["state_topic"], f"cmegw/gw1/{meter_id}")
+            for topic, config in configs(announce(meter_id, reading, interval=60)).items():
+                if "/binary_sensor/" in topic:
+                    self.assertEqual(config["state_topic"], f"cmegw/gw1/{meter_id}/alarm")
+                else:
+                    self.assertEqual(config["expire_after"], 180)
+                    self.assertEqual(config["state_topic"], f"cmegw/gw1/{meter_id}")
                 self.assertEqual(config["availability"][0]["topic"], "cmegw/gw1/status")
                 self.assertEqual(config["device"]["identifiers"], [f"cmegw_gw1_{meter_id}"])
                 self.assertEqual(config["device"]["via_device"], "cmegw_gw1")
@@ -228,7 +232,7 @@ class TopicTests(TestCase):
             self.assertEqual(levels[3], "gw_1___a_b_c_d_e")
             self.assertTrue(SEGMENT.match(levels[4]))
             config = json.loads(message.payload)
-            self.assertEqual(config["state_topic"], "top/_/_/x/gw_1__/a_b_c_d_e")
+            self.assertTrue(config["state_topic"].startswith("top/_/_/x/gw_1__/a_b_c_d_e"))
             self.assertEqual(config["availability"][0]["topic"], "top/_/_/x/gw_1__/status")
             self.assertEqual(config["device"]["name"], "Odd")
 

@@ -96,6 +96,15 @@ def state_topic(base_topic: str, gateway_id: str, meter_id: str) -> str:
     return f"{topic_path(base_topic, 'base topic')}/{segment(gateway_id)}/{segment(meter_id)}"
 
 
+def alarm_topic(base_topic: str, gateway_id: str, meter_id: str) -> str:
+    """A meter's alarm: ``ON`` or ``OFF``, retained, published when it changes and at each connect."""
+    return state_topic(base_topic, gateway_id, meter_id) + "/alarm"
+
+
+def alarm_message(base_topic: str, gateway_id: str, meter_id: str, alarm: bool) -> Message:
+    return Message(alarm_topic(base_topic, gateway_id, meter_id), b"ON" if alarm else b"OFF")
+
+
 def status_topic(base_topic: str, gateway_id: str) -> str:
     """The gateway's availability: ``online`` retained, ``offline`` as its will."""
     return f"{topic_path(base_topic, 'base topic')}/{segment(gateway_id)}/status"
@@ -214,7 +223,9 @@ def _entities(reading: StoredReading) -> list[tuple[str, str, dict[str, Any]]]:
         ("binary_sensor", "alarm", {
             "name": "Alarm",
             "device_class": "problem",
-            "value_template": "{{ 'ON' if value_json.alarm else 'OFF' }}",
+            # Its own retained topic (see `alarm_topic`): a meter that stops answering sends no
+            # reading, so the alarm cannot ride on the readings, nor expire with them.
+            "value_template": "{{ value }}",
         }),
         ("sensor", "status", {"name": "Status", "entity_category": "diagnostic"}),
         ("sensor", "timestamp", {"name": "Last reading", "device_class": "timestamp",
@@ -259,6 +270,9 @@ def discovery_messages(
             **common,
         }
         config.setdefault("value_template", "{{ value_json.%s }}" % key)
+        if component == "binary_sensor" and key == "alarm":
+            config["state_topic"] = alarm_topic(base_topic, gateway_id, meter_id)
+            config.pop("expire_after", None)
         messages.append(Message(_config_topic(discovery_prefix, component, node, key), _json(config)))
     return messages
 
