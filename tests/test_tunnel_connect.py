@@ -394,6 +394,8 @@ class GatewayWiringTests(TestCase):
 class FrontEndTests(PagesTestBase):
     """Connect mode, TLS and allow-list settings on the M-Bus TCP/IP page, the API, Status and the console."""
 
+    real_gateway = True
+
     @defer.inlineCallbacks
     def test_connect_tab_form_status_api_console(self):
         pages = self
