@@ -7,6 +7,7 @@ factory defaults.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,6 +27,7 @@ from cmegw.state import BusView, GatewayState, TunnelView
 from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics
 from cmegw.tunnel.accept import TunnelService
 from cmegw.tunnel.connect import ConnectTunnelService
+from cmegw.tunnel.ownership import LineOwnership
 from cmegw.tunnel.sharing import SharingTunnelService
 
 log = Logger(namespace="cmegw.service")
@@ -157,11 +159,13 @@ class GatewayService(service.MultiService):
             self.masters[n] = master
         self.connectors = {}
         for n, tunnel_config in config.tunnels.items():
-            tunnel = self._tunnel(n, tunnel_config, TunnelStatistics())
+            ownership = LineOwnership(self.arbiters[n].port)
+            tunnel = self._tunnel(n, tunnel_config, TunnelStatistics(), ownership)
             tunnel.setServiceParent(self)
             self.tunnels[n] = tunnel
-            connector = ConnectTunnelService(n, tunnel_config, self.arbiters[n].port, self.reactor, tunnel.stats,
-                                             arbiter=self.arbiters[n], accept=lambda n=n: self.tunnels.get(n))
+            connector = ConnectTunnelService(n, lambda n=n, first=tunnel: self.tunnels.get(n, first),
+                                             self.arbiters[n].port, self.reactor, tunnel.stats,
+                                             arbiter=self.arbiters[n], ownership=ownership)
             connector.setServiceParent(self)
             self.connectors[n] = connector
         self.readout = self._readout(config)
@@ -179,20 +183,14 @@ class GatewayService(service.MultiService):
 
         return ReadoutService(config, self.reactor, read, state_directory(Path(self.store.path)))
 
-    def _tunnel(self, n: int, config: Any, stats: TunnelStatistics) -> TunnelService:
-        """Tunnel `n` on its line's arbiter: transparent (the device's tunnel) or sharing."""
-        tunnel: TunnelService
-
-        def change_baud(baud: int) -> str | None:
-            return self._remote_baud(n, baud)
-
+    def _tunnel(self, n: int, config: Any, stats: TunnelStatistics, ownership: LineOwnership) -> TunnelService:
+        """Tunnel `n` on its line's arbiter: transparent (the device's tunnel, RFC 2217 if on) or sharing."""
         if config.sharing:
-            tunnel = SharingTunnelService(n, config, self.arbiters[n], self.reactor, stats,
-                                          change_baud=change_baud, https_files=self._https_files)
-        else:
-            tunnel = TunnelService(n, config, self.arbiters[n].port, self.reactor, stats,  # type: ignore[arg-type]
-                                   change_baud=change_baud, https_files=self._https_files)
-        return tunnel
+            return SharingTunnelService(n, config, self.arbiters[n], self.reactor, stats,
+                                        https_files=self._https_files, ownership=ownership)
+        return TunnelService(n, config, self.arbiters[n].port, self.reactor, stats,  # type: ignore[arg-type]
+                             change_baud=functools.partial(self.set_baud_rate, n), https_files=self._https_files,
+                             ownership=ownership)
 
     def _https_files(self) -> tuple[Path, Path]:
         """
@@ -207,8 +205,11 @@ class GatewayService(service.MultiService):
         assert manager.files is not None
         return manager.files
 
-    def _remote_baud(self, n: int, baud: int) -> str | None:
-        """An RFC 2217 client sets line `n`'s baud rate: validated and saved as on the M-Bus Serial page."""
+    def set_baud_rate(self, n: int, baud: int) -> str | None:
+        """
+        Set line `n`'s baud rate (an RFC 2217 client's request), validated and
+        saved as on the M-Bus Serial page; the refusal in words, or None.
+        """
         try:
             self.store.change(apply_setting(self.store.config, f"line.{n}.baud_rate", baud))
         except (ValueError, OSError, ConfigFileError) as e:
@@ -218,7 +219,7 @@ class GatewayService(service.MultiService):
     def _replace_tunnel(self, n: int, config: Any) -> None:
         """Sharing switched on or off: the old tunnel stops listening, then the other kind listens."""
         old = self.tunnels[n]
-        new = self.tunnels[n] = self._tunnel(n, config, old.stats)
+        new = self.tunnels[n] = self._tunnel(n, config, old.stats, self.connectors[n].ownership)
         stopped = defer.maybeDeferred(old.disownServiceParent)
         self._publish()
         stopped.addCallback(lambda _: new.setServiceParent(self) if self.tunnels.get(n) is new else None)
@@ -245,35 +246,42 @@ class GatewayService(service.MultiService):
 
     def _config_changed(self, old: Config, new: Config) -> None:
         """
-        Compare the running sections with the new ones by value and hand each
-        part its own new section; what waits for a restart (a setting marked so
-        in the model, a line or tunnel added or removed) stays as it runs.
+        Compare each part's section with the new one by value and hand it its
+        own new section, which the part then holds (the published
+        ``state.config`` shows those same objects); what waits for a restart
+        (a setting marked so in the model, a line or tunnel added or removed)
+        stays as it runs.
         """
         wanted = self.overrides.apply(new)
+        for n, line in self.lines.items():
+            section = live_update(line.config, wanted.lines.get(n, line.config))
+            if section != line.config:
+                line.apply(section)
+        for n, tunnel in list(self.tunnels.items()):
+            section = live_update(tunnel.config, wanted.tunnels.get(n, tunnel.config))
+            if section == tunnel.config:
+                continue
+            if section.sharing != tunnel.config.sharing:
+                self._replace_tunnel(n, section)
+            else:
+                tunnel.apply(section)
+            self.connectors[n].apply(section)
         previous = self.running_config
-        running = previous.evolve(
+
+        def held(built: dict[int, Any], sections: dict[int, Any], wanted: dict[int, Any]) -> dict[int, Any]:
+            return {n: built[n].config if n in built else live_update(section, wanted.get(n, section))
+                    for n, section in sections.items()}
+
+        self.running_config = previous.evolve(
             identity=wanted.identity, auth=wanted.auth,
             meters=wanted.meters, readout=wanted.readout, mqtt=wanted.mqtt, push=wanted.push,
             network=live_update(previous.network, wanted.network),
             http=live_update(previous.http, wanted.http),
             console=live_update(previous.console, wanted.console),
-            lines={n: live_update(line, wanted.lines.get(n, line)) for n, line in previous.lines.items()},
-            tunnels={n: live_update(tunnel, wanted.tunnels.get(n, tunnel)) for n, tunnel in previous.tunnels.items()})
-        self.running_config = running
-        for n, line in self.lines.items():
-            if running.lines[n] != previous.lines[n]:
-                line.apply(running.lines[n])
-        for n, tunnel in list(self.tunnels.items()):
-            section = running.tunnels[n]
-            if section == previous.tunnels[n]:
-                continue
-            if section.sharing != previous.tunnels[n].sharing:
-                self._replace_tunnel(n, section)
-            else:
-                tunnel.apply(section)
-            self.connectors[n].apply(section)
+            lines=held(self.lines, previous.lines, wanted.lines),
+            tunnels=held(self.tunnels, previous.tunnels, wanted.tunnels))
         if self.readout is not None:
-            self.readout.apply(running)
+            self.readout.apply(self.running_config)
 
     def restart(self) -> defer.Deferred:
         """The device's reboot, in-process: stop every part, reload the configuration, start again."""

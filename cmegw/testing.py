@@ -1,8 +1,10 @@
 """
 Test doubles shared by cmegw's tests and its users: a memory serial line, one
 with simulated meters behind it, a way to drive a `task.Clock` until a
-Deferred fires, an in-memory configuration store and a gateway state made of
-plain statistics, so faces can be tested without a pty or a running service.
+Deferred fires, an in-memory configuration store, a gateway state made of
+plain statistics and a fake gateway (`FakeGateway`: that store, that state
+and the service's named actions, recorded), so faces can be tested without
+a pty or a running service.
 """
 
 from __future__ import annotations
@@ -147,6 +149,11 @@ class MemoryConfigStore:
         self.saves += 1
         self.unsaved = False
 
+    def factory_reset(self) -> Config:
+        from cmegw.config.store import factory_defaults
+
+        return self.change(factory_defaults())
+
 
 class NoOverrides:
     """The command line overrides nothing."""
@@ -219,3 +226,134 @@ class FakeReadout:
                 if key is None or r.meter == key]
         return defer.succeed(json.dumps(rows) if kind == "json" else "id,meter\n" + "".join(
             f"{r['id']},{r['meter']}\n" for r in rows))
+
+
+class FakeGateway:
+    """
+    What the faces see of a `cmegw.service.GatewayService`, without its parts:
+    the configuration store (a `MemoryConfigStore` unless given), the
+    published state (statistics of each configured line and tunnel, as a
+    freshly started gateway shows them; with `started` False nothing, as a
+    gateway not started yet) and the named actions, each recorded in
+    `calls`.  A change of the store applies as the service applies it: what
+    applies live is in force at once (``state.config``), the rest waits for
+    `restart`.
+    """
+
+    def __init__(self, store: Any = None, clock: Any = None, overrides: Any = None, started: bool = True) -> None:
+        from cmegw.state import GatewayState
+
+        self.store = store if store is not None else MemoryConfigStore(_factory_config())
+        self.reactor = clock if clock is not None else task.Clock()
+        self.overrides = overrides if overrides is not None else NoOverrides()
+        self.state = GatewayState(self.reactor, self.store, self.overrides, self.overrides.apply(self.store.config))
+        self.restarting = False
+        self.calls: list[tuple[Any, ...]] = []
+        if started:
+            self._publish()
+            self.state.running = True
+        self.store.subscribe(self._changed)
+
+    @property
+    def running_config(self) -> Config:
+        return self.state.config  # type: ignore[no-any-return]
+
+    @running_config.setter
+    def running_config(self, config: Config) -> None:
+        self.state.config = config
+
+    @property
+    def status(self) -> Any:
+        return self.state.status
+
+    @property
+    def traces(self) -> dict[int, Any]:
+        return self.state.traces  # type: ignore[no-any-return]
+
+    def _publish(self) -> None:
+        from cmegw.state import TunnelView
+        from cmegw.stats import TunnelStatistics
+        from cmegw.tunnel.base import AccessStatistics
+        from cmegw.tunnel.dialing import ConnectStatistics
+
+        config = self.state.config
+        self.state.lines = {n: LineStatistics(state=LINE_OPEN, baud_rate=line.baud_rate, device=line.device)
+                            for n, line in config.lines.items()}
+        self.state.tunnels = {n: TunnelView(n, TunnelStatistics(listening=_listening(tunnel.listen)),
+                                            AccessStatistics(), ConnectStatistics())
+                              for n, tunnel in config.tunnels.items()}
+
+    def _changed(self, old: Config, new: Config) -> None:
+        from cmegw.config.settings import live_update
+
+        wanted = self.overrides.apply(new)
+        running = self.state.config
+
+        def sections(now: dict[int, Any], later: dict[int, Any]) -> dict[int, Any]:
+            return {n: live_update(section, later.get(n, section)) for n, section in now.items()}
+
+        self.state.config = running.evolve(
+            identity=wanted.identity, auth=wanted.auth, network=live_update(running.network, wanted.network),
+            http=live_update(running.http, wanted.http), console=live_update(running.console, wanted.console),
+            lines=sections(running.lines, wanted.lines), tunnels=sections(running.tunnels, wanted.tunnels))
+        for n, stats in self.state.lines.items():
+            if n in self.state.config.lines:
+                stats.baud_rate = self.state.config.lines[n].baud_rate
+
+    # -- the service's actions ------------------------------------------------------
+
+    def restart(self) -> defer.Deferred:
+        """Take the saved configuration into force, as the service's restart does."""
+        self.calls.append(("restart",))
+        self.state.config = self.overrides.apply(self.store.config)
+        self.state.status.restarts += 1
+        self._publish()
+        return defer.succeed(None)
+
+    def factory_reset(self) -> defer.Deferred:
+        self.calls.append(("factory_reset",))
+        self.store.factory_reset()
+        return self.restart()
+
+    def reload_config(self) -> None:
+        self.calls.append(("reload_config",))
+
+    def when_listening(self) -> defer.Deferred:
+        return defer.succeed(None)
+
+    def set_trace(self, n: int, on: bool) -> Any:
+        from cmegw.ops.trace import LineTrace
+
+        self.calls.append(("set_trace", n, on))
+        if n not in self.state.config.lines:
+            raise KeyError(f"there is no line {n}")
+        trace = self.state.traces.get(n)
+        if trace is None:
+            trace = self.state.traces[n] = LineTrace(n, clock=self.reactor, peer=lambda: self.state.line_peer(n))
+        trace.enabled = on
+        return trace
+
+    def start_scan(self, n: int, kind: str, identify: bool = True) -> Any:
+        self.calls.append(("start_scan", n, kind, identify))
+        raise KeyError(f"there is no line {n} with a bus in this fake")
+
+    def read_meter(self, n: int, address: Any) -> defer.Deferred:
+        self.calls.append(("read_meter", n, address))
+        return defer.fail(KeyError(f"there is no line {n} with a bus in this fake"))
+
+    def renew_dhcp(self, network: Any) -> defer.Deferred:
+        self.calls.append(("renew_dhcp", network))
+        return defer.succeed(None)
+
+
+def _factory_config() -> Config:
+    from cmegw.config.store import factory_defaults
+
+    return factory_defaults()
+
+
+def _listening(endpoint: str) -> str:
+    """Where a tunnel of `endpoint` would listen, in the statistics' words (``127.0.0.1:10001``)."""
+    parts = dict(p.split("=", 1) for p in endpoint.split(":")[2:] if "=" in p)
+    port = endpoint.split(":")[1] if endpoint.count(":") else ""
+    return f"{parts.get('interface', '0.0.0.0')}:{port}"

@@ -9,12 +9,14 @@ import os
 import shutil
 import signal
 import socket
+import codecs
 import subprocess
 import sys
+import threading
 import time
 import tty
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Any, Callable, Sequence
 
 from twisted.trial.unittest import SkipTest
 
@@ -31,18 +33,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = START_TIMEOUT, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
-            time.sleep(0.05)
 
 
 def open_pty() -> tuple[int, int, str]:
@@ -65,6 +55,69 @@ def read_hex(path: Path) -> bytes:
     return bytes.fromhex(path.read_text().replace("\n", " ").strip())
 
 
+class Output:
+    """
+    What a process writes (stdout and stderr together), copied to `path` by a
+    reader thread as it comes.  `wait` blocks until a condition on the text
+    holds: woken by each chunk (a `threading.Condition`), never polling, and
+    never longer than its timeout or past the end of the output.
+    """
+
+    def __init__(self, stream: IO[bytes], path: Path) -> None:
+        self.path = path
+        self._stream = stream
+        self._text = ""
+        self._ended = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._copy, name=f"output of {path.name}", daemon=True)
+        self._thread.start()
+
+    def _copy(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        with open(self.path, "ab") as copy:
+            while True:
+                chunk = os.read(self._stream.fileno(), 65536)
+                if chunk:
+                    copy.write(chunk)
+                    copy.flush()
+                text = decoder.decode(chunk, final=not chunk)
+                with self._changed:
+                    self._text += text
+                    self._ended = not chunk
+                    self._changed.notify_all()
+                if not chunk:
+                    break
+        self._stream.close()
+
+    @property
+    def text(self) -> str:
+        with self._changed:
+            return self._text
+
+    def wait(self, condition: Callable[[str], Any], what: str, timeout: float = START_TIMEOUT) -> Any:
+        """The first true value of `condition(text)`; TimeoutError after `timeout` s, RuntimeError at the end."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = condition(self._text)
+                if value:
+                    return value
+                if self._ended:
+                    raise RuntimeError(f"the output ended before {what}:\n{self._text[-4000:]}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no {what} within {timeout} s:\n{self._text[-4000:]}")
+                self._changed.wait(remaining)
+
+    def wait_for_line(self, text: str, count: int = 1, timeout: float = START_TIMEOUT) -> None:
+        """Until `text` has appeared `count` times."""
+        self.wait(lambda output: output.count(text) >= count, f"{text!r} (x{count})", timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Wait for the end of the output (the process and its children have exited)."""
+        self._thread.join(timeout)
+
+
 def twistd_command(python: str | None = None) -> list[str]:
     """Run twistd with this interpreter (or `python`), the repository first on the path."""
     return [python or sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -74,8 +127,10 @@ class GatewayProcess:
     """
     A real ``twistd -n cmegw`` process, started in `directory` with `args`.
 
-    Its log goes to ``directory/twistd.log``; `stop` ends it (and any child)
-    and is safe to call twice.  Use as ``self.addCleanup(gw.stop)``.
+    Its log (twistd's ``--logfile -``, with stderr) is `output`, an `Output`
+    copied to ``directory/twistd.log``: wait on it for a log line.  `stop`
+    ends the process (and any child) and is safe to call twice.  Use as
+    ``self.addCleanup(gw.stop)``.
 
     By default it runs this interpreter with the repository first on
     ``PYTHONPATH``; with `python` (another environment's interpreter, e.g. a
@@ -98,13 +153,15 @@ class GatewayProcess:
         if env:
             self.env.update(env)
         self.process: subprocess.Popen | None = None
+        self.output: Output | None = None
 
     def start(self, wait_ports: Sequence[int] = ()) -> "GatewayProcess":
-        cmd = twistd_command(self.python) + ["-n", "--pidfile=", "--logfile", str(self.log_path), "cmegw"]
+        cmd = twistd_command(self.python) + ["-n", "--pidfile=", "--logfile", "-", "cmegw"]
         cmd += self.args
         self.process = subprocess.Popen(cmd, cwd=self.directory, env=self.env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=open(self.directory / "stderr", "w"),
-                                        start_new_session=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        assert self.process.stdout is not None
+        self.output = Output(self.process.stdout, self.log_path)
         try:
             for port in wait_ports:
                 self._wait(port)
@@ -119,23 +176,19 @@ class GatewayProcess:
         take the tunnel's one client place from the test's own client.
         """
         marks = (f"listening on 127.0.0.1:{port}", f"starting on {port}", f"listening on [::1]:{port}")
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"twistd exited with {self.process.returncode}:\n{self.log()}")
-            log = self.log()
-            if any(mark in log for mark in marks):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"twistd does not listen on {port}:\n{log}")
-            time.sleep(0.05)
+        self.wait_log(lambda log: any(mark in log for mark in marks), f"twistd listening on {port}")
+
+    def wait_log(self, condition: Callable[[str], Any], what: str, timeout: float = START_TIMEOUT) -> Any:
+        """Until `condition(log)` holds (`Output.wait`); the process ending first is an error."""
+        assert self.output is not None, "the process was not started"
+        try:
+            return self.output.wait(condition, what, timeout)
+        except RuntimeError:
+            code = self.process.wait(timeout=10) if self.process is not None else None
+            raise RuntimeError(f"twistd exited with {code} before {what}:\n{self.log()}") from None
 
     def log(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        err = self.directory / "stderr"
-        if err.exists():
-            text += err.read_text(errors="replace")
-        return text
+        return self.output.text if self.output is not None else ""
 
     def signal(self, sig: int) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -143,17 +196,21 @@ class GatewayProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            else:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=5)
+        if self.output is not None:
+            self.output.close()
 
 
 def require_program(name: str) -> str:

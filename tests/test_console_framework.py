@@ -16,16 +16,22 @@ from twisted.trial.unittest import TestCase
 from cmegw.config.store import ConfigStore
 from cmegw.console.commands import COMMANDS
 from cmegw.console.framework import CommandTable, Reply, Session
-from cmegw.service import GatewayService, Overrides
+from cmegw.service import Overrides
+from cmegw.testing import FakeGateway
 
 
-def make_gateway(testcase: TestCase, overrides: Overrides = Overrides()) -> GatewayService:
-    """A gateway on a memory reactor, not started: its parts' statistics are set by the tests."""
+def make_gateway(testcase: TestCase, overrides: Overrides = Overrides()) -> FakeGateway:
+    """
+    A fake gateway on a memory reactor, as one not started yet
+    (`cmegw.testing.FakeGateway`: nothing published, the actions recorded)
+    over a configuration file in a temporary folder (the console's ``save``
+    writes it); the tests set its statistics.
+    """
     directory = Path(testcase.mktemp())
     directory.mkdir()
     store = ConfigStore(directory / "cmegw.toml")
     store.load()
-    return GatewayService(store, MemoryReactorClock(), overrides)
+    return FakeGateway(store, MemoryReactorClock(), overrides, started=False)
 
 
 

@@ -5,7 +5,6 @@ ptys, real loopback sockets, and pyMeterBus as the head-end over socket://.
 
 import os
 import socket
-import time
 from pathlib import Path
 
 from twisted.internet import reactor, task, threads
@@ -110,16 +109,10 @@ class PulledAdapterTests(TestCase):
         yield task.deferLater(reactor, 0.1, bus.unplug)  # mid-transaction: before the 0.3 s reply
         lost = yield pending
         self.assertFalse(lost, "no answer from a pulled adapter")
-        for _ in range(100):
-            if "went away" in gw.log():
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
+        yield threads.deferToThread(gw.wait_log, lambda log: "went away" in log, "the line going away", 5.0)
         self.assertIn("went away", gw.log())
         bus.replug()
-        for _ in range(100):
-            if "is back" in gw.log():
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
+        yield threads.deferToThread(gw.wait_log, lambda log: "is back" in log, "the line coming back", 5.0)
         self.assertIn("is back", gw.log())
         again = yield threads.deferToThread(read_meter, ser, 2)
         self.assertIsNotNone(again, "the same client reads again on the same connection")
@@ -140,7 +133,8 @@ class RealFramesTests(TestCase):
         gw.start([port])
         client = socket.create_connection(("127.0.0.1", port))
         self.addCleanup(client.close)
-        time.sleep(0.2)
+        # The line's bytes reach the client once the tunnel has it (before, they are discarded).
+        gw.wait_log(lambda log: f"127.0.0.1:{client.getsockname()[1]} connected" in log, "the client connected")
         for path in frames:
             data = read_hex(path)
             os.write(master, data)

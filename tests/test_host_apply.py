@@ -305,7 +305,9 @@ class GatewayTests(TestCase):
 
 
 class FrontEndTests(PagesTestBase):
-    """The Network page's Renew button, the JSON API and the console's show network."""
+    """The Network page's Renew button, the JSON API and the console's show network, on a running gateway."""
+
+    real_gateway = True
 
     def switch_on(self, ok: bool = True) -> RecordingApplier:
         running = self.gateway.running_config

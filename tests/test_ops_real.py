@@ -26,7 +26,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from cmegw.mbus.meterbus import default_meters
 from tests.test_ops_systemd import NotifySocket
-from tests.support import REPO, START_TIMEOUT, GatewayProcess, free_port, require_program, twistd_command
+from tests.support import REPO, START_TIMEOUT, GatewayProcess, Output, free_port, require_program, twistd_command
 
 try:
     import meterbus
@@ -63,17 +63,6 @@ def read_meter(port: int, address: int = 1, timeout: float = 5.0):
         ser.close()
 
 
-def wait_for(condition, what: str, timeout: float = START_TIMEOUT, log=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s\n{log()}")
-        time.sleep(0.05)
-
-
 def accepts(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -102,18 +91,21 @@ class NotifyTests(TestCase):
                                  env={"NOTIFY_SOCKET": self.notify.address, "WATCHDOG_USEC": "400000"})
         self.addCleanup(self.gw.stop)
         self.gw.start()
-        wait_for(lambda: self.notify.fields("READY"), "READY=1", log=self.gw.log)
+        self.notify.wait(lambda: self.notify.fields("READY"), "READY=1", log=self.gw.log)
 
     def test_ready_watchdog_status_stopping(self):
         for port in (self.ports.tunnel, self.ports.http, self.ports.https, self.ports.console):
             self.assertTrue(accepts(port), f"port {port} accepts once READY=1 was sent")
         status = self.notify.fields("STATUS")[-1]
         self.assertTrue(status.startswith("line 1 ok 2400 baud, tunnel 1 "), status)
+        # WATCHDOG=1 every 0.2 s (half of WATCHDOG_USEC): 3 to 7 a second, as a second's count allowed.
         before = len(self.notify.fields("WATCHDOG"))
-        time.sleep(1.0)
-        after = len(self.notify.fields("WATCHDOG"))
-        self.assertGreaterEqual(after - before, 3, "WATCHDOG=1 every 0.2 s")
-        self.assertLessEqual(after - before, 7)
+        self.notify.wait(lambda: len(self.notify.fields("WATCHDOG")) > before, "a WATCHDOG=1", 5.0)
+        first = time.monotonic()
+        self.notify.wait(lambda: len(self.notify.fields("WATCHDOG")) > before + 4, "four more WATCHDOG=1", 5.0)
+        four = time.monotonic() - first
+        self.assertGreaterEqual(four, 4 / 7, "WATCHDOG=1 every 0.2 s")
+        self.assertLessEqual(four, 4 / 3)
         self.gw.stop()
         self.assertIn("STOPPING=1", "\n".join(self.notify.messages()))
 
@@ -122,7 +114,7 @@ class NotifyTests(TestCase):
         text = path.read_text()
         path.write_text(text.replace("keepalive = 45", "keepalive = 7", 1))
         self.gw.signal(signal.SIGHUP)
-        wait_for(lambda: "Configuration reloaded" in self.gw.log(), "the reload", log=self.gw.log)
+        self.gw.wait_log(lambda log: "Configuration reloaded" in log, "the reload")
         messages = self.notify.messages()
         reloading = [i for i, m in enumerate(messages) if "RELOADING=1" in m]
         self.assertEqual(len(reloading), 1)
@@ -131,9 +123,9 @@ class NotifyTests(TestCase):
         bad = text.replace("keepalive = 45", "keepalive = 'later'", 1)
         path.write_text(bad)
         self.gw.signal(signal.SIGHUP)
-        wait_for(lambda: "reload refused" in self.gw.log(), "the refusal", log=self.gw.log)
-        wait_for(lambda: self.notify.fields("STATUS")[-1].startswith("configuration reload refused"),
-                 "the refusal in STATUS")
+        self.gw.wait_log(lambda log: "reload refused" in log, "the refusal")
+        self.notify.wait(lambda: self.notify.fields("STATUS")[-1].startswith("configuration reload refused"),
+                         "the refusal in STATUS", log=self.gw.log)
         self.assertEqual(path.read_text(), bad, "the bad file is left as it is")
         self.assertIsNone(self.gw.process.poll(), "still running")
         self.assertTrue(accepts(self.ports.http))
@@ -164,17 +156,19 @@ class SocketActivationTests(TestCase):
         env = {"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         command = [activate, *[f"--listen=127.0.0.1:{p}" for p in (tunnel, http, https, console)],
                    "--fdname=tunnel:http:https:console", *[f"--setenv={k}={v}" for k, v in env.items()], "--",
-                   *twistd_command(), "-n", "--pidfile=", "--logfile", str(folder / "twistd.log"), "cmegw",
+                   *twistd_command(), "-n", "--pidfile=", "--logfile", "-", "cmegw",
                    *self.drop_in_options(), "--config", str(folder / "cmegw.toml"), "--simulate"]
-        process = subprocess.Popen(command, cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=open(folder / "activate.log", "w"), start_new_session=True)
+        process = subprocess.Popen(command, cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        assert process.stdout is not None
+        output = Output(process.stdout, folder / "activate.log")  # systemd-socket-activate's, then twistd's
+        self.addCleanup(output.close)
         self.addCleanup(_end, process)
 
         def log() -> str:
-            return "".join(p.read_text(errors="replace") for p in (folder / "activate.log", folder / "twistd.log")
-                           if p.exists())
+            return output.text
 
-        wait_for(lambda: log().count("Listening on") == 4, "systemd-socket-activate listening", log=log)
+        output.wait(lambda text: text.count("Listening on") == 4, "systemd-socket-activate listening")
         # The first connection makes systemd-socket-activate exec twistd with the sockets.
         telegram = read_meter(tunnel, 1, timeout=START_TIMEOUT)
         self.assertIsNotNone(telegram, log())

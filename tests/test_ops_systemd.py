@@ -8,11 +8,14 @@ around a restart, STOPPING; SIGHUP with a good and a bad file
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 from twisted.application import service
@@ -56,6 +59,21 @@ class NotifySocket:
     def fields(self, key: str) -> list[str]:
         return [line.split("=", 1)[1] for message in self.messages() for line in message.split("\n")
                 if line.startswith(key + "=")]
+
+    def wait(self, condition: Any, what: str, timeout: float = 20.0, log: Any = lambda: "") -> Any:
+        """
+        The first true value of `condition()`, checked again as each datagram
+        arrives (select on the socket, no polling); AssertionError after `timeout` s.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{what} did not come within {timeout} s\n{log()}")
+            select.select([self.sock], [], [], remaining)
 
 
 class NotifierTests(TestCase):

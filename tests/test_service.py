@@ -42,6 +42,7 @@ class GatewayServiceTests(TestCase):
         self.store.change(apply_setting(self.store.config, "line.1.baud_rate", "300"))
         self.assertEqual(termios.tcgetattr(self.slave)[4], termios.B300)
         self.assertEqual(self.gateway.running_config.lines[1].baud_rate, 300)
+        self.assertIs(self.gateway.running_config.lines[1], self.gateway.lines[1].config, "the line holds it")
         self.assertEqual(self.gateway.running_config.lines[1].device, self.path, "the override stays")
         self.assertEqual(self.gateway.state.pending_restart(), [])
 
@@ -52,7 +53,13 @@ class GatewayServiceTests(TestCase):
 
     def test_timeout_applies_live(self):
         self.store.change(apply_setting(self.store.config, "tunnel.1.disconnect_timeout", "3"))
-        self.assertEqual(self.gateway.tunnels[1].factory.config.disconnect_timeout, 3)
+        tunnel = self.gateway.tunnels[1]
+        self.assertEqual(tunnel.factory.config.disconnect_timeout, 3)
+        held = tunnel.factory.config
+        self.assertIs(tunnel.config, held, "one running copy, held by the tunnel's factory")
+        self.assertIs(self.gateway.connectors[1].config, held, "connect mode reads the tunnel's")
+        self.assertIs(self.gateway.connectors[1].factory.config, held)
+        self.assertIs(self.gateway.state.config.tunnels[1], held, "the state publishes the same object")
 
     @defer.inlineCallbacks
     def test_restart(self):

@@ -20,6 +20,7 @@ from cmegw.tunnel.connect import (
     GOOD_CONNECTION,
     ON_DATA_LIMIT,
     ConnectTunnelService,
+    LineOwnership,
 )
 from tests.web_helpers import PagesTestBase
 
@@ -74,13 +75,14 @@ class ConnectBase(TestCase):
         self.endpoints = FakeEndpoints()
         self.jitter = 0.0
 
-    def start(self, accept=True, **settings):
+    def start(self, **settings):
         settings.setdefault("connect_mode", "always")
         settings.setdefault("connect_hosts", self.hosts)
         self.config = TunnelConfig(**settings)
-        self.accept = TunnelService(1, self.config, self.line, self.clock, self.stats) if accept else None
-        self.connector = ConnectTunnelService(1, self.config, self.line, self.clock, self.stats,
-                                              accept=lambda: self.accept, random=lambda: self.jitter,
+        ownership = LineOwnership(self.line)
+        self.accept = TunnelService(1, self.config, self.line, self.clock, self.stats, ownership=ownership)
+        self.connector = ConnectTunnelService(1, lambda: self.accept, self.line, self.clock, self.stats,
+                                              ownership=ownership, random=lambda: self.jitter,
                                               endpoint=self.endpoints)
         self.connector.startService()
         self.addCleanup(self.stop)
@@ -92,6 +94,11 @@ class ConnectBase(TestCase):
         if client is not None:
             lose(client)  # what the transport does once it has closed
         return stopped
+
+    def apply(self, config):
+        """A changed section, handed as the gateway hands it: to the tunnel that holds it, then to connect mode."""
+        self.accept.apply(config)
+        self.connector.apply(self.accept.config)
 
     def refuse_round(self):
         for _ in range(len(self.config.connect_hosts)):
@@ -287,7 +294,7 @@ class OwnershipTests(ConnectBase):
     def test_accept_client_holds_the_line(self):
         self.start(connect_mode="disabled")
         client, transport = self.accept_client()
-        self.connector.apply(TunnelConfig(connect_mode="always", connect_hosts=HOSTS))
+        self.apply(TunnelConfig(connect_mode="always", connect_hosts=HOSTS))
         self.assertEqual(self.endpoints.dials, [], "no dial while an accept-mode client holds the line")
         stats = self.connector.connect_stats
         self.assertEqual(stats.state, CONNECT_HELD)
@@ -322,18 +329,18 @@ class OwnershipTests(ConnectBase):
 
     def test_disabled_leaves_accept_mode_as_it_was(self):
         self.start(connect_mode="disabled")
-        self.assertIsNone(self.accept.factory.ownership)
+        self.assertIsNone(self.connector.ownership.holder)
         self.assertEqual(self.line.receiver, self.accept.factory.line_data)
         self.assertEqual(self.connector.connect_stats.text(0), "disabled")
 
     def test_disabling_live_closes_and_gives_the_line_back(self):
         self.start()
         peer, transport = self.endpoints.answer()
-        self.connector.apply(TunnelConfig())
+        self.apply(TunnelConfig())
         self.assertTrue(transport.disconnecting)
         lose(peer)
         self.assertEqual(self.connector.connect_stats.text(0), "disabled")
-        self.assertIsNone(self.accept.factory.ownership)
+        self.assertIsNone(self.connector.ownership.holder)
         self.assertEqual(self.line.receiver, self.accept.factory.line_data)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         client, _ = self.accept_client()
@@ -342,7 +349,7 @@ class OwnershipTests(ConnectBase):
     def test_new_hosts_applied_live(self):
         self.start()
         self.refuse_round()
-        self.connector.apply(TunnelConfig(connect_mode="always", connect_hosts=("tcp:host=10.9.9.9:port=1",)))
+        self.apply(TunnelConfig(connect_mode="always", connect_hosts=("tcp:host=10.9.9.9:port=1",)))
         self.assertEqual(self.endpoints.hosts[-1], "10.9.9.9:1", "a new host list is dialled at once")
 
 
@@ -374,7 +381,9 @@ class GatewayWiringTests(TestCase):
         gateway.startService()
         self.addCleanup(gateway.stopService)
         self.assertEqual(gateway.state.connect_stats[1].text(0), "disabled")
-        self.assertIsNone(gateway.tunnels[1].factory.ownership)
+        self.assertIs(gateway.tunnels[1].factory.ownership, gateway.connectors[1].ownership,
+                      "one ownership, given to both at construction")
+        self.assertIsNone(gateway.connectors[1].ownership.holder)
         new = apply_setting(store.config, "tunnel.1.connect_hosts", "tcp:host=127.0.0.1:port=1")
         new = apply_setting(new, "tunnel.1.connect_mode", "on-data")
         store.change(new)
@@ -384,6 +393,8 @@ class GatewayWiringTests(TestCase):
 
 class FrontEndTests(PagesTestBase):
     """Connect mode, TLS and allow-list settings on the M-Bus TCP/IP page, the API, Status and the console."""
+
+    real_gateway = True
 
     @defer.inlineCallbacks
     def test_connect_tab_form_status_api_console(self):
@@ -449,8 +460,8 @@ class SharingTests(TestCase):
         config = TunnelConfig(sharing=True, connect_mode="on-data", connect_hosts=HOSTS[:1])
         accept = SharingTunnelService(1, config, arbiter, clock)
         endpoints = FakeEndpoints()
-        connector = ConnectTunnelService(1, config, arbiter.port, clock, accept.stats, arbiter=arbiter,
-                                         accept=lambda: accept, endpoint=endpoints, random=lambda: 0.0)
+        connector = ConnectTunnelService(1, lambda: accept, arbiter.port, clock, accept.stats, arbiter=arbiter,
+                                         endpoint=endpoints, random=lambda: 0.0)
         connector.startService()
         self.assertEqual(len(endpoints.dials), 1, "in sharing mode on-data behaves as always")
         peer, peer_transport = endpoints.answer()

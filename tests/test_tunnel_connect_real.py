@@ -161,34 +161,35 @@ class GatewayBase(TestCase):
             "--http", f"tcp:{self.http_port}:interface=127.0.0.1", "--https", "tcp:0:interface=127.0.0.1",
             "--console", "tcp:0:interface=127.0.0.1"])
         self.addCleanup(self.gw.stop)
-        return threads.deferToThread(self.gw.start, [self.tunnel_port])
+        # Started once the tunnel and the web part listen (the log says so): the API answers from then on.
+        return threads.deferToThread(self.gw.start, [self.tunnel_port, self.http_port])
 
     def _api(self, method, path, body=None):
         command = [self.curl, "-s", "--max-time", "10", "--digest", "-u", "admin:admin", "-X", method,
                    f"http://127.0.0.1:{self.http_port}{path}"]
         if body is not None:
             command += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
-        for _ in range(100):  # the web part may still be starting
-            done = subprocess.run(command, capture_output=True, text=True, timeout=20)
-            start = done.stdout.find("{")  # after the body of the 401 that starts Digest
-            if done.returncode == 0 and start >= 0:
-                return json.loads(done.stdout[start:])
-            time.sleep(0.1)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        start = done.stdout.find("{")  # after the body of the 401 that starts Digest
+        if done.returncode == 0 and start >= 0:
+            return json.loads(done.stdout[start:])
         raise AssertionError(f"no answer from the API: {done.returncode} {done.stderr}\n{self.gw.log()}")
 
     def api(self, method, path, body=None):
         return threads.deferToThread(self._api, method, path, body)
 
     @defer.inlineCallbacks
-    def api_until(self, path, condition, timeout=15.0):
+    def api_until(self, path, condition, timeout=15.0, pace=0.2):
+        """Ask `path` until `condition(answer)`: asked again `pace` s later on the reactor, for `timeout` s."""
         deadline = time.monotonic() + timeout
-        while True:
+        for _ in range(int(timeout / pace) + 1):
             answer = yield self.api("GET", path)
             if condition(answer):
                 return answer
             if time.monotonic() > deadline:
-                raise AssertionError(f"{path} never satisfied the condition: {json.dumps(answer)[:2000]}")
-            yield task.deferLater(reactor, 0.2, lambda: None)
+                break
+            yield task.deferLater(reactor, pace, lambda: None)
+        raise AssertionError(f"{path} never satisfied the condition: {json.dumps(answer)[:2000]}")
 
 
 class ConnectModeRealTests(GatewayBase):

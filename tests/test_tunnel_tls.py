@@ -17,6 +17,7 @@ from cmegw.config.settings import apply_setting
 from cmegw.stats import TunnelStatistics
 from cmegw.testing import FakeLine
 from cmegw.tunnel.accept import TunnelService
+from cmegw.tunnel.base import Section
 from cmegw.tunnel.connect import CONNECT_CONNECTED, ConnectTunnelService
 from cmegw.tls.protocol import TlsClientEndpoint, TunnelTlsFactory
 
@@ -86,8 +87,9 @@ class ConnectTlsTests(TestCase):
         def endpoint(reactor_, host, creator):  # headend.example is 127.0.0.1 here
             return TlsClientEndpoint(creator, TCP4ClientEndpoint(reactor_, "127.0.0.1", host.port, timeout=5))
 
-        self.connector = ConnectTunnelService(1, config, self.line, reactor, self.stats, random=lambda: 0.0,
-                                              endpoint=endpoint)
+        section = Section(config)
+        self.connector = ConnectTunnelService(1, lambda: section, self.line, reactor, self.stats,
+                                              random=lambda: 0.0, endpoint=endpoint)
         self.connector.startService()
         self.addCleanup(self.connector.stopService)
         return self.connector

@@ -40,6 +40,10 @@ from tests.web_helpers import digest_header
 STEP_TIMEOUT = 120
 #: The longest an update may take from the upload to the new version answering (seconds).
 UPDATE_TIMEOUT = 90.0
+#: The web part's log line once it listens: once per start of the gateway's process.
+WEB_LISTENING = "Web administration on http://"
+#: The updater's log line when an install fails.
+UPDATE_FAILED = "Software update failed"
 #: What is left out of the copies of the repository.
 IGNORED = shutil.ignore_patterns(".git", ".venv", "_trial_temp*", "build", "dist", "*.egg-info", "__pycache__",
                                  ".mypy_cache", "*.pyc", "node_modules")
@@ -256,22 +260,24 @@ class SoftwareUpdateProcessTests(SynchronousTestCase):
     def log_tail(self) -> str:
         return self.gateway.log()[-4000:]
 
-    def wait_for(self, what: str, check: Any, timeout: float = UPDATE_TIMEOUT) -> Any:
-        """Poll `check` (None while not there yet; connection errors count as not yet) until a deadline."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            process = self.gateway.process
-            if process is not None and process.poll() is not None:
-                self.fail(f"the gateway exited ({process.returncode}) while waiting for {what}:\n{self.log_tail()}")
-            try:
-                result = check()
-            except (OSError, http.client.HTTPException) as e:
-                result, last = None, e
-            if result is not None:
-                return result
-            time.sleep(0.2)
-        self.fail(f"no {what} after {timeout} s (last: {last}):\n{self.log_tail()}")
+    def wait_for(self, what: str, check: Any, log_mark: Any, timeout: float = UPDATE_TIMEOUT) -> Any:
+        """
+        Wait for the gateway's log to show `log_mark(log)` (woken by its
+        output, bounded by `timeout`), then `check()` once: its answer (None:
+        the log said so but the API does not).
+        """
+        try:
+            self.gateway.wait_log(log_mark, what, timeout)
+        except (TimeoutError, RuntimeError) as e:
+            self.fail(f"no {what}: {e}")
+        result = check()
+        if result is None:
+            self.fail(f"the log showed {what} but the API does not agree:\n{self.log_tail()}")
+        return result
+
+    def web_listening(self) -> int:
+        """How often the web part has said it listens (once per start of the process)."""
+        return self.gateway.log().count(WEB_LISTENING)
 
     def assertStillRunning(self, version: str, boot: str) -> None:
         status = self.client.status()
@@ -282,6 +288,7 @@ class SoftwareUpdateProcessTests(SynchronousTestCase):
         """Upload `wheel`, wait for the gateway to answer on `version` with a new boot; the seconds it took."""
         before = self.client.status()
         pid = self.gateway.process.pid
+        listening, failures = self.web_listening(), self.gateway.log().count(UPDATE_FAILED)
         started = time.monotonic()
         code, body = self.client.upload(wheel, sha256=sha256)
         self.assertEqual(code, 202, body)
@@ -296,7 +303,9 @@ class SoftwareUpdateProcessTests(SynchronousTestCase):
                 self.fail(f"the update failed: {status['update']}")
             return None
 
-        status = self.wait_for(f"gateway on {version}", back)
+        # The new process is up once its web part listens once more than before the upload.
+        status = self.wait_for(f"gateway on {version}", back,
+                               lambda log: log.count(WEB_LISTENING) > listening or log.count(UPDATE_FAILED) > failures)
         took = time.monotonic() - started
         self.assertEqual(self.gateway.process.pid, pid, "the process started again in place (same pid)")
         self.assertEqual(status["update"]["phase"], "idle")
@@ -338,7 +347,8 @@ class SoftwareUpdateProcessTests(SynchronousTestCase):
             _, update = self.client.request("GET", "/api/update")
             return update if update["phase"] not in ("installing", "restarting") else None
 
-        update = self.wait_for("end of the refused install", settled, timeout=STEP_TIMEOUT)
+        update = self.wait_for("end of the refused install", settled,
+                               lambda log: UPDATE_FAILED in log, timeout=STEP_TIMEOUT)
         self.assertEqual((update["phase"], update["version"]), ("failed", self.refused_version), update)
         self.assertIn("requires a different Python", update["message"])
         self.assertIn(f"still running {self.old_version}", update["message"])

@@ -122,7 +122,7 @@ class EveryPageTests(PagesTestBase):
 
     @defer.inlineCallbacks
     def test_config_problem_banner(self) -> None:
-        self.gateway.status.config_problem = "cmegw.toml is not valid TOML: line 3"
+        self.gateway.state.status.config_problem = "cmegw.toml is not valid TOML: line 3"
         for path in ("/status", "/serial"):
             _, body = yield self.get(path)
             self.assertIn("Configuration problem: ", body)

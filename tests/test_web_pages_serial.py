@@ -10,17 +10,7 @@ from tests.web_helpers import PagesTestBase
 
 
 class SerialFormTests(PagesTestBase):
-    @defer.inlineCallbacks
-    def test_baud_rate_applies_at_once(self) -> None:
-        response, body = yield self.post("/serial/configuration", {"_group": "1", "line.1.baud_rate": "300"})
-        self.assertEqual(response.code, 200)
-        self.assertIn("Applied at once: ", body)
-        self.assertIn("Baud rate", body)
-        self.assertEqual(self.store.config.lines[1].baud_rate, 300)
-        self.assertEqual(self.gateway.running_config.lines[1].baud_rate, 300)
-        self.assertEqual(self.gateway.lines[1].stats.baud_rate, 300)
-        _, status = yield self.get("/status")
-        self.assertIn("RS232, 300, Even, 8, 1, None", status)
+    """The form over a fake gateway."""
 
     @defer.inlineCallbacks
     def test_bad_baud_rate_is_shown_at_the_field(self) -> None:
@@ -35,3 +25,21 @@ class SerialFormTests(PagesTestBase):
     def test_unknown_line(self) -> None:
         response, _ = yield self.post("/serial/configuration", {"_group": "7", "line.7.baud_rate": "300"})
         self.assertEqual(response.code, 400)
+
+
+class SerialThroughTheGatewayTests(PagesTestBase):
+    """The form on a running gateway: the line on its pty follows at once."""
+
+    real_gateway = True
+
+    @defer.inlineCallbacks
+    def test_baud_rate_applies_at_once(self) -> None:
+        response, body = yield self.post("/serial/configuration", {"_group": "1", "line.1.baud_rate": "300"})
+        self.assertEqual(response.code, 200)
+        self.assertIn("Applied at once: ", body)
+        self.assertIn("Baud rate", body)
+        self.assertEqual(self.store.config.lines[1].baud_rate, 300)
+        self.assertEqual(self.gateway.running_config.lines[1].baud_rate, 300)
+        self.assertEqual(self.gateway.lines[1].stats.baud_rate, 300)
+        _, status = yield self.get("/status")
+        self.assertIn("RS232, 300, Even, 8, 1, None", status)

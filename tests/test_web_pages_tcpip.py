@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
+from cmegw.config.settings import describe
 from tests.web_helpers import PagesTestBase
 
 
@@ -29,6 +30,11 @@ class TunnelFormTests(PagesTestBase):
 
     @defer.inlineCallbacks
     def test_disconnect_timeout(self) -> None:
+        _, body = yield self.get("/tcpip/disconnect")
+        info = describe("tunnel.1.disconnect_timeout")
+        self.assertIn(f'<label for="f-tunnel-1-disconnect-timeout">{info.label}</label>', body,
+                      "the label is the model's")
+        self.assertIn(f'<span class="unit">{info.unit}</span>', body)
         response, body = yield self.post("/tcpip/disconnect", {"_group": "1", "tunnel.1.disconnect_timeout": "-1"})
         self.assertEqual(response.code, 400)
         self.assertIn("use a whole number from 0 to 86400", body)

@@ -34,7 +34,7 @@ def mode(path: str) -> int:
     return stat.S_IMODE(Path(path).stat().st_mode)
 
 
-class TunnelTlsUploadTests(PagesTestBase):
+class TunnelTlsBase(PagesTestBase):
     def setUp(self) -> None:
         super().setUp()
         self.ca = Authority("Utility CA")
@@ -42,6 +42,10 @@ class TunnelTlsUploadTests(PagesTestBase):
 
     def uploaded(self) -> list[str]:
         return sorted(p.name for p in self.folder.glob("cmegw-tunnel-*"))
+
+
+class TunnelTlsUploadTests(TunnelTlsBase):
+    """The page and the API over a fake gateway."""
 
     @defer.inlineCallbacks
     def test_page_shows_a_form_per_tunnel(self) -> Any:
@@ -113,6 +117,25 @@ class TunnelTlsUploadTests(PagesTestBase):
         self.assertEqual(self.gateway.running_config.tunnels[1].connect_tls_certificate, tunnel.connect_tls_certificate)
 
     @defer.inlineCallbacks
+    def test_api_refuses_other_content_types_and_sites(self) -> Any:
+        response, _ = yield self.api("POST", API_PATH, b"x", content_type=b"text/plain")
+        self.assertEqual(response.code, 415)
+        response, _ = yield self.api("PUT", API_PATH, {"tunnel.1.tls_client_ca": pem(self.ca.certificate).decode()},
+                                     headers={b"origin": [b"http://evil.example"]})
+        self.assertEqual(response.code, 403)
+        self.assertEqual(self.store.config.tunnels[1].tls_client_ca, "")
+
+    def test_upload_paths_have_the_upload_limit(self) -> None:
+        self.assertIn(PAGE_PATH.encode(), UPLOAD_PATHS)
+        self.assertIn(API_PATH.encode(), UPLOAD_PATHS)
+
+
+class TunnelTlsThroughTheGatewayTests(TunnelTlsBase):
+    """The API upload on a running gateway: the running tunnel takes the file."""
+
+    real_gateway = True
+
+    @defer.inlineCallbacks
     def test_api_upload(self) -> Any:
         response, body = yield self.api("PUT", API_PATH, {"tunnel.1.tls_client_ca": "-----BEGIN nothing"})
         self.assertEqual(response.code, 400)
@@ -142,16 +165,3 @@ class TunnelTlsUploadTests(PagesTestBase):
         self.assertIn("Utility CA", body["tunnels"]["1"]["tls_client_ca"]["holds"])
         _, body = yield self.api("GET", API_PATH)
         self.assertEqual(body["tunnels"]["1"]["tls_client_ca"]["path"], path)
-
-    @defer.inlineCallbacks
-    def test_api_refuses_other_content_types_and_sites(self) -> Any:
-        response, _ = yield self.api("POST", API_PATH, b"x", content_type=b"text/plain")
-        self.assertEqual(response.code, 415)
-        response, _ = yield self.api("PUT", API_PATH, {"tunnel.1.tls_client_ca": pem(self.ca.certificate).decode()},
-                                     headers={b"origin": [b"http://evil.example"]})
-        self.assertEqual(response.code, 403)
-        self.assertEqual(self.store.config.tunnels[1].tls_client_ca, "")
-
-    def test_upload_paths_have_the_upload_limit(self) -> None:
-        self.assertIn(PAGE_PATH.encode(), UPLOAD_PATHS)
-        self.assertIn(API_PATH.encode(), UPLOAD_PATHS)

@@ -1,8 +1,9 @@
 """
 Helpers for the web tests: a site on a `StringTransport` driven with raw
 bytes, a placeholder admin resource, a response parser and Digest headers;
-and for the page tests, `PagesTestBase` (a running gateway on a pty with the
-admin resource in a StubTreq) with its fakes (web part, pip, wheels).
+and for the page tests, `PagesTestBase` (the admin resource in a StubTreq over
+a fake gateway, or a running one on a pty) with its fakes (web part, pip,
+wheels).
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from cmegw.config.model import AuthDirective, HttpConfig, User
-from cmegw.config.store import ConfigStore
+from cmegw.config.store import ConfigStore, factory_defaults
 from cmegw.service import GatewayService, Overrides
 from cmegw.stats import HttpStatistics
+from cmegw.testing import FakeGateway, MemoryConfigStore
 from cmegw.web.app import admin_resource
 from cmegw.web.auth import AuthGate, authenticated_user
 from cmegw.host.read import HostNetwork
@@ -295,22 +297,33 @@ class FakeRunner:
 
 
 class PagesTestBase(unittest.TestCase):
-    """A running gateway on a pty with the admin resource in a StubTreq."""
+    """
+    The admin resource in a StubTreq, over a `cmegw.testing.FakeGateway`
+    (a memory store, the published state, the actions recorded); with
+    `real_gateway` set, over a running gateway on a pty instead (for the
+    tests that prove the faces and the service together).
+    """
 
     pip_code = 0
+    real_gateway = False
 
     def setUp(self) -> None:
         folder = Path(self.mktemp())
         folder.mkdir(parents=True)
-        self.store = ConfigStore(folder / "cmegw.toml")
-        self.store.load()
-        master, slave, path = open_pty()
-        self.addCleanup(os.close, master)
-        self.addCleanup(os.close, slave)
-        self.gateway = GatewayService(self.store, reactor,
-                                      Overrides(device=path, tunnel="tcp:0:interface=127.0.0.1"))
-        self.gateway.startService()
-        self.addCleanup(self.gateway.stopService)
+        if self.real_gateway:
+            self.store = ConfigStore(folder / "cmegw.toml")
+            self.store.load()
+            master, slave, path = open_pty()
+            self.addCleanup(os.close, master)
+            self.addCleanup(os.close, slave)
+            self.gateway = GatewayService(self.store, reactor,
+                                          Overrides(device=path, tunnel="tcp:0:interface=127.0.0.1"))
+            self.gateway.startService()
+            self.addCleanup(self.gateway.stopService)
+        else:
+            self.store = MemoryConfigStore(factory_defaults(), path=folder / "cmegw.toml")
+            self.gateway = FakeGateway(self.store, MemoryReactorClock(),
+                                       Overrides(device="/dev/ttyFAKE0", tunnel="tcp:0:interface=127.0.0.1"))
         self.clock = task.Clock()
         self.web = FakeWeb()
         self.runner = FakeRunner(self.pip_code)

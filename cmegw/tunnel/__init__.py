@@ -8,12 +8,14 @@ Tunnels: the TCP side of each line.
 - `ConnectTunnelService` (`cmegw.tunnel.connect`): connect mode (the tunnel
   dials), with `ConnectStatistics` and `LineOwnership`.
 - `cmegw.tunnel.base`: what they share (`TunnelProtocol`, keep-alive,
-  `AccessStatistics`); `allowlist`, `rfc2217`, `ownership`, `dialing`,
+  `AccessStatistics`, `Section`); `allowlist`, `rfc2217`, `ownership`, `dialing`,
   `connectfactory`, `eventlog` and `tlsconfig` are their parts.
 
 Imports point one way: base <- allowlist, rfc2217, connectfactory <- accept
 <- sharing <- connect (some lazily, for start-up memory); dialing and
-ownership import nothing of the package.  The names here are imported from
+ownership import nothing of the package.  Each tunnel's section has one
+running copy, held by its accept-mode factory (read through `TunnelService.config`);
+connect mode reads it there.  The names here are imported from
 their modules on first use.
 """
 
@@ -26,6 +28,7 @@ _HOMES = {
     "ConnectStatistics": "dialing",
     "ConnectTunnelService": "connect",
     "LineOwnership": "ownership",
+    "Section": "base",
     "SharingStatistics": "sharing",
     "SharingTunnelService": "sharing",
     "TunnelProtocol": "base",

@@ -6,8 +6,9 @@ ways unchanged, TCP keep-alive, idle disconnect, flow control, statistics.
 Options per tunnel, each off by default (and then the listening factory and
 the protocol are exactly the plain ones): an allow-list in front of the
 factory (`cmegw.tunnel.allowlist`), TLS around it (`cmegw.tls.protocol`),
-RFC 2217 as the protocol (`cmegw.tunnel.rfc2217`), and, with connect mode on,
-the line shared with the connect-mode peer (`ownership`, one peer at a time).
+RFC 2217 as the protocol (`cmegw.tunnel.rfc2217`), and the line shared with
+the tunnel's connect mode (`ownership`, given at construction: one peer at a
+time).  The factory holds the tunnel's section, the one running copy.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cmegw.stats import (
 )
 from cmegw.tunnel.base import AccessStatistics, OneClientSink, TunnelProtocol, describe, retime
 from cmegw.tunnel.eventlog import ConnectionEvents
+from cmegw.tunnel.ownership import LineOwnership
 
 log = Logger(namespace="cmegw.tunnel")
 
@@ -69,18 +71,19 @@ class TunnelFactory(OneClientSink, ServerFactory):
 
     def __init__(self, number: int, config: TunnelConfig, line: SerialLine, clock: Any,
                  stats: TunnelStatistics | None = None, *, change_baud: ChangeBaud | None = None,
-                 tls_failed: Callable[[Any, Failure], None] | None = None, ownership: Any = None) -> None:
+                 tls_failed: Callable[[Any, Failure], None] | None = None,
+                 ownership: LineOwnership | None = None) -> None:
         """
-        `change_baud(baud)` sets the line's baud rate for an RFC 2217 client
-        and returns the error text of a refusal (or None); `tls_failed(protocol,
-        reason)` counts and explains a failed TLS handshake; `ownership` is the
-        `cmegw.tunnel.ownership.LineOwnership` shared with the connect-mode
-        peer (the connect tunnel links and unlinks it as connect mode goes on
-        and off).
+        `config` is the tunnel's section: this factory holds the one running
+        copy (its `TunnelService` reads it here).  `change_baud(baud)` is the
+        gateway's action that sets the line's baud rate for an RFC 2217
+        client and returns the error text of a refusal (or None);
+        `tls_failed(protocol, reason)` counts and explains a failed TLS
+        handshake; `ownership` is the `LineOwnership` shared with the
+        tunnel's connect mode (without one, the factory has the line alone).
         """
         self.change_baud = change_baud
         self.tls_failed = tls_failed
-        self.ownership = ownership
         self.number = number
         self.config = config
         self.line = line
@@ -89,7 +92,8 @@ class TunnelFactory(OneClientSink, ServerFactory):
         self.client: TunnelProtocol | None = None
         self.events = ConnectionEvents(number, clock)
         self.protocol = protocol_class(config)
-        line.attach(self.line_data)
+        self.ownership = ownership if ownership is not None else LineOwnership(line)
+        self.ownership.share(self.line_data)
 
     def buildProtocol(self, addr: IAddress) -> TunnelProtocol | None:  # type: ignore[override]
         # Over TLS the client is not known yet: it replaces nobody before its handshake.
@@ -100,7 +104,7 @@ class TunnelFactory(OneClientSink, ServerFactory):
     def admit(self, peer: str, final: bool = True) -> bool:
         """Whether a new client may have the line (a refusal is counted and logged; a replaced client closed)."""
         ownership = self.ownership
-        if ownership is not None and not ownership.free_for(self):
+        if not ownership.free_for(self):
             self.stats.dropped_accepts += 1
             self.events.info("Tunnel {n}: refused {peer}: the line is in use by {holder}", peer=peer,
                              holder=ownership.holder_name)
@@ -127,7 +131,7 @@ class TunnelFactory(OneClientSink, ServerFactory):
         return self.admit(describe(protocol.transport.getPeer()))
 
     def apply(self, config: TunnelConfig) -> None:
-        """Keep-alive and disconnect timeout apply at once, to the current client too."""
+        """The tunnel's new section: keep-alive and disconnect timeout apply at once, to the current client too."""
         self.config = config
         self.protocol = protocol_class(config)
         if self.client is not None:
@@ -142,8 +146,7 @@ class TunnelFactory(OneClientSink, ServerFactory):
         if old is not None and old is not client:
             self._client_gone(old, old.closing_reason or "replaced")
         self.client = client
-        if self.ownership is not None:
-            self.ownership.claim(self, self.line_data, f"accept-mode client {client.peer}")
+        self.ownership.claim(self, self.line_data, f"accept-mode client {client.peer}")
         s = self.stats
         s.completed_accepts += 1
         s.state = TUNNEL_CONNECTED
@@ -155,8 +158,7 @@ class TunnelFactory(OneClientSink, ServerFactory):
         if client is not self.client:
             return
         self.client = None
-        if self.ownership is not None:
-            self.ownership.release(self)
+        self.ownership.release(self)
         s = self.stats
         s.disconnects += 1
         if s.connected_at is not None:
@@ -173,20 +175,19 @@ class TunnelService(service.Service):
 
     def __init__(self, number: int, config: TunnelConfig, line: SerialLine, reactor: Any,
                  stats: TunnelStatistics | None = None, listen: str | None = None, *,
-                 change_baud: ChangeBaud | None = None, https_files: HttpsFiles | None = None) -> None:
+                 change_baud: ChangeBaud | None = None, https_files: HttpsFiles | None = None,
+                 ownership: LineOwnership | None = None) -> None:
         """
-        `change_baud` goes to the factory (RFC 2217, see `TunnelFactory`);
-        `https_files() -> (certificate, key)` names the HTTPS store's files,
-        which the tunnel serves with TLS on.
+        `change_baud` and `ownership` go to the factory (RFC 2217 and connect
+        mode, see `TunnelFactory`); `https_files() -> (certificate, key)`
+        names the HTTPS store's files, which the tunnel serves with TLS on.
         """
         self.number = number
-        self.config = config
         self.reactor = reactor
         self.stats = stats if stats is not None else TunnelStatistics()
         #: Endpoint used instead of the configured one (command line).
         self.listen_override = listen
-        self.factory = TunnelFactory(number, config, line, reactor, self.stats, change_baud=change_baud,
-                                     tls_failed=self._tls_failed)
+        self.factory = self._build_factory(config, line, change_baud, ownership)
         self.port: IListeningPort | None = None
         self._retry: Any = None
         self._listening: defer.Deferred | None = None
@@ -196,6 +197,16 @@ class TunnelService(service.Service):
         self.https_files = https_files
         self._server_tls: Any = None
         self._allowed: Any = None
+
+    def _build_factory(self, config: TunnelConfig, line: Any, change_baud: ChangeBaud | None,
+                       ownership: LineOwnership | None) -> Any:
+        return TunnelFactory(self.number, config, line, self.reactor, self.stats, change_baud=change_baud,
+                             tls_failed=self._tls_failed, ownership=ownership)
+
+    @property
+    def config(self) -> TunnelConfig:
+        """The tunnel's section in force: the one copy, which its factory holds."""
+        return self.factory.config  # type: ignore[no-any-return]
 
     @property
     def endpoint(self) -> str:
@@ -230,7 +241,6 @@ class TunnelService(service.Service):
     def apply(self, config: TunnelConfig, listen: str | None = None) -> defer.Deferred:
         old_endpoint, old_enabled = self.endpoint, self.config.enabled
         old_guard = self._guard_settings(self.config)
-        self.config = config
         if listen is not None:
             self.listen_override = listen
         self.factory.apply(config)

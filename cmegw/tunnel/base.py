@@ -60,6 +60,19 @@ def set_keepalive(transport: Any, seconds: int) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, seconds * 1000)
 
 
+@attrs.define(eq=False)
+class Section:
+    """
+    A tunnel's section held on its own, for a connect mode that runs without
+    an accept-mode `TunnelService` (which is otherwise what holds it).
+    """
+
+    config: TunnelConfig
+
+    def apply(self, config: TunnelConfig) -> None:
+        self.config = config
+
+
 def retime(client: Any, config: TunnelConfig) -> None:
     """A changed configuration's keep-alive and disconnect timeout, applied to a connected client."""
     if hasattr(client.transport, "setTcpKeepAlive"):

@@ -92,32 +92,40 @@ _CONNECTION_SETTINGS = ("connect_mode", "connect_hosts", "connect_host_list", "c
                         "connect_tls_certificate", "connect_tls_key", "sharing")
 
 
+def _connection_settings(config: TunnelConfig) -> tuple[Any, ...]:
+    """What a connect-mode connection is made of: a change means dialling again."""
+    return tuple(getattr(config, name) for name in _CONNECTION_SETTINGS)
+
+
 class ConnectTunnelService(service.Service):
     """
     Connect mode of tunnel `number` on `line` (the arbiter's transparent port).
 
-    ``accept()`` returns the tunnel's accept-mode service (or None): the two
-    share the line through `ownership` when connect mode is on.
+    ``tunnel()`` returns the object that holds the tunnel's section (its
+    accept-mode `TunnelService`, or a `cmegw.tunnel.base.Section`): connect
+    mode reads its settings there and keeps no copy.  `ownership` is the
+    `LineOwnership` the accept-mode factory was given too: one peer holds
+    the line at a time.
     """
 
-    def __init__(self, number: int, config: TunnelConfig, line: Any, reactor: Any,
+    def __init__(self, number: int, tunnel: Callable[[], Any], line: Any, reactor: Any,
                  stats: TunnelStatistics | None = None, *, arbiter: Any = None,
-                 accept: Callable[[], Any] | None = None, random: Callable[[], float] | None = None,
+                 ownership: LineOwnership | None = None, random: Callable[[], float] | None = None,
                  endpoint: Callable[[Any, ClientEndpoint, Any], Any] = default_endpoint) -> None:
         self.number = number
-        self.config = config
+        self.tunnel = tunnel
         self.line = line
         self.reactor = reactor
         self.clock = reactor
         self.stats = stats if stats is not None else TunnelStatistics()
         self.arbiter = arbiter
-        self.accept = accept or (lambda: None)
         self.random = random or _random.random
         self.make_endpoint = endpoint
         self.connect_stats = ConnectStatistics()
-        self.ownership = LineOwnership(line)
+        self.ownership = ownership if ownership is not None else LineOwnership(line)
         self.factory = ConnectFactory(self)
-        self._linked: Any = None
+        #: The connection settings (`_CONNECTION_SETTINGS`) connect mode was last started with.
+        self._dialling: tuple[Any, ...] | None = None
         self._pending = bytearray()
         self._round: list[int] = []
         self._next_host = 0
@@ -133,6 +141,11 @@ class ConnectTunnelService(service.Service):
         self._closed: list[defer.Deferred] = []
 
     # -- what others read -------------------------------------------------------
+
+    @property
+    def config(self) -> TunnelConfig:
+        """The tunnel's section, read where the tunnel holds it."""
+        return self.tunnel().config  # type: ignore[no-any-return]
 
     @property
     def connected(self) -> bool:
@@ -161,55 +174,34 @@ class ConnectTunnelService(service.Service):
         else:
             self._closed.append(closed)
         self._halt("the gateway is stopping")
-        self._unlink()
+        self.ownership.set_idle(None)
         self.connect_stats.state = CONNECT_DISABLED
         return closed
 
     def apply(self, config: TunnelConfig) -> None:
-        """A changed tunnel configuration: timeouts at once; new hosts or modes start connect mode again."""
-        old, self.config = self.config, config
-        self.factory.config = config
+        """
+        The tunnel's section changed to `config` (the object the tunnel now
+        holds): timeouts apply at once; new hosts or modes start connect mode
+        again.
+        """
         if self.factory.client is not None:
             retime(self.factory.client, config)
-        if any(getattr(old, name) != getattr(config, name) for name in _CONNECTION_SETTINGS):
+        if _connection_settings(config) != self._dialling:
+            self._dialling = _connection_settings(config)
             self._halt("the connect mode settings changed")
             self.connect_stats.failed_rounds = 0
             if self.running and self.factory.client is None:
                 self._configure()
-        elif self.running:
-            self._link()
-
-    # -- the line: shared with the accept-mode tunnel ------------------------------
 
     def _sharing(self) -> bool:
         return bool(self.config.sharing and self.arbiter is not None)
-
-    def _link(self) -> None:
-        """Share the line with the accept-mode factory (transparent mode with connect mode on)."""
-        accept = self.accept()
-        factory = getattr(accept, "factory", None)
-        wanted = factory if (self.enabled and not self._sharing() and factory is not None
-                             and hasattr(factory, "ownership")) else None
-        if wanted is self._linked:
-            return
-        self._unlink()
-        if wanted is None:
-            return
-        self._linked = wanted
-        self.ownership.link(wanted)
-
-    def _unlink(self) -> None:
-        """Leave the accept-mode factory alone again (`LineOwnership.unlink`)."""
-        linked, self._linked = self._linked, None
-        self.ownership.unlink(linked)
 
     # -- what to do now ---------------------------------------------------------------
 
     def _configure(self) -> None:
         s = self.connect_stats
-        self._link()
-        if self._linked is not None:
-            self.ownership.set_idle(self._line_idle if self._on_data() else None)
+        self._dialling = _connection_settings(self.config)
+        self.ownership.set_idle(self._line_idle if self.enabled and self._on_data() else None)
         if not self.enabled:
             s.state = CONNECT_DISABLED
             return
@@ -324,7 +316,7 @@ class ConnectTunnelService(service.Service):
             from cmegw.tunnel.sharing import SharingProtocol
 
             base = SharingProtocol
-            self.factory.sharing = getattr(getattr(self.accept(), "factory", None), "sharing", None)
+            self.factory.sharing = getattr(getattr(self.tunnel(), "factory", None), "sharing", None)
             if self.factory.sharing is None:
                 from cmegw.tunnel.sharing import SharingStatistics
 

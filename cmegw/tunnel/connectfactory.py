@@ -52,7 +52,6 @@ class ConnectFactory(OneClientSink, Factory):
         """`tunnel`: the `cmegw.tunnel.connect.ConnectTunnelService` that decides."""
         self.tunnel = tunnel
         self.number = tunnel.number
-        self.config = tunnel.config
         self.line = tunnel.line
         self.clock = tunnel.clock
         self.stats = tunnel.stats
@@ -60,6 +59,11 @@ class ConnectFactory(OneClientSink, Factory):
         #: Sharing mode: the line's arbiter and the sharing counters (set by the tunnel when sharing is on).
         self.arbiter: Any = tunnel.arbiter
         self.sharing: Any = None
+
+    @property
+    def config(self) -> Any:
+        """The tunnel's section, where the tunnel holds it (`TunnelProtocol` reads its timeouts here)."""
+        return self.tunnel.config
 
     def admit(self, protocol: Any) -> bool:
         return self.tunnel._admit(protocol)

@@ -7,36 +7,50 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+Receiver = Callable[[bytes], None]
+
 
 class LineOwnership:
     """
-    Who holds a line whose tunnel both listens (accept mode) and dials
-    (connect mode): at most one peer at a time.
+    Who holds a tunnel's line: at most one peer at a time, the accept-mode
+    client or the connect-mode peer.
 
-    The holder's receiver is attached to the line itself, so the byte path
-    has no extra step; with nobody holding the line its bytes go to the idle
-    receiver: the connect tunnel's on-data buffer, or else the accept
-    factory's (which counts them as discarded).
+    The service makes one per tunnel and hands it at construction to the
+    accept-mode factory and to the connect mode.  The holder's receiver is
+    attached to the line itself, so the byte path has no extra step; with
+    nobody holding the line its bytes go to the idle receiver: the connect
+    mode's on-data buffer while it waits for data, or else the accept-mode
+    factory's own (which counts them as discarded).  With connect mode off
+    nobody but the accept-mode client ever claims the line, so accept mode
+    works exactly as without it.
     """
 
     def __init__(self, line: Any) -> None:
         self.line = line
         self.holder: Any = None
         self.holder_name = ""
-        #: The accept-mode factory's receiver (used when no on-data receiver is set).
-        self.fallback: Callable[[bytes], None] | None = None
+        #: The accept-mode factory's receiver (`share`), used when no on-data receiver is set.
+        self.fallback: Receiver | None = None
         #: The connect tunnel's on-data receiver, while it waits for data.
-        self.idle: Callable[[bytes], None] | None = None
+        self.idle: Receiver | None = None
         self._waiters: list[Callable[[], None]] = []
 
     @property
-    def idle_receiver(self) -> Callable[[bytes], None] | None:
+    def idle_receiver(self) -> Receiver | None:
         return self.idle or self.fallback
 
     def free_for(self, who: Any) -> bool:
         return self.holder is None or self.holder is who
 
-    def claim(self, who: Any, receiver: Callable[[bytes], None], name: str) -> bool:
+    def share(self, receiver: Receiver) -> None:
+        """
+        An accept-mode factory takes its place on the line (when it is built):
+        its receiver gets the line's bytes while nobody holds the line.
+        """
+        self.fallback = receiver
+        self._attach_idle()
+
+    def claim(self, who: Any, receiver: Receiver, name: str) -> bool:
         """Hold the line for `who` (its bytes go to `receiver`); False when another peer holds it."""
         if not self.free_for(who):
             return False
@@ -48,42 +62,20 @@ class LineOwnership:
         if self.holder is not who:
             return
         self.holder, self.holder_name = None, ""
-        self.line.attach(self.idle_receiver)
+        self._attach_idle()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter()
 
-    def link(self, factory: Any) -> None:
-        """
-        Share the line with an accept-mode `factory` (transparent mode with
-        connect mode on): its receiver is the fallback, its client (if any)
-        the holder, and it asks this ownership before it admits a client.
-        """
-        self.fallback = factory.line_data
-        if factory.client is not None and self.holder is None:
-            self.holder, self.holder_name = factory, f"accept-mode client {factory.client.peer}"
-        factory.ownership = self
-
-    def unlink(self, factory: Any) -> None:
-        """
-        Leave the accept-mode `factory` (None: none was linked) alone again.
-        Its receiver stays the fallback, so a connection still closing gives
-        the line back to it.
-        """
-        self.idle = None
-        if factory is None:
-            return
-        if factory.ownership is self:
-            factory.ownership = None
-        if self.holder is factory:
-            self.holder, self.holder_name = None, ""
-        if self.holder is None:
-            self.line.attach(factory.line_data)
-
-    def set_idle(self, receiver: Callable[[bytes], None] | None) -> None:
+    def set_idle(self, receiver: Receiver | None) -> None:
+        """The connect mode's on-data receiver (None: none, the accept-mode factory's again)."""
         self.idle = receiver
-        if self.holder is None:
-            self.line.attach(self.idle_receiver)
+        self._attach_idle()
+
+    def _attach_idle(self) -> None:
+        receiver = self.idle_receiver
+        if self.holder is None and receiver is not None:
+            self.line.attach(receiver)
 
     def when_free(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, the next time the line is released."""

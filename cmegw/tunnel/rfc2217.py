@@ -10,8 +10,9 @@ IAC (0xFF) doubled both ways.
 
 What a client may set
     The baud rate, to one of the M-Bus rates (300 ... 38400).  It changes
-    the line's setting ``line.N.baud_rate`` through the gateway (the
-    factory's ``change_baud``): the configuration store validates and saves it
+    the line's setting ``line.N.baud_rate`` through the gateway's action
+    (``GatewayService.set_baud_rate``, handed to the factory at
+    construction as ``change_baud``): the configuration store validates and saves it
     and the line follows at once, exactly as a change on the M-Bus Serial
     page does, so the web pages, the console, the API and the next start all
     show the rate the head-end chose.  An M-Bus line is 8 data bits, even

@@ -48,6 +48,7 @@ from cmegw.stats import TUNNEL_CONNECTED, TUNNEL_WAITING, Counters, TunnelStatis
 from cmegw.tunnel.accept import ChangeBaud, HttpsFiles, TunnelService
 from cmegw.tunnel.base import TunnelProtocol, describe, retime
 from cmegw.tunnel.eventlog import ConnectionEvents
+from cmegw.tunnel.ownership import LineOwnership
 
 log = Logger(namespace="cmegw.tunnel")
 
@@ -200,8 +201,15 @@ class SharingFactory(ServerFactory):
 
     def __init__(self, number: int, config: TunnelConfig, arbiter: BusArbiter, clock: Any,
                  stats: TunnelStatistics | None = None, sharing: SharingStatistics | None = None, *,
-                 tls_failed: Callable[[Any, Failure], None] | None = None) -> None:
-        #: ``tls_failed(protocol, reason)`` counts and explains a failed TLS handshake (the tunnel service's).
+                 tls_failed: Callable[[Any, Failure], None] | None = None,
+                 ownership: LineOwnership | None = None) -> None:
+        """
+        `config` is the tunnel's section (this factory holds the one running
+        copy); ``tls_failed(protocol, reason)`` counts and explains a failed
+        TLS handshake (the tunnel service's); `ownership` is the tunnel's
+        `LineOwnership`, through which the line's stray bytes come here
+        (nobody holds the line in sharing mode).
+        """
         self.tls_failed = tls_failed
         self.number = number
         self.config = config
@@ -212,7 +220,8 @@ class SharingFactory(ServerFactory):
         self.clients: list[SharingProtocol] = []
         self.events = ConnectionEvents(number, clock)
         self.protocol = sharing_protocol_class(config)
-        arbiter.port.attach(self.stray)
+        self.ownership = ownership if ownership is not None else LineOwnership(arbiter.port)
+        self.ownership.share(self.stray)
 
     def buildProtocol(self, addr: IAddress) -> SharingProtocol | None:  # type: ignore[override]
         if not self.admit(describe(addr)):
@@ -276,20 +285,18 @@ class SharingFactory(ServerFactory):
 
 
 class SharingTunnelService(TunnelService):
-    """
-    A tunnel in sharing mode: `TunnelService` listening with a `SharingFactory`.
-
-    (`TunnelService` builds a transparent factory on the arbiter's port first;
-    the sharing factory replaces it, and takes the port, before anyone connects.
-    `change_baud` is taken as `TunnelService` takes it; a sharing tunnel speaks
-    no RFC 2217, so only that first factory holds it.)
-    """
+    """A tunnel in sharing mode: `TunnelService` listening with a `SharingFactory` (no RFC 2217)."""
 
     def __init__(self, number: int, config: TunnelConfig, arbiter: BusArbiter, reactor: Any,
                  stats: TunnelStatistics | None = None, listen: str | None = None,
-                 sharing: SharingStatistics | None = None, *, change_baud: ChangeBaud | None = None,
-                 https_files: HttpsFiles | None = None) -> None:
+                 sharing: SharingStatistics | None = None, *, https_files: HttpsFiles | None = None,
+                 ownership: LineOwnership | None = None) -> None:
+        self.arbiter = arbiter
+        self._sharing_stats = sharing
         super().__init__(number, config, arbiter.port, reactor, stats, listen,  # type: ignore[arg-type]
-                         change_baud=change_baud, https_files=https_files)
-        self.factory = SharingFactory(number, config, arbiter, reactor, self.stats, sharing,  # type: ignore[assignment]
-                                      tls_failed=self._tls_failed)
+                         https_files=https_files, ownership=ownership)
+
+    def _build_factory(self, config: TunnelConfig, line: Any, change_baud: ChangeBaud | None,
+                       ownership: LineOwnership | None) -> Any:
+        return SharingFactory(self.number, config, self.arbiter, self.reactor, self.stats, self._sharing_stats,
+                              tls_failed=self._tls_failed, ownership=ownership)

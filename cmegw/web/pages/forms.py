@@ -26,7 +26,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 from cmegw.config.model import Config, ConfigError
-from cmegw.config.settings import apply_settings, format_value, get_setting, needs_restart
+from cmegw.config.settings import apply_settings, describe, format_value, get_setting, needs_restart
 from cmegw.config.store import ConfigFileError
 from cmegw.web.pages.layout import AdminView, Layout, authenticated_user
 from cmegw.web.pages.widgets import Notice, button, hidden
@@ -149,6 +149,18 @@ class Field:
     help: str = ""
     unit: str = ""
     placeholder: str = ""
+
+
+def setting_field(name: str, kind: str = "text", choices: tuple[tuple[str, str], ...] = (), *,
+                  label: str = "", unit: str | None = None, help: str = "", placeholder: str = "") -> Field:
+    """
+    The input of a setting, labelled as the model declares it
+    (`cmegw.config.settings.describe`: label and unit); a page passes `label`
+    or `unit` only where it needs another word than the model's.
+    """
+    info = describe(name)
+    return Field(name, label or info.label, kind, choices, help=help, unit=info.unit if unit is None else unit,
+                 placeholder=placeholder)
 
 
 @attrs.define

@@ -24,6 +24,7 @@ from cmegw.config.auth import (
     set_auth_type,
 )
 from cmegw.config.store import ConfigFileError
+from cmegw.config.settings import describe
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import (
     Field,
@@ -36,6 +37,7 @@ from cmegw.web.pages.forms import (
     render_field,
     settings_form,
     settings_state,
+    setting_field,
     uploads,
 )
 from cmegw.web.pages.widgets import Notice, button, card, hidden, kv_table
@@ -61,21 +63,21 @@ STATISTICS = (
 )
 
 CONFIG_FIELDS = mark_restart([
-    Field("http.enabled", "HTTP server", "checkbox"),
-    Field("http.http_port", "HTTP port", "number"),
-    Field("http.https_port", "HTTPS port", "number"),
-    Field("http.interface", "Listen address", help="Empty: every address of the host."),
-    Field("http.tls_versions", "HTTPS protocols", "checkboxes", tuple((v, v.replace("v", " ")) for v in TLS_VERSIONS),
-          help="HTTPS listens only with a certificate and at least one protocol. "
-               "SSL 3, TLS 1.0 and 1.1 are broken and not offered."),
-    Field("http.max_timeout", "Max timeout", "number", unit="s",
-          help="A client that has not sent its whole request by then gets 408."),
-    Field("http.max_bytes", "Max bytes", "number", unit="bytes",
-          help="A larger request gets 413."),
-    Field("http.logging", "Logging", "checkbox"),
-    Field("http.max_log_entries", "Max log entries", "number", help="The log keeps the last entries."),
-    Field("http.log_format", "Log format",
-          help="%a %b %B %h %{Header}i %m %p %q %t %u %U %r %s"),
+    setting_field("http.enabled", "checkbox"),
+    setting_field("http.http_port", "number"),
+    setting_field("http.https_port", "number"),
+    setting_field("http.interface", help="Empty: every address of the host."),
+    setting_field("http.tls_versions", "checkboxes", tuple((v, v.replace("v", " ")) for v in TLS_VERSIONS),
+                  help="HTTPS listens only with a certificate and at least one protocol. "
+                       "SSL 3, TLS 1.0 and 1.1 are broken and not offered."),
+    setting_field("http.max_timeout", "number",
+                  help="A client that has not sent its whole request by then gets 408."),
+    setting_field("http.max_bytes", "number",
+                  help="A larger request gets 413."),
+    setting_field("http.logging", "checkbox"),
+    setting_field("http.max_log_entries", "number", help="The log keeps the last entries."),
+    setting_field("http.log_format",
+                  help="%a %b %B %h %{Header}i %m %p %q %t %u %U %r %s"),
 ])
 
 DIRECTIVE_FIELDS = [
@@ -113,7 +115,7 @@ def statistics_content(admin: Admin, request: IRequest) -> Tag:
     log = web.access_log
     running = admin.gateway.state.config.http
     log_card = card("Log", kv_table([
-        ("Logging", "on" if running.logging else "off"),
+        (describe("http.logging").label, "on" if running.logging else "off"),
         ("Entries", f"{len(log.entries)} of at most {running.max_log_entries}"),
         ("Bytes", log.bytes),
     ]), tags.div(

@@ -18,15 +18,16 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 from cmegw.config.model import LINK_DUPLEXES, LINK_SPEEDS, NETWORK_BACKENDS
+from cmegw.config.settings import describe
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import (
-    Field,
     FormState,
     applies_text,
     mark_restart,
     post_form,
     settings_form,
     settings_state,
+    setting_field,
 )
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, kv_table
 
@@ -34,33 +35,33 @@ TABS = (("Interface status", "/network"), ("Interface configuration", "/network/
         ("Link", "/network/link"))
 
 INTERFACE_FIELDS = mark_restart([
-    Field("network.bootp", "BOOTP client", "checkbox"),
-    Field("network.dhcp", "DHCP client", "checkbox",
-          help="With BOOTP or DHCP on, the address, gateway, host name and domain below are ignored; "
-               "with both on, DHCP runs."),
-    Field("network.ip_address", "IP address",
-          help="Alone (mask of its class), in CIDR form 192.168.1.1/24, or with a mask: "
-               "192.168.1.1 255.255.255.0."),
-    Field("network.gateway", "Default gateway"),
-    Field("network.hostname", "Host name",
-          help="Starts with a letter; letters, digits and hyphens; ends with a letter or digit."),
-    Field("network.domain", "Domain"),
-    Field("network.dhcp_client_id", "DHCP client ID", help="Text, or binary written as hex digits."),
-    Field("network.primary_dns", "Primary DNS"),
-    Field("network.secondary_dns", "Secondary DNS"),
-    Field("network.apply_to_host", "Apply to this host", "checkbox",
-          help="Off (the default): the host's own network configuration is never touched. On: at every "
-               "start the settings are written for the backend below and the interface is reconfigured."),
-    Field("network.interface", "Host interface", placeholder="the interface of the default route"),
-    Field("network.backend", "Backend", "select", tuple((b, b) for b in NETWORK_BACKENDS),
-          help="systemd-networkd or NetworkManager, whichever manages this host's network."),
+    setting_field("network.bootp", "checkbox"),
+    setting_field("network.dhcp", "checkbox",
+                  help="With BOOTP or DHCP on, the address, gateway, host name and domain below are ignored; "
+                       "with both on, DHCP runs."),
+    setting_field("network.ip_address",
+                  help="Alone (mask of its class), in CIDR form 192.168.1.1/24, or with a mask: "
+                       "192.168.1.1 255.255.255.0."),
+    setting_field("network.gateway"),
+    setting_field("network.hostname",
+                  help="Starts with a letter; letters, digits and hyphens; ends with a letter or digit."),
+    setting_field("network.domain"),
+    setting_field("network.dhcp_client_id", help="Text, or binary written as hex digits."),
+    setting_field("network.primary_dns"),
+    setting_field("network.secondary_dns"),
+    setting_field("network.apply_to_host", "checkbox",
+                  help="Off (the default): the host's own network configuration is never touched. On: at every "
+                       "start the settings are written for the backend below and the interface is reconfigured."),
+    setting_field("network.interface", placeholder="the interface of the default route"),
+    setting_field("network.backend", "select", tuple((b, b) for b in NETWORK_BACKENDS),
+                  help="systemd-networkd or NetworkManager, whichever manages this host's network."),
 ])
 
 LINK_FIELDS = mark_restart([
-    Field("network.link_speed", "Speed", "select",
-          tuple((s, "auto-negotiate" if s == "auto" else f"{s} Mbit/s") for s in LINK_SPEEDS)),
-    Field("network.link_duplex", "Duplex", "select",
-          tuple((d, "auto-negotiate" if d == "auto" else f"{d} duplex") for d in LINK_DUPLEXES)),
+    setting_field("network.link_speed", "select",
+                  tuple((s, "auto-negotiate" if s == "auto" else f"{s} Mbit/s") for s in LINK_SPEEDS)),
+    setting_field("network.link_duplex", "select",
+                  tuple((d, "auto-negotiate" if d == "auto" else f"{d} duplex") for d in LINK_DUPLEXES)),
 ])
 
 #: The mask is part of the IP address field, as on the device.
@@ -129,18 +130,23 @@ def status_content(admin: Admin, request: IRequest | None = None) -> Tag:
     dhcp_now = on_off(running.dhcp)
     if host.address_source == "DHCP":
         dhcp_now += " (the host's address has a lease)"
+    def label(field: str) -> str:
+        return describe(f"network.{field}").label
+
     rows = [
-        ("BOOTP client", on_off(running.bootp), on_off(saved.bootp)),
-        ("DHCP client", dhcp_now, on_off(saved.dhcp)),
-        ("IP address", host.address or "—", configured(saved.ip_address)),
+        (label("bootp"), on_off(running.bootp), on_off(saved.bootp)),
+        (label("dhcp"), dhcp_now, on_off(saved.dhcp)),
+        (label("ip_address"), host.address or "—", configured(saved.ip_address)),
+        # The device's Interface status says "Network mask" (the model's label is "Netmask").
         ("Network mask", host.netmask or "—", configured(saved.netmask)),
-        ("Default gateway", host.gateway or "—", configured(saved.gateway)),
-        ("Host name", host.hostname or "—", configured(saved.hostname)),
-        ("Domain", host.domain or "—", configured(saved.domain)),
+        (label("gateway"), host.gateway or "—", configured(saved.gateway)),
+        (label("hostname"), host.hostname or "—", configured(saved.hostname)),
+        (label("domain"), host.domain or "—", configured(saved.domain)),
         ("DNS suffix search list", " ".join(host.search) or "—", saved.domain or "—"),
-        ("Primary DNS", host.primary_dns or "—", saved.primary_dns or ("from DHCP" if saved.dhcp else "—")),
-        ("Secondary DNS", host.secondary_dns or "—", saved.secondary_dns or ("from DHCP" if saved.dhcp else "—")),
-        ("DHCP client ID", running.dhcp_client_id or "—", saved.dhcp_client_id or "—"),
+        (label("primary_dns"), host.primary_dns or "—", saved.primary_dns or ("from DHCP" if saved.dhcp else "—")),
+        (label("secondary_dns"), host.secondary_dns or "—",
+         saved.secondary_dns or ("from DHCP" if saved.dhcp else "—")),
+        (label("dhcp_client_id"), running.dhcp_client_id or "—", saved.dhcp_client_id or "—"),
     ]
     table = grid_table(["Setting", "Current", "After restart"], rows, numeric=False)
     if running.apply_to_host and running.dhcp and request is not None:

@@ -15,7 +15,7 @@ from cmegw.config.model import BAUD_RATES
 from cmegw.ops.graphs import graphs_panel
 from cmegw.stats import LINE_COUNTERS, line_rows
 from cmegw.web.pages.admin import Admin, PageRoutes
-from cmegw.web.pages.forms import Field, FormState, applies_text, settings_form, settings_state
+from cmegw.web.pages.forms import Field, FormState, applies_text, setting_field, settings_form, settings_state
 from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
 from cmegw.web.pages.widgets import card, grid_table, unavailable
 
@@ -26,9 +26,9 @@ STATISTICS = LINE_COUNTERS
 
 
 def line_fields(n: int) -> list[Field]:
-    return [Field(f"line.{n}.baud_rate", "Baud rate", "select",
-                  tuple((str(b), f"{b}") for b in BAUD_RATES), unit="bit/s",
-                  help="M-Bus meters talk 300 or 2400 bit/s; some accept more.")]
+    return [setting_field(f"line.{n}.baud_rate", "select",
+                          tuple((str(b), f"{b}") for b in BAUD_RATES),
+                          help="M-Bus meters talk 300 or 2400 bit/s; some accept more.")]
 
 
 def statistics_content(admin: Admin) -> Tag:

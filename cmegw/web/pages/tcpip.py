@@ -23,6 +23,7 @@ from cmegw.web.pages.forms import (
     mark_restart,
     settings_form,
     settings_state,
+    setting_field,
 )
 from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
 from cmegw.web.pages.widgets import card, grid_table
@@ -33,55 +34,56 @@ TABS = (("Statistics", "/tcpip"), ("Accept mode", "/tcpip/accept"), ("Connect mo
 
 def accept_fields(n: int) -> list[Field]:
     return mark_restart([
-        Field(f"tunnel.{n}.enabled", "Server enabled", "checkbox"),
-        Field(f"tunnel.{n}.listen", "Listening endpoint",
-              help="A Twisted endpoint: tcp:10001, or tcp:10001:interface=127.0.0.1 for one address."),
-        Field(f"tunnel.{n}.keepalive", "TCP keep-alive", "number", unit="s",
-              help="A silent dead client is dropped after about this time; 0 turns keep-alive off."),
-        Field(f"tunnel.{n}.on_busy", "When a client is connected", "select",
-              tuple((p, {"refuse": "refuse a second client (device)", "replace": "replace the first client"}
-                     .get(p, p)) for p in ACCEPT_POLICIES)),
-        Field(f"tunnel.{n}.allow_list", "Allowed clients", placeholder="anyone",
-              help="IPv4/IPv6 addresses and CIDR ranges, comma-separated (192.168.1.0/24, 2001:db8::/32); "
-                   "empty = anyone. Others are closed at once and counted."),
-        Field(f"tunnel.{n}.tls", "Accept over TLS", "checkbox",
-              help="TLS 1.2/1.3 with the HTTPS certificate (HTTP page). Clients must speak TLS."),
-        Field(f"tunnel.{n}.tls_client_ca", "Require client certificates from CA", placeholder="no client certificate",
-              help="Absolute path of a PEM CA bundle (or upload one on the TLS files tab); with TLS on, a client "
-                   "must show a certificate it issued."),
-        Field(f"tunnel.{n}.rfc2217", "RFC 2217 (remote serial port)", "checkbox",
-              help="The tunnel speaks Telnet COM-PORT-OPTION: a client such as pyserial's rfc2217:// sets the "
-                   "baud rate (saved as on M-Bus Serial). Off: bytes pass unchanged."),
+        setting_field(f"tunnel.{n}.enabled", "checkbox"),
+        setting_field(f"tunnel.{n}.listen",
+                      help="A Twisted endpoint: tcp:10001, or tcp:10001:interface=127.0.0.1 for one address."),
+        setting_field(f"tunnel.{n}.keepalive", "number",
+                      help="A silent dead client is dropped after about this time; 0 turns keep-alive off."),
+        setting_field(f"tunnel.{n}.on_busy", "select",
+                      tuple((p, {"refuse": "refuse a second client (device)", "replace": "replace the first client"}
+                             .get(p, p)) for p in ACCEPT_POLICIES)),
+        setting_field(f"tunnel.{n}.allow_list", placeholder="anyone",
+                      help="IPv4/IPv6 addresses and CIDR ranges, comma-separated (192.168.1.0/24, 2001:db8::/32); "
+                           "empty = anyone. Others are closed at once and counted."),
+        setting_field(f"tunnel.{n}.tls", "checkbox",
+                      help="TLS 1.2/1.3 with the HTTPS certificate (HTTP page). Clients must speak TLS."),
+        setting_field(f"tunnel.{n}.tls_client_ca", placeholder="no client certificate",
+                      help="Absolute path of a PEM CA bundle (or upload one on the TLS files tab); with TLS on, "
+                           "a client must show a certificate it issued."),
+        setting_field(f"tunnel.{n}.rfc2217", "checkbox",
+                      help="The tunnel speaks Telnet COM-PORT-OPTION: a client such as pyserial's rfc2217:// sets the "
+                           "baud rate (saved as on M-Bus Serial). Off: bytes pass unchanged."),
     ])
 
 
 def connect_fields(n: int) -> list[Field]:
     return mark_restart([
-        Field(f"tunnel.{n}.connect_mode", "Connect", "select",
-              tuple((m, {"disabled": "disabled", "always": "always (at start, and again when lost)",
-                         "on-data": "on data from the line"}.get(m, m)) for m in CONNECT_MODES)),
-        Field(f"tunnel.{n}.connect_hosts", "Remote hosts", placeholder="tcp:host=headend.example:port=10001",
-              help=f"Up to {MAX_CONNECT_HOSTS}, comma-separated: tcp:host=NAME:port=N or tls:host=NAME:port=N "
-                   "(optionally :timeout=SECONDS). They are Connect 1, 2, ... on the statistics."),
-        Field(f"tunnel.{n}.connect_host_list", "Host list", "select",
-              tuple((m, {"sequential": "sequential (the first that answers)",
-                         "round-robin": "round robin (the next each time)"}.get(m, m)) for m in HOST_LIST_MODES)),
-        Field(f"tunnel.{n}.connect_backoff_min", "First retry after", "number", unit="s",
-              help="When no host answered; doubled after each failed round, with jitter."),
-        Field(f"tunnel.{n}.connect_backoff_max", "Longest retry wait", "number", unit="s"),
-        Field(f"tunnel.{n}.connect_tls_ca", "Trusted CA bundle (tls: hosts)", placeholder="the system's trust store",
-              help="Absolute path of a PEM file (or upload one on the TLS files tab); the head-end's certificate "
-                   "must chain to it and name the host."),
-        Field(f"tunnel.{n}.connect_tls_certificate", "Client certificate (mutual TLS)", placeholder="none",
-              help="Absolute path of a PEM certificate for head-ends that ask for one; its key below. Or upload "
-                   "both on the TLS files tab."),
-        Field(f"tunnel.{n}.connect_tls_key", "Client key", placeholder="none"),
+        setting_field(f"tunnel.{n}.connect_mode", "select",
+                      tuple((m, {"disabled": "disabled", "always": "always (at start, and again when lost)",
+                                 "on-data": "on data from the line"}.get(m, m)) for m in CONNECT_MODES)),
+        setting_field(f"tunnel.{n}.connect_hosts", placeholder="tcp:host=headend.example:port=10001",
+                      help=f"Up to {MAX_CONNECT_HOSTS}, comma-separated: tcp:host=NAME:port=N or tls:host=NAME:port=N "
+                           "(optionally :timeout=SECONDS). They are Connect 1, 2, ... on the statistics."),
+        setting_field(f"tunnel.{n}.connect_host_list", "select",
+                      tuple((m, {"sequential": "sequential (the first that answers)",
+                                 "round-robin": "round robin (the next each time)"}.get(m, m))
+                            for m in HOST_LIST_MODES)),
+        setting_field(f"tunnel.{n}.connect_backoff_min", "number",
+                      help="When no host answered; doubled after each failed round, with jitter."),
+        setting_field(f"tunnel.{n}.connect_backoff_max", "number"),
+        setting_field(f"tunnel.{n}.connect_tls_ca", placeholder="the system's trust store",
+                      help="Absolute path of a PEM file (or upload one on the TLS files tab); the head-end's "
+                           "certificate must chain to it and name the host."),
+        setting_field(f"tunnel.{n}.connect_tls_certificate", placeholder="none",
+                      help="Absolute path of a PEM certificate for head-ends that ask for one; its key below. Or "
+                           "upload both on the TLS files tab."),
+        setting_field(f"tunnel.{n}.connect_tls_key", placeholder="none"),
     ])
 
 
 def disconnect_fields(n: int) -> list[Field]:
-    return [Field(f"tunnel.{n}.disconnect_timeout", "Disconnect timeout", "number", unit="s",
-                  help="The connection is closed after this many seconds without data either way; 0 = never.")]
+    return [setting_field(f"tunnel.{n}.disconnect_timeout", "number",
+                          help="The connection is closed after this many seconds without data either way; 0 = never.")]
 
 
 def statistics_content(admin: Admin) -> Tag:
