@@ -169,8 +169,11 @@ class Mosquitto:
     """A Mosquitto broker on a free port of 127.0.0.1, its files in `folder`."""
 
     def __init__(self, folder: str | Path, tls: TlsFiles | None = None,
-                 users: dict[str, str] | None = None, require_certificate: bool = False) -> None:
+                 users: dict[str, str] | None = None, require_certificate: bool = False,
+                 persistent: bool = False) -> None:
         self.folder = Path(folder)
+        #: Keep sessions and their queued QoS 1 messages over a restart (a head-end's persistent session).
+        self.persistent = persistent
         self.tls = tls
         #: With `tls`: clients must show a certificate of the same CA.
         self.require_certificate = require_certificate
@@ -196,7 +199,9 @@ class Mosquitto:
         return self._process.output.decode(errors="replace") if self._process else ""
 
     def _config(self) -> str:
-        lines = [f"user {pwd.getpwuid(os.getuid()).pw_name}", "persistence false",
+        persistence = (["persistence true", f"persistence_location {self.folder.resolve()}/"]
+                       if self.persistent else ["persistence false"])
+        lines = [f"user {pwd.getpwuid(os.getuid()).pw_name}", *persistence,
                  "log_dest stderr", "log_type all", f"listener {self.port} 127.0.0.1"]
         if self.users is None:
             lines.append("allow_anonymous true")
@@ -266,7 +271,7 @@ class Subscription:
 
 
 def subscribe(broker: Mosquitto, topics: Sequence[str], count: int, timeout: float = BOUND,
-              user: tuple[str, str] | None = None) -> defer.Deferred[Subscription]:
+              user: tuple[str, str] | None = None, session: str | None = None) -> defer.Deferred[Subscription]:
     """A ``mosquitto_sub`` for `count` messages (at most `timeout` s); fires once subscribed (stop it in cleanup)."""
     command = ["mosquitto_sub", "-h", "localhost" if broker.tls else "127.0.0.1", "-p", str(broker.port),
                "-q", "1", "-d", "-C", str(count), "-W", str(max(1, round(timeout))), "-F", "MSG %r %t %x"]
@@ -274,6 +279,8 @@ def subscribe(broker: Mosquitto, topics: Sequence[str], count: int, timeout: flo
         command += ["--cafile", broker.tls.ca]
     if user:
         command += ["-u", user[0], "-P", user[1]]
+    if session:  # a persistent session: QoS 1 messages wait for us while we are away
+        command += ["-c", "-i", session]
     for topic in topics:
         command += ["-t", topic]
     process = _Process(b"Subscribed (mid:", keep=1 << 22)

@@ -115,7 +115,13 @@ class NotifyTests(TestCase):
         path.write_text(text.replace("keepalive = 45", "keepalive = 7", 1))
         self.gw.signal(signal.SIGHUP)
         self.gw.wait_log(lambda log: "Configuration reloaded" in log, "the reload")
-        messages = self.notify.messages()
+
+        def ready_again(messages: list[str]) -> bool:
+            reloads = [i for i, m in enumerate(messages) if "RELOADING=1" in m]
+            return bool(reloads) and any("READY=1" in m for m in messages[reloads[0] + 1:])
+
+        messages = self.notify.wait(lambda: ready_again(self.notify.messages()) and self.notify.messages(),
+                                    "READY=1 after the reload")
         reloading = [i for i, m in enumerate(messages) if "RELOADING=1" in m]
         self.assertEqual(len(reloading), 1)
         self.assertTrue(any("READY=1" in m for m in messages[reloading[0] + 1:]))

@@ -299,6 +299,8 @@ class Rfc2217RealTests(GatewayBase):
         folder = Path(self.mktemp()).resolve()
         folder.mkdir()
         bus = SimulatedBus(reactor, MeterBus(default_meters()), reply_delay=0.01)
+        for meter in bus.bus.meters:
+            meter.baud = 300  # meters set to 300 baud: silent at the line's 2400 until the head-end follows
         link = bus.start(link=str(folder / "ttyMBUS0"))
         self.addCleanup(bus.stop)
         yield self.start_gateway({"rfc2217": True}, "--device", link)

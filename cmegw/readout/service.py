@@ -284,6 +284,7 @@ def default_targets(readout: ReadoutService, config: Config) -> list[Any]:
         for n, push in config.push.items():
             if push.enabled:
                 targets.append(HttpPushTarget(n, push, readout.reactor, gid,
-                                              lambda r, gid=gid: payload.encode(r, gid),
-                                              lambda r, gid=gid: payload.csv_bytes(r, gid)))
+                                              lambda r, gid=gid: payload.encode(payload.reading_payload(r, gid)),
+                                              lambda r, gid=gid: "".join(
+                                                  line + "\r\n" for line in payload.csv_lines(r, gid)).encode()))
     return targets

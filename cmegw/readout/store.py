@@ -323,9 +323,15 @@ def utc_text(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def iso_utc(t: float) -> str:
+    """ISO 8601 in UTC with Z, as the JSON exports and the API give times."""
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
 def reading_json(r: StoredReading) -> dict[str, Any]:
     return {
-        "id": r.id, "meter": r.meter, "time": r.time, "time_utc": utc_text(r.time), "ok": r.ok,
+        "id": r.id, "meter": r.meter, "time": r.time, "time_utc": iso_utc(r.time), "ok": r.ok,
         "error": r.error, "telegrams": list(r.telegrams), "decoded": dict(r.decoded),
     }
 

@@ -25,7 +25,7 @@ from cmegw.config.model import Config, ConfigError
 from cmegw.config.readout import MeterConfig, meters_table
 from cmegw.config.settings import apply_settings
 from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
-from cmegw.readout.store import reading_json as plain_reading
+from cmegw.readout.store import reading_json
 from cmegw.web.api import ApiError, config_error, guard, json_error, json_handler, json_response, read_json, save
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.meters import download
@@ -43,6 +43,11 @@ MAX_READINGS = 10000
 DEFAULT_READINGS = 1000
 #: The largest meter list file taken (bytes).
 MAX_CSV_BYTES = 1024 * 1024
+
+
+def plain_reading(reading: Any) -> dict[str, Any]:
+    """A kept reading as the API gives it: the store's JSON with its records at the top as well."""
+    return {**reading_json(reading), "records": list(reading.decoded.get("records") or [])}
 
 
 def _arg(request: IRequest, name: str) -> str:
