@@ -200,6 +200,8 @@ class ReadoutService(service.Service):
         status = self.scheduler.meters.get(key)
         if status is None:
             return
+        if stored.ok:
+            status.last_reading = stored  # the targets' hooks see the reading they hear of
         for target in self.targets.values():
             meter_read = getattr(target, "meter_read", None)
             if meter_read is not None:
