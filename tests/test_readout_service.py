@@ -182,3 +182,27 @@ class DirectoryTests(unittest.TestCase):
     def test_gateway_id(self) -> None:
         config = factory_defaults()
         self.assertEqual(gateway_id(config.evolve(identity={"serial_number": "CMEGW-AB12"})), "cmegw-ab12")
+
+
+class DefaultTargetsTests(unittest.TestCase):
+    def test_targets_from_the_configuration(self) -> None:
+        from cmegw.readout.service import default_targets
+        from cmegw.readout.reading import StoredReading
+        import json
+
+        config = factory_defaults().evolve(
+            identity={"serial_number": "GW1"}, meters=METERS, mqtt={"url": "mqtt://127.0.0.1:1"},
+            push={"1": {"url": "http://127.0.0.1:9/in"}, "2": {"url": "http://127.0.0.1:9/csv", "format": "csv"},
+                  "3": {"url": "http://127.0.0.1:9/off", "enabled": False}})
+
+        class Readout:
+            reactor = task.Clock()
+            meters: dict = {}
+
+        targets = default_targets(Readout(), config)
+        self.assertEqual([t.name for t in targets], ["mqtt", "push.1", "push.2"])
+        reading = StoredReading(3, "heat-1", 0.0, True, ("68",), {"meter": {"identification": "12345678"},
+                                                                   "records": [], "status": 0})
+        body = json.loads(targets[1].payload(reading))
+        self.assertEqual((body["reading_id"], body["gateway"], body["meter"]), (3, "gw1", "heat-1"))
+        self.assertEqual(targets[0].reading_topic(reading), "cmegw/gw1/heat-1")

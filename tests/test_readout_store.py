@@ -233,7 +233,7 @@ class ExportTests(InlineStoreMixin, TestCase):
         [doc] = result(store.export_json(name))
         self.assertEqual(json.loads(json.dumps(doc)), doc)
         self.assertEqual((doc["id"], doc["meter"], doc["time"], doc["time_utc"], doc["ok"]),
-                         (1, name, T0, "2024-03-12 14:23:00", True))
+                         (1, name, T0, "2024-03-12T14:23:00Z", True))
         self.assertEqual(doc["telegrams"], telegrams)
         self.assertEqual(len(doc["decoded"]["records"]), len(decoded["records"]))
         self.assertEqual(result(store.export_json("other")), [])
