@@ -23,6 +23,7 @@ from twisted.internet import defer
 
 from cmegw.config.model import Config
 from cmegw.config.readout import format_interval, meters_table
+from cmegw.readout import views
 from cmegw.console.framework import (
     COMMANDS,
     Arguments,
@@ -41,18 +42,6 @@ READINGS_DEFAULT = 10
 READINGS_LIMIT = 1000
 #: How many main values the list shows per meter.
 LIST_VALUES = 2
-INSTANTANEOUS = "Instantaneous value"
-#: Display units: the decoder's unit -> (shown unit, power of ten it is divided by).
-DISPLAY_UNITS = {"Wh": ("kWh", 3), "J": ("GJ", 9), "W": ("kW", 3), "J/h": ("GJ/h", 9),
-                 "m^3": ("m³", 0), "m^3/h": ("m³/h", 0)}
-#: The counters a meter is read for: shown before every other register.
-COUNTERS = ("Energy", "Volume", "Mass", "H.C.A.")
-#: The status byte of the telegram's header (EN 13757-3, table 5): bit -> meaning.
-STATUS_BITS = {2: "power low", 3: "permanent error", 4: "temporary error",
-               5: "manufacturer flag 1", 6: "manufacturer flag 2", 7: "manufacturer flag 3"}
-APPLICATION_ERRORS = {1: "application busy", 2: "application error", 3: "abnormal situation"}
-
-
 # -- what a reading says --------------------------------------------------------------------
 
 def local_time(when: float | None) -> str:
@@ -74,76 +63,34 @@ def format_age(seconds: float) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
-def group_digits(value: float, decimals: int) -> str:
-    """``48213`` -> ``48 213``; ``1234.5, 2`` -> ``1 234.50``."""
-    return f"{value:,.{decimals}f}".replace(",", " ")
+#: How many main values the list shows per meter.
+LIST_VALUES = 2
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def value_text(row: Mapping[str, Any]) -> str:
-    """One record's value with its unit, in display units (``48 213 kWh``, ``1 234.56 m³``, ``18 210 h``)."""
-    value, unit, scale = row.get("value"), row.get("unit") or "", row.get("scale") or 0
-    if not _is_number(value):
-        return str(value) if value is not None else "-"
-    if not unit:
-        return str(value)  # fabrication numbers, versions, flags: not quantities
-    if unit == "s" and value >= 3600:
-        return f"{group_digits(value / 3600, 0)} h"
-    shown, power = DISPLAY_UNITS.get(unit, (unit, 0))
-    return f"{group_digits(value / 10 ** power, max(0, power - scale))} {shown}"
-
-
-def _label(row: Mapping[str, Any]) -> str:
-    label = row.get("description") or row.get("quantity") or "?"
-    notes = []
-    if row.get("function") and row["function"] != INSTANTANEOUS:
-        notes.append(str(row["function"]).replace(" value", "").lower())
-    if row.get("tariff"):
-        notes.append(f"tariff {row['tariff']}")
-    if row.get("subunit"):
-        notes.append(f"subunit {row['subunit']}")
-    if row.get("storage"):
-        notes.append(f"stored {row['storage']}" + (f", {row['timestamp']}" if row.get("timestamp") else ""))
-    return label + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def _is_main(row: Mapping[str, Any]) -> bool:
-    """A current register of a quantity (not a stored value, a maximum, a time, a duration or a number)."""
-    return (_is_number(row.get("value")) and bool(row.get("unit")) and row.get("unit") != "s"
-            and not row.get("storage") and row.get("function") in (INSTANTANEOUS, None))
+def _plain(text: str) -> str:
+    """A terminal's digit groups: plain spaces (the pages' narrow no-break spaces confuse some terminals)."""
+    return text.replace(views.GROUP, " ")
 
 
 def registers(decoded: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Every record of a reading as (label, value with unit): the counters first, then the other current
-    registers, then the rest (stored values, maxima, times, numbers), each in the meter's order."""
-    rows = list(decoded.get("records") or ())
-
-    def rank(row: Mapping[str, Any]) -> int:
-        if _is_main(row):
-            return 0 if row.get("quantity") in COUNTERS else 1
-        return 2
-
-    return [(_label(row), value_text(row)) for row in sorted(rows, key=rank)]
+    """Every record of a reading as (label, value with unit), the counters first (`cmegw.readout.views`)."""
+    return [(r.label, _plain(r.text)) for r in views.registers(decoded)]
 
 
 def main_values(decoded: Mapping[str, Any], count: int = LIST_VALUES) -> str:
-    """What a meter is read for, on one line of a list (``48 213 kWh, 1 234.56 m³``): its current counters
-    (tariff 0), or its first current registers when it has no counter."""
-    rows = [row for row in decoded.get("records") or () if _is_main(row)]
-    counters = [row for row in rows if row.get("quantity") in COUNTERS and not row.get("tariff")
-                and not row.get("subunit")]
-    return ", ".join(value_text(row) for row in (counters or rows)[:count]) or "-"
+    """What a meter is read for, on one line of a list (``48 213 kWh, 1 234.56 m³``)."""
+    return ", ".join(_plain(r.text) for r in views.main_registers(decoded, count)) or "-"
 
 
-def status_flags(status: int | None) -> list[str]:
-    """The meter's own status byte in words (empty: all well)."""
-    if not status:
-        return []
-    flags = [APPLICATION_ERRORS[status & 3]] if status & 3 else []
-    return flags + [text for bit, text in STATUS_BITS.items() if status & (1 << bit)]
+def group_digits(value: float, decimals: int = 0) -> str:
+    return views.group_digits(value, decimals, " ")
+
+
+status_flags = views.status_flags
+
+
+def value_text(row: Mapping[str, Any]) -> str:
+    return _plain(views.value_text(row))
 
 
 # -- the readout service -----------------------------------------------------------------------
