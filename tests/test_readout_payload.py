@@ -397,10 +397,10 @@ class HeaderTests(TestCase):
         self.assertEqual(payload.status_words(0), "OK")
         self.assertEqual(payload.status_words(0x01), "application busy")
         self.assertEqual(payload.status_words(0x02), "application error")
-        self.assertEqual(payload.status_words(0x03), "alarm")
+        self.assertEqual(payload.status_words(0x03), "abnormal situation")
         self.assertEqual(payload.status_words(0x04), "power low")
         self.assertEqual(payload.status_words(0x18), "permanent error, temporary error")
-        self.assertEqual(payload.status_words(0x27), "alarm, power low, manufacturer specific 0x20")
+        self.assertEqual(payload.status_words(0x27), "abnormal situation, power low, manufacturer flag 1")
         self.assertEqual(payload.status_words(None), "unknown")
 
     def test_media(self) -> None:
@@ -486,7 +486,7 @@ class RealFrameTests(TestCase):
             raise SkipTest("the SensoStar or the NZR frame is absent")
         p = payload.reading_payload(readings["EFE_Engelmann-Elster-SensoStar-2"], "gw1")
         self.assertEqual((p["media"], p["manufacturer_name"], p["status"]),
-                         ("heat", "Engelmann", "alarm, power low, manufacturer specific 0x20"))
+                         ("heat", "Engelmann", "abnormal situation, power low, manufacturer flag 1"))
         p = payload.reading_payload(readings["nzr_dhz_5_63"], "gw1")
         self.assertEqual(
             {key: p[key] for key in ("media", "total_energy_consumption_kwh", "total_energy_consumption_mfct_kwh",

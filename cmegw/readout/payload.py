@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 import attrs
 
 from cmegw.readout.manufacturers import manufacturer_name
+from cmegw.readout import views
 from cmegw.readout.reading import StoredReading
 
 #: What a register is, for Home Assistant's state classes and the pages.
@@ -82,25 +83,16 @@ def media(medium: int | None) -> str:
     return MEDIA.get(medium, "reserved")
 
 
-_STATUS_BITS = ((0x04, "power low"), (0x08, "permanent error"), (0x10, "temporary error"))
-_APPLICATION_STATUS = {1: "application busy", 2: "application error", 3: "alarm"}
-
-
 def status_words(status: int | None) -> str:
     """
-    The status byte of the application header in words (EN 13757-3): ``OK``,
-    or what is set (``application busy``, ``power low``, ``permanent
-    error``...) joined by commas; bits 5-7 are the manufacturer's.
+    The status byte of the application header in words (EN 13757-3, as
+    `cmegw.readout.views.status_flags` says it on the pages): ``OK``, or
+    what is set (``application busy``, ``power low``, ``permanent error``...)
+    joined by commas.
     """
     if status is None:
         return "unknown"
-    words = []
-    if status & 0x03:
-        words.append(_APPLICATION_STATUS[status & 0x03])
-    words += [word for bit, word in _STATUS_BITS if status & bit]
-    if status & 0xE0:
-        words.append(f"manufacturer specific 0x{status & 0xE0:02X}")
-    return ", ".join(words) or "OK"
+    return ", ".join(views.status_flags(status)) or "OK"
 
 
 def slug(text: str) -> str:
