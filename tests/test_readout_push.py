@@ -6,16 +6,11 @@ receiver on 127.0.0.1 (plain HTTP, and HTTPS with a test CA made here with
 
 import base64
 import datetime
-import ipaddress
 import json
 import os
 from pathlib import Path
 
 import attrs
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet import defer, protocol, reactor, ssl
 from twisted.protocols import policies
 from twisted.trial.unittest import TestCase
@@ -25,6 +20,7 @@ from cmegw import __version__
 from cmegw.readout.push import HttpPushTarget, PushError
 from cmegw.config.readout import PushConfig
 from cmegw.readout.reading import TARGET_CONNECTED, TARGET_CONNECTING, TARGET_DOWN, TARGET_OFF, StoredReading
+from tests import pki
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
@@ -141,43 +137,11 @@ class PlainAnswer(protocol.Protocol):
 # -- a test PKI ---------------------------------------------------------------------------
 
 
-class Authority:
-    """A CA that signs server certificates."""
-
-    def __init__(self, name):
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.certificate = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - DAY).not_valid_after(NOW + 30 * DAY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256()))
-
-    def issue(self, names, not_after=None):
-        key = ec.generate_private_key(ec.SECP256R1())
-        alt = [x509.IPAddress(ipaddress.ip_address(n)) if n[0].isdigit() else x509.DNSName(n) for n in names]
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self.certificate.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - 2 * DAY).not_valid_after(not_after or NOW + 30 * DAY)
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256()))
-        return key, certificate
+class Authority(pki.Authority):
+    """The test CA of `tests.pki`, which writes its certificate where a push target reads its CA bundle."""
 
     def write(self, directory, name="ca.pem"):
-        path = Path(directory) / name
-        path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
-        return str(path)
+        return pki.write(directory, name, pki.pem(self.certificate))
 
 
 # -- the target ---------------------------------------------------------------------------

@@ -284,13 +284,21 @@ ENDPOINTS = [
 ]
 
 
-def routes(app: Klein, admin: Admin) -> None:
-    def endpoint(url: str, methods: list[str], name: str) -> Any:
+def json_endpoints(app: Klein) -> Callable[[str, list[str], str], Callable[[Any], Any]]:
+    """``@endpoint(url, methods, name)``: a JSON route of `app` (errors answered as JSON by `json_handler`)."""
+
+    def endpoint(url: str, methods: list[str], name: str) -> Callable[[Any], Any]:
         def deco(f: Any) -> Any:
             app.route(url, methods=methods, endpoint=name)(json_handler(f))
             return f
 
         return deco
+
+    return endpoint
+
+
+def routes(app: Klein, admin: Admin) -> None:
+    endpoint = json_endpoints(app)
 
     @endpoint("/api", ["GET"], "api_index")
     def index(request: IRequest) -> Any:

@@ -26,7 +26,7 @@ from cmegw.config.readout import MeterConfig, meters_table
 from cmegw.config.settings import apply_settings
 from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
 from cmegw.readout.store import reading_json
-from cmegw.web.api import ApiError, config_error, guard, json_error, json_handler, json_response, read_json, save
+from cmegw.web.api import ApiError, config_error, guard, json_error, json_endpoints, json_response, read_json, save
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.meters import download
 from cmegw.web.pages.readout_views import (
@@ -82,12 +82,7 @@ def _failure_message(failure: Any) -> str:
 
 
 def routes(app: Klein, admin: Admin) -> None:
-    def endpoint(url: str, methods: list[str], name: str) -> Any:
-        def deco(f: Any) -> Any:
-            app.route(url, methods=methods, endpoint=name)(json_handler(f))
-            return f
-
-        return deco
+    endpoint = json_endpoints(app)
 
     def readout() -> Any:
         running = admin.gateway.state.readout
