@@ -281,6 +281,9 @@ ENDPOINTS = [
     "GET /api/tunnels/tls", "PUT|POST /api/tunnels/tls", "GET /api/meters", "GET /api/meters/N",
     "POST /api/meters/N/scan", "DELETE /api/meters/N/scan", "POST /api/meters/N/read", "GET /api/meters/N/reading",
     "POST /api/network/renew", "POST /api/restart", "POST /api/factory-reset", "GET /api/update", "POST /api/update",
+    "POST /api/meters/N/adopt", "GET /api/readout", "GET /api/readout/meters/ID", "PUT /api/readout/meters/ID",
+    "DELETE /api/readout/meters/ID", "GET /api/readout/meters/ID/readings", "POST /api/readout/meters/ID/read",
+    "POST /api/readout/read", "GET /api/readout/export.csv|json", "GET|PUT /api/readout/meters.csv",
 ]
 
 
