@@ -9,9 +9,7 @@ simulated meters, and a StubTreq client for the admin resource driven on a
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +27,7 @@ from cmegw.readout.reading import StoredReading
 from cmegw.state import BusView
 from cmegw.testing import BusLine, FakeReadout, fake_state, run_clock
 from cmegw.web.app import admin_resource
+from tests.support import local_time_in_utc
 from tests.web_helpers import HOST
 
 BASE = "http://127.0.0.1:8080"
@@ -132,18 +131,7 @@ class ReadoutWebCase(TestCase):
     """The admin resource over the fake gateway, in a StubTreq, on a clock at T0 + 2 min, in UTC."""
 
     def setUp(self) -> None:
-        tz = os.environ.get("TZ")
-        os.environ["TZ"] = "UTC"
-        time.tzset()
-
-        def restore() -> None:
-            if tz is None:
-                os.environ.pop("TZ", None)
-            else:
-                os.environ["TZ"] = tz
-            time.tzset()
-
-        self.addCleanup(restore)
+        local_time_in_utc(self)
         self.clock = task.Clock()
         self.clock.advance(T0 + 120)
         self.gateway = Gateway(self.clock, config())

@@ -264,3 +264,19 @@ def defaults_with(*changes: tuple[str, str], extra: str = "") -> str:
             raise AssertionError(f"{old!r} is not in the factory defaults")
         text = text.replace(old, new, 1)
     return text + extra
+
+
+def local_time_in_utc(testcase: Any) -> None:
+    """Make the process's local time UTC for one test (pages and console show local times), then restore it."""
+    tz = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+    def restore() -> None:
+        if tz is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = tz
+        time.tzset()
+
+    testcase.addCleanup(restore)

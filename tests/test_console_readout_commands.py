@@ -8,8 +8,6 @@ decoded from the simulated meters.
 
 from __future__ import annotations
 
-import os
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +23,7 @@ from cmegw.mbus.meterbus import MeterBus, default_meters
 from cmegw.readout.reading import TARGET_CONNECTED, TARGET_DOWN, StoredReading, TargetStatus
 from cmegw.state import BusView
 from cmegw.testing import BusLine, FakeReadout, fake_state, run_clock
+from tests.support import local_time_in_utc
 
 #: 2024-03-12 14:23:00 UTC
 T0 = 1710253380.0
@@ -78,18 +77,7 @@ class Gateway:
 
 class ReadoutCommandCase(TestCase):
     def setUp(self) -> None:
-        tz = os.environ.get("TZ")
-        os.environ["TZ"] = "UTC"
-        time.tzset()
-
-        def restore() -> None:
-            if tz is None:
-                os.environ.pop("TZ", None)
-            else:
-                os.environ["TZ"] = tz
-            time.tzset()
-
-        self.addCleanup(restore)
+        local_time_in_utc(self)
         self.clock = task.Clock()
         self.clock.advance(T0 + 120)
         self.gateway = Gateway(self.clock, config())
@@ -414,3 +402,4 @@ class FormatTests(TestCase):
     def test_age(self) -> None:
         self.assertEqual([R.format_age(s) for s in (-1, 45, 720, 11100, 2 * 86400 + 4 * 3600 + 59)],
                          ["0 s", "45 s", "12 min", "3 h 5 min", "2 d 4 h"])
+

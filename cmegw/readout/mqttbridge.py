@@ -17,7 +17,7 @@ from cmegw.config.model import Config
 from cmegw.readout import discovery, payload
 from cmegw.readout.discovery import Message
 from cmegw.readout.mqtt import MqttTarget
-from cmegw.readout.reading import StoredReading
+from cmegw.readout.reading import StoredReading, gateway_id
 
 
 class HomeAssistantMqtt:
@@ -138,6 +138,4 @@ def _keys(reading: StoredReading) -> tuple[str, ...]:
 
 
 def make_target(readout: Any, config: Config) -> HomeAssistantMqtt:
-    from cmegw.readout.service import gateway_id
-
     return HomeAssistantMqtt(readout, config, gateway_id(config))

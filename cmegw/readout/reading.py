@@ -62,6 +62,11 @@ class TargetStatus:
         return attrs.asdict(self)
 
 
+def gateway_id(config: Any) -> str:
+    """The gateway's id in topics and payloads: its serial number (``identity.serial_number``) in lower case."""
+    return (config.identity.serial_number or "cmegw").lower()
+
+
 class DeliveryTarget(Protocol):
     """
     A place readings go (MQTT broker, HTTP receiver).  ``name`` keys its queue

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from cmegw.config.model import Config
 from cmegw.readout.delivery import Forwarder
-from cmegw.readout.reading import StoredReading, TargetStatus
+from cmegw.readout.reading import StoredReading, TargetStatus, gateway_id  # noqa: F401 (gateway_id: here too)
 from cmegw.readout.scheduler import MeterStatus, ReadMeter, Scheduler
 from cmegw.readout.store import ReadingStore
 
@@ -39,11 +39,6 @@ def state_directory(config_path: Path) -> Path:
     """``$STATE_DIRECTORY`` under systemd, else the configuration file's folder."""
     directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     return Path(directory) if directory else Path(config_path).resolve().parent
-
-
-def gateway_id(config: Config) -> str:
-    """The gateway's id in topics: its serial number in lower case."""
-    return (config.identity.serial_number or "cmegw").lower()
 
 
 class ReadoutService(service.Service):
