@@ -21,8 +21,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import pwd
 import shutil
+import string
 import signal
 import subprocess
 from pathlib import Path
@@ -259,11 +261,20 @@ class Subscription:
 
     def received(self) -> list[Received]:
         """The messages so far."""
-        messages = []
-        for line in self._process.output.decode(errors="replace").splitlines():
+        text = self._process.output.decode(errors="replace")
+        complete = text if self._process.ended.called else text[:text.rfind("\n") + 1]  # not a line still coming
+        found: list[list[str]] = []
+        for line in complete.splitlines():
             if line.startswith("MSG "):
-                retain, topic, payload = (line[4:].split(" ", 2) + [""])[:3]
-                messages.append(Received(topic, bytes.fromhex(payload), retain == "1"))
+                found.append((line[4:].split(" ", 2) + [""])[:3])
+            elif found and line and all(c in string.hexdigits for c in line.strip()):
+                found[-1][2] += line  # the pty cut a long line: its hex digits go on
+            elif found:
+                found.append(["", "", ""])  # another line ends the message (a placeholder, dropped below)
+        messages = []
+        for retain, topic, payload in found:
+            if topic:
+                messages.append(Received(topic, bytes.fromhex(re.sub(r"[^0-9a-fA-F]", "", payload)), retain == "1"))
         return messages
 
     def stop(self) -> defer.Deferred[None]:
