@@ -22,6 +22,23 @@ class SerialFormTests(PagesTestBase):
         self.assertEqual(self.store.config.lines[1].baud_rate, 2400)
 
     @defer.inlineCallbacks
+    def test_warns_when_the_line_runs_at_another_rate_than_the_last_scan(self) -> None:
+        from cmegw.mbus.address import SecondaryAddress
+        from cmegw.mbus.results import SCAN_DONE, MeterInfo, Scan
+
+        class Bus:
+            scan = Scan("primary", 1, 0.0, 251, state=SCAN_DONE, baud=2400,
+                        found=[MeterInfo(1, SecondaryAddress("12345678", "KAM", 0x19, 0x04))])
+
+        self.gateway.state.bus = {1: Bus()}
+        self.gateway.state.lines[1].baud_rate = 2400
+        response, body = yield self.get("/serial/configuration")
+        self.assertNotIn("The last scan found", body)
+        self.gateway.state.lines[1].baud_rate = 9600
+        response, body = yield self.get("/serial/configuration")
+        self.assertIn("The last scan found 1 meter at 2400 baud; the line runs at 9600 baud now", body)
+
+    @defer.inlineCallbacks
     def test_unknown_line(self) -> None:
         response, _ = yield self.post("/serial/configuration", {"_group": "7", "line.7.baud_rate": "300"})
         self.assertEqual(response.code, 400)

@@ -176,7 +176,9 @@ class Master(service.Service):
     def _new_scan(self, kind: str, total: int) -> Scan:
         if self.scan is not None and self.scan.running:
             raise ScanRunning(f"line {self.number}: a {self.scan.kind} scan is running")
-        scan = self.scan = Scan(kind, self.number, self.clock.seconds(), total)
+        line_config = getattr(getattr(self.arbiter, "line", None), "config", None)
+        scan = self.scan = Scan(kind, self.number, self.clock.seconds(), total,
+                                baud=getattr(line_config, "baud_rate", None))
         self.stats.scans += 1
         log.info("Line {n}: {kind} scan started", n=self.number, kind=kind)
         return scan

@@ -100,6 +100,8 @@ class Scan:
     found: list[MeterInfo] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
     finished_at: float | None = None
+    #: The line's baud rate while the scan ran (the meters it found answer at that rate).
+    baud: int | None = None
     deferred: defer.Deferred = attrs.field(factory=defer.Deferred)
     _run: defer.Deferred | None = None
     _observers: list[Callable[["Scan"], None]] = attrs.field(factory=list)
@@ -141,6 +143,7 @@ class Scan:
             "current": self.current,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "baud": self.baud,
             "found": [meter.as_dict() for meter in self.found],
             "errors": list(self.errors),
         }

@@ -47,6 +47,19 @@ def statistics_content(admin: Admin) -> Tag:
                        "\u201cunavailable\u201d where the driver keeps none.", class_="muted"), wide=True)
 
 
+def baud_warning(admin: Admin, n: int) -> list[Tag]:
+    """A warning when line `n` runs at another rate than the one its last scan found meters at."""
+    bus = admin.gateway.state.bus.get(n)
+    stats = admin.gateway.state.lines.get(n)
+    scan = getattr(bus, "scan", None)
+    if scan is None or not scan.found or not scan.baud or stats is None or stats.baud_rate in (None, scan.baud):
+        return []
+    count = len(scan.found)
+    return [tags.p(f"The last scan found {count} meter{'s' if count != 1 else ''} at {scan.baud} baud; the line "
+                   f"runs at {stats.baud_rate} baud now. Meters set to {scan.baud} baud do not answer at another "
+                   f"rate: set the line back, or switch the meters first.", class_="notice notice-warn")]
+
+
 def configuration_content(admin: Admin, request: IRequest, states: dict[int, FormState]) -> Tag:
     forms = []
     for n, line in admin.gateway.store.config.lines.items():
@@ -54,7 +67,7 @@ def configuration_content(admin: Admin, request: IRequest, states: dict[int, For
         state = states.get(n) or settings_state(admin, fields)
         stats = admin.gateway.state.lines.get(n)
         device = stats.device if stats is not None and stats.device else line.device
-        forms.append(card(f"Line {n}", tags.p(tags.code(device), class_="muted"),
+        forms.append(card(f"Line {n}", tags.p(tags.code(device), class_="muted"), *baud_warning(admin, n),
                           settings_form(admin, request, "/serial/configuration", str(n), fields, state,
                                         applies=applies_text(fields)),
                           id=f"line-{n}"))
