@@ -58,8 +58,8 @@ class ReadoutRealTests(TestCase):
                              ('url = ""', f'url = "{self.broker.url}"'), extra=METERS)
         (self.dir / "cmegw.toml").write_text(text)
         self.gw = self.gateway()
+        self.addCleanup(lambda: self.gw.stop())  # whichever gateway runs at the end (a test starts a second)
         yield threads.deferToThread(self.gw.start, [self.http_port])
-        self.addCleanup(self.gw.stop)
 
     def gateway(self) -> GatewayProcess:
         return GatewayProcess(self.dir, ["--config", "cmegw.toml", "--simulate",
@@ -149,6 +149,7 @@ class ReadoutRealTests(TestCase):
         head_end = yield subscribe(self.broker, READING_TOPICS, count=4, timeout=60, session="head-end")
         self.addCleanup(head_end.stop)
         self.gw = self.gateway()
+        self.addCleanup(self.gw.stop)
         yield threads.deferToThread(self.gw.start, [self.http_port])
         received = yield head_end.done
         ids = [json.loads(m.payload)["reading_id"] for m in received]
