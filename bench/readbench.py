@@ -53,22 +53,6 @@ def free_port() -> int:
 # -- backlog -------------------------------------------------------------------------------------
 
 
-def simulated_readings() -> list[tuple[str, Any]]:
-    """One real `Reading` of each simulated meter, read by the master on a task.Clock."""
-    from twisted.internet import task
-
-    from cmegw.mbus.arbiter import BusArbiter
-    from cmegw.mbus.master import Master
-    from cmegw.mbus.meterbus import MeterBus, default_meters
-    from cmegw.testing import BusLine, run_clock
-
-    clock = task.Clock()
-    meters = default_meters()
-    line = BusLine(MeterBus(meters), clock)
-    master = Master(1, BusArbiter(1, line, clock), clock)
-    return [(f"m{meter.primary}", run_clock(clock, master.read(meter.primary))) for meter in meters]
-
-
 def backlog(count: int, folder: Path) -> dict[str, Any]:
     from twisted.internet import defer, reactor
 
@@ -76,6 +60,8 @@ def backlog(count: int, folder: Path) -> dict[str, Any]:
     from cmegw.readout import discovery, payload
     from cmegw.readout.delivery import Forwarder
     from cmegw.readout.mqtt import MqttTarget
+    from cmegw.readout.reading import stored_form
+    from cmegw.testing import simulated_readings
     from cmegw.readout.store import ReadingStore
 
     broker_port = free_port()
@@ -84,7 +70,7 @@ def backlog(count: int, folder: Path) -> dict[str, Any]:
     broker = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     figures: dict[str, Any] = {"readings": count, "rss_start_mb": round(rss_mb(), 1)}
-    samples = simulated_readings()
+    samples = [(f"m{primary}", reading) for primary, reading in simulated_readings().items()]
     store = ReadingStore(folder / f"readings-{count}.sqlite", reactor)
     result: dict[str, Any] = {}
 
@@ -94,8 +80,7 @@ def backlog(count: int, folder: Path) -> dict[str, Any]:
         base = time.time() - count * 30
         for i in range(count):  # bounded: count readings
             key, reading = samples[i % len(samples)]
-            decoded = dict(reading.as_dict())
-            telegrams = [f.hex() if isinstance(f, bytes) else f for f in decoded.pop("frames")]
+            telegrams, decoded = stored_form(reading, key, 1)
             yield store.add(key, base + i * 30, True, telegrams, decoded, "", ["mqtt"])
         figures["store_bytes"] = store.stats.bytes
         figures["bytes_per_reading"] = round(store.stats.bytes / count)

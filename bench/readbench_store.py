@@ -21,25 +21,19 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.internet.task import Clock
 
-from cmegw.mbus import frames, meterbus, records
-from cmegw.mbus.results import Reading
+from cmegw.testing import simulated_readings
+from cmegw.readout.reading import stored_form
 from cmegw.readout.store import ReadingStore, encode_body
 
 T0 = 1_710_253_380.0
 
 
 def meter_readings() -> list[tuple[str, list[str], dict]]:
+    """(name, telegrams as hex, decoded) of each simulated meter's readout, as the readout service stores it."""
     found = []
-    for meter in meterbus.default_meters():
-        raw, telegrams = [], []
-        for i in range(len(meter.telegrams)):
-            reply = meter.read(0x7B if i % 2 else 0x5B)
-            raw.append(reply)
-            telegrams.append(records.decode_frame(frames.parse_frame(reply)))
-        decoded = Reading(str(meter.primary), tuple(telegrams), tuple(raw), meter.primary, T0).as_dict()
-        del decoded["frames"]
-        decoded.update(name=f"meter-{meter.primary}", line=1)
-        found.append((f"meter-{meter.primary}", [r.hex() for r in raw], decoded))
+    for primary, reading in simulated_readings(T0).items():
+        telegrams, decoded = stored_form(reading, f"meter-{primary}", 1)
+        found.append((f"meter-{primary}", list(telegrams), decoded))
     return found
 
 

@@ -104,6 +104,23 @@ class BusLine(FakeLine):
         return True
 
 
+def simulated_readings(read_at: float = 0.0) -> dict[int, Any]:
+    """
+    A `cmegw.mbus.results.Reading` of each of the simulated bus's four
+    meters (`cmegw.mbus.meterbus.default_meters`), by primary address, read
+    by a real master on a `task.Clock` standing at `read_at`.
+    """
+    from cmegw.mbus.arbiter import BusArbiter
+    from cmegw.mbus.master import Master
+    from cmegw.mbus.meterbus import default_meters
+
+    clock = task.Clock()
+    clock.advance(read_at)
+    meters = default_meters()
+    master = Master(1, BusArbiter(1, BusLine(MeterBus(meters), clock), clock), clock)
+    return {meter.primary: run_clock(clock, master.read(meter.primary)) for meter in meters}
+
+
 def run_clock(clock: task.Clock, d: defer.Deferred, limit: int = 1_000_000) -> Any:
     """Advance the clock call by call until `d` fires; its result (a Failure is returned, not raised)."""
     box: list[Any] = []

@@ -25,7 +25,7 @@ from cmegw.mbus.meterbus import MeterBus, default_meters
 from cmegw.readout.meterlist import adopt
 from cmegw.readout.reading import StoredReading
 from cmegw.state import BusView
-from cmegw.testing import BusLine, FakeReadout, fake_state, run_clock
+from cmegw.testing import BusLine, FakeReadout, fake_state, simulated_readings
 from cmegw.web.app import admin_resource
 from tests.support import local_time_in_utc
 from tests.web_helpers import HOST
@@ -38,14 +38,8 @@ ERROR_2 = "primary address 2: no answer to SND_NKE after 4 tries"
 
 def decoded_readings() -> dict[int, dict[str, Any]]:
     """A StoredReading's ``decoded`` of each simulated meter, by primary address."""
-    clock = task.Clock()
-    master = Master(1, BusArbiter(1, BusLine(MeterBus(default_meters()), clock), clock), clock)
-    out = {}
-    for primary in (1, 2, 5, 10):
-        decoded = dict(run_clock(clock, master.read(primary)).as_dict())
-        decoded.pop("frames")
-        out[primary] = decoded
-    return out
+    return {primary: {k: v for k, v in reading.as_dict().items() if k != "frames"}
+            for primary, reading in simulated_readings().items()}
 
 
 DECODED = decoded_readings()

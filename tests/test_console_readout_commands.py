@@ -17,28 +17,14 @@ from twisted.trial.unittest import TestCase
 from cmegw.config.model import Config
 from cmegw.console import readout_commands as R
 from cmegw.console.commands import Reply, Session, commands
-from cmegw.mbus.arbiter import BusArbiter
-from cmegw.mbus.master import Master
-from cmegw.mbus.meterbus import MeterBus, default_meters
 from cmegw.readout.reading import TARGET_CONNECTED, TARGET_DOWN, StoredReading, TargetStatus
 from cmegw.state import BusView
-from cmegw.testing import BusLine, FakeReadout, fake_state, run_clock
+from cmegw.testing import FakeReadout, fake_state
+from tests.readout_web_helpers import decoded_readings
 from tests.support import local_time_in_utc
 
 #: 2024-03-12 14:23:00 UTC
 T0 = 1710253380.0
-
-
-def decoded_readings() -> dict[int, dict[str, Any]]:
-    """A StoredReading's ``decoded`` of each simulated meter, by primary address."""
-    clock = task.Clock()
-    master = Master(1, BusArbiter(1, BusLine(MeterBus(default_meters()), clock), clock), clock)
-    out = {}
-    for primary in (1, 2, 5, 10):
-        decoded = dict(run_clock(clock, master.read(primary)).as_dict())
-        decoded.pop("frames")
-        out[primary] = decoded
-    return out
 
 
 def config() -> Config:

@@ -10,7 +10,6 @@ import datetime
 import json
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SkipTest, TestCase
@@ -21,7 +20,7 @@ from cmegw.mbus.results import Reading
 from cmegw.readout import payload
 from cmegw.readout.payload import Register
 from cmegw.readout.reading import StoredReading
-from tests.support import read_hex
+from tests.support import read_hex, real_frames
 
 #: 2024-03-12 14:23:00 UTC
 READ_AT = 1710253380.0
@@ -58,15 +57,6 @@ def simulated_readings(now: datetime.datetime | None = None, time: float = READ_
         meter_id = NAMES[meter.primary]
         found[meter_id] = stored(meter_id, meter_frames(meter), meter.primary, f"{meter_id.title()} meter", time)
     return found
-
-
-def real_frames() -> list[Path]:
-    """The real frames of the shared folder beside the checkout (or a worktree's parents); skips without."""
-    for parent in Path(__file__).resolve().parents:
-        folder = parent / "shared" / "mbus-frames" / "test-frames"
-        if folder.is_dir():
-            return sorted(folder.glob("*.hex"))
-    raise SkipTest("the real frames (shared/mbus-frames/test-frames) are absent")
 
 
 def real_readings() -> list[tuple[str, StoredReading]]:

@@ -73,7 +73,7 @@ class ServiceTests(unittest.TestCase):
     def service(self, config: Any = None) -> ReadoutService:
         store = ReadingStore(self.folder / "readings.sqlite", self.clock, inline=True)
         service = ReadoutService(config or self.config, self.clock, self.read, self.folder, store=store,
-                                 targets=lambda readout, config: [self.target] if config.mqtt.enabled or True else [])
+                                 targets=lambda readout, config: [self.target])
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         return service

@@ -41,6 +41,8 @@ _SECTIONS: dict[str, type] = {
 #: Sections of one table each, and tables of numbered or named ones (their attribute on Config).
 _SINGLE = ("network", "http", "console", "readout", "mqtt")
 _TABLES = {"line": "lines", "tunnel": "tunnels", "push": "push", "meter": "meters"}
+#: The sections in page order (as `setting_names` lists them).
+_PAGE_ORDER = ("network", "http", "console", "line", "tunnel", "readout", "mqtt", "meter", "push")
 
 _TRUE = {"1", "on", "yes", "true", "enabled", "enable"}
 _FALSE = {"0", "off", "no", "false", "disabled", "disable"}
@@ -141,24 +143,12 @@ def parse_text(name: str, kind: Any, text: str) -> Any:
 
 def setting_names(config: Config) -> Iterator[str]:
     """Every settable name of this configuration, in page order."""
-    for section in ("network", "http", "console"):
-        for f in attrs.fields(_SECTIONS[section]):
-            yield f"{section}.{f.name}"
-    for n in config.lines:
-        for f in attrs.fields(LineConfig):
-            yield f"line.{n}.{f.name}"
-    for n in config.tunnels:
-        for f in attrs.fields(TunnelConfig):
-            yield f"tunnel.{n}.{f.name}"
-    for section in ("readout", "mqtt"):
-        for f in attrs.fields(_SECTIONS[section]):
-            yield f"{section}.{f.name}"
-    for key in config.meters:
-        for f in attrs.fields(MeterConfig):
-            yield f"meter.{key}.{f.name}"
-    for n in config.push:
-        for f in attrs.fields(PushConfig):
-            yield f"push.{n}.{f.name}"
+    for section in _PAGE_ORDER:
+        fields = attrs.fields(_SECTIONS[section])
+        for key in getattr(config, _TABLES[section]) if section in _TABLES else (None,):
+            prefix = section if key is None else f"{section}.{key}"
+            for f in fields:
+                yield f"{prefix}.{f.name}"
 
 
 def _locate(config: Config, name: str) -> tuple[str, int | str | None, str, Any]:
@@ -212,13 +202,13 @@ def shown_value(name: str, value: Any) -> Any:
 def redacted(config: Config) -> dict[str, Any]:
     """The file's structure (`Config.to_dict`) with every secret shown as `SECRET_SHOWN`."""
     data = config.to_dict()
-    for section in ("mqtt",):
-        for key, value in data[section].items():
-            data[section][key] = shown_value(f"{section}.{key}", value)
-    for section in ("push",):
-        for table in data[section].values():
-            for key, value in table.items():
-                table[key] = shown_value(f"{section}.1.{key}", value)
+    for name in setting_names(config):
+        if is_secret(name):
+            *path, field = name.split(".")
+            table = data
+            for part in path:
+                table = table[part]
+            table[field] = shown_value(name, table[field])
     return data
 
 

@@ -62,6 +62,18 @@ class TargetStatus:
         return attrs.asdict(self)
 
 
+def stored_form(reading: Any, name: str, line: int | None) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """
+    (telegrams as hex, decoded) of a master's `cmegw.mbus.results.Reading`
+    as the store keeps it: `Reading.as_dict` without its frames, plus the
+    meter list's name and line.
+    """
+    decoded = dict(reading.as_dict())
+    telegrams = tuple(decoded.pop("frames", ()))
+    decoded.update(name=name, line=line)
+    return telegrams, decoded
+
+
 def gateway_id(config: Any) -> str:
     """The gateway's id in topics and payloads: its serial number (``identity.serial_number``) in lower case."""
     return (config.identity.serial_number or "cmegw").lower()

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from cmegw.config.model import Config
 from cmegw.readout.delivery import Forwarder
-from cmegw.readout.reading import StoredReading, TargetStatus, gateway_id  # noqa: F401 (gateway_id: here too)
+from cmegw.readout.reading import StoredReading, TargetStatus, gateway_id, stored_form  # noqa: F401 (gateway_id: here too)
 from cmegw.readout.scheduler import MeterStatus, ReadMeter, Scheduler
 from cmegw.readout.store import ReadingStore
 
@@ -172,14 +172,12 @@ class ReadoutService(service.Service):
     def _record(self, key: str, reading: Any, error: str) -> defer.Deferred:
         """Keep one outcome of a read; a good reading goes into each target's queue."""
         meter = self.config.meters.get(key)
-        extra = {"name": meter.name if meter else "", "line": meter.line if meter else None}
+        name, line = (meter.name, meter.line) if meter else ("", None)
         now = self.reactor.seconds()
         if reading is None:
-            d = self.store.add(key, now, False, (), extra, error, ())
+            d = self.store.add(key, now, False, (), {"name": name, "line": line}, error, ())
         else:
-            decoded = dict(reading.as_dict())
-            telegrams = tuple(decoded.pop("frames", ()))
-            decoded.update(extra)
+            telegrams, decoded = stored_form(reading, name, line)
             d = self.store.add(key, reading.read_at or now, True, telegrams, decoded, "", list(self.targets))
         d.addCallback(self._recorded, key)
         return d
