@@ -169,8 +169,7 @@ def _pages(args: Arguments, table: dict[int, Any], what: str, page: Callable[[in
     return "\n\n".join("\n".join(page(n)) for n in numbers)
 
 
-# The console's rendering of a tunnel's statistics; it will render the shared view rows of the
-# published gateway state (issue 13), as the web page and the API will.
+# The console's rendering of a tunnel: the view rows of `cmegw.stats` the web page renders too.
 def _tunnel_page(gateway: Any, n: int) -> list[str]:
     tunnel = gateway.state.config.tunnels[n]
     stats = gateway.state.tunnel_stats.get(n)
@@ -225,8 +224,7 @@ def show_tunnel(session: Session, args: Arguments) -> Result:
     return _pages(args, gateway.state.config.tunnels, "tunnel", lambda n: _tunnel_page(gateway, n))
 
 
-# The console's rendering of a line's statistics; it will render the shared view rows of the
-# published gateway state (issue 13), as the web page and the API will.
+# The console's rendering of a line: the view rows of `cmegw.stats` the web page renders too.
 def _line_page(gateway: Any, n: int) -> list[str]:
     line = gateway.state.config.lines[n]
     stats = gateway.state.lines.get(n)
