@@ -151,7 +151,7 @@ class GatewayService(service.MultiService):
             self.lines[n] = line
             if n in self.traces and self.traces[n].enabled:
                 self.traces[n].attach(line)
-            arbiter = BusArbiter(n, line, self.reactor)
+            arbiter = BusArbiter(n, line, self.reactor, slack=line.delivery_slack)
             arbiter.setServiceParent(self)
             self.arbiters[n] = arbiter
             master = Master(n, arbiter, self.reactor)
@@ -368,10 +368,11 @@ class GatewayService(service.MultiService):
     def start_scan(self, n: int, kind: str, identify: bool = True) -> Any:
         """Start a primary or secondary scan of line `n` and return its `cmegw.mbus.results.Scan`."""
         master = self._master(n)
+        silent_retries = self.running_config.lines[n].scan_silent_retries
         if kind == "primary":
-            return master.scan_primary(identify=identify)
+            return master.scan_primary(identify=identify, silent_retries=silent_retries)
         if kind == "secondary":
-            return master.scan_secondary()
+            return master.scan_secondary(silent_retries=silent_retries)
         raise ValueError(f"{kind!r} is not a kind of scan; use primary or secondary")
 
     def read_meter(self, n: int, address: Any) -> defer.Deferred:
