@@ -436,3 +436,54 @@ class TransparentTests(TestCase):
         self.line.feed(frames.ACK)
         self.line.feed(b"z")
         self.assertEqual((bytes(other), bytes(self.to_client)), (b"z", b""))
+
+
+class ScanAndTunnelClientTests(TestCase):
+    """A transparent tunnel client polling while the gateway's master scans: it waits one transaction at most."""
+
+    def test_client_waits_at_most_one_transaction(self) -> None:
+        from cmegw.mbus.master import Master
+        from cmegw.mbus.meterbus import MeterBus, default_meters
+        from cmegw.testing import BusLine
+
+        clock = task.Clock()
+        sent: list[tuple[float, bytes]] = []
+
+        class TimedLine(BusLine):
+            def write(self, data: bytes) -> bool:
+                sent.append((clock.seconds(), bytes(data)))
+                return super().write(data)
+
+        line = TimedLine(MeterBus(default_meters()), clock)
+        arbiter = BusArbiter(1, line, clock, slack=lambda: SLACK)
+        scan = Master(1, arbiter, clock).scan_primary()
+        pump(clock, 0.5)
+        request = frames.req_ud2(1)
+        asked: list[float] = []
+        answers: list[bytes] = []
+
+        def ask() -> None:
+            asked.append(clock.seconds())
+            arbiter.port.write(request)
+
+        def answered(data: bytes) -> None:
+            answers.append(data)
+            if len(asked) < 15:
+                clock.callLater(0.03, ask)  # the head-end's next request, a little after its answer
+
+        arbiter.port.attach(answered)
+        ask()
+        for _ in range(20000):
+            if len(answers) == 15:
+                break
+            clock.advance(0.001)
+        self.assertTrue(scan.running)
+        self.assertEqual(len(answers), 15)
+        self.assertTrue(all(a.startswith(b"\x68") for a in answers), "every answer is the client's RSP_UD")
+        on_line = [t for t, data in sent if data == request]
+        waits = [out - asked_at for asked_at, out in zip(asked, on_line)]
+        longest_probe = 5 * character_time(2400) + first_byte_timeout(2400, SLACK)
+        self.assertLessEqual(max(waits), longest_probe + IDLE + 0.002, waits)
+        self.assertGreater(max(waits), 0.1, "some requests did wait behind a probe")
+        probes = [t for t, data in sent if data[1:2] == bytes([frames.SND_NKE]) and asked[0] < t < on_line[-1]]
+        self.assertGreaterEqual(len(probes), len(asked) - 1, "a probe between each two of the client's exchanges")
