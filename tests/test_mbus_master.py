@@ -23,7 +23,7 @@ from cmegw.mbus.master import (
 from cmegw.mbus.meterbus import MeterBus, SimulatedMeter, default_meters
 from cmegw.mbus.records import Coding, RecordSpec, scaled
 from cmegw.mbus.results import SCAN_CANCELLED, SCAN_DONE, SCAN_FAILED
-from cmegw.mbus.timing import first_byte_timeout, silent_floor, transaction_floor
+from cmegw.mbus.timing import exchange_floor, first_byte_timeout, silent_floor, transaction_floor
 from cmegw.serial.adapter import SCHEDULING_MARGIN
 from cmegw.testing import BusLine, run_clock as run
 
@@ -207,6 +207,18 @@ class SecondaryScanTests(MasterTestCase):
         self.bus.meters.clear()
         scan = self.scan(self.master.scan_secondary(retries=0))
         self.assertEqual((scan.found, scan.errors, scan.done), ([], [], 10))
+
+    def test_floor_of_its_transactions_kept(self) -> None:
+        """An empty bus: the deselections, the reset broadcast and ten silent selections tried twice."""
+        self.bus.meters.clear()
+        scan = self.scan(self.master.scan_secondary())
+        selection = len(frames.select_secondary("0FFFFFFF"))
+        floor = (2 * silent_floor(5, 2400) + exchange_floor(5, 0, 2400, expect_reply=False)
+                 + 2 * 10 * silent_floor(selection, 2400))
+        self.assertAlmostEqual(scan.floor, floor)
+        self.assertGreater(scan.elapsed, scan.floor)
+        self.assertLessEqual(scan.elapsed, 1.15 * scan.floor)
+        self.assertEqual(scan.as_dict()["elapsed"], scan.elapsed)
 
     def test_acknowledgements_in_step_still_narrowed(self) -> None:
         """Two E5s in step read as one clean E5; the RSP_UDs always collide, and the search goes deeper."""

@@ -120,6 +120,13 @@ class Scan:
         """Seconds from start to end, or None while it runs."""
         return None if self.finished_at is None else self.finished_at - self.started_at
 
+    def duration_text(self, now: float) -> str:
+        """How long it took (or runs) against the floor of its transactions: ``108.4 s (floor 104.1 s, 1.04x)``."""
+        took = (self.finished_at if self.finished_at is not None else now) - self.started_at
+        if self.floor <= 0:
+            return f"{took:.1f} s"
+        return f"{took:.1f} s (floor {self.floor:.1f} s, {took / self.floor:.2f}x)"
+
     @property
     def progress(self) -> float:
         """From 0 to 1: addresses tried (primary), share of the identification numbers covered (secondary)."""

@@ -148,11 +148,10 @@ def scan_card(admin: Admin, request: IRequest, pages: MeterPages, master: BusVie
     if scan is None:
         rows.append(("Scan", "none yet"))
     else:
-        took = (scan.finished_at if scan.finished_at is not None else admin.clock.seconds()) - scan.started_at
         rows += [("Scan", f"{scan.kind}, {scan.state}"),
                  ("Progress", tags.progress(f"{scan.progress:.0%}", value=f"{scan.progress:.3f}", max="1")),
                  ("Probes", f"{scan.done}" + (f" of {scan.total}" if scan.total else "")),
-                 ("Duration", f"{took:.1f} s"),
+                 ("Duration", scan.duration_text(admin.clock.seconds())),
                  ("Meters found", len(scan.found))]
         if scan.running and scan.current:
             rows.append(("Now trying", scan.current))
