@@ -110,17 +110,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 
 from cmegw.mbus import frames
-from cmegw.mbus.replies import (  # noqa: F401 (callers import them from here)
-    REPLY_GARBLED,
-    REPLY_INVALID,
-    REPLY_NOT_EXPECTED,
-    REPLY_OK,
-    REPLY_SILENT,
-    REPLY_TRUNCATED,
-    Reply,
-    classify,
-    reply_shape,
-)
+from cmegw.mbus.replies import REPLY_GARBLED, REPLY_INVALID, REPLY_NOT_EXPECTED, REPLY_OK  # noqa: F401
+from cmegw.mbus.replies import REPLY_SILENT, REPLY_TRUNCATED, Reply, classify, reply_shape  # noqa: F401
 from cmegw.mbus.timing import (
     INTER_TELEGRAM_BITS,
     character_time,

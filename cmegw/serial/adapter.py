@@ -42,7 +42,7 @@ _FLAGS_OFFSET = 4 * _FLAGS.size
 _PTY_MAJORS = range(136, 144)
 
 #: The reactor's turn and the scheduler between a byte's delivery and the arbiter seeing it.
-SCHEDULING_MARGIN = 0.004
+SCHEDULING_MARGIN = 0.005
 #: The latency timer an FTDI adapter is set to, and what its driver uses when nobody sets it.
 FTDI_LATENCY_WANTED_MS = 1
 FTDI_LATENCY_DEFAULT_MS = 16
