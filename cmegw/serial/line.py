@@ -309,7 +309,8 @@ class SerialLine(service.Service):
         self.transport = transport
         self.adapter = adapter = self._probe(transport.fileno(), self.device)
         self._publish_slack()
-        low_latency = f"{adapter.description}, low latency {adapter.low_latency}"
+        about = (f"{adapter.description}; low latency: {adapter.low_latency}; "
+                 f"delivery slack {self.delivery_slack() * 1000:.1f} ms")
         self._write = fast_writer(transport)
         self._protocol = protocol
         self._icount_base = read_icount(transport.fileno())
@@ -322,11 +323,11 @@ class SerialLine(service.Service):
         if self._paused:
             transport.pauseProducing()
         if self.stats.reopen_attempts:
-            log.info("Line {n}: {device} is back ({baud} baud; {low_latency})", n=self.number, device=self.device,
-                     baud=self.config.baud_rate, low_latency=low_latency)
+            log.info("Line {n}: {device} is back at {baud} baud: {about}", n=self.number, device=self.device,
+                     baud=self.config.baud_rate, about=about)
         else:
-            log.info("Line {n}: opened {device} at {baud} baud, 8E1 ({low_latency})", n=self.number,
-                     device=self.device, baud=self.config.baud_rate, low_latency=low_latency)
+            log.info("Line {n}: opened {device} at {baud} baud, 8E1: {about}", n=self.number,
+                     device=self.device, baud=self.config.baud_rate, about=about)
         self.stats.reopen_attempts = 0
         for listener in list(self._listeners):
             listener(True)
