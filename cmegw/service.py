@@ -16,7 +16,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from cmegw.config.model import Config
+from cmegw.config.model import MAX_SCAN_RETRIES, Config
 from cmegw.config.settings import apply_setting, live_update
 from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.host.apply import NetworkApplier
@@ -365,10 +365,17 @@ class GatewayService(service.MultiService):
             trace.attach(self.lines[n])
         return trace
 
-    def start_scan(self, n: int, kind: str, identify: bool = True) -> Any:
-        """Start a primary or secondary scan of line `n` and return its `cmegw.mbus.results.Scan`."""
+    def start_scan(self, n: int, kind: str, identify: bool = True, silent_retries: int | None = None) -> Any:
+        """
+        Start a primary or secondary scan of line `n` and return its
+        `cmegw.mbus.results.Scan`; a silent address is tried again
+        `silent_retries` times (default: the line's ``scan_silent_retries``).
+        """
         master = self._master(n)
-        silent_retries = self.running_config.lines[n].scan_silent_retries
+        if silent_retries is None:
+            silent_retries = self.running_config.lines[n].scan_silent_retries
+        elif not 0 <= silent_retries <= MAX_SCAN_RETRIES:
+            raise ValueError(f"tries again after silence: use 0 to {MAX_SCAN_RETRIES}, not {silent_retries}")
         if kind == "primary":
             return master.scan_primary(identify=identify, silent_retries=silent_retries)
         if kind == "secondary":
