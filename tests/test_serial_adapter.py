@@ -121,6 +121,13 @@ class AdapterTests(TestCase):
         self.assertIn("assumed 16 ms", info.latency_timer_note)
         self.assertAlmostEqual(info.slack(2400), adapter.UNKNOWN_USB_LATENCY_MS / 1000 + SCHEDULING_MARGIN)
 
+    def test_ftdi_without_a_readable_latency_timer(self) -> None:
+        self.sysfs.usb_tty("ttyUSB5", "ftdi_sio", "0403", "6010", "FTDI", "Dual RS232")
+        info = prepare(self.fd, "/dev/ttyUSB5", self.sysfs.root)
+        self.assertEqual((info.kind, info.latency_timer), (KIND_FTDI, None))
+        self.assertEqual(info.latency_timer_note, "not readable: assumed 16 ms")
+        self.assertAlmostEqual(info.slack(2400), 0.016 + SCHEDULING_MARGIN)
+
     def test_uart_fifo_holds_four_characters(self) -> None:
         self.sysfs.uart_tty("ttyS0", "serial8250")
         info = prepare(self.fd, "/dev/ttyS0", self.sysfs.root)

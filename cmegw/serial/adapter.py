@@ -198,12 +198,14 @@ def prepare(fd: int, device: str, sysfs: str | Path = "/sys") -> AdapterInfo:
     kind, description = describe(tty, root)
     timer, note = latency_timer(tty, root)
     if timer is not None:
-        kind = KIND_FTDI
-        return AdapterInfo(kind, description, low_latency, timer, note, timer / 1000 + SCHEDULING_MARGIN)
-    if kind == KIND_FTDI:
-        return AdapterInfo(kind, description, low_latency, None, "not readable: assumed "
-                           f"{FTDI_LATENCY_DEFAULT_MS} ms", FTDI_LATENCY_DEFAULT_MS / 1000 + SCHEDULING_MARGIN)
+        return AdapterInfo(KIND_FTDI, description, low_latency, timer, note, _held_for(timer))
     if kind == KIND_UART:
         return AdapterInfo(kind, description, low_latency, fifo_characters=UART_FIFO_CHARACTERS)
-    note = f"none known: assumed {UNKNOWN_USB_LATENCY_MS} ms"
-    return AdapterInfo(kind, description, low_latency, None, note, UNKNOWN_USB_LATENCY_MS / 1000 + SCHEDULING_MARGIN)
+    assumed = FTDI_LATENCY_DEFAULT_MS if kind == KIND_FTDI else UNKNOWN_USB_LATENCY_MS
+    note = f"{'not readable' if kind == KIND_FTDI else 'none known'}: assumed {assumed} ms"
+    return AdapterInfo(kind, description, low_latency, None, note, _held_for(assumed))
+
+
+def _held_for(latency_ms: int) -> float:
+    """The slack of a USB adapter that holds received bytes up to `latency_ms`."""
+    return latency_ms / 1000 + SCHEDULING_MARGIN
