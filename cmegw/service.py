@@ -16,7 +16,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from cmegw.config.model import Config
+from cmegw.config.model import MAX_SCAN_RETRIES, Config
 from cmegw.config.settings import apply_setting, live_update
 from cmegw.config.store import ConfigFileError, ConfigStore
 from cmegw.host.apply import NetworkApplier
@@ -151,7 +151,7 @@ class GatewayService(service.MultiService):
             self.lines[n] = line
             if n in self.traces and self.traces[n].enabled:
                 self.traces[n].attach(line)
-            arbiter = BusArbiter(n, line, self.reactor)
+            arbiter = BusArbiter(n, line, self.reactor, slack=line.delivery_slack)
             arbiter.setServiceParent(self)
             self.arbiters[n] = arbiter
             master = Master(n, arbiter, self.reactor)
@@ -365,13 +365,21 @@ class GatewayService(service.MultiService):
             trace.attach(self.lines[n])
         return trace
 
-    def start_scan(self, n: int, kind: str, identify: bool = True) -> Any:
-        """Start a primary or secondary scan of line `n` and return its `cmegw.mbus.results.Scan`."""
+    def start_scan(self, n: int, kind: str, identify: bool = True, silent_retries: int | None = None) -> Any:
+        """
+        Start a primary or secondary scan of line `n` and return its
+        `cmegw.mbus.results.Scan`; a silent address is tried again
+        `silent_retries` times (default: the line's ``scan_silent_retries``).
+        """
         master = self._master(n)
+        if silent_retries is None:
+            silent_retries = self.running_config.lines[n].scan_silent_retries
+        elif not 0 <= silent_retries <= MAX_SCAN_RETRIES:
+            raise ValueError(f"tries again after silence: use 0 to {MAX_SCAN_RETRIES}, not {silent_retries}")
         if kind == "primary":
-            return master.scan_primary(identify=identify)
+            return master.scan_primary(identify=identify, silent_retries=silent_retries)
         if kind == "secondary":
-            return master.scan_secondary()
+            return master.scan_secondary(silent_retries=silent_retries)
         raise ValueError(f"{kind!r} is not a kind of scan; use primary or secondary")
 
     def read_meter(self, n: int, address: Any) -> defer.Deferred:

@@ -20,6 +20,7 @@ import attrs
 from cmegw.config.model import Config
 from cmegw.config.settings import get_setting, setting_names
 from cmegw.login import LoginLimiter
+from cmegw.mbus.timing import defragmentation_timeout, first_byte_timeout
 from cmegw.tunnel.connect import CONNECT_CONNECTED
 from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
 
@@ -176,7 +177,34 @@ class GatewayState:
             "ACT": now - last_change < ACTIVITY_WINDOW and last_change > 0,
         }
 
+    def line_timing(self, n: int) -> list[tuple[str, str]]:
+        """
+        Line `n`'s adapter and the M-Bus timeouts it makes, as (label, text)
+        rows (the M-Bus Serial page and the console's ``show line``).
+        """
+        stats = self.lines.get(n)
+        if stats is None:
+            return []
+        rows = [("Adapter", stats.adapter or "not seen yet (the line has not opened)"),
+                ("Low latency", stats.low_latency or "—"),
+                ("Latency timer", stats.latency_timer or "—")]
+        if stats.slack is not None and stats.baud_rate:
+            own = stats.adapter_slack if stats.adapter_slack is not None else stats.slack - stats.extra_slack
+            rows += [("Delivery slack", f"{_ms(stats.slack)} (adapter {_ms(own)} + extra {_ms(stats.extra_slack)})"),
+                     ("First-byte timeout", f"{_ms(first_byte_timeout(stats.baud_rate, stats.slack))} "
+                                            f"at {stats.baud_rate} baud"),
+                     ("Defragmentation timeout", _ms(defragmentation_timeout(stats.baud_rate, stats.slack)))]
+        bus = self.bus.get(n)
+        gap = getattr(getattr(bus, "stats", None), "reply_gap_peak", None)
+        if gap is not None:
+            rows.append(("Largest gap inside a reply", f"{_ms(gap)} (measured beyond the characters' time)"))
+        return rows
+
     def line_peer(self, n: int) -> str:
         """Whom line `n`'s bytes come from and go to right now: its tunnel's client, or ""."""
         tunnel = self.tunnels.get(n)
         return tunnel.stats.peer if tunnel is not None else ""
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"

@@ -58,6 +58,14 @@ class LineStatistics(Counters):
     device: str = ""
     opened_at: float | None = None
     reopen_attempts: int = 0
+    #: The adapter found at the last open (`cmegw.serial.adapter`): in words, its low-latency state, its
+    #: latency timer; the delivery slack it adds, the ``extra_slack`` setting, and their sum (seconds).
+    adapter: str = ""
+    low_latency: str = ""
+    latency_timer: str = ""
+    adapter_slack: float | None = None
+    extra_slack: float = 0.0
+    slack: float | None = None
 
 
 #: (label, attribute of LineStatistics) in the order of the device's M-Bus Serial page.

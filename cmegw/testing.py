@@ -350,7 +350,7 @@ class FakeGateway:
         trace.enabled = on
         return trace
 
-    def start_scan(self, n: int, kind: str, identify: bool = True) -> Any:
+    def start_scan(self, n: int, kind: str, identify: bool = True, silent_retries: int | None = None) -> Any:
         self.calls.append(("start_scan", n, kind, identify))
         raise KeyError(f"there is no line {n} with a bus in this fake")
 

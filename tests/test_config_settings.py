@@ -7,6 +7,7 @@ from cmegw.config.settings import (
     UnknownSetting,
     apply_setting,
     apply_settings,
+    describe,
     format_value,
     get_setting,
     needs_restart,
@@ -71,3 +72,19 @@ class SettingsTests(TestCase):
             get_setting(self.config, name)
         self.assertEqual(format_value(True), "on")
         self.assertEqual(format_value(("a", "b")), "a, b")
+
+    def test_line_timing_settings(self):
+        """The extra slack (seconds, 0..5) and the scan's tries after silence (0..3) apply live."""
+        self.assertEqual((self.config.lines[1].extra_slack, self.config.lines[1].scan_silent_retries), (0.0, 1))
+        c = apply_settings(self.config, {"line.1.extra_slack": "0.25", "line.1.scan_silent_retries": "0"})
+        self.assertEqual((c.lines[1].extra_slack, c.lines[1].scan_silent_retries), (0.25, 0))
+        self.assertFalse(needs_restart("line.1.extra_slack"))
+        self.assertFalse(needs_restart("line.1.scan_silent_retries"))
+        self.assertEqual(describe("line.1.extra_slack").unit, "s")
+        with self.assertRaises(ConfigError) as cm:
+            apply_setting(self.config, "line.1.extra_slack", "6")
+        self.assertEqual(str(cm.exception), "line.1.extra_slack: 6.0 is not allowed; use a number from 0 to 5 seconds")
+        with self.assertRaises(ConfigError) as cm:
+            apply_setting(self.config, "line.1.extra_slack", "soon")
+        self.assertIn("use a number", str(cm.exception))
+        self.assertRaises(ConfigError, apply_setting, self.config, "line.1.scan_silent_retries", "4")

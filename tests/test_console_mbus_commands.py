@@ -48,6 +48,7 @@ class MbusCommandTests(TestCase):
     def test_scan_primary(self) -> None:
         text = self.text("mbus scan")
         self.assertIn("Primary scan of line 1 done: 4 meters, 251 of 251 addresses", text)
+        self.assertRegex(text, r"addresses, \d+\.\d s \(floor \d+\.\d s, 1\.\d\dx\)\.", "its time against its floor")
         self.assertRegex(text, r"Primary\s+Ident")
         self.assertEqual(self.printed[0], "Scanning line 1 by primary address; Ctrl-C stops.")
         self.assertIn("  found: primary 10, secondary 41520063-ELS-08-03", self.printed)

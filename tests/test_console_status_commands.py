@@ -5,6 +5,7 @@ state (status, network, tunnel, line, HTTP, log, auth).
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 from twisted.trial.unittest import TestCase
@@ -85,8 +86,23 @@ class StatusCommandTests(CommandTestMixin, TestCase):
         self.assertIn("Parity errors          unavailable", text)
         self.assertIn("Framing errors         2", text)
         self.assertIn("Queued receive bytes   0", text)
-        self.assertIn("Baud rate  2400", text)
+        self.assertRegex(text, r"Baud rate +2400 ")
+        self.assertIn("Adapter        not seen yet", text)
         self.assertEqual(self.text("show line 2"), "show line: '2' is not a line; lines: 1")
+
+    def test_show_line_adapter_and_timeouts(self):
+        stats = LineStatistics(state="open", baud_rate=2400, adapter="pseudo-terminal (simulated bus)",
+                               low_latency="not supported by the driver", latency_timer="none",
+                               adapter_slack=0.004, extra_slack=0.5, slack=0.504)
+        self.gateway.state.lines = {1: stats}
+        text = self.text("show line 1")
+        for label, shown in (("Adapter", "pseudo-terminal (simulated bus)"),
+                             ("Low latency", "not supported by the driver"),
+                             ("Delivery slack", "504.0 ms (adapter 4.0 ms + extra 500.0 ms)"),
+                             ("First-byte timeout", "696.1 ms at 2400 baud"),
+                             ("Defragmentation timeout", "517.8 ms"),
+                             ("Scan: tries again after silence", "1 (set line.1.scan_silent_retries)")):
+            self.assertRegex(text, re.escape(label) + " +" + re.escape(shown))
 
     def test_show_line_every_line(self):
         """Without a number, every line's page, a blank line between them."""

@@ -23,8 +23,10 @@ from cmegw.mbus.timing import (
     INTER_TELEGRAM_BITS,
     character_time,
     defragmentation_timeout,
+    exchange_floor,
     first_byte_timeout,
     reply_timeout,
+    silent_floor,
     transaction_floor,
 )
 from cmegw.mbus.transparent import HOLD_LIMIT
@@ -35,6 +37,8 @@ RSP = frames.long_frame(0x08, 5, 0x72, bytes(range(60)))
 #: A hair more than an exact delay: the clock's sums of floats may fall short by one ulp.
 EPS = 1e-9
 IDLE = INTER_TELEGRAM_BITS / 2400 + EPS
+#: The line's delivery slack in these tests (a pty's would be 4 ms, an FTDI's 16 ms + 4 ms).
+SLACK = 0.010
 
 
 def pump(clock: task.Clock, seconds: float, step: float = 0.005) -> None:
@@ -66,15 +70,23 @@ class Producer:
 
 class TimingTests(TestCase):
     def test_first_byte_timeout_per_baud(self) -> None:
-        # libmbus: (330 + 11) / 2400 + 0.15 = 292 ms at 2400 baud.
-        self.assertAlmostEqual(first_byte_timeout(2400), 0.29208, places=4)
-        self.assertAlmostEqual(first_byte_timeout(300), 341 / 300 + 0.15, places=6)
-        self.assertAlmostEqual(first_byte_timeout(38400), 341 / 38400 + 0.15, places=6)
+        # EN 13757-2: 330 bit times + 50 ms, + 11 bits for the character, + the line's slack.
+        self.assertAlmostEqual(first_byte_timeout(2400, 0.0), 341 / 2400 + 0.05, places=9)
+        self.assertAlmostEqual(first_byte_timeout(2400, 0.1), 0.29208, places=4)  # libmbus' 100 ms
+        self.assertAlmostEqual(first_byte_timeout(300, SLACK), 341 / 300 + 0.05 + SLACK, places=9)
+        self.assertAlmostEqual(first_byte_timeout(38400, SLACK), 341 / 38400 + 0.05 + SLACK, places=9)
 
     def test_reply_timeout_covers_the_longest_telegram(self) -> None:
-        self.assertAlmostEqual(reply_timeout(2400) - first_byte_timeout(2400), 261 * 11 / 2400)
+        self.assertAlmostEqual(reply_timeout(2400, SLACK) - first_byte_timeout(2400, SLACK), 261 * 11 / 2400)
         self.assertAlmostEqual(character_time(2400), 0.004583, places=5)
-        self.assertGreater(defragmentation_timeout(2400), 3 * character_time(2400))
+        self.assertAlmostEqual(defragmentation_timeout(2400, SLACK), 3 * character_time(2400) + SLACK)
+
+    def test_floors(self) -> None:
+        # A silent SND_NKE: the request, then 330 bit times + 50 ms (the issue's 22.9 + 187.5 ms).
+        self.assertAlmostEqual(silent_floor(5, 2400), 0.0229 + 0.1875, places=4)
+        self.assertEqual(exchange_floor(5, 0, 2400), silent_floor(5, 2400))
+        self.assertEqual(exchange_floor(5, 1, 2400), transaction_floor(5, 1, 2400))
+        self.assertAlmostEqual(exchange_floor(5, 0, 2400, expect_reply=False), (55 + 33) / 2400)
 
     def test_transaction_floor(self) -> None:
         # SND_NKE and E5: 6 characters, 11 bits turnaround, 33 bits idle.
@@ -85,7 +97,7 @@ class TransactionTests(TestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.line = FakeLine()
-        self.arbiter = BusArbiter(1, self.line, self.clock)
+        self.arbiter = BusArbiter(1, self.line, self.clock, slack=lambda: SLACK)
         self.baud = 2400
 
     def sending(self, request: bytes) -> float:
@@ -98,7 +110,7 @@ class TransactionTests(TestCase):
         self.clock.advance(0.05)
         self.line.feed(RSP[:1])
         self.line.feed(RSP[1:3])
-        self.clock.advance(0.05)
+        self.clock.advance(0.02)
         self.line.feed(RSP[3:40])
         self.assertEqual(box, [])
         self.line.feed(RSP[40:])
@@ -106,23 +118,52 @@ class TransactionTests(TestCase):
         self.assertEqual(reply.outcome, REPLY_OK)
         self.assertEqual(reply.data, RSP)
         self.assertEqual((reply.frame.kind, reply.frame.a, reply.frame.ci), ("long", 5, 0x72))
-        self.assertAlmostEqual(reply.duration, 0.1)
+        self.assertAlmostEqual(reply.duration, 0.07)
+        self.assertAlmostEqual(reply.floor, transaction_floor(len(request), len(RSP), self.baud))
         self.assertEqual(self.arbiter.stats.answered, 1)
+
+    def test_largest_gap_inside_a_reply_is_kept(self) -> None:
+        """The delay between two deliveries beyond their characters' wire time: the adapter's, measured."""
+        box = outcome(self.arbiter.transact(frames.req_ud2(5)))
+        self.line.feed(RSP[:2])
+        self.clock.advance(0.015)
+        self.line.feed(RSP[2:4])
+        self.clock.advance(0.005)
+        self.line.feed(RSP[4:])
+        self.assertEqual(box[0].outcome, REPLY_OK)
+        self.assertAlmostEqual(self.arbiter.stats.reply_gap_peak, 0.015 - 2 * character_time(self.baud))
+
+    def test_slack_is_read_at_each_transaction(self) -> None:
+        """The line's slack changes when it reopens on another adapter or the setting changes."""
+        slack = [0.0]
+        arbiter = BusArbiter(2, FakeLine(), self.clock, slack=lambda: slack[0])
+        for value in (0.0, 0.5):
+            slack[0] = value
+            request = frames.snd_nke(7)
+            box = outcome(arbiter.transact(request))
+            self.clock.advance(self.sending(request) + first_byte_timeout(self.baud, value) - 0.001)
+            self.assertEqual(box, [], value)
+            self.clock.advance(0.001 + EPS)
+            self.assertEqual(box[0].outcome, REPLY_SILENT)
+            self.assertAlmostEqual(box[0].floor, silent_floor(len(request), self.baud))
 
     def test_silence_after_the_first_byte_timeout(self) -> None:
         request = frames.snd_nke(7)
         box = outcome(self.arbiter.transact(request))
-        wait = self.sending(request) + first_byte_timeout(self.baud)
+        wait = self.sending(request) + first_byte_timeout(self.baud, SLACK)
         self.clock.advance(wait - 0.001)
         self.assertEqual(box, [])
         self.clock.advance(0.001 + EPS)
         self.assertEqual(box[0].outcome, REPLY_SILENT)
         self.assertEqual(self.arbiter.stats.silent, 1)
+        self.arbiter.transact(frames.snd_nke(8))
+        self.assertEqual(bytes(self.line.written), request + frames.snd_nke(8),
+                         "the line has been idle for the whole answer window: the next request goes at once")
 
     def test_timeout_follows_a_live_baud_change(self) -> None:
         self.line.apply(LineConfig(baud_rate=300))
         box = outcome(self.arbiter.transact(frames.snd_nke(7)))
-        self.clock.advance(5 * 11 / 300 + first_byte_timeout(300) - 0.001)
+        self.clock.advance(5 * 11 / 300 + first_byte_timeout(300, SLACK) - 0.001)
         self.assertEqual(box, [])
         self.clock.advance(0.001 + EPS)
         self.assertEqual(box[0].outcome, REPLY_SILENT)
@@ -130,7 +171,7 @@ class TransactionTests(TestCase):
     def test_truncated_after_the_defragmentation_timeout(self) -> None:
         box = outcome(self.arbiter.transact(frames.req_ud2(5)))
         self.line.feed(RSP[:15])
-        self.clock.advance(defragmentation_timeout(self.baud) - 0.001)
+        self.clock.advance(defragmentation_timeout(self.baud, SLACK) - 0.001)
         self.assertEqual(box, [])
         self.clock.advance(0.001 + EPS)
         self.assertEqual(box[0].outcome, REPLY_TRUNCATED)
@@ -140,10 +181,10 @@ class TransactionTests(TestCase):
     def test_garbage_waits_for_silence_and_is_kept(self) -> None:
         box = outcome(self.arbiter.transact(frames.snd_nke(5)))
         self.line.feed(b"\x21\x93")
-        self.clock.advance(0.05)
+        self.clock.advance(defragmentation_timeout(self.baud, SLACK) - 0.001)
         self.line.feed(b"\xff")
         self.assertEqual(box, [])
-        self.clock.advance(defragmentation_timeout(self.baud) + EPS)
+        self.clock.advance(defragmentation_timeout(self.baud, SLACK) + EPS)
         self.assertEqual(box[0].outcome, REPLY_GARBLED)
         self.assertEqual(box[0].data, b"\x21\x93\xff")
 
@@ -160,7 +201,7 @@ class TransactionTests(TestCase):
         self.clock.advance(0.01)
         self.assertEqual(box, [])
         self.line.feed(b"\x33")
-        self.clock.advance(defragmentation_timeout(self.baud) + EPS)
+        self.clock.advance(defragmentation_timeout(self.baud, SLACK) + EPS)
         self.assertEqual(box[0].outcome, REPLY_GARBLED)
         box = outcome(self.arbiter.transact(frames.snd_nke(5), settle=0.02))
         self.clock.advance(IDLE)
@@ -249,13 +290,13 @@ class TransparentTests(TestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.line = FakeLine()
-        self.arbiter = BusArbiter(1, self.line, self.clock)
+        self.arbiter = BusArbiter(1, self.line, self.clock, slack=lambda: SLACK)
         self.port = self.arbiter.port
         self.to_client = bytearray()
         self.port.attach(self.to_client.extend)
         self.client = Producer()
         self.port.registerProducer(self.client, True)
-        self.gap = first_byte_timeout(2400)
+        self.gap = first_byte_timeout(2400, SLACK)
 
     def test_bytes_pass_straight_through(self) -> None:
         self.assertIs(self.line.receiver.__self__, self.to_client, "the line calls the tunnel's receiver directly")
@@ -337,7 +378,7 @@ class TransparentTests(TestCase):
         """A client's request waits one master transaction at most; then the master waits for quiet."""
         master = [outcome(self.arbiter.transact(frames.snd_nke(a))) for a in (1, 2, 3)]
         self.port.write(frames.req_ud2(9))  # held behind SND_NKE 1
-        pump(self.clock, first_byte_timeout(2400) + 0.1)  # address 1 is silent
+        pump(self.clock, first_byte_timeout(2400, SLACK) + 0.1)  # address 1 is silent
         self.assertEqual(master[0][0].outcome, REPLY_SILENT)
         self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.req_ud2(9))
         pump(self.clock, 0.05)
@@ -395,3 +436,54 @@ class TransparentTests(TestCase):
         self.line.feed(frames.ACK)
         self.line.feed(b"z")
         self.assertEqual((bytes(other), bytes(self.to_client)), (b"z", b""))
+
+
+class ScanAndTunnelClientTests(TestCase):
+    """A transparent tunnel client polling while the gateway's master scans: it waits one transaction at most."""
+
+    def test_client_waits_at_most_one_transaction(self) -> None:
+        from cmegw.mbus.master import Master
+        from cmegw.mbus.meterbus import MeterBus, default_meters
+        from cmegw.testing import BusLine
+
+        clock = task.Clock()
+        sent: list[tuple[float, bytes]] = []
+
+        class TimedLine(BusLine):
+            def write(self, data: bytes) -> bool:
+                sent.append((clock.seconds(), bytes(data)))
+                return super().write(data)
+
+        line = TimedLine(MeterBus(default_meters()), clock)
+        arbiter = BusArbiter(1, line, clock, slack=lambda: SLACK)
+        scan = Master(1, arbiter, clock).scan_primary()
+        pump(clock, 0.5)
+        request = frames.req_ud2(1)
+        asked: list[float] = []
+        answers: list[bytes] = []
+
+        def ask() -> None:
+            asked.append(clock.seconds())
+            arbiter.port.write(request)
+
+        def answered(data: bytes) -> None:
+            answers.append(data)
+            if len(asked) < 15:
+                clock.callLater(0.03, ask)  # the head-end's next request, a little after its answer
+
+        arbiter.port.attach(answered)
+        ask()
+        for _ in range(20000):
+            if len(answers) == 15:
+                break
+            clock.advance(0.001)
+        self.assertTrue(scan.running)
+        self.assertEqual(len(answers), 15)
+        self.assertTrue(all(a.startswith(b"\x68") for a in answers), "every answer is the client's RSP_UD")
+        on_line = [t for t, data in sent if data == request]
+        waits = [out - asked_at for asked_at, out in zip(asked, on_line)]
+        longest_probe = 5 * character_time(2400) + first_byte_timeout(2400, SLACK)
+        self.assertLessEqual(max(waits), longest_probe + IDLE + 0.002, waits)
+        self.assertGreater(max(waits), 0.1, "some requests did wait behind a probe")
+        probes = [t for t, data in sent if data[1:2] == bytes([frames.SND_NKE]) and asked[0] < t < on_line[-1]]
+        self.assertGreaterEqual(len(probes), len(asked) - 1, "a probe between each two of the client's exchanges")

@@ -23,7 +23,8 @@ from cmegw.mbus.master import (
 from cmegw.mbus.meterbus import MeterBus, SimulatedMeter, default_meters
 from cmegw.mbus.records import Coding, RecordSpec, scaled
 from cmegw.mbus.results import SCAN_CANCELLED, SCAN_DONE, SCAN_FAILED
-from cmegw.mbus.timing import first_byte_timeout
+from cmegw.mbus.timing import exchange_floor, first_byte_timeout, silent_floor, transaction_floor
+from cmegw.serial.adapter import SCHEDULING_MARGIN
 from cmegw.testing import BusLine, run_clock as run
 
 def meter(primary: int, ident: str, manufacturer: str = "ELV", medium: int = 0x07,
@@ -89,11 +90,39 @@ class PrimaryScanTests(MasterTestCase):
 
     def test_duration_is_what_the_timeouts_make_necessary(self) -> None:
         scan = self.scan(self.master.scan_primary(retries=0))
-        per_silent = 5 * 11 / 2400 + first_byte_timeout(2400)
+        per_silent = 5 * 11 / 2400 + first_byte_timeout(2400, self.arbiter.slack())
         floor = 247 * per_silent
         took = scan.finished_at - scan.started_at
         self.assertGreater(took, floor)
-        self.assertLess(took, floor + 251 * (33 / 2400 + 0.05))
+        self.assertLess(took, floor + 4 * (33 / 2400 + 0.05 + 0.01), "no idle after silence, only after answers")
+
+    def test_scan_time_near_its_floor(self) -> None:
+        """With a pty's or a 1 ms FTDI's slack, a scan of 0..250 takes at most 1.1x its transactions' floor."""
+        for slack in (SCHEDULING_MARGIN, 0.001 + SCHEDULING_MARGIN):
+            clock = task.Clock()
+            master = Master(1, BusArbiter(1, BusLine(MeterBus(default_meters()), clock), clock,
+                                          slack=lambda: slack), clock)
+            scan = master.scan_primary()
+            run(clock, scan.deferred)
+            self.assertEqual([m.primary for m in scan.found], [1, 2, 5, 10])
+            self.assertAlmostEqual(scan.floor, 4 * transaction_floor(5, 1, 2400) + 2 * 247 * silent_floor(5, 2400))
+            self.assertLessEqual(scan.elapsed, 1.1 * scan.floor, slack)
+            self.assertEqual(scan.as_dict()["floor"], round(scan.floor, 3))
+
+    def test_no_tries_again_on_silence(self) -> None:
+        """The user's choice: each silent address once; a garbled answer is still tried again."""
+        self.bus.meters.append(meter(5, "55555555"))
+        scan = self.scan(self.master.scan_primary(addresses=range(0, 11), silent_retries=0))
+        nke = [r for r in self.line.requests if r[1] == frames.SND_NKE]
+        self.assertEqual(len(nke), 7 + 3 + 2, "silent ones once, the acknowledged once, the collision twice")
+        self.assertEqual([m.primary for m in scan.found], [1, 2, 10])
+        self.assertIn("garbled", scan.errors[0])
+        self.assertEqual(scan.as_dict()["silent_retries"], 0)
+
+    def test_garbled_tried_again_even_with_no_retries(self) -> None:
+        self.bus.meters.append(meter(5, "55555555"))
+        self.scan(self.master.scan_primary(addresses=[5], retries=0))
+        self.assertEqual(len(self.line.requests), 2)
 
     def test_identify_reads_the_secondary_addresses(self) -> None:
         scan = self.scan(self.master.scan_primary(identify=True))
@@ -178,6 +207,18 @@ class SecondaryScanTests(MasterTestCase):
         self.bus.meters.clear()
         scan = self.scan(self.master.scan_secondary(retries=0))
         self.assertEqual((scan.found, scan.errors, scan.done), ([], [], 10))
+
+    def test_floor_of_its_transactions_kept(self) -> None:
+        """An empty bus: the deselections, the reset broadcast and ten silent selections tried twice."""
+        self.bus.meters.clear()
+        scan = self.scan(self.master.scan_secondary())
+        selection = len(frames.select_secondary("0FFFFFFF"))
+        floor = (2 * silent_floor(5, 2400) + exchange_floor(5, 0, 2400, expect_reply=False)
+                 + 2 * 10 * silent_floor(selection, 2400))
+        self.assertAlmostEqual(scan.floor, floor)
+        self.assertGreater(scan.elapsed, scan.floor)
+        self.assertLessEqual(scan.elapsed, 1.15 * scan.floor)
+        self.assertEqual(scan.as_dict()["elapsed"], scan.elapsed)
 
     def test_acknowledgements_in_step_still_narrowed(self) -> None:
         """Two E5s in step read as one clean E5; the RSP_UDs always collide, and the search goes deeper."""

@@ -8,7 +8,8 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from cmegw.config.model import LineConfig
-from cmegw.serial.line import M_BusSerialPort, SerialLine, read_icount
+from cmegw.serial.adapter import KIND_PTY, KIND_UART, SCHEDULING_MARGIN, AdapterInfo
+from cmegw.serial.line import SerialLine, read_icount
 from cmegw.stats import LINE_ERROR, LINE_OPEN
 from tests.support import open_pty
 
@@ -69,31 +70,38 @@ class SerialLineTests(LineTestCase):
         # Linux ptys drop PARENB; what was asked of the device is pyserial's:
         self.assertEqual(line.transport.framing, (8, "E", 1))
 
-    def test_low_latency_asked_of_the_driver(self):
-        """ASYNC_LOW_LATENCY is asked for at open; a pty has no such setting and the line opens anyway."""
-        line = self.start()
+    def test_adapter_prepared_and_published(self):
+        """At open the adapter is prepared and described; a pty has no low-latency setting and opens anyway."""
+        line = self.start(baud_rate=2400)
         self.assertEqual(line.stats.state, LINE_OPEN)
-        self.assertFalse(line.transport.request_low_latency())
+        self.assertEqual(line.adapter.kind, KIND_PTY)
+        self.assertEqual(line.stats.adapter, "pseudo-terminal (simulated bus)")
+        self.assertEqual(line.stats.low_latency, "not supported by the driver")
+        self.assertEqual(line.stats.latency_timer, "none")
+        self.assertAlmostEqual(line.delivery_slack(), SCHEDULING_MARGIN)
+        self.assertEqual((line.stats.slack, line.stats.adapter_slack), (line.delivery_slack(), SCHEDULING_MARGIN))
 
-        class Driver:
-            asked: list[bool] = []
-
-            def set_low_latency_mode(self, on):
-                self.asked.append(on)
-
-        line.transport._serial, real = Driver(), line.transport._serial
-        self.addCleanup(setattr, line.transport, "_serial", real)
-        self.assertTrue(line.transport.request_low_latency())
-        self.assertEqual(Driver.asked, [True])
-
-    def test_low_latency_asked_at_every_open(self):
-        asked = []
-        self.patch(M_BusSerialPort, "request_low_latency", lambda port: asked.append(port) or True)
+    def test_extra_slack_applies_live(self):
         line = self.start()
-        self.assertEqual(asked, [line.transport])
+        line.apply(LineConfig(device=str(self.link), extra_slack=0.5))
+        self.assertAlmostEqual(line.delivery_slack(), SCHEDULING_MARGIN + 0.5)
+        self.assertAlmostEqual(line.stats.slack, SCHEDULING_MARGIN + 0.5)
+        self.assertEqual(line.stats.extra_slack, 0.5)
+
+    def test_adapter_probed_at_every_open(self):
+        seen = []
+
+        def probe(fd, device):
+            seen.append(device)
+            return AdapterInfo(KIND_UART, "serial port ttyS0", "on", fifo_characters=4)
+
+        line = SerialLine(1, LineConfig(device=str(self.link), baud_rate=300), reactor, probe=probe)
+        line.startService()
+        self.addCleanup(line.stopService)
+        self.assertAlmostEqual(line.delivery_slack(), SCHEDULING_MARGIN + 4 * 11 / 300, msg="a FIFO's 4 characters")
         line.stopService()
         line.startService()
-        self.assertEqual(len(asked), 2)
+        self.assertEqual(seen, [str(self.link)] * 2)
 
     def test_reopen_pty(self):
         """A pty refuses a parity-only tcsetattr; reopening it must still work."""

@@ -46,6 +46,19 @@ class GatewayServiceTests(TestCase):
         self.assertEqual(self.gateway.running_config.lines[1].device, self.path, "the override stays")
         self.assertEqual(self.gateway.state.pending_restart(), [])
 
+    def test_line_slack_and_scan_tries_apply_live(self):
+        """The arbiter's timeouts follow the line's slack (the pty's + extra_slack); a scan takes the setting."""
+        arbiter, line = self.gateway.arbiters[1], self.gateway.lines[1]
+        self.assertEqual(arbiter.slack(), line.delivery_slack())
+        before = arbiter.slack()
+        self.store.change(apply_setting(self.store.config, "line.1.extra_slack", "0.25"))
+        self.store.change(apply_setting(self.store.config, "line.1.scan_silent_retries", "0"))
+        self.assertAlmostEqual(arbiter.slack(), before + 0.25)
+        self.assertAlmostEqual(self.gateway.state.lines[1].slack, before + 0.25)
+        scan = self.gateway.start_scan(1, "primary")
+        self.addCleanup(scan.cancel)
+        self.assertEqual((scan.silent_retries, scan.retries), (0, 1))
+
     def test_restart_setting_waits(self):
         self.store.change(apply_setting(self.store.config, "network.dhcp", "off"))
         self.assertTrue(self.gateway.running_config.network.dhcp)

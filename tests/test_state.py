@@ -39,6 +39,21 @@ class PendingRestartTests(TestCase):
         self.assertIn("line/tunnel set", state.pending_restart())
 
 
+class LineTimingTests(TestCase):
+    def test_rows_from_the_published_statistics(self):
+        line = LineStatistics(state=LINE_OPEN, baud_rate=300, adapter="FTDI FT232R USB UART (USB 0403:6001)",
+                              low_latency="on", latency_timer="1 ms (set to 1 ms)", adapter_slack=0.005, slack=0.005)
+        master = SimpleNamespace(arbiter=SimpleNamespace(stats=SimpleNamespace(reply_gap_peak=0.0021)))
+        state = fake_state(lines={1: line}, bus={1: BusView(1, master)})
+        rows = dict(state.line_timing(1))
+        self.assertEqual(rows["Latency timer"], "1 ms (set to 1 ms)")
+        self.assertEqual(rows["Delivery slack"], "5.0 ms (adapter 5.0 ms + extra 0.0 ms)")
+        self.assertEqual(rows["First-byte timeout"], f"{(341 / 300 + 0.055) * 1000:.1f} ms at 300 baud")
+        self.assertEqual(rows["Defragmentation timeout"], f"{(33 / 300 + 0.005) * 1000:.1f} ms")
+        self.assertEqual(rows["Largest gap inside a reply"], "2.1 ms (measured beyond the characters' time)")
+        self.assertEqual(state.line_timing(2), [])
+
+
 class IndicationTests(TestCase):
     def test_leds(self):
         line = LineStatistics(state=LINE_OPEN)

@@ -138,6 +138,20 @@ class MetersPageTests(TestCase):
                                    headers={b"content-type": [b"application/x-www-form-urlencoded"]})
         self.assertEqual(response.code, 403)
 
+    def test_api_scan_without_tries_again_on_silence(self) -> None:
+        response, body = self.request("POST", "/api/meters/1/scan", data=b'{"silent_retries": 0}', headers=JSON)
+        self.assertEqual(response.code, 202, body)
+        self.assertEqual(json.loads(body)["silent_retries"], 0)
+        self.settle(self.master.scan.deferred)
+        scan = json.loads(self.request("GET", "/api/meters/1")[1])["scan"]
+        self.assertEqual(scan["state"], "done")
+        self.assertGreater(scan["elapsed"], scan["floor"])
+        self.assertLess(scan["elapsed"], 1.2 * scan["floor"], "one try per silent address, near the floor")
+        for wrong in (b'{"silent_retries": "no"}', b'{"silent_retries": 9}'):
+            response, body = self.request("POST", "/api/meters/1/scan", data=wrong, headers=JSON)
+            self.assertEqual(response.code, 400, body)
+            self.assertIn("after silence", body)
+
     def test_api(self) -> None:
         response, body = self.request("POST", "/api/meters/1/scan", data=b'{"kind": "primary"}', headers=JSON)
         self.assertEqual(response.code, 202)

@@ -39,6 +39,27 @@ class SerialFormTests(PagesTestBase):
         self.assertIn("The last scan found 1 meter at 2400 baud; the line runs at 9600 baud now", body)
 
     @defer.inlineCallbacks
+    def test_statistics_show_the_adapter_and_its_timeouts(self) -> None:
+        line = self.gateway.state.lines[1]
+        line.adapter, line.low_latency, line.latency_timer = "FTDI FT232R USB UART", "on", "1 ms (set to 1 ms)"
+        line.baud_rate, line.adapter_slack, line.extra_slack, line.slack = 2400, 0.005, 0.0, 0.005
+        response, body = yield self.get("/serial")
+        self.assertEqual(response.code, 200)
+        for text in ("FTDI FT232R USB UART", "1 ms (set to 1 ms)", "5.0 ms (adapter 5.0 ms + extra 0.0 ms)",
+                     "First-byte timeout", "197.1 ms at 2400 baud", "Defragmentation timeout", "18.8 ms"):
+            self.assertIn(text, body)
+
+    @defer.inlineCallbacks
+    def test_extra_slack_saved(self) -> None:
+        response, body = yield self.post("/serial/configuration", {"_group": "1", "line.1.baud_rate": "2400",
+                                                                   "line.1.extra_slack": "0.3"})
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(self.store.config.lines[1].extra_slack, 0.3)
+        response, body = yield self.post("/serial/configuration", {"_group": "1", "line.1.extra_slack": "9"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("use a number from 0 to 5 seconds", body)
+
+    @defer.inlineCallbacks
     def test_unknown_line(self) -> None:
         response, _ = yield self.post("/serial/configuration", {"_group": "7", "line.7.baud_rate": "300"})
         self.assertEqual(response.code, 400)
@@ -60,3 +81,6 @@ class SerialThroughTheGatewayTests(PagesTestBase):
         self.assertEqual(self.gateway.lines[1].stats.baud_rate, 300)
         _, status = yield self.get("/status")
         self.assertIn("RS232, 300, Even, 8, 1, None", status)
+        _, statistics = yield self.get("/serial")
+        self.assertIn("pseudo-terminal (simulated bus)", statistics)
+        self.assertIn("at 300 baud", statistics, "the timeouts follow the baud rate")

@@ -42,6 +42,13 @@ def check_int(setting: str, value: object, low: int, high: int, unit: str = "") 
     return int(value)  # type: ignore[call-overload]
 
 
+def check_number(setting: str, value: object, low: float, high: float, unit: str = "") -> float:
+    """A number (whole or decimal) from `low` to `high`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+    check(setting, value, ok, f"use a number from {low:g} to {high:g}{unit}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def check_str(setting: str, value: object, limit: int = 255) -> str:
     check(setting, value, isinstance(value, str) and len(value) <= limit and "\x00" not in value,
            f"use text of at most {limit} characters")

@@ -26,6 +26,7 @@ from cmegw.config.checks import (  # noqa: F401 (the model is where the others i
     check_choice,
     check_endpoint,
     check_int,
+    check_number,
     check_str,
     client_endpoint,
     named_check,
@@ -47,6 +48,9 @@ LINK_DUPLEXES = ("auto", "half", "full")
 #: How `network.apply_to_host` applies the Network settings: systemd-networkd files or nmcli.
 NETWORK_BACKENDS = ("networkd", "networkmanager")
 MAX_LINES = 32
+#: The most a setting may add to a line's timeouts, and the most tries again a scan probe may get.
+MAX_EXTRA_SLACK = 5.0
+MAX_SCAN_RETRIES = 3
 
 _HOSTNAME = re.compile(r"^[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")
 _DOMAIN = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
@@ -119,6 +123,11 @@ class LineConfig:
     baud_rate: int = setting(2400, check_choice, BAUD_RATES, label='Baud rate', unit='baud')
     simulate: bool = setting(False, check_bool, label='Simulated bus')
     reopen_interval: int = setting(3, check_int, 1, 3600, " seconds", label='Reopen interval', unit='s')
+    #: Seconds added to the adapter's own delivery slack in every M-Bus timeout (radio links, repeaters).
+    extra_slack: float = setting(0.0, check_number, 0, MAX_EXTRA_SLACK, " seconds",
+                                 label='Extra timeout slack', unit='s')
+    #: Further tries of a scan probe that heard nothing (a garbled answer is always tried again).
+    scan_silent_retries: int = setting(1, check_int, 0, MAX_SCAN_RETRIES, label='Scan: tries again after silence')
 
     @property
     def settings_text(self) -> str:

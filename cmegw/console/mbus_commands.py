@@ -51,13 +51,12 @@ def meter_lines(found: list[MeterInfo]) -> list[str]:
 
 
 def scan_report(scan: Scan) -> str:
-    took = (scan.finished_at or scan.started_at) - scan.started_at
     head = f"{scan.kind.capitalize()} scan of line {scan.line} {scan.state}: {len(scan.found)} meters"
     if scan.kind == "primary":
         head += f", {scan.done} of {scan.total} addresses"
     else:
         head += f", {scan.done} selections"
-    lines = [head + f", {took:.1f} s."]
+    lines = [head + f", {scan.duration_text(scan.finished_at or scan.started_at)}."]
     if scan.found:
         lines += meter_lines(scan.found)
     lines += [f"  ! {error}" for error in scan.errors]

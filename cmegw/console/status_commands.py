@@ -237,9 +237,12 @@ def _line_page(gateway: Any, n: int) -> list[str]:
             *[(label, _count(value)) for label, value in line_rows(stats)],
             ("Reopen attempts", str(stats.reopen_attempts)),
         ], 4)]
+        lines += ["  Adapter and timeouts", *table_lines(gateway.state.line_timing(n), 4)]
     lines += ["  Configuration", *table_lines([
         ("Device", "simulated M-Bus" if line.simulate else line.device),
         ("Baud rate", f"{line.baud_rate} (set line.{n}.baud_rate; applies at once)"),
+        ("Extra timeout slack", f"{line.extra_slack:g} s (set line.{n}.extra_slack)"),
+        ("Scan: tries again after silence", f"{line.scan_silent_retries} (set line.{n}.scan_silent_retries)"),
     ], 4)]
     return lines
 

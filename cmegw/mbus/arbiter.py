@@ -19,11 +19,11 @@ Transactions
       reassembled), optionally followed by `settle` seconds in which nothing
       more may arrive (more bytes mean several slaves answered: a collision);
     - nothing arrived within the first-byte timeout: 330 bit times + 50 ms
-      (EN 13757-2) + 11 bit times for the character itself + `USB_SLACK` for
-      adapters, counted from the moment the request's last character has
-      left the UART (its length in characters at the line's baud rate);
+      (EN 13757-2) + 11 bit times for the character itself + the line's
+      delivery slack, counted from the moment the request's last character
+      has left the UART (its length in characters at the line's baud rate);
     - bytes arrived but the line then stayed silent for the
-      defragmentation timeout (`USB_SLACK` + 3 characters) before a whole
+      defragmentation timeout (the slack + 3 characters) before a whole
       telegram was heard, or after bytes no telegram can start with;
     - the whole reply window ran out: the first-byte timeout plus the
       longest telegram (261 characters).
@@ -33,7 +33,17 @@ Transactions
     `Reply.data`, exactly as they came, so a sharing client gets the bus's
     own garbage when several slaves answer.  A request that expects no reply
     (a broadcast to 255) ends when it has been transmitted.  Between two
-    transactions the line idles for 33 bit times, as EN 60870-5-1 asks.
+    transactions the line idles for 33 bit times, as EN 60870-5-1 asks,
+    counted from the last character on the line (after a silent probe the
+    line has been idle for the whole answer window: the next goes at once).
+
+    The slack is the line's (`cmegw.serial.line.SerialLine.delivery_slack`:
+    the adapter's latency timer or FIFO plus the ``extra_slack`` setting),
+    given as a function read at each transaction.  Each `Reply` carries the
+    floor of its exchange (`cmegw.mbus.timing.exchange_floor`), so a scan can
+    report its time against the wire's; ``reply_gap_peak`` keeps the largest
+    delay between two deliveries of one reply beyond their characters' wire
+    time: the adapter's delivery slack as measured.
 
     Each caller keeps at most one transaction queued at a time (the master
     sends its next request when the last one is answered; a sharing client
@@ -92,7 +102,7 @@ Sharing mode
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from twisted.application import service
@@ -100,62 +110,26 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 
 from cmegw.mbus import frames
-from cmegw.mbus.frames import (
-    ChecksumError,
-    FrameError,
-    StopByteError,
-    TruncatedFrame,
-)
+from cmegw.mbus.replies import REPLY_GARBLED, REPLY_INVALID, REPLY_NOT_EXPECTED, REPLY_OK  # noqa: F401
+from cmegw.mbus.replies import REPLY_SILENT, REPLY_TRUNCATED, Reply, classify, reply_shape  # noqa: F401
 from cmegw.mbus.timing import (
     INTER_TELEGRAM_BITS,
     character_time,
     defragmentation_timeout,
+    exchange_floor,
     first_byte_timeout,
     reply_timeout,
 )
 from cmegw.mbus.transparent import TransparentPort
-from cmegw.serial.line import LineUnavailable
+from cmegw.serial.line import UNSEEN_ADAPTER_SLACK, LineUnavailable
 from cmegw.stats import Counters
 
 #: Transactions that may wait for the bus (mbusd serves 32 clients).
 QUEUE_LIMIT = 32
 
-REPLY_OK = "ok"
-REPLY_SILENT = "silent"
-REPLY_GARBLED = "garbled"
-REPLY_INVALID = "invalid"
-REPLY_TRUNCATED = "truncated"
-REPLY_NOT_EXPECTED = "not expected"
-
 
 class BusBusy(Exception):
     """Too many transactions wait for the bus already."""
-
-
-@attrs.frozen
-class Reply:
-    """
-    How one transaction ended.
-
-    @ivar data: every byte heard in the reply window, as it came.
-    @ivar frame: the parsed telegram when `outcome` is `REPLY_OK`.
-    @ivar error: why the bytes are not one clean telegram (empty when they are).
-    """
-
-    request: bytes
-    outcome: str
-    data: bytes = b""
-    frame: frames.Frame | None = None
-    error: str = ""
-    duration: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == REPLY_OK
-
-    @property
-    def silent(self) -> bool:
-        return self.outcome == REPLY_SILENT
 
 
 @attrs.define
@@ -180,6 +154,8 @@ class ArbiterStatistics(Counters):
     queue_peak: int = 0
     #: Seconds the bus was owned by transactions.
     busy_time: float = 0.0
+    #: Largest delay between two deliveries inside one reply, beyond their characters' wire time (seconds).
+    reply_gap_peak: float = 0.0
 
 
 @attrs.define(eq=False)
@@ -191,46 +167,28 @@ class _Transaction:
     buffer: bytearray = attrs.field(factory=bytearray)
     started: float = 0.0
     baud: int = 2400
+    slack: float = 0.0
+    #: When the request's last character left, and when the last bytes of the reply arrived.
+    sent_at: float = 0.0
+    heard_at: float | None = None
     timer: IDelayedCall | None = None
     deadline: IDelayedCall | None = None
 
 
-def _shape(buf: bytes) -> str:
-    """Whether `buf` is an incomplete, a complete or a broken telegram (extra bytes count as broken)."""
-    try:
-        needed = frames.frame_length(buf[:4])
-    except FrameError:
-        return REPLY_GARBLED
-    if needed is None or len(buf) < needed:
-        return REPLY_TRUNCATED
-    return REPLY_OK if len(buf) == needed else REPLY_GARBLED
-
-
-def classify(request: bytes, data: bytes, expect_reply: bool = True, duration: float = 0.0) -> Reply:
-    """The `Reply` for the bytes heard after `request`."""
-    if not expect_reply:
-        return Reply(request, REPLY_NOT_EXPECTED, data, duration=duration)
-    if not data:
-        return Reply(request, REPLY_SILENT, duration=duration)
-    try:
-        frame = frames.parse_frame(data)
-    except TruncatedFrame as e:
-        return Reply(request, REPLY_TRUNCATED, data, error=str(e), duration=duration)
-    except (ChecksumError, StopByteError) as e:
-        return Reply(request, REPLY_INVALID, data, error=str(e), duration=duration)
-    except FrameError as e:
-        return Reply(request, REPLY_GARBLED, data, error=str(e), duration=duration)
-    return Reply(request, REPLY_OK, data, frame, duration=duration)
+def _unseen_slack() -> float:
+    return UNSEEN_ADAPTER_SLACK
 
 
 class BusArbiter(service.Service):
     """One transaction at a time on line `number`; see the module docstring."""
 
     def __init__(self, number: int, line: Any, clock: Any, queue_limit: int = QUEUE_LIMIT,
-                 stats: ArbiterStatistics | None = None) -> None:
+                 stats: ArbiterStatistics | None = None, slack: Callable[[], float] = _unseen_slack) -> None:
         self.number = number
         self.line = line
         self.clock = clock
+        #: The line's delivery slack now, in seconds (it changes when the line reopens or the setting changes).
+        self.slack = slack
         self.queue_limit = queue_limit
         self.stats = stats if stats is not None else ArbiterStatistics()
         self.port = TransparentPort(self)
@@ -388,7 +346,7 @@ class BusArbiter(service.Service):
     def _reply_may_start_within(self, written: int) -> float:
         """Seconds after `written` bytes went to the line within which a reply to them may still start."""
         baud = self.line.config.baud_rate
-        return first_byte_timeout(baud) + min(written, frames.MAX_TELEGRAM_LENGTH) * character_time(baud)
+        return first_byte_timeout(baud, self.slack()) + min(written, frames.MAX_TELEGRAM_LENGTH) * character_time(baud)
 
     def _queue_changed(self) -> None:
         self.stats.queue_length = len(self._queue)
@@ -403,6 +361,7 @@ class BusArbiter(service.Service):
         baud = self.line.config.baud_rate
         transaction.started = now
         transaction.baud = baud
+        transaction.slack = slack = self.slack()
         self.stats.transactions += 1
         if not self.line.write(transaction.request):
             self._current = None
@@ -411,25 +370,32 @@ class BusArbiter(service.Service):
             self._advance()
             return
         sending = len(transaction.request) * character_time(baud)
+        transaction.sent_at = now + sending
         if not transaction.expect_reply:
             transaction.timer = self.clock.callLater(sending + INTER_TELEGRAM_BITS / baud, self._finish)
             return
-        transaction.timer = self.clock.callLater(sending + first_byte_timeout(baud), self._finish)
-        transaction.deadline = self.clock.callLater(sending + reply_timeout(baud), self._finish)
+        transaction.timer = self.clock.callLater(sending + first_byte_timeout(baud, slack), self._finish)
+        transaction.deadline = self.clock.callLater(sending + reply_timeout(baud, slack), self._finish)
 
     def _collect(self, data: bytes) -> None:
         transaction = self._current
         if transaction is None:
             self.stats.stray_bytes += len(data)
             return
+        now = self.clock.seconds()
+        if transaction.heard_at is not None:
+            gap = now - transaction.heard_at - len(data) * character_time(transaction.baud)
+            self.stats.reply_gap_peak = max(self.stats.reply_gap_peak, gap)
+        transaction.heard_at = now
         transaction.buffer += data
         if not transaction.expect_reply:
             return
-        shape = _shape(transaction.buffer)
+        shape = reply_shape(transaction.buffer)
         if shape == REPLY_OK and not transaction.settle:
             self._finish()
             return
-        delay = transaction.settle if shape == REPLY_OK else defragmentation_timeout(transaction.baud)
+        delay = transaction.settle if shape == REPLY_OK else defragmentation_timeout(transaction.baud,
+                                                                                     transaction.slack)
         timer = transaction.timer
         if timer is not None and timer.active():
             timer.reset(delay)
@@ -443,10 +409,12 @@ class BusArbiter(service.Service):
         self._current = None
         self._stop_timers(transaction)
         now = self.clock.seconds()
-        reply = classify(transaction.request, bytes(transaction.buffer), transaction.expect_reply,
-                         now - transaction.started)
+        data, baud = bytes(transaction.buffer), transaction.baud
+        reply = attrs.evolve(classify(transaction.request, data, transaction.expect_reply, now - transaction.started),
+                             floor=exchange_floor(len(transaction.request), len(data), baud, transaction.expect_reply))
         self._count(reply)
-        self._bus_free_at = now + INTER_TELEGRAM_BITS / transaction.baud
+        last_on_line = transaction.heard_at if transaction.heard_at is not None else transaction.sent_at
+        self._bus_free_at = max(now, last_on_line + INTER_TELEGRAM_BITS / baud)
         if not transaction.deferred.called:
             transaction.deferred.callback(reply)
         self._advance()

@@ -8,9 +8,10 @@ time, so the master shares the bus with the tunnel and never corrupts a
 client's frames; the arbiter's timeouts follow the line's baud rate.
 
 - `Master.scan_primary`: SND_NKE to each address 0..250; a clean E5 means a
-  meter, silence means none (tried ``1 + retries`` times, as libmbus's
-  ``max_search_retry`` = 1), a garbled answer after every try is reported as a
-  collision (two meters on one address) naming the address.
+  meter, silence means none (tried ``1 + silent_retries`` times: by default
+  once more, as libmbus's ``max_search_retry`` = 1; 0 halves the scan of an
+  empty bus), a garbled answer is tried ``1 + retries`` times and after every
+  try is reported as a collision (two meters on one address) naming the address.
 - `Master.scan_secondary`: the wildcard search.  Select with the
   identification number's digits wild (F), fix them one at a time, 0..9 at
   the current position: silence, nobody; a garbled answer, several meters
@@ -27,7 +28,9 @@ client's frames; the arbiter's timeouts follow the line's baud rate.
 A silent meter, a bad checksum, a truncated or garbled answer are retried,
 then fail with a `MeterError` that names the address and says what was
 heard.  A scan is a `Scan` that reports progress, can be cancelled and always
-ends; the Deferreds of `read` always fire within the retries' timeouts.
+ends; it adds up the wire floor of its transactions (``Scan.floor``) so its
+time can be shown against it.  The Deferreds of `read` always fire within
+the retries' timeouts.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ from cmegw.serial.line import LineUnavailable
 log = Logger(namespace="cmegw.master")
 
 PRIMARY_ADDRESSES = range(0, frames.MAX_PRIMARY + 1)
-#: Further tries of a probe that got no clean answer (libmbus: max_search_retry = 1).
+#: Further tries of a probe that got no clean answer (libmbus: max_search_retry = 1), and at least
+#: of one that got a garbled answer (a collision may be noise).
 SCAN_RETRIES = 1
+MIN_GARBLED_RETRIES = 1
 #: Further tries of a read request (libmbus: max_data_retry = 3).
 READ_RETRIES = 3
 #: Telegrams one multi-telegram read may take.
@@ -154,31 +159,35 @@ class Master(service.Service):
     # -- scans -----------------------------------------------------------------
 
     def scan_primary(self, addresses: Iterable[int] = PRIMARY_ADDRESSES, retries: int = SCAN_RETRIES,
-                     identify: bool = False) -> Scan:
+                     identify: bool = False, silent_retries: int | None = None) -> Scan:
         """
         Start a primary scan; with `identify`, each meter found is read once
-        (REQ_UD2) to learn its secondary address.
+        (REQ_UD2) to learn its secondary address.  A probe is tried again
+        `retries` times after a garbled answer and `silent_retries` times
+        (default: `retries`) after silence.
         """
         wanted = list(addresses)
         for address in wanted:
             if not 0 <= address <= frames.MAX_PRIMARY:
                 raise ValueError(f"primary address {address} is outside 0..{frames.MAX_PRIMARY}")
-        scan = self._new_scan("primary", len(wanted))
-        self._run(scan, self._primary(scan, wanted, retries, identify))
+        scan = self._new_scan("primary", len(wanted), retries, silent_retries)
+        self._run(scan, self._primary(scan, wanted, identify))
         return scan
 
-    def scan_secondary(self, retries: int = SCAN_RETRIES, limit: int = MAX_METERS) -> Scan:
-        """Start a secondary (wildcard) scan."""
-        scan = self._new_scan("secondary", 0)
-        self._run(scan, self._secondary(scan, retries, min(limit, MAX_METERS)))
+    def scan_secondary(self, retries: int = SCAN_RETRIES, limit: int = MAX_METERS,
+                       silent_retries: int | None = None) -> Scan:
+        """Start a secondary (wildcard) scan; tries again as `scan_primary` does."""
+        scan = self._new_scan("secondary", 0, retries, silent_retries)
+        self._run(scan, self._secondary(scan, min(limit, MAX_METERS)))
         return scan
 
-    def _new_scan(self, kind: str, total: int) -> Scan:
+    def _new_scan(self, kind: str, total: int, retries: int, silent_retries: int | None) -> Scan:
         if self.scan is not None and self.scan.running:
             raise ScanRunning(f"line {self.number}: a {self.scan.kind} scan is running")
         line_config = getattr(getattr(self.arbiter, "line", None), "config", None)
         scan = self.scan = Scan(kind, self.number, self.clock.seconds(), total,
-                                baud=getattr(line_config, "baud_rate", None))
+                                baud=getattr(line_config, "baud_rate", None), retries=retries,
+                                silent_retries=retries if silent_retries is None else silent_retries)
         self.stats.scans += 1
         log.info("Line {n}: {kind} scan started", n=self.number, kind=kind)
         return scan
@@ -214,55 +223,81 @@ class Master(service.Service):
         run.addBoth(ended)
 
     def _settle(self) -> float:
+        """After a clean E5: 3 characters + 20 ms in which a second slave's answer would show."""
         return COLLISION_SETTLE_CHARACTERS * character_time(self.arbiter.line.config.baud_rate) + \
             COLLISION_SETTLE_SECONDS
 
     @defer.inlineCallbacks
     def _exchange(self, request: bytes, retries: int, accept: Callable[[frames.Frame], bool],
-                  settle: float = 0.0) -> Any:
+                  settle: float = 0.0, silent_retries: int | None = None, scan: Scan | None = None) -> Any:
         """
-        Send `request` up to 1 + `retries` times until `accept` takes the
-        answer (one clean telegram: length, stop byte and checksum right).
-        Fires with the last `Reply` and whether `accept` took it.
+        Send `request` until `accept` takes the answer (one clean telegram:
+        length, stop byte and checksum right): at most 1 + `retries` times,
+        and after silence at most 1 + `silent_retries` (default `retries`).
+        Fires with the last `Reply` and whether `accept` took it; the floor of
+        each transaction is added to `scan`.
         """
-        reply: Reply | None = None
-        for _ in range(1 + retries):
-            reply = yield self.arbiter.transact(request, settle=settle)
+        quiet = retries if silent_retries is None else silent_retries
+        for tries in range(1, 2 + max(retries, quiet)):
+            reply = yield self._transact(scan, request, settle=settle)
             if reply.ok and reply.frame is not None and accept(reply.frame):
                 return reply, True
+            if tries > (quiet if reply.silent else retries):
+                break
         return reply, False
 
     @defer.inlineCallbacks
-    def _primary(self, scan: Scan, addresses: list[int], retries: int, identify: bool) -> Any:
+    def _transact(self, scan: Scan | None, request: bytes, **kw: Any) -> Any:
+        reply = yield self.arbiter.transact(request, **kw)
+        if scan is not None:
+            scan.floor += reply.floor
+        return reply
+
+    @staticmethod
+    def _scan_retries(scan: Scan, probe: bool = True) -> dict[str, Any]:
+        """
+        The tries again of a scan's probe: after silence as the scan says, after
+        a garbled answer at least one.  A meter that acknowledged is read with
+        those tries again after silence too (`probe` False).
+        """
+        retries = max(scan.retries, MIN_GARBLED_RETRIES)
+        return {"retries": retries, "silent_retries": scan.silent_retries if probe else retries, "scan": scan}
+
+    @defer.inlineCallbacks
+    def _primary(self, scan: Scan, addresses: list[int], identify: bool) -> Any:
         settle = self._settle()
+        tries = self._scan_retries(scan)
         for address in addresses:
             scan.current = str(address)
-            reply, acknowledged = yield self._exchange(frames.snd_nke(address), retries, _is_ack, settle)
+            reply, acknowledged = yield self._exchange(frames.snd_nke(address), accept=_is_ack, settle=settle,
+                                                       **tries)
             if acknowledged:
                 meter = MeterInfo(address)
                 if identify:
-                    meter = yield self._identify(address, retries, scan)
+                    meter = yield self._identify(address, scan)
                 scan.found.append(meter)
             elif reply.ok:
                 scan.errors.append(f"primary address {address}: answered SND_NKE with a {reply.frame.kind} frame")
             elif not reply.silent:
-                scan.errors.append(f"primary address {address}: {_heard(reply)} after {1 + retries} tries; "
-                                   "two meters on one address?")
+                scan.errors.append(f"primary address {address}: {_heard(reply)} after {1 + tries['retries']} "
+                                   "tries; two meters on one address?")
             scan.done += 1
             scan._changed()
 
     @defer.inlineCallbacks
-    def _identify(self, address: int, retries: int, scan: Scan) -> Any:
-        reply, answered = yield self._exchange(frames.req_ud2(address, fcb=True), retries, _is_rsp_ud)
+    def _identify(self, address: int, scan: Scan) -> Any:
+        reply, answered = yield self._exchange(frames.req_ud2(address, fcb=True), accept=_is_rsp_ud,
+                                               **self._scan_retries(scan, probe=False))
         if not answered:
             scan.errors.append(f"primary address {address}: acknowledged, but {_heard(reply)} to REQ_UD2")
             return MeterInfo(address)
         return MeterInfo(address, _header_address(reply.frame))
 
     @defer.inlineCallbacks
-    def _secondary(self, scan: Scan, retries: int, limit: int) -> Any:
+    def _secondary(self, scan: Scan, limit: int) -> Any:
         settle = self._settle()
-        yield self._deselect_all()
+        tries = self._scan_retries(scan)
+        yield self._deselect_all(scan)
         pending = [str(digit) for digit in range(9, -1, -1)]
         try:
             while pending:
@@ -273,13 +308,13 @@ class Master(service.Service):
                 pattern = prefix.ljust(8, "F")
                 scan.current = pattern
                 share = 10.0 ** -len(prefix)
-                reply, acknowledged = yield self._exchange(frames.select_secondary(pattern), retries, _is_ack,
-                                                           settle)
+                reply, acknowledged = yield self._exchange(frames.select_secondary(pattern), accept=_is_ack,
+                                                           settle=settle, **tries)
                 scan.done += 1
                 several = False
                 if acknowledged:
-                    answer, answered = yield self._exchange(frames.req_ud2(frames.SELECTED, fcb=True), retries,
-                                                            _is_rsp_ud)
+                    answer, answered = yield self._exchange(frames.req_ud2(frames.SELECTED, fcb=True),
+                                                            accept=_is_rsp_ud, **self._scan_retries(scan, False))
                     if answered:
                         address = _header_address(answer.frame)
                         if address is not None:
@@ -310,13 +345,13 @@ class Master(service.Service):
         except BaseException:
             self._deselect_quietly()
             raise
-        yield self.arbiter.transact(frames.snd_nke(frames.SELECTED))
+        yield self._transact(scan, frames.snd_nke(frames.SELECTED))
 
     @defer.inlineCallbacks
-    def _deselect_all(self) -> Any:
+    def _deselect_all(self, scan: Scan | None = None) -> Any:
         """SND_NKE to 253 (deselects) and to 255 (resets every meter's link layer, no answer), as libmbus."""
-        yield self.arbiter.transact(frames.snd_nke(frames.SELECTED))
-        yield self.arbiter.transact(frames.snd_nke(frames.BROADCAST_NOREPLY), expect_reply=False)
+        yield self._transact(scan, frames.snd_nke(frames.SELECTED))
+        yield self._transact(scan, frames.snd_nke(frames.BROADCAST_NOREPLY), expect_reply=False)
 
     def _deselect_quietly(self) -> None:
         d = self.arbiter.transact(frames.snd_nke(frames.SELECTED))

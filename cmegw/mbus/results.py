@@ -102,6 +102,11 @@ class Scan:
     finished_at: float | None = None
     #: The line's baud rate while the scan ran (the meters it found answer at that rate).
     baud: int | None = None
+    #: Tries again of a probe after a garbled answer and after silence.
+    retries: int = 1
+    silent_retries: int = 1
+    #: The shortest its transactions could have taken on the wire (EN 13757-2), in seconds.
+    floor: float = 0.0
     deferred: defer.Deferred = attrs.field(factory=defer.Deferred)
     _run: defer.Deferred | None = None
     _observers: list[Callable[["Scan"], None]] = attrs.field(factory=list)
@@ -109,6 +114,18 @@ class Scan:
     @property
     def running(self) -> bool:
         return self.state == SCAN_RUNNING
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from start to end, or None while it runs."""
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+    def duration_text(self, now: float) -> str:
+        """How long it took (or runs) against the floor of its transactions: ``108.4 s (floor 104.1 s, 1.04x)``."""
+        took = (self.finished_at if self.finished_at is not None else now) - self.started_at
+        if self.floor <= 0:
+            return f"{took:.1f} s"
+        return f"{took:.1f} s (floor {self.floor:.1f} s, {took / self.floor:.2f}x)"
 
     @property
     def progress(self) -> float:
@@ -144,6 +161,9 @@ class Scan:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "baud": self.baud,
+            "elapsed": self.elapsed,
+            "floor": round(self.floor, 3),
+            "silent_retries": self.silent_retries,
             "found": [meter.as_dict() for meter in self.found],
             "errors": list(self.errors),
         }

@@ -1,8 +1,14 @@
 # -*- test-case-name: tests.test_mbus_arbiter -*-
 """
 EN 13757-2 timing of an M-Bus line: characters on the wire, the slave's
-answer window, the timeouts the bus arbiter waits for a reply, and the slack
-a USB serial adapter needs.  Pure arithmetic on the baud rate (no Twisted).
+answer window, the timeouts the bus arbiter waits for a reply, and the floor
+(the shortest time) of a transaction.  Pure arithmetic on the baud rate and
+the line's delivery slack (no Twisted).
+
+The slack is what the serial adapter adds to a byte's arrival: an FTDI's
+latency timer, a UART's receive FIFO, the reactor's turn.  It belongs to the
+line (`cmegw.serial.adapter` derives it from the adapter present; a setting
+adds more for radio or repeater paths) and is passed in, in seconds.
 """
 
 from __future__ import annotations
@@ -14,9 +20,7 @@ BITS_PER_CHARACTER = 11
 #: Latest start of a slave's answer after the request (EN 13757-2): bits and seconds.
 ANSWER_DELAY_BITS = 330
 ANSWER_DELAY_SECONDS = 0.050
-#: What a USB serial adapter may add to a reply's arrival (latency timer, scheduling).
-USB_SLACK = 0.100
-#: Characters of silence, beyond USB_SLACK, after which a reply is taken as ended.
+#: Characters of silence, beyond the slack, after which a reply is taken as ended.
 DEFRAGMENTATION_CHARACTERS = 3
 #: Line idle between two telegrams (EN 60870-5-1: at least 33 bit times).
 INTER_TELEGRAM_BITS = 33
@@ -27,22 +31,22 @@ def character_time(baud: int) -> float:
     return BITS_PER_CHARACTER / baud
 
 
-def first_byte_timeout(baud: int) -> float:
+def first_byte_timeout(baud: int, slack: float) -> float:
     """
     Longest wait, after a request's last character, for the reply's first
-    character to be read: 330 bit times + 50 ms, the character itself, USB slack.
+    character to be read: 330 bit times + 50 ms, the character itself, the slack.
     """
-    return (ANSWER_DELAY_BITS + BITS_PER_CHARACTER) / baud + ANSWER_DELAY_SECONDS + USB_SLACK
+    return (ANSWER_DELAY_BITS + BITS_PER_CHARACTER) / baud + ANSWER_DELAY_SECONDS + slack
 
 
-def reply_timeout(baud: int, characters: int = frames.MAX_TELEGRAM_LENGTH) -> float:
+def reply_timeout(baud: int, slack: float, characters: int = frames.MAX_TELEGRAM_LENGTH) -> float:
     """Longest wait for a whole reply of `characters` after the request's last character."""
-    return first_byte_timeout(baud) + characters * character_time(baud)
+    return first_byte_timeout(baud, slack) + characters * character_time(baud)
 
 
-def defragmentation_timeout(baud: int) -> float:
+def defragmentation_timeout(baud: int, slack: float) -> float:
     """Silence after which bytes that arrived are taken as the whole reply."""
-    return USB_SLACK + DEFRAGMENTATION_CHARACTERS * character_time(baud)
+    return slack + DEFRAGMENTATION_CHARACTERS * character_time(baud)
 
 
 def transaction_floor(request: int, reply: int, baud: int) -> float:
@@ -51,3 +55,21 @@ def transaction_floor(request: int, reply: int, baud: int) -> float:
     minimum turnaround (11 bit times), the reply, the idle before the next.
     """
     return ((request + reply) * BITS_PER_CHARACTER + BITS_PER_CHARACTER + INTER_TELEGRAM_BITS) / baud
+
+
+def silent_floor(request: int, baud: int) -> float:
+    """
+    The shortest an unanswered exchange can take: the request, then the
+    answer window of EN 13757-2 (330 bit times + 50 ms) that must pass before
+    silence is certain.
+    """
+    return (request * BITS_PER_CHARACTER + ANSWER_DELAY_BITS) / baud + ANSWER_DELAY_SECONDS
+
+
+def exchange_floor(request: int, reply: int, baud: int, expect_reply: bool = True) -> float:
+    """The floor of one exchange: answered (`transaction_floor`), silent, or a request alone."""
+    if not expect_reply:
+        return (request * BITS_PER_CHARACTER + INTER_TELEGRAM_BITS) / baud
+    if not reply:
+        return silent_floor(request, baud)
+    return transaction_floor(request, reply, baud)

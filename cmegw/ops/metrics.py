@@ -71,7 +71,7 @@ TUNNEL_COUNTERS = (
 )
 #: HttpStatistics fields with their own names; by_status and status_* become cmegw_http_responses_total{code}.
 #: The arbiter's statistics that are gauges, and names that read better than ``cmegw_mbus_<field>``.
-MBUS_GAUGES = frozenset({"queue_length", "queue_peak"})
+MBUS_GAUGES = frozenset({"queue_length", "queue_peak", "reply_gap_peak"})
 MBUS_NAMES = {"busy_time": "cmegw_mbus_busy_seconds", "answered": "cmegw_mbus_answered_transactions",
               "silent": "cmegw_mbus_silent_transactions", "garbled": "cmegw_mbus_garbled_transactions",
               "invalid": "cmegw_mbus_invalid_transactions", "truncated": "cmegw_mbus_truncated_transactions",

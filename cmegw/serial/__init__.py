@@ -1,1 +1,1 @@
-"""Serial lines: the M-Bus adapters."""
+"""Serial lines: the UART side of the M-Bus adapters (`line`: the line; `adapter`: what the adapter is and its slack)."""

@@ -2,7 +2,9 @@
 """
 One M-Bus serial line: the device opened with Twisted's SerialPort (8E1),
 reopened by itself when it goes away, its baud rate changed live, its
-statistics kept.
+statistics kept.  At each open the adapter is prepared and described
+(`cmegw.serial.adapter`: low latency, latency timer); `SerialLine.delivery_slack`
+is what the M-Bus timeouts add for it, plus the line's ``extra_slack`` setting.
 
 The line hands the bytes it reads to one receiver (the tunnel, or later the
 bus arbiter) and takes bytes to write.  It is a push producer for whoever
@@ -31,6 +33,7 @@ from zope.interface import implementer
 
 from cmegw.config.model import LineConfig
 from cmegw.fastpath import Writer, fast_writer
+from cmegw.serial.adapter import SCHEDULING_MARGIN, UNKNOWN_USB_LATENCY_MS, AdapterInfo, is_pty, prepare
 from cmegw.stats import LINE_CLOSED, LINE_ERROR, LINE_OPEN, LineStatistics
 
 log = Logger(namespace="cmegw.line")
@@ -72,15 +75,10 @@ def _queued(fd: int, request: int) -> int | None:
         return None
 
 
-#: Major device numbers of Unix98 pty slaves (/dev/pts/N).
-_PTY_MAJORS = range(136, 144)
+#: The slack assumed while no adapter has been seen (the line is not open): a USB adapter's.
+UNSEEN_ADAPTER_SLACK = UNKNOWN_USB_LATENCY_MS / 1000 + SCHEDULING_MARGIN
 
-
-def is_pty(path: str) -> bool:
-    try:
-        return os.major(os.stat(path).st_rdev) in _PTY_MAJORS
-    except OSError:
-        return False
+AdapterProbe = Callable[[int, str], AdapterInfo]
 
 
 def open_serial(port: str, **settings: Any) -> serial.Serial:
@@ -105,19 +103,6 @@ class M_BusSerialPort(SerialPort):
     def set_baud_rate(self, baud: int) -> None:
         """Change the speed live (Twisted's setBaudRate calls a pyserial 2 method)."""
         self._serial.baudrate = baud
-
-    def request_low_latency(self) -> bool:
-        """
-        Ask the driver to hand over received bytes at once (ASYNC_LOW_LATENCY):
-        a USB adapter such as an FTDI otherwise holds them up to its latency
-        timer (16 ms) at the end of every reply.  A driver without the setting
-        (a pty, some adapters) says no and nothing changes; False then.
-        """
-        try:
-            self._serial.set_low_latency_mode(True)
-        except (ValueError, NotImplementedError, OSError):
-            return False
-        return True
 
     @property
     def framing(self) -> tuple[int, str, float]:
@@ -176,7 +161,7 @@ class SerialLine(service.Service):
     """An M-Bus serial line, from its `LineConfig`."""
 
     def __init__(self, number: int, config: LineConfig, reactor: Any, stats: LineStatistics | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, probe: AdapterProbe = prepare) -> None:
         self.number = number
         self.config = config
         self.reactor = reactor
@@ -196,8 +181,12 @@ class SerialLine(service.Service):
         self._poll = task.LoopingCall(self._refresh)
         self._poll.clock = reactor
         self._listeners: list[Callable[[bool], None]] = []
+        self._probe = probe
+        #: The adapter found at the last open, or None before the first.
+        self.adapter: AdapterInfo | None = None
         self.stats.device = self.device
         self.stats.baud_rate = config.baud_rate
+        self._publish_slack()
 
     @property
     def device(self) -> str:
@@ -234,6 +223,12 @@ class SerialLine(service.Service):
         """Call `listener(is_open)` when the line opens or is lost."""
         self._listeners.append(listener)
 
+    def delivery_slack(self) -> float:
+        """Seconds the adapter may add to a byte's arrival at the current baud rate, plus ``extra_slack``."""
+        adapter = self.adapter
+        own = adapter.slack(self.config.baud_rate) if adapter is not None else UNSEEN_ADAPTER_SLACK
+        return own + self.config.extra_slack
+
     def write(self, data: bytes) -> bool:
         """Write bytes to the device; False when the line is not open (the bytes are dropped)."""
         if self.transport is None:
@@ -249,6 +244,7 @@ class SerialLine(service.Service):
         if device is not None:
             self.device_override = device
         self.stats.baud_rate = config.baud_rate
+        self._publish_slack()
         if self.device != old_device:
             self.stats.device = self.device
             log.info("Line {n}: device changed to {device}, reopening", n=self.number, device=self.device)
@@ -311,7 +307,10 @@ class SerialLine(service.Service):
             self._fail(f"cannot open {self.device}: {_reason(e)}")
             return
         self.transport = transport
-        low_latency = ", low latency" if transport.request_low_latency() else ""
+        self.adapter = adapter = self._probe(transport.fileno(), self.device)
+        self._publish_slack()
+        about = (f"{adapter.description}; low latency: {adapter.low_latency}; "
+                 f"delivery slack {self.delivery_slack() * 1000:.1f} ms")
         self._write = fast_writer(transport)
         self._protocol = protocol
         self._icount_base = read_icount(transport.fileno())
@@ -324,14 +323,24 @@ class SerialLine(service.Service):
         if self._paused:
             transport.pauseProducing()
         if self.stats.reopen_attempts:
-            log.info("Line {n}: {device} is back ({baud} baud{low_latency})", n=self.number, device=self.device,
-                     baud=self.config.baud_rate, low_latency=low_latency)
+            log.info("Line {n}: {device} is back at {baud} baud: {about}", n=self.number, device=self.device,
+                     baud=self.config.baud_rate, about=about)
         else:
-            log.info("Line {n}: opened {device} at {baud} baud, 8E1{low_latency}", n=self.number,
-                     device=self.device, baud=self.config.baud_rate, low_latency=low_latency)
+            log.info("Line {n}: opened {device} at {baud} baud, 8E1: {about}", n=self.number,
+                     device=self.device, baud=self.config.baud_rate, about=about)
         self.stats.reopen_attempts = 0
         for listener in list(self._listeners):
             listener(True)
+
+    def _publish_slack(self) -> None:
+        s, adapter = self.stats, self.adapter
+        if adapter is not None:
+            s.adapter, s.low_latency = adapter.description, adapter.low_latency
+            timer = f"{adapter.latency_timer} ms" if adapter.latency_timer is not None else "none"
+            s.latency_timer = f"{timer} ({adapter.latency_timer_note})" if adapter.latency_timer_note else timer
+        s.extra_slack = self.config.extra_slack
+        s.slack = self.delivery_slack()
+        s.adapter_slack = s.slack - s.extra_slack
 
     def _close(self) -> None:
         transport, self.transport, self._protocol = self.transport, None, None

@@ -267,7 +267,7 @@ def display_value(field: Field, value: Any) -> str:
 
 
 def typed_values(request: IRequest, fields: Sequence[Field]) -> dict[str, str]:
-    """The text the user typed, by field; an unticked checkbox is "off"."""
+    """The text the user typed, by field; an unticked checkbox is "off"; a text field not sent is left out."""
     values = {}
     for f in fields:
         if f.kind == "checkbox":
@@ -275,7 +275,7 @@ def typed_values(request: IRequest, fields: Sequence[Field]) -> dict[str, str]:
         elif f.kind == "checkboxes":
             raw = (request.args or {}).get(f.name.encode("utf-8"), [])
             values[f.name] = ", ".join(v.decode("utf-8", "replace") for v in raw)
-        elif f.kind not in ("file", "password"):
+        elif f.kind not in ("file", "password") and form_has(request, f.name):
             values[f.name] = form_value(request, f.name)
     return values
 
@@ -333,7 +333,7 @@ def apply_form(admin: AdminView, request: IRequest, fields: Sequence[Field],
     `saved_state()` (by default `settings_state` of its fields).
     """
     typed = typed_values(request, fields)
-    state = FormState(values=dict(typed))
+    state = FormState(values={**settings_state(admin, fields).values, **typed})
     changes: dict[str, Any] = prepare(dict(typed)) if prepare else dict(typed)
     store = admin.gateway.store
     old: Config = store.config

@@ -10,7 +10,8 @@ The Meters page and its JSON API: the integrated M-Bus master of each line.
   last scan's meters) and ``/meters/N/reading.csv|json`` (the last reading).
 - ``/api/meters``, ``/api/meters/N``: scans and results as JSON;
   ``POST /api/meters/N/scan`` starts one (``{"kind": "primary"}``,
-  ``"secondary"``, optional ``"identify": false``), ``DELETE`` stops it;
+  ``"secondary"``, optional ``"identify": false`` and ``"silent_retries": 0``
+  instead of the line's ``scan_silent_retries``), ``DELETE`` stops it;
   ``POST /api/meters/N/read`` (``{"address": "5"}``) reads a meter and
   answers its records (502 with the error naming the address when the meter
   cannot be read); ``GET /api/meters/N/reading`` the last reading.
@@ -75,8 +76,10 @@ class MeterPages:
             return master.results[scan.kind]
         return next(iter(master.results.values()), [])
 
-    def start_scan(self, master: BusView, kind: str, identify: bool = True) -> Scan:
-        return self.admin.gateway.start_scan(master.number, kind, identify=identify)
+    def start_scan(self, master: BusView, kind: str, identify: bool = True, silent_retries: int | None = None) -> Scan:
+        """Start a scan; `silent_retries` None: the line's setting."""
+        chosen = {} if silent_retries is None else {"silent_retries": silent_retries}
+        return self.admin.gateway.start_scan(master.number, kind, identify=identify, **chosen)
 
     @defer.inlineCallbacks
     def read(self, master: BusView, text: str) -> Any:
@@ -148,11 +151,10 @@ def scan_card(admin: Admin, request: IRequest, pages: MeterPages, master: BusVie
     if scan is None:
         rows.append(("Scan", "none yet"))
     else:
-        took = (scan.finished_at if scan.finished_at is not None else admin.clock.seconds()) - scan.started_at
         rows += [("Scan", f"{scan.kind}, {scan.state}"),
                  ("Progress", tags.progress(f"{scan.progress:.0%}", value=f"{scan.progress:.3f}", max="1")),
                  ("Probes", f"{scan.done}" + (f" of {scan.total}" if scan.total else "")),
-                 ("Duration", f"{took:.1f} s"),
+                 ("Duration", scan.duration_text(admin.clock.seconds())),
                  ("Meters found", len(scan.found))]
         if scan.running and scan.current:
             rows.append(("Now trying", scan.current))
@@ -349,8 +351,11 @@ def routes(app: Klein, admin: Admin) -> None:
         identify = body.get("identify", True)
         if not isinstance(identify, bool):
             raise ApiError(400, "identify must be true or false")
+        silent_retries = body.get("silent_retries")
+        if silent_retries is not None and (not isinstance(silent_retries, int) or isinstance(silent_retries, bool)):
+            raise ApiError(400, "silent_retries: tries again after silence, a whole number from 0 to 3")
         try:
-            scan = pages.start_scan(master, str(body.get("kind", "primary")), identify)
+            scan = pages.start_scan(master, str(body.get("kind", "primary")), identify, silent_retries)
         except ScanRunning as e:
             raise ApiError(409, str(e)) from None
         except ValueError as e:

@@ -28,7 +28,13 @@ STATISTICS = LINE_COUNTERS
 def line_fields(n: int) -> list[Field]:
     return [setting_field(f"line.{n}.baud_rate", "select",
                           tuple((str(b), f"{b}") for b in BAUD_RATES),
-                          help="M-Bus meters talk 300 or 2400 bit/s; some accept more.")]
+                          help="M-Bus meters talk 300 or 2400 bit/s; some accept more."),
+            setting_field(f"line.{n}.extra_slack", "number",
+                          help="Seconds added to every timeout beyond the adapter's own slack (radio links, "
+                               "repeaters); 0 for a wired bus."),
+            setting_field(f"line.{n}.scan_silent_retries", "number",
+                          help="How often a scan tries an address again that did not answer; 0 halves the scan "
+                               "of a sparse bus. A garbled answer is always tried again.")]
 
 
 def statistics_content(admin: Admin) -> Tag:
@@ -42,6 +48,9 @@ def statistics_content(admin: Admin) -> Tag:
     rows.append(["State"] + [stats[n].state if n in stats else "stopped" for n in numbers])
     rows.append(["Device"] + [stats[n].device if n in stats else "—" for n in numbers])
     rows.append(["Baud rate"] + [stats[n].baud_rate if n in stats else "—" for n in numbers])
+    timing = {n: dict(admin.gateway.state.line_timing(n)) for n in numbers}
+    for label in dict.fromkeys(label for rows_of_line in timing.values() for label in rows_of_line):
+        rows.append([label] + [timing[n].get(label, "—") for n in numbers])
     return card("Statistics", grid_table(header, rows),
                 tags.p("Error counters come from the serial driver (TIOCGICOUNT); "
                        "\u201cunavailable\u201d where the driver keeps none.", class_="muted"), wide=True)
