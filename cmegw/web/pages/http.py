@@ -227,8 +227,8 @@ def routes(app: Klein, admin: Admin) -> None:
         web = admin.web()
         if web is not None:
             web.access_log.clear()
-        return page(request, statistics_content(admin, request), notice=Notice("ok", "The log was cleared."),
-                    active="/http")
+        back = "/http/log" if form_value(request, "back") == "/http/log" else "/http"
+        return admin.see_other(request, back, Notice("ok", "The log was cleared."))
 
     route.settings("/http/configuration", "http_configuration", CONFIG_FIELDS, configuration_content)
 
@@ -256,7 +256,7 @@ def routes(app: Klein, admin: Admin) -> None:
             else:
                 state.notice = Notice("error", f"Nothing was changed: {message}")
             return auth_page(request, {key: state}, state.notice, code=400)
-        return auth_page(request, notice=Notice("ok", [done, " Applies at once."]))
+        return admin.see_other(request, "/http/authentication", Notice("ok", [done, " Applies at once."]))
 
     @route.get("/http/authentication")
     def http_authentication(request: IRequest) -> Any:
@@ -320,5 +320,5 @@ def routes(app: Klein, admin: Admin) -> None:
         if errors:
             return page(request, certificate_content(admin, request, errors), code=400,
                         notice=Notice("error", "The certificate was not installed: see below."))
-        return page(request, certificate_content(admin, request),
-                    notice=Notice("ok", "The new certificate is in use for new HTTPS connections."))
+        return admin.see_other(request, "/http/certificate",
+                               Notice("ok", "The new certificate is in use for new HTTPS connections."))

@@ -27,6 +27,7 @@ class AdminView(Protocol):
 
     gateway: Any
     csrf: Any
+    flash: Any
 
     def template(self, name: str) -> Any: ...
 

@@ -269,15 +269,17 @@ def routes(app: Klein, admin: Admin) -> None:
             scan = pages.start_scan(master, form_value(request, "kind", "primary"))
         except (ValueError, ScanRunning) as e:
             return page(request, 409 if isinstance(e, ScanRunning) else 400, Notice("error", str(e)))
-        return page(request, notice=Notice("info", f"The {scan.kind} scan of line {master.number} started."))
+        return admin.see_other(request, f"/meters#scan-{master.number}",
+                               Notice("info", f"The {scan.kind} scan of line {master.number} started."))
 
     @route.post("/meters/stop")
     def meters_stop(request: IRequest) -> Any:
         master = posted_master(request)
         if master is None or master.scan is None or not master.scan.running:
-            return page(request, notice=Notice("info", "No scan runs."))
+            return admin.see_other(request, "/meters", Notice("info", "No scan runs."))
         master.scan.cancel()
-        return page(request, notice=Notice("info", f"The scan of line {master.number} was stopped."))
+        return admin.see_other(request, f"/meters#scan-{master.number}",
+                               Notice("info", f"The scan of line {master.number} was stopped."))
 
     @route.post("/meters/read")
     def meters_read(request: IRequest) -> Any:
@@ -288,14 +290,16 @@ def routes(app: Klein, admin: Admin) -> None:
         d = pages.read(master, text)
 
         def done(reading: Reading) -> Any:
-            return page(request, notice=Notice("ok", f"Read the meter at {reading.address}."))
+            return admin.see_other(request, f"/meters#reading-{master.number}",
+                                   Notice("ok", f"Read the meter at {reading.address}."))
 
         def failed(failure: Any) -> Any:
             if failure.check(ValueError):
                 return page(request, 400, Notice("error", f"{text!r} is not a meter address: "
                                                           f"{failure.getErrorMessage()}"))
-            failure.trap(MeterError)
-            return page(request, 502, Notice("error", failure.getErrorMessage()))
+            failure.trap(MeterError)  # the line's error, kept for its page
+            return admin.see_other(request, f"/meters#reading-{master.number}",
+                                   Notice("error", failure.getErrorMessage()))
 
         d.addCallbacks(done, failed)
         return d

@@ -84,4 +84,4 @@ def routes(app: Klein, admin: Admin) -> None:
         return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
 
     route.numbered_settings("/serial/configuration", "serial_configuration", lambda: admin.gateway.store.config.lines,
-                            line_fields, configuration_content)
+                            line_fields, configuration_content, anchor="line-")

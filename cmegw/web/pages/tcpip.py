@@ -151,4 +151,4 @@ def routes(app: Klein, admin: Admin) -> None:
             return forms_content(admin, request, action, fields_of, states, intro)
 
         route.numbered_settings(action, f"tcpip_{kind}", lambda: admin.gateway.store.config.tunnels, fields_of,
-                                content)
+                                content, anchor="tunnel-")
