@@ -65,6 +65,19 @@ class HttpPageTests(PagesTestBase):
         self.assertIn("CN=new", body)
 
 
+class StatisticsPageTests(PagesTestBase):
+    @defer.inlineCallbacks
+    def test_sizes_and_other_answers(self) -> None:
+        self.web.stats.rx_bytes = 1_234_567
+        self.web.stats.status_unknown = 5
+        self.web.stats.by_status = {200: 7, 303: 4, 405: 1}
+        _, body = yield self.get("/http")
+        self.assertIn('<span title="1\u202f234\u202f567 bytes" class="bytes">1.23 MB</span>', body)
+        self.assertIn("(303 See Other: 4, 405 Method Not Allowed: 1)", body, "each other status said")
+        self.assertNotIn("Status unknown", body)
+        self.assertNotIn("Memory error", body, "a counter that is always 0 is not shown")
+
+
 class AuthenticationPageTests(PagesTestBase):
     @defer.inlineCallbacks
     def test_change_the_factory_password(self) -> None:

@@ -9,6 +9,7 @@ with the JSON API); they raise `ConfigError` with the model's message.
 
 from __future__ import annotations
 
+from http.client import responses as HTTP_REASONS
 from typing import Any
 
 from klein import Klein
@@ -40,15 +41,14 @@ from cmegw.web.pages.forms import (
     setting_field,
     uploads,
 )
-from cmegw.web.pages.widgets import Notice, button, card, hidden, kv_table
+from cmegw.web.pages.widgets import Notice, button, byte_size, card, hidden, kv_table
 
 TABS = (("Statistics", "/http"), ("Configuration", "/http/configuration"),
         ("Authentication", "/http/authentication"), ("Certificate", "/http/certificate"))
 
-#: (label, attribute of HttpStatistics) in the device's order.
+#: (label, attribute of HttpStatistics) in the device's order.  The device's "Work queue full" and
+#: "Memory error" are left out (cmegw has no such limits: always 0, in the API still).
 STATISTICS = (
-    ("Rx bytes", "rx_bytes"),
-    ("Tx bytes", "tx_bytes"),
     ("200 OK", "status_200"),
     ("400 Bad Request", "status_400"),
     ("401 Unauthorized", "status_401"),
@@ -56,10 +56,6 @@ STATISTICS = (
     ("408 Request Timeout", "status_408"),
     ("413 Request Entity Too Large", "status_413"),
     ("501 Not Implemented", "status_501"),
-    ("Status unknown", "status_unknown"),
-    ("Work queue full", "work_queue_full"),
-    ("Socket error", "socket_errors"),
-    ("Memory error", "memory_errors"),
 )
 
 CONFIG_FIELDS = mark_restart([
@@ -99,6 +95,17 @@ def directives_view(config: Config) -> list[dict[str, Any]]:
             for d in config.auth]
 
 
+def other_answers(stats: Any) -> Any:
+    """The answers the device's list does not name (redirects, 403, 405, ...), each status said."""
+    listed = {int(name.rsplit("_", 1)[1]) for _, name in STATISTICS}
+    others = sorted((code, count) for code, count in getattr(stats, "by_status", {}).items() if code not in listed)
+    if not others:
+        return str(stats.status_unknown)
+    return tags.span(str(stats.status_unknown), " ", tags.small(
+        "(" + ", ".join(f"{code} {HTTP_REASONS.get(code, '')}: {count}".replace(" :", ":") for code, count in others)
+        + ")", class_="muted"))
+
+
 def save(admin: Admin, new: Config) -> None:
     admin.gateway.store.change(new)
 
@@ -111,13 +118,17 @@ def statistics_content(admin: Admin, request: IRequest) -> Tag:
     if web is None:
         return card("Statistics", tags.p("The web server part is not running in this process."))
     stats = web.stats
-    counters = card("Statistics", kv_table([(label, getattr(stats, name, "—")) for label, name in STATISTICS]))
+    counters = card("Statistics", kv_table(
+        [("Received", byte_size(stats.rx_bytes)), ("Sent", byte_size(stats.tx_bytes))]
+        + [(label, getattr(stats, name, "—")) for label, name in STATISTICS]
+        + [("Other answers", other_answers(stats)), ("Connections lost (socket errors)", stats.socket_errors)]),
+        id="http-statistics")
     log = web.access_log
     running = admin.gateway.state.config.http
     log_card = card("Log", kv_table([
         (describe("http.logging").label, "on" if running.logging else "off"),
         ("Entries", f"{len(log.entries)} of at most {running.max_log_entries}"),
-        ("Bytes", log.bytes),
+        ("Size", byte_size(log.bytes)),
     ]), tags.div(
         tags.a("View the log", href="/http/log", class_="button secondary"),
         post_form(admin, request, "/http/log/clear", button("Clear the log", "danger"), class_="inline"),

@@ -86,6 +86,22 @@ def disconnect_fields(n: int) -> list[Field]:
                           help="The connection is closed after this many seconds without data either way; 0 = never.")]
 
 
+def connect_hosts_shown(config: Any, stats: dict[int, TunnelStatistics]) -> int:
+    """
+    How many "Connect N connection time" rows to show: as many as the tunnels in
+    connect mode have head-ends (and any that kept a time), none while connect mode is off.
+    """
+    shown = 0
+    for n, tunnel in config.tunnels.items():
+        if tunnel.connect_mode == "disabled":
+            continue
+        hosts = [h for h in tunnel.connect_hosts if h.strip()]
+        times = stats[n].connect_times if n in stats else []
+        used = max((i for i, t in enumerate(times, 1) if t), default=0)
+        shown = max(shown, len(hosts), used, 1)
+    return shown
+
+
 def statistics_content(admin: Admin) -> Tag:
     stats = admin.gateway.state.tunnel_stats
     numbers = list(admin.gateway.state.config.tunnels)
@@ -93,7 +109,10 @@ def statistics_content(admin: Admin) -> Tag:
     header = ["Counter"] + [f"Tunnel {n}" for n in numbers]
     rows: list[list[Any]] = []
     per_tunnel = {n: dict(tunnel_rows(stats[n], now)) for n in numbers if n in stats}
-    for label, _ in tunnel_rows(TunnelStatistics(), now):
+    hosts = connect_hosts_shown(admin.gateway.state.config, stats)
+    labels = [label for label, _ in tunnel_rows(TunnelStatistics(), now)]
+    connect_labels = [label for label in labels if label.startswith("Connect ")]
+    for label in [label for label in labels if not label.startswith("Connect ")] + connect_labels[:hosts]:
         rows.append([label] + [per_tunnel[n].get(label, "—") if n in per_tunnel else "—" for n in numbers])
     rows.append(["State"] + [(stats[n].state + (f" ({stats[n].peer})" if stats[n].peer else ""))
                              if n in stats else "stopped" for n in numbers])

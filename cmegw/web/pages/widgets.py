@@ -57,6 +57,19 @@ def unavailable(value: Any) -> Any:
     return tags.span("unavailable", class_="muted") if value is None else value
 
 
+#: The units of `byte_size`, 1000 apart (as disks and networks count).
+BYTE_UNITS = ("bytes", "kB", "MB", "GB", "TB")
+
+
+def byte_size(count: int) -> Tag:
+    """A byte count as people read it (1.2 MB), the exact count in its title."""
+    size, unit = float(count), 0
+    while size >= 1000 and unit < len(BYTE_UNITS) - 1:
+        size, unit = size / 1000, unit + 1
+    text = f"{count} bytes" if unit == 0 else f"{size:.3g} {BYTE_UNITS[unit]}"
+    return tags.span(text, title=f"{count:,} bytes".replace(",", "\u202f"), class_="bytes")
+
+
 def hidden(name: str, value: str) -> Tag:
     return tags.input(type="hidden", name=name, value=value)
 
