@@ -34,6 +34,7 @@ from twisted.web.template import Tag, tags
 from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import apply_settings, describe, format_value, get_setting, needs_restart
 from cmegw.config.store import ConfigFileError
+from cmegw.web.accesslog import LIVE_HEADER
 from cmegw.web.pages.layout import AdminView, Layout, authenticated_user
 from cmegw.web.pages.widgets import Notice, button, hidden
 
@@ -92,10 +93,6 @@ def same_origin(request: IRequest) -> bool:
 
 
 # -- post/redirect/get ---------------------------------------------------------------------
-
-#: Requests of the pages' live updates (web/static/live.js) carry this header: they never take a notice.
-LIVE_HEADER = b"x-cmegw-live"
-
 
 @attrs.define
 class Flash:

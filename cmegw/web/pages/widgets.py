@@ -61,13 +61,17 @@ def unavailable(value: Any) -> Any:
 BYTE_UNITS = ("bytes", "kB", "MB", "GB", "TB")
 
 
-def byte_size(count: int) -> Tag:
-    """A byte count as people read it (1.2 MB), the exact count in its title."""
+def byte_size_text(count: int) -> str:
+    """A byte count as people read it: 1.23 MB."""
     size, unit = float(count), 0
     while size >= 1000 and unit < len(BYTE_UNITS) - 1:
         size, unit = size / 1000, unit + 1
-    text = f"{count} bytes" if unit == 0 else f"{size:.3g} {BYTE_UNITS[unit]}"
-    return tags.span(text, title=f"{count:,} bytes".replace(",", "\u202f"), class_="bytes")
+    return f"{count} {'byte' if count == 1 else 'bytes'}" if unit == 0 else f"{size:.3g} {BYTE_UNITS[unit]}"
+
+
+def byte_size(count: int) -> Tag:
+    """`byte_size_text` with the exact count in its title."""
+    return tags.span(byte_size_text(count), title=f"{count:,} bytes".replace(",", "\u202f"), class_="bytes")
 
 
 def hidden(name: str, value: str) -> Tag:
