@@ -88,6 +88,7 @@ class MetersPageTests(TestCase):
         self.assertEqual(response.code, 200)
         self.assertIn("The secondary scan of line 1 started.", page)
         self.assertIn('http-equiv="refresh"', page, "the page follows a running scan")
+        self.assertIn('id="scan-1" data-live="2"', page, "its parts update live every 2 s")
         self.assertIn("Stop the scan", page)
         self.settle(self.master.scan.deferred)
         response, page = self.request("GET", "/meters")

@@ -32,6 +32,7 @@ from cmegw.config.settings import describe
 from cmegw.web.accesslog import AccessLog, LogQuery
 from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import (
     Field,
     FormState,
@@ -131,6 +132,7 @@ def statistics_content(admin: Admin, request: IRequest) -> Tag:
         + [(label, getattr(stats, name, "—")) for label, name in STATISTICS]
         + [("Other answers", other_answers(stats)), ("Connections lost (socket errors)", stats.socket_errors)]),
         id="http-statistics")
+    live(counters)
     log = web.access_log
     running = admin.gateway.state.config.http
     log_card = card("Log", kv_table([

@@ -3,7 +3,8 @@
 The Meters page and its JSON API: the integrated M-Bus master of each line.
 
 - ``/meters``: per line, a scan (primary or secondary, with progress; the
-  page reloads itself every two seconds while one runs, and it can be
+  scan and meters cards update live every two seconds while one runs, the
+  page reloads itself without JavaScript, and the scan can be
   stopped), the table of meters found (address, secondary ID, manufacturer,
   medium, version) with a Read button each, a form to read any address, and
   the last reading's records.  Downloads: ``/meters/N/meters.csv|json`` (the
@@ -37,6 +38,7 @@ from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import LIVE_SECONDS, live
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.readout_views import METER_TABS
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
@@ -230,9 +232,10 @@ def meters_content(admin: Admin, request: IRequest, pages: MeterPages) -> Tag:
                                                                 placeholder="5 or 12345678-KAM-19-04",
                                                                 required="required"), **{"for": f"address-{n}"}),
                               " ", button("Read"))
-        cards.append(card(f"Line {n}: scan", scan_card(admin, request, pages, master), id=f"scan-{n}"))
-        cards.append(card(f"Line {n}: meters", meters_table(admin, request, master, pages.meters(master)),
-                          id=f"meters-{n}", wide=True))
+        seconds = REFRESH_SECONDS if pages.scanning() else LIVE_SECONDS
+        cards.append(live(card(f"Line {n}: scan", scan_card(admin, request, pages, master), id=f"scan-{n}"), seconds))
+        cards.append(live(card(f"Line {n}: meters", meters_table(admin, request, master, pages.meters(master)),
+                               id=f"meters-{n}", wide=True), seconds))
         cards.append(card(f"Line {n}: read a meter", read_form, reading_content(pages, master),
                           id=f"reading-{n}", wide=True))
     if not cards:
@@ -248,7 +251,8 @@ def routes(app: Klein, admin: Admin) -> None:
     pages = MeterPages(admin)
 
     def page(request: IRequest, code: int = 200, notice: Notice | None = None) -> Any:
-        head = tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)}) if pages.scanning() else ""
+        head = tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)})) \
+            if pages.scanning() else ""
         return admin.page(request, section="meters", title="Meters", content=meters_content(admin, request, pages),
                           code=code, notice=notice, head=head, active="/meters", tabs=METER_TABS)
 

@@ -16,6 +16,7 @@ from cmegw.config.model import ACCEPT_POLICIES, CONNECT_MODES, HOST_LIST_MODES, 
 from cmegw.stats import TunnelStatistics, tunnel_rows
 from cmegw.ops.graphs import graphs_panel
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import (
     Field,
     FormState,
@@ -130,7 +131,7 @@ def statistics_content(admin: Admin) -> Tag:
     rows.append(["Failed TLS handshakes (connect mode)"] + [connect[n].tls_failures if n in connect else "—"
                                                             for n in numbers])
     rows.append(["Last refused client"] + [access[n].last_refused or "—" if access[n] else "—" for n in numbers])
-    return card("Statistics", grid_table(header, rows), wide=True)
+    return card("Statistics", grid_table(header, rows), wide=True, id="tcpip-statistics")
 
 
 def forms_content(admin: Admin, request: IRequest, action: str, fields_of: Callable[[int], list[Field]],
@@ -153,8 +154,9 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/tcpip")
     def tcpip_statistics(request: IRequest) -> Any:
-        last_hour = card("Last hour", graphs_panel(admin.gateway.state, lines=False), wide=True)
-        return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
+        last_hour = live(card("Last hour", graphs_panel(admin.gateway.state, lines=False), wide=True,
+                              id="tcpip-graphs"))
+        return page(request, tags.div(live(statistics_content(admin)), last_hour, class_="cards"), head=GRAPHS_STYLE)
 
     kinds = {
         "accept": (accept_fields, "Accept mode: the gateway listens and one client at a time gets the line."),
