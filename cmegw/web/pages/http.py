@@ -151,8 +151,8 @@ def statistics_content(admin: Admin, request: IRequest) -> Tag:
 def log_query(request: IRequest) -> LogQuery:
     """The Log tab's filter from its address: static files, 401s and live updates hidden unless asked."""
     page = form_value(request, "page")
-    return LogQuery(static=form_value(request, "static") == "on", unauthorized=form_value(request, "unauthorized") == "on",
-                    live=form_value(request, "live") == "on", search=form_value(request, "q").strip()[:200],
+    shown = {name: form_value(request, name) == "on" for name in ("static", "unauthorized", "live")}
+    return LogQuery(**shown, search=form_value(request, "q").strip()[:200],
                     page=int(page) if page.isdigit() else 1)
 
 

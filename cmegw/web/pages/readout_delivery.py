@@ -256,7 +256,8 @@ def routes(route: PageRoutes) -> None:
         if problem:
             return page(request, delivery_content(admin, request, {"push.new": state}), code=500,
                         notice=Notice("error", problem))
-        return admin.see_other(request, "/delivery", Notice("ok", f"HTTP target {n} added: readings are POSTed to {url}."))
+        return admin.see_other(request, "/delivery",
+                               Notice("ok", f"HTTP target {n} added: readings are POSTed to {url}."))
 
     @route.post("/delivery/push/remove")
     def delivery_push_remove(request: IRequest) -> Any:
