@@ -132,6 +132,18 @@ class PostRedirectGetTests(PagesTestBase):
         _, body = yield self.get("/http/authentication")
         self.assertIn("User bob of / saved.", body)
 
+    @defer.inlineCallbacks
+    def test_bookmark_of_a_form_address_goes_to_its_page(self) -> None:
+        for path, page in (("/meters/scan", b"/meters"), ("/http/log/clear", b"/http/log"),
+                           ("/system/restart", b"/system"), ("/tcpip/accept", None)):
+            response = yield self.http.get(BASE + path, allow_redirects=False)
+            if page is None:
+                self.assertEqual(response.code, 200, path)
+                continue
+            self.assertEqual((response.code, response.headers.getRawHeaders(b"location")), (303, [page]), path)
+        response = yield self.http.get(BASE + "/api/meters/1/read", allow_redirects=False)
+        self.assertEqual(response.code, 405, "the API says what it says")
+
     def test_flash_is_bounded(self) -> None:
         flash = Flash(limit=3)
         for n in range(5):
