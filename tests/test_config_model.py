@@ -28,7 +28,7 @@ class FactoryDefaultsTests(TestCase):
         self.assertEqual((c.network.link_speed, c.network.link_duplex), ("auto", "auto"))
         h = c.http
         self.assertEqual((h.enabled, h.http_port, h.https_port, h.max_timeout, h.max_bytes, h.logging,
-                          h.max_log_entries), (True, 80, 443, 10, 40960, True, 50))
+                          h.max_log_entries), (True, 80, 443, 10, 40960, True, 2000))
         self.assertEqual(h.log_format, '%h %t "%r" %s %B "%{Referer}i" "%{User-Agent}i"')
         [d] = c.auth
         self.assertEqual((d.uri, d.realm, d.auth_type), ("/", "config", "Digest"))

@@ -3,8 +3,10 @@ End to end: a real ``twistd cmegw`` process on loopback ports and a pty,
 driven by headless Chromium (Debian's ``chromium`` through Playwright from
 PyPI).  Logs in with Digest admin/admin, changes the baud rate on the M-Bus
 Serial page, sees it on the Status page and in the file, restarts from the
-System page and is brought back to the Status page.  Saves screenshots of the
-pages as artefacts in the test's folder (under _trial_temp).
+System page and is brought back to the Status page; a saved form leaves the
+address bar on its page (post/redirect/get) and a reload does not post it
+again; counters update without a reload; the access log's filter.  Saves
+screenshots of the pages as artefacts in the test's folder (under _trial_temp).
 """
 
 from __future__ import annotations
@@ -127,6 +129,52 @@ class BrowserTests(unittest.TestCase):
         self.assertIn("Restarted", self.gateway.log())
         self.assertTrue(before)
         self.screenshot("status-after-restart")
+
+    def test_form_redirects_and_reload_does_not_post(self) -> None:
+        """Post/redirect/get: after a save the address bar shows the page, and a reload only reads it."""
+        page = self.page
+        sent: list[tuple[str, str]] = []
+        page.on("request", lambda request: sent.append((request.method, request.url)))
+        page.goto(self.url("/serial/configuration"))
+        page.select_option("#f-line-1-baud-rate", "300")
+        page.click("#line-1 button[type=submit]")
+        page.wait_for_selector(".notice-ok")
+        self.assertEqual(page.url, self.url("/serial/configuration#line-1"))
+        self.assertIn(("POST", self.url("/serial/configuration")), sent)
+        for size, name in (((1366, 900), "desktop"), ((390, 844), "phone")):
+            page.set_viewport_size({"width": size[0], "height": size[1]})
+            self.screenshot(f"saved-{name}")
+        del sent[:]
+        response = page.reload()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.request.method, "GET")
+        self.assertNotIn("POST", [method for method, _ in sent], "a reload does not send the form again")
+        self.assertEqual(page.locator(".notice-ok").count(), 0, "the notice was shown once")
+        self.assertEqual(page.input_value("#f-line-1-baud-rate"), "300")
+
+    def test_counters_update_without_reload(self) -> None:
+        page = self.page
+        page.goto(self.url("/http"))
+        page.evaluate("window.cmegwDrawnOnce = true")
+        before = page.inner_text("#http-statistics")
+        page.wait_for_function("before => document.getElementById('http-statistics').innerText !== before",
+                               arg=before, timeout=STEP_TIMEOUT)
+        self.assertTrue(page.evaluate("window.cmegwDrawnOnce === true"), "the page was not loaded again")
+        self.assertIn("Live: updated at", page.inner_text("#drawn-at"))
+        page.goto(self.url("/status"))
+        uptime = page.inner_text("#uptime")
+        page.wait_for_function("before => document.getElementById('uptime').innerText !== before",
+                               arg=uptime, timeout=STEP_TIMEOUT)
+        for size, name in (((1366, 900), "desktop"), ((390, 844), "phone")):
+            page.set_viewport_size({"width": size[0], "height": size[1]})
+            self.screenshot(f"status-live-{name}")
+        page.goto(self.url("/http/log"))
+        self.assertNotIn("/static/cmegw.css", page.inner_text(".log-lines"), "static files hidden by default")
+        page.check("input[name=static]")
+        page.click(".log-filter button[type=submit]")
+        page.wait_for_url("**/http/log?**static=on**")
+        self.assertIn("/static/cmegw.css", page.inner_text(".log-lines"))
+        self.screenshot("log")
 
     def tearDown(self) -> None:
         artefacts = Path("browser-artefacts")

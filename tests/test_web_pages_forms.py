@@ -1,10 +1,12 @@
 """
-Tests for `cmegw.web.pages.forms`: the CSRF token of every form.
+Tests for `cmegw.web.pages.forms`: the CSRF token of every form, and
+post/redirect/get (a form that succeeded sends the browser to a page).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlencode
 
 from treq.testing import StubTreq
@@ -12,6 +14,8 @@ from twisted.internet import defer
 
 from cmegw.web.app import build_app
 from cmegw.web.pages.admin import Admin
+from cmegw.web.pages.forms import LIVE_HEADER, Flash
+from cmegw.web.pages.widgets import Notice
 from tests.web_helpers import BASE, HOST, PagesTestBase
 
 
@@ -78,3 +82,74 @@ class CsrfTests(PagesTestBase):
         cookie = response.headers.getRawHeaders(b"set-cookie")[0].lower()
         self.assertIn(b"httponly", cookie)
         self.assertIn(b"samesite=strict", cookie)
+
+
+class PostRedirectGetTests(PagesTestBase):
+    @defer.inlineCallbacks
+    def send(self, path: str, fields: dict[str, str]) -> Any:
+        """POST a form without following the answer's redirect."""
+        token = yield self.token()
+        response = yield self.http.post(BASE + path, data=urlencode({**fields, "_csrf": token}).encode(),
+                                        headers={b"content-type": [b"application/x-www-form-urlencoded"]},
+                                        allow_redirects=False)
+        body = yield response.text()
+        return response, body
+
+    @defer.inlineCallbacks
+    def test_saved_form_redirects_to_its_page(self) -> None:
+        response, _ = yield self.send("/serial/configuration", {"_group": "1", "line.1.baud_rate": "300"})
+        self.assertEqual(response.code, 303)
+        self.assertEqual(response.headers.getRawHeaders(b"location"), [b"/serial/configuration#line-1"])
+        self.assertEqual(self.store.config.lines[1].baud_rate, 300)
+        live, body = yield self.get("/serial/configuration", headers={LIVE_HEADER: [b"1"]})
+        self.assertNotIn("Applied at once", body, "a live update does not take the notice")
+        _, body = yield self.get("/serial/configuration")
+        self.assertIn("Applied at once", body)
+        _, body = yield self.get("/serial/configuration")
+        self.assertNotIn("Applied at once", body, "a reload shows the page, not the notice again")
+
+    @defer.inlineCallbacks
+    def test_wrong_value_stays_in_its_field(self) -> None:
+        response, body = yield self.send("/serial/configuration", {"_group": "1", "line.1.baud_rate": "1234"})
+        self.assertEqual(response.code, 400)
+        self.assertIn("1234 is not allowed", body)
+        self.assertIsNone(response.headers.getRawHeaders(b"location"))
+
+    @defer.inlineCallbacks
+    def test_each_kind_of_form_redirects(self) -> None:
+        """Actions and uploads redirect too, to the page that shows their result."""
+        for path, fields, target in (
+                ("/http/log/clear", {}, b"/http"),
+                ("/http/log/clear", {"back": "/http/log"}, b"/http/log"),
+                ("/http/authentication/user", {"uri": "/", "name": "bob", "password": "pw", "confirm": "pw"},
+                 b"/http/authentication"),
+                ("/tcpip/disconnect", {"_group": "1", "tunnel.1.disconnect_timeout": "30"},
+                 b"/tcpip/disconnect#tunnel-1"),
+                ("/system/restart", {}, b"/system/restarting?kind=restart&boot=")):
+            response, _ = yield self.send(path, fields)
+            self.assertEqual(response.code, 303, path)
+            self.assertTrue(response.headers.getRawHeaders(b"location")[0].startswith(target), path)
+        _, body = yield self.get("/http/authentication")
+        self.assertIn("User bob of / saved.", body)
+
+    @defer.inlineCallbacks
+    def test_bookmark_of_a_form_address_goes_to_its_page(self) -> None:
+        for path, page in (("/meters/scan", b"/meters"), ("/http/log/clear", b"/http/log"),
+                           ("/system/restart", b"/system"), ("/tcpip/accept", None)):
+            response = yield self.http.get(BASE + path, allow_redirects=False)
+            if page is None:
+                self.assertEqual(response.code, 200, path)
+                continue
+            self.assertEqual((response.code, response.headers.getRawHeaders(b"location")), (303, [page]), path)
+        response = yield self.http.get(BASE + "/api/meters/1/read", allow_redirects=False)
+        self.assertEqual(response.code, 405, "the API says what it says")
+
+    def test_flash_is_bounded(self) -> None:
+        flash = Flash(limit=3)
+        for n in range(5):
+            flash.put(f"session{n}", "/status", Notice("ok", str(n)))
+        self.assertEqual(len(flash), 3)
+        self.assertIsNone(flash.take("session0", "/status"), "the oldest went first")
+        self.assertEqual(flash.take("session4", "/status"), Notice("ok", "4"))
+        self.assertIsNone(flash.take("session4", "/status"), "read once")
+        self.assertIsNone(flash.take("session3", "/other"), "for its page only")

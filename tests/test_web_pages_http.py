@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from twisted.internet import defer
 
 from cmegw.config.model import ConfigError
+from cmegw.web.accesslog import AccessRecord
 from cmegw.web.pages import http as pages_http
 from tests.web_helpers import BASE, PagesTestBase
 
@@ -63,6 +64,58 @@ class HttpPageTests(PagesTestBase):
         self.assertEqual(response.code, 200)
         self.assertEqual(self.web.installed, [(cert, key)])
         self.assertIn("CN=new", body)
+
+
+class StatisticsPageTests(PagesTestBase):
+    @defer.inlineCallbacks
+    def test_sizes_and_other_answers(self) -> None:
+        self.web.stats.rx_bytes = 1_234_567
+        self.web.stats.status_unknown = 5
+        self.web.stats.by_status = {200: 7, 303: 4, 405: 1}
+        _, body = yield self.get("/http")
+        self.assertIn('<span title="1\u202f234\u202f567 bytes" class="bytes">1.23 MB</span>', body)
+        self.assertIn("(303 See Other: 4, 405 Method Not Allowed: 1)", body, "each other status said")
+        self.assertNotIn("Status unknown", body)
+        self.assertNotIn("Memory error", body, "a counter that is always 0 is not shown")
+
+
+class LogPageTests(PagesTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        log = self.web.access_log
+        log.clear()
+        for n in range(300):
+            path = "/static/cmegw.css" if n % 3 == 0 else f"/page/{n}"
+            status = 401 if n % 5 == 0 else 200
+            record = AccessRecord(path=path.encode(), status=status, time=1_800_000_000.0 + n)
+            log.add(f'127.0.0.1 "GET {path} HTTP/1.1" {status} ' + "x" * 150, record)
+
+    @defer.inlineCallbacks
+    def test_filter_search_paging(self) -> None:
+        _, body = yield self.get("/http/log")
+        self.assertIn("GET /page/299 HTTP/1.1", body, "the newest first")
+        self.assertIn("x" * 150, body, "whole lines")
+        self.assertNotIn("/static/cmegw.css", body.split('id="access-log"')[1].split("Download")[0],
+                         "static files hidden by default")
+        self.assertNotIn("GET /page/125 ", body, "401 answers hidden by default")
+        self.assertIn("hidden by the filter", body)
+        self.assertIn('href="/http/log?page=2"', body)
+        _, body = yield self.get("/http/log?static=on&unauthorized=on&page=3")
+        self.assertIn("Page 3 of 3", body)
+        self.assertIn("GET /page/1 HTTP/1.1", body)
+        _, body = yield self.get("/http/log?q=PAGE/12")
+        self.assertIn("GET /page/128 HTTP/1.1", body)
+        self.assertNotIn("GET /page/13 HTTP/1.1", body)
+
+    @defer.inlineCallbacks
+    def test_download(self) -> None:
+        response, text = yield self.get("/http/log.txt?static=on&unauthorized=on")
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
+        lines = text.splitlines()
+        self.assertEqual(len(lines), 300, "every line, not one page")
+        self.assertTrue(lines[0].startswith('127.0.0.1 "GET /static/cmegw.css'), "oldest first")
+        _, text = yield self.get("/http/log.txt")
+        self.assertEqual(len(text.splitlines()), 300 - 100 - 60 + 20, "the filter applies")
 
 
 class AuthenticationPageTests(PagesTestBase):

@@ -4,6 +4,7 @@ Tests for `cmegw.web.pages.tcpip`: the M-Bus TCP/IP forms of the tunnels.
 
 from __future__ import annotations
 
+import attrs
 from twisted.internet import defer
 
 from cmegw.config.settings import describe
@@ -49,4 +50,12 @@ class TunnelFormTests(PagesTestBase):
         stats.connect_times[0] = 90061.0
         _, body = yield self.get("/tcpip")
         self.assertIn("0 days 00:01:17", body)
+        self.assertNotIn("Connect 1 connection time", body, "connect mode is off: no connect-mode timers")
+        self.store.change(self.store.config.evolve(tunnels={1: attrs.evolve(
+            self.store.config.tunnels[1], connect_mode="always",
+            connect_hosts=("tcp:host=a.example:port=1", "tcp:host=b.example:port=2"))}))
+        self.gateway.running_config = self.store.config
+        _, body = yield self.get("/tcpip")
         self.assertIn("1 days 01:01:01", body)
+        self.assertIn("Connect 2 connection time", body, "one row per head-end")
+        self.assertNotIn("Connect 3 connection time", body)

@@ -200,16 +200,11 @@ HOST = HostNetwork(interface="eth0", mac="02:00:00:00:00:01", operstate="up", sp
                    dns=("127.0.0.53", "127.0.0.54"))
 
 
-class FakeLog:
-    def __init__(self) -> None:
-        self.entries = ['127.0.0.1 12:00:00 "GET /status HTTP/1.1" 200 99 "-" "<b>agent</b>"']
-
-    @property
-    def bytes(self) -> int:
-        return sum(len(e) + 1 for e in self.entries)
-
-    def clear(self) -> None:
-        self.entries = []
+def fake_log() -> AccessLog:
+    """The access log of `FakeWeb`: one line."""
+    log = AccessLog()
+    log.add('127.0.0.1 2026-12-07 12:00:00 "GET /status HTTP/1.1" 200 99 "-" "<b>agent</b>"')
+    return log
 
 
 @attrs.frozen
@@ -230,7 +225,7 @@ class FakeWeb:
     def __init__(self) -> None:
         self.stats = HttpStatistics(rx_bytes=1234, tx_bytes=5678, status_200=7, status_400=1, status_401=2,
                                     status_404=3)
-        self.access_log = FakeLog()
+        self.access_log = fake_log()
         self.tls = FakeCertificate()
         self.listening = {"http": "127.0.0.1:8080", "https": "127.0.0.1:8443"}
         self.installed: list[tuple[bytes, bytes]] = []

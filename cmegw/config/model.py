@@ -285,7 +285,7 @@ class HttpConfig:
     max_bytes: int = setting(40960, check_int, 1024, 64 * 1024 * 1024, " bytes", label='Max bytes', unit='bytes')
     hsts: bool = setting(True, check_bool, label='HSTS')
     logging: bool = setting(True, check_bool, label='Logging')
-    max_log_entries: int = setting(50, check_int, 1, 10000, label='Max log entries')
+    max_log_entries: int = setting(2000, check_int, 1, 10000, label='Max log entries')
     log_format: str = setting('%h %t "%r" %s %B "%{Referer}i" "%{User-Agent}i"', check_str, 255,
                               label='Log format')
 

@@ -52,6 +52,23 @@ def static_files(root: Path) -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
+def page_of_form(app: Klein, path: str) -> str:
+    """The nearest page above a form's address (``/meters/scan`` -> ``/meters``), "" when none."""
+    from werkzeug.exceptions import HTTPException
+
+    urls = app.url_map.bind("gateway")
+    parts = path.rstrip("/").split("/")
+    while len(parts) > 1:
+        parts.pop()
+        candidate = "/".join(parts) or "/"
+        try:
+            urls.match(candidate, method="GET")
+        except HTTPException:
+            continue
+        return candidate
+    return ""
+
+
 def build_app(admin: Admin) -> Klein:
     app = Klein()
     files = static_files(admin.root)
@@ -71,6 +88,11 @@ def build_app(admin: Admin) -> Klein:
     def failed(request: IRequest, failure: Any) -> Any:
         from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+        if failure.check(MethodNotAllowed) and request.method in (b"GET", b"HEAD") \
+                and not request.path.startswith(b"/api"):
+            form_page = page_of_form(app, request.path.decode("utf-8", "replace"))
+            if form_page:  # an old bookmark of a form's address: its page
+                return admin.see_other(request, form_page)
         if failure.check(NotFound, MethodNotAllowed):
             code = 404 if failure.check(NotFound) else 405
             if request.path.startswith(b"/api"):

@@ -457,4 +457,4 @@ class GatewaySite(server.Site):
         if not settings.logging:
             return
         self.access_log.resize(settings.max_log_entries)
-        self.access_log.add(format_entry(settings.log_format, record))
+        self.access_log.add(format_entry(settings.log_format, record), record)

@@ -19,7 +19,8 @@ from twisted.web.template import Tag, XMLFile, tags
 
 from cmegw.web.auth import factory_password_in_use
 from cmegw.web.http import security_headers
-from cmegw.web.pages.forms import CSRF_FIELD, CsrfGuard, Field, form_value, save_form, save_numbered_form
+from cmegw.web.pages.forms import (CSRF_FIELD, CsrfGuard, Field, Flash, form_value, save_form, save_numbered_form,
+                                   see_other, waiting_notice)
 from cmegw.web.pages.layout import Layout, web_root
 from cmegw.web.pages.widgets import Notice, card
 
@@ -38,6 +39,8 @@ class Admin:
         self.clock = clock if clock is not None else gateway.reactor
         self.root = root or web_root()
         self.csrf = csrf or CsrfGuard()
+        #: The notices of forms' results, waiting for the page they redirected to.
+        self.flash = Flash()
         self.host_network = host_network or read_host_network
         self._web = web or (lambda: gateway.state.web)
         self._templates: dict[str, XMLFile] = {}
@@ -78,6 +81,7 @@ class Admin:
              code: int = 200, head: Any = "") -> Layout:
         security_headers(request)
         self.csrf.session_id(request)  # the cookie must go out with the headers, before any form renders
+        notice = notice or waiting_notice(self, request)
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return Layout(self, request, section=section, title=title, content=content, tabs=tabs,
@@ -92,6 +96,10 @@ class Admin:
                              notice=notice, head=head, active=active)
 
         return page
+
+    def see_other(self, request: IRequest, target: str, notice: Notice | None = None) -> bytes:
+        """A form's success: 303 to the page `target` that shows `notice` (`cmegw.web.pages.forms.see_other`)."""
+        return see_other(self, request, target, notice)
 
     def forbidden(self, request: IRequest) -> Layout:
         return self.page(request, section="", title="Form expired", code=403, content=card(
@@ -146,7 +154,8 @@ class PageRoutes:
                  **options: Any) -> None:
         """
         A settings form at `path`: GET shows ``content(admin, request)``, POST
-        saves it (`save_form` with `options`) and shows ``content(admin, request, state)``.
+        saves it (`save_form` with `options`): 303 back to `path` once saved,
+        400 with ``content(admin, request, state)`` when not.
         """
         admin, page = self.admin, self.page
 
@@ -161,11 +170,13 @@ class PageRoutes:
         self.post(path, endpoint=endpoint + "_post")(change)
 
     def numbered_settings(self, path: str, endpoint: str, numbers: Callable[[], Any],
-                          fields_of: Callable[[int], Sequence[Field]], content: Callable[..., Any]) -> None:
+                          fields_of: Callable[[int], Sequence[Field]], content: Callable[..., Any],
+                          anchor: str = "") -> None:
         """
         The forms of several lines or tunnels at `path`: GET shows
         ``content(admin, request, {})``, POST saves the one of ``numbers()`` it
-        names (`save_numbered_form`) and shows ``content(admin, request, states)``.
+        names (`save_numbered_form`: 303 to ``path#{anchor}N``, or 400 with
+        ``content(admin, request, states)``).
         """
         admin, page = self.admin, self.page
 
@@ -174,7 +185,7 @@ class PageRoutes:
 
         def change(request: IRequest) -> Any:
             return save_numbered_form(admin, request, page, numbers(), fields_of,
-                                      lambda states: content(admin, request, states))
+                                      lambda states: content(admin, request, states), anchor=anchor)
 
         self.get(path, endpoint=endpoint)(show)
         self.post(path, endpoint=endpoint + "_post")(change)

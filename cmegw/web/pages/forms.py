@@ -8,11 +8,17 @@ A settings form names its inputs after the settings themselves
 text, changes the configuration through `apply_settings` (the one validation),
 saves it through the store and says what applied at once and what waits for a
 restart.  An error is shown next to its field with the model's message, and the
-form keeps what the user typed.
+form keeps what the user typed (400).
+
+Post/redirect/get: a form that succeeded answers 303 See Other to the page
+that shows its result (`see_other`); the result's notice waits in `Flash`,
+per browser session, until that page is drawn once.  A reload or a bookmark
+of the page never posts again.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import os
@@ -28,6 +34,7 @@ from twisted.web.template import Tag, tags
 from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import apply_settings, describe, format_value, get_setting, needs_restart
 from cmegw.config.store import ConfigFileError
+from cmegw.web.accesslog import LIVE_HEADER
 from cmegw.web.pages.layout import AdminView, Layout, authenticated_user
 from cmegw.web.pages.widgets import Notice, button, hidden
 
@@ -83,6 +90,61 @@ def same_origin(request: IRequest) -> bool:
         return urlsplit(origin.decode("ascii")).netloc.lower() == host.decode("ascii").lower()
     except UnicodeDecodeError:
         return False
+
+
+# -- post/redirect/get ---------------------------------------------------------------------
+
+@attrs.define
+class Flash:
+    """
+    The notice of a form's result, kept for the page its POST redirected to:
+    one per browser session and page, read once; the oldest go first beyond
+    `limit` sessions (bounded memory).
+    """
+
+    limit: int = 256
+    _waiting: collections.OrderedDict[tuple[str, str], Notice] = attrs.field(
+        init=False, factory=collections.OrderedDict)
+
+    def put(self, session: str, path: str, notice: Notice) -> None:
+        key = (session, path)
+        self._waiting.pop(key, None)
+        self._waiting[key] = notice
+        while len(self._waiting) > self.limit:
+            self._waiting.popitem(last=False)
+
+    def take(self, session: str, path: str) -> Notice | None:
+        return self._waiting.pop((session, path), None)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
+def is_live_request(request: IRequest) -> bool:
+    """True for the live updates' own fetches of a page."""
+    return request.getHeader(LIVE_HEADER) is not None
+
+
+def see_other(admin: AdminView, request: IRequest, target: str, notice: Notice | None = None) -> bytes:
+    """
+    Answer a form that succeeded: 303 See Other to `target` (a path, maybe
+    with ``?query`` and ``#fragment``), whose page shows `notice` once.
+    """
+    if notice is not None:
+        path = urlsplit(target).path or "/"
+        admin.flash.put(admin.csrf.session_id(request), path, notice)
+    request.setResponseCode(303)
+    request.setHeader(b"location", target.encode("utf-8"))
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"See " + target.encode("utf-8") + b"\n"
+
+
+def waiting_notice(admin: AdminView, request: IRequest) -> Notice | None:
+    """The notice a redirect left for this page (none for a live update's fetch)."""
+    if is_live_request(request):
+        return None
+    return admin.flash.take(admin.csrf.session_id(request), request.path.decode("utf-8", "replace"))
 
 
 # -- request bodies -----------------------------------------------------------------------
@@ -369,10 +431,16 @@ def apply_form(admin: AdminView, request: IRequest, fields: Sequence[Field],
 
 
 def save_form(admin: AdminView, request: IRequest, page: Callable[..., "Layout"], fields: Sequence[Field],
-              show: Callable[[FormState], Any], **options: Any) -> "Layout":
-    """Apply a settings form (`apply_form` with `options`) and answer with `show(state)`: 200 saved, 400 not."""
+              show: Callable[[FormState], Any], target: str | None = None, **options: Any) -> Any:
+    """
+    Apply a settings form (`apply_form` with `options`): saved, 303 to
+    `target` (the form's own page by default) with the notice; not saved,
+    400 with ``show(state)`` (the errors at their fields, the typed text kept).
+    """
     state, ok = apply_form(admin, request, fields, **options)
-    return page(request, show(state), code=200 if ok else 400, notice=state.notice)
+    if ok:
+        return see_other(admin, request, target or request.path.decode("utf-8", "replace"), state.notice)
+    return page(request, show(state), code=400, notice=state.notice)
 
 
 def posted_number(request: IRequest, numbers: Container[int]) -> int | None:
@@ -383,12 +451,16 @@ def posted_number(request: IRequest, numbers: Container[int]) -> int | None:
 
 def save_numbered_form(admin: AdminView, request: IRequest, page: Callable[..., "Layout"], numbers: Container[int],
                        fields_of: Callable[[int], Sequence[Field]],
-                       show: Callable[[dict[int, FormState]], Any]) -> "Layout":
-    """`save_form` for the form of one of several lines or tunnels; 400 for a number not in `numbers`."""
+                       show: Callable[[dict[int, FormState]], Any], anchor: str = "") -> Any:
+    """
+    `save_form` for the form of one of several lines or tunnels (its redirect
+    goes to ``#{anchor}{n}`` when `anchor` is given); 400 for a number not in `numbers`.
+    """
     n = posted_number(request, numbers)
     if n is None:
         return page(request, show({}), code=400)
-    return save_form(admin, request, page, fields_of(n), lambda state: show({n: state}))
+    target = request.path.decode("utf-8", "replace") + (f"#{anchor}{n}" if anchor else "")
+    return save_form(admin, request, page, fields_of(n), lambda state: show({n: state}), target=target)
 
 
 def settings_form(admin: AdminView, request: IRequest, action: str, group: str, fields: Sequence[Field],

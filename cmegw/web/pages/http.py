@@ -9,7 +9,11 @@ with the JSON API); they raise `ConfigError` with the model's message.
 
 from __future__ import annotations
 
+from http.client import responses as HTTP_REASONS
 from typing import Any
+from urllib.parse import urlencode
+
+import attrs
 
 from klein import Klein
 from twisted.web.iweb import IRequest
@@ -25,7 +29,10 @@ from cmegw.config.auth import (
 )
 from cmegw.config.store import ConfigFileError
 from cmegw.config.settings import describe
+from cmegw.web.accesslog import AccessLog, LogQuery
+from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import (
     Field,
     FormState,
@@ -40,15 +47,17 @@ from cmegw.web.pages.forms import (
     setting_field,
     uploads,
 )
-from cmegw.web.pages.widgets import Notice, button, card, hidden, kv_table
+from cmegw.web.pages.widgets import Notice, button, byte_size, byte_size_text, card, hidden, kv_table
+
+#: The Log tab's own style (wrapped lines, the filter row).
+LOG_STYLE = tags.link(rel="stylesheet", href="/static/log.css")
 
 TABS = (("Statistics", "/http"), ("Configuration", "/http/configuration"),
         ("Authentication", "/http/authentication"), ("Certificate", "/http/certificate"))
 
-#: (label, attribute of HttpStatistics) in the device's order.
+#: (label, attribute of HttpStatistics) in the device's order.  The device's "Work queue full" and
+#: "Memory error" are left out (cmegw has no such limits: always 0, in the API still).
 STATISTICS = (
-    ("Rx bytes", "rx_bytes"),
-    ("Tx bytes", "tx_bytes"),
     ("200 OK", "status_200"),
     ("400 Bad Request", "status_400"),
     ("401 Unauthorized", "status_401"),
@@ -56,10 +65,6 @@ STATISTICS = (
     ("408 Request Timeout", "status_408"),
     ("413 Request Entity Too Large", "status_413"),
     ("501 Not Implemented", "status_501"),
-    ("Status unknown", "status_unknown"),
-    ("Work queue full", "work_queue_full"),
-    ("Socket error", "socket_errors"),
-    ("Memory error", "memory_errors"),
 )
 
 CONFIG_FIELDS = mark_restart([
@@ -75,7 +80,7 @@ CONFIG_FIELDS = mark_restart([
     setting_field("http.max_bytes", "number",
                   help="A larger request gets 413."),
     setting_field("http.logging", "checkbox"),
-    setting_field("http.max_log_entries", "number", help="The log keeps the last entries."),
+    setting_field("http.max_log_entries", "number", help="The log keeps the last entries (and at most 4 MiB of them)."),
     setting_field("http.log_format",
                   help="%a %b %B %h %{Header}i %m %p %q %t %u %U %r %s"),
 ])
@@ -99,6 +104,17 @@ def directives_view(config: Config) -> list[dict[str, Any]]:
             for d in config.auth]
 
 
+def other_answers(stats: Any) -> Any:
+    """The answers the device's list does not name (redirects, 403, 405, ...), each status said."""
+    listed = {int(name.rsplit("_", 1)[1]) for _, name in STATISTICS}
+    others = sorted((code, count) for code, count in getattr(stats, "by_status", {}).items() if code not in listed)
+    if not others:
+        return str(stats.status_unknown)
+    return tags.span(str(stats.status_unknown), " ", tags.small(
+        "(" + ", ".join(f"{code} {HTTP_REASONS.get(code, '')}: {count}".replace(" :", ":") for code, count in others)
+        + ")", class_="muted"))
+
+
 def save(admin: Admin, new: Config) -> None:
     admin.gateway.store.change(new)
 
@@ -111,13 +127,18 @@ def statistics_content(admin: Admin, request: IRequest) -> Tag:
     if web is None:
         return card("Statistics", tags.p("The web server part is not running in this process."))
     stats = web.stats
-    counters = card("Statistics", kv_table([(label, getattr(stats, name, "—")) for label, name in STATISTICS]))
+    counters = card("Statistics", kv_table(
+        [("Received", byte_size(stats.rx_bytes)), ("Sent", byte_size(stats.tx_bytes))]
+        + [(label, getattr(stats, name, "—")) for label, name in STATISTICS]
+        + [("Other answers", other_answers(stats)), ("Connections lost (socket errors)", stats.socket_errors)]),
+        id="http-statistics")
+    live(counters)
     log = web.access_log
     running = admin.gateway.state.config.http
     log_card = card("Log", kv_table([
         (describe("http.logging").label, "on" if running.logging else "off"),
         ("Entries", f"{len(log.entries)} of at most {running.max_log_entries}"),
-        ("Bytes", log.bytes),
+        ("Size", byte_size(log.bytes)),
     ]), tags.div(
         tags.a("View the log", href="/http/log", class_="button secondary"),
         post_form(admin, request, "/http/log/clear", button("Clear the log", "danger"), class_="inline"),
@@ -127,14 +148,62 @@ def statistics_content(admin: Admin, request: IRequest) -> Tag:
     return tags.div(counters, log_card, servers, class_="cards")
 
 
+def log_query(request: IRequest) -> LogQuery:
+    """The Log tab's filter from its address: static files, 401s and live updates hidden unless asked."""
+    page = form_value(request, "page")
+    shown = {name: form_value(request, name) == "on" for name in ("static", "unauthorized", "live")}
+    return LogQuery(**shown, search=form_value(request, "q").strip()[:200],
+                    page=int(page) if page.isdigit() else 1)
+
+
+def log_address(path: str, query: LogQuery, page: int | None = None) -> str:
+    """The address of the Log tab (or its download) showing `query`, at `page`."""
+    args = [(name, "on") for name in ("static", "unauthorized", "live") if getattr(query, name)]
+    args += [("q", query.search)] if query.search else []
+    args += [("page", str(page))] if page and page > 1 else []
+    return path + ("?" + urlencode(args) if args else "")
+
+
 def log_content(admin: Admin, request: IRequest) -> Tag:
     web = admin.web()
-    entries = list(web.access_log.entries) if web is not None else []
-    body = tags.pre("\n".join(reversed(entries)) or "(empty)", class_="log")
-    return card(f"Log ({len(entries)} entries, newest first)", body, tags.div(
+    query = log_query(request)
+    log = web.access_log if web is not None else AccessLog()
+    shown = log.select(query)
+    choices = [("static", "static files"), ("unauthorized", "401 answers (logins)"), ("live", "live updates")]
+    filters = tags.form(
+        tags.label("Search ", tags.input(type="search", name="q", value=query.search, id="log-search"),
+                   **{"for": "log-search"}),
+        tags.span("Show also: ", *[tags.label(tags.input(type="checkbox", name=name, value="on",
+                                                         **({"checked": "checked"} if getattr(query, name) else {})),
+                                              " " + text, class_="check") for name, text in choices]),
+        button("Show", "secondary small"), method="get", action="/http/log", class_="log-filter")
+    first = (shown.page - 1) * query.size + 1 if shown.entries else 0
+    summary = tags.p(f"Lines {first}–{first + len(shown.entries) - 1 if shown.entries else 0} of {shown.matched}, "
+                     f"newest first", f"; {shown.hidden} hidden by the filter" if shown.hidden else "",
+                     f" (the log keeps {len(log.records)} lines, {byte_size_text(log.bytes)}).", class_="muted")
+    lines = tags.ol(*[tags.li(entry.text, class_=f"log-{entry.status // 100}xx" if entry.status else "")
+                      for entry in shown.entries], class_="log-lines", start=str(first or 1)) \
+        if shown.entries else tags.p("(no line)", class_="muted")
+    paging = tags.nav(
+        tags.a("« Newer", href=log_address("/http/log", query, shown.page - 1)) if shown.page > 1 else "",
+        tags.span(f" Page {shown.page} of {shown.pages} "),
+        tags.a("Older »", href=log_address("/http/log", query, shown.page + 1)) if shown.page < shown.pages else "",
+        class_="log-paging", **{"aria-label": "Pages of the log"})
+    return card("Access log", filters, summary, lines, paging, tags.div(
+        tags.a("Download as text", href=log_address("/http/log.txt", attrs.evolve(query, page=1)),
+               class_="button secondary"),
         tags.a("Back", href="/http", class_="button secondary"),
-        post_form(admin, request, "/http/log/clear", button("Clear the log", "danger"), class_="inline"),
-        class_="actions"), wide=True)
+        post_form(admin, request, "/http/log/clear", hidden("back", "/http/log"), button("Clear the log", "danger"),
+                  class_="inline"),
+        class_="actions"), wide=True, id="access-log")
+
+
+def log_text(admin: Admin, request: IRequest) -> bytes:
+    """The lines the Log tab's filter keeps, oldest first, as a text file."""
+    web = admin.web()
+    log = web.access_log if web is not None else AccessLog()
+    query = attrs.evolve(log_query(request), page=1, size=max(1, len(log.records)))
+    return "".join(entry.text + "\n" for entry in reversed(log.select(query).entries)).encode("utf-8")
 
 
 def configuration_content(admin: Admin, request: IRequest, state: FormState | None = None) -> Tag:
@@ -220,15 +289,22 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/http/log")
     def http_log(request: IRequest) -> Any:
-        return page(request, log_content(admin, request), active="/http")
+        return page(request, log_content(admin, request), active="/http", head=LOG_STYLE)
+
+    @route.get("/http/log.txt")
+    def http_log_text(request: IRequest) -> Any:
+        security_headers(request)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"content-disposition", b'attachment; filename="cmegw-access-log.txt"')
+        return log_text(admin, request)
 
     @route.post("/http/log/clear")
     def http_log_clear(request: IRequest) -> Any:
         web = admin.web()
         if web is not None:
             web.access_log.clear()
-        return page(request, statistics_content(admin, request), notice=Notice("ok", "The log was cleared."),
-                    active="/http")
+        back = "/http/log" if form_value(request, "back") == "/http/log" else "/http"
+        return admin.see_other(request, back, Notice("ok", "The log was cleared."))
 
     route.settings("/http/configuration", "http_configuration", CONFIG_FIELDS, configuration_content)
 
@@ -256,7 +332,7 @@ def routes(app: Klein, admin: Admin) -> None:
             else:
                 state.notice = Notice("error", f"Nothing was changed: {message}")
             return auth_page(request, {key: state}, state.notice, code=400)
-        return auth_page(request, notice=Notice("ok", [done, " Applies at once."]))
+        return admin.see_other(request, "/http/authentication", Notice("ok", [done, " Applies at once."]))
 
     @route.get("/http/authentication")
     def http_authentication(request: IRequest) -> Any:
@@ -320,5 +396,5 @@ def routes(app: Klein, admin: Admin) -> None:
         if errors:
             return page(request, certificate_content(admin, request, errors), code=400,
                         notice=Notice("error", "The certificate was not installed: see below."))
-        return page(request, certificate_content(admin, request),
-                    notice=Notice("ok", "The new certificate is in use for new HTTPS connections."))
+        return admin.see_other(request, "/http/certificate",
+                               Notice("ok", "The new certificate is in use for new HTTPS connections."))

@@ -4,6 +4,12 @@ The page frame of every admin page: where the web files are (`web_root`, the
 one place that finds the repository's ``web/`` folder or its installed copy,
 for the templates and the static files alike), the navigation and
 `Layout`, web/templates/layout.xml around a page's content.
+
+Live pages: the parts of a page marked with `live` (an id and
+``data-live="SECONDS"``) are fetched again and replaced in place by
+web/static/live.js, which every page loads; each page ends with the time it
+was drawn ("Drawn at 10:42:05."), which the script turns into the time of
+the last update, and which is what a browser without JavaScript shows.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+import time
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence
 
@@ -27,6 +34,8 @@ class AdminView(Protocol):
 
     gateway: Any
     csrf: Any
+    flash: Any
+    clock: Any
 
     def template(self, name: str) -> Any: ...
 
@@ -64,6 +73,28 @@ def web_root() -> Path:
 def authenticated_user(request: IRequest) -> str:
     """The user the authentication wrapper let in ("" when none is known)."""
     return _authenticated_user(request) or ""
+
+
+# -- live parts ----------------------------------------------------------------------------
+
+#: Seconds between the live updates of a page's parts, unless a part asks for another.
+LIVE_SECONDS = 5
+
+
+def live(tag: Tag, seconds: int = LIVE_SECONDS) -> Tag:
+    """Mark `tag` (which has an id) as a part web/static/live.js updates every `seconds`."""
+    if not tag.attributes.get("id"):
+        raise ValueError("a live part needs an id to be found again")
+    tag.attributes["data-live"] = str(seconds)
+    return tag
+
+
+def drawn_at(seconds: float) -> Tag:
+    """The line that says when the page was drawn (the script says when it was last updated)."""
+    moment = time.localtime(seconds)
+    return tags.p("Drawn at ", tags.time(time.strftime("%H:%M:%S", moment),
+                                         datetime=time.strftime("%Y-%m-%dT%H:%M:%S", moment)), ".",
+                  id="drawn-at", class_="drawn-at muted")
 
 
 # -- navigation and the page frame ----------------------------------------------------------
@@ -121,6 +152,7 @@ class Layout(Element):
             tabs=tabs,
             banners=self.admin.banners(),
             notice=notice_tag(self.notice) if self.notice else "",
-            content=self.content,
+            content=tags.transparent(self.content, drawn_at(self.admin.clock.seconds()),
+                                     tags.script(src="/static/live.js", defer="defer")),
             head=self.head,
         )

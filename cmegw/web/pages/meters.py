@@ -3,7 +3,8 @@
 The Meters page and its JSON API: the integrated M-Bus master of each line.
 
 - ``/meters``: per line, a scan (primary or secondary, with progress; the
-  page reloads itself every two seconds while one runs, and it can be
+  scan and meters cards update live every two seconds while one runs, the
+  page reloads itself without JavaScript, and the scan can be
   stopped), the table of meters found (address, secondary ID, manufacturer,
   medium, version) with a Read button each, a form to read any address, and
   the last reading's records.  Downloads: ``/meters/N/meters.csv|json`` (the
@@ -38,6 +39,7 @@ from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import LIVE_SECONDS, live
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.readout_views import METER_TABS
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
@@ -232,9 +234,10 @@ def meters_content(admin: Admin, request: IRequest, pages: MeterPages) -> Tag:
                                                                 placeholder="5 or 12345678-KAM-19-04",
                                                                 required="required"), **{"for": f"address-{n}"}),
                               " ", button("Read"))
-        cards.append(card(f"Line {n}: scan", scan_card(admin, request, pages, master), id=f"scan-{n}"))
-        cards.append(card(f"Line {n}: meters", meters_table(admin, request, master, pages.meters(master)),
-                          id=f"meters-{n}", wide=True))
+        seconds = REFRESH_SECONDS if pages.scanning() else LIVE_SECONDS
+        cards.append(live(card(f"Line {n}: scan", scan_card(admin, request, pages, master), id=f"scan-{n}"), seconds))
+        cards.append(live(card(f"Line {n}: meters", meters_table(admin, request, master, pages.meters(master)),
+                               id=f"meters-{n}", wide=True), seconds))
         cards.append(card(f"Line {n}: read a meter", read_form, reading_content(pages, master),
                           id=f"reading-{n}", wide=True))
     if not cards:
@@ -250,7 +253,8 @@ def routes(app: Klein, admin: Admin) -> None:
     pages = MeterPages(admin)
 
     def page(request: IRequest, code: int = 200, notice: Notice | None = None) -> Any:
-        head = tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)}) if pages.scanning() else ""
+        head = tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)})) \
+            if pages.scanning() else ""
         return admin.page(request, section="meters", title="Meters", content=meters_content(admin, request, pages),
                           code=code, notice=notice, head=head, active="/meters", tabs=METER_TABS)
 
@@ -271,15 +275,17 @@ def routes(app: Klein, admin: Admin) -> None:
             scan = pages.start_scan(master, form_value(request, "kind", "primary"))
         except (ValueError, ScanRunning) as e:
             return page(request, 409 if isinstance(e, ScanRunning) else 400, Notice("error", str(e)))
-        return page(request, notice=Notice("info", f"The {scan.kind} scan of line {master.number} started."))
+        return admin.see_other(request, f"/meters#scan-{master.number}",
+                               Notice("info", f"The {scan.kind} scan of line {master.number} started."))
 
     @route.post("/meters/stop")
     def meters_stop(request: IRequest) -> Any:
         master = posted_master(request)
         if master is None or master.scan is None or not master.scan.running:
-            return page(request, notice=Notice("info", "No scan runs."))
+            return admin.see_other(request, "/meters", Notice("info", "No scan runs."))
         master.scan.cancel()
-        return page(request, notice=Notice("info", f"The scan of line {master.number} was stopped."))
+        return admin.see_other(request, f"/meters#scan-{master.number}",
+                               Notice("info", f"The scan of line {master.number} was stopped."))
 
     @route.post("/meters/read")
     def meters_read(request: IRequest) -> Any:
@@ -290,14 +296,16 @@ def routes(app: Klein, admin: Admin) -> None:
         d = pages.read(master, text)
 
         def done(reading: Reading) -> Any:
-            return page(request, notice=Notice("ok", f"Read the meter at {reading.address}."))
+            return admin.see_other(request, f"/meters#reading-{master.number}",
+                                   Notice("ok", f"Read the meter at {reading.address}."))
 
         def failed(failure: Any) -> Any:
             if failure.check(ValueError):
                 return page(request, 400, Notice("error", f"{text!r} is not a meter address: "
                                                           f"{failure.getErrorMessage()}"))
-            failure.trap(MeterError)
-            return page(request, 502, Notice("error", failure.getErrorMessage()))
+            failure.trap(MeterError)  # the line's error, kept for its page
+            return admin.see_other(request, f"/meters#reading-{master.number}",
+                                   Notice("error", failure.getErrorMessage()))
 
         d.addCallbacks(done, failed)
         return d

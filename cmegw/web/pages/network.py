@@ -192,9 +192,14 @@ def routes(app: Klein, admin: Admin) -> None:
     def network_renew(request: IRequest) -> Any:
         net = admin.gateway.state.config.network
         d = admin.gateway.renew_dhcp(net)
-        d.addCallback(lambda result: page(request, status_content(admin, request), code=renew_code(net, result),
-                                          notice=Notice("ok" if result.ok else "error", result.message)))
-        return d
+
+        def done(result: Any) -> Any:
+            if result.ok:
+                return admin.see_other(request, "/network", Notice("ok", result.message))
+            return page(request, status_content(admin, request), code=renew_code(net, result),
+                        notice=Notice("error", result.message))
+
+        return d.addCallback(done)
 
     route.settings("/network/interface", "network_interface", INTERFACE_FIELDS, interface_content,
                    prepare=prepare_interface, aliases=ALIASES, saved_state=lambda: interface_state(admin))

@@ -26,6 +26,7 @@ from twisted.web.template import Tag, flattenString, tags
 from cmegw.ops import graphs, trace
 from cmegw.ops.metrics import metrics_resource
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.widgets import Notice, button, card, kv_table
 
@@ -188,9 +189,9 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/graphs")
     def ops_graphs(request: IRequest) -> Any:
-        return admin.page(request, section="status", title="Graphs", head=STYLE, content=card(
+        return admin.page(request, section="status", title="Graphs", head=STYLE, content=live(card(
             "The last hour", tags.p(f"Sampled every {graphs.SAMPLE_INTERVAL:.0f} s."),
-            graphs.graphs_panel(gateway.state), wide=True))
+            graphs.graphs_panel(gateway.state), wide=True, id="graphs"), int(graphs.SAMPLE_INTERVAL)))
 
     @route.get("/graphs/<string:key>.svg")
     def ops_graph_svg(request: IRequest, key: str) -> Any:

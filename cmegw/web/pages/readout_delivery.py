@@ -221,7 +221,7 @@ def routes(route: PageRoutes) -> None:
     def delivery_mqtt(request: IRequest) -> Any:
         fields = mqtt_fields(admin.gateway.store.config)
         return save_form(admin, request, page, fields, lambda state: delivery_content(admin, request, {"mqtt": state}),
-                         prepare=secrets_prepare(request, fields),
+                         target="/delivery#mqtt", prepare=secrets_prepare(request, fields),
                          saved_state=lambda: secret_free_state(admin, mqtt_fields(admin.gateway.store.config)))
 
     @route.post("/delivery/push")
@@ -233,7 +233,7 @@ def routes(route: PageRoutes) -> None:
                         notice=Notice("error", "There is no such HTTP target."))
         fields = push_fields(config, n)
         return save_form(admin, request, page, fields,
-                         lambda state: delivery_content(admin, request, {f"push.{n}": state}),
+                         lambda state: delivery_content(admin, request, {f"push.{n}": state}), target="/delivery",
                          prepare=secrets_prepare(request, fields),
                          saved_state=lambda: secret_free_state(admin, push_fields(admin.gateway.store.config, n)))
 
@@ -256,8 +256,8 @@ def routes(route: PageRoutes) -> None:
         if problem:
             return page(request, delivery_content(admin, request, {"push.new": state}), code=500,
                         notice=Notice("error", problem))
-        return page(request, delivery_content(admin, request),
-                    notice=Notice("ok", f"HTTP target {n} added: readings are POSTed to {url}."))
+        return admin.see_other(request, "/delivery",
+                               Notice("ok", f"HTTP target {n} added: readings are POSTed to {url}."))
 
     @route.post("/delivery/push/remove")
     def delivery_push_remove(request: IRequest) -> Any:
@@ -269,5 +269,5 @@ def routes(route: PageRoutes) -> None:
         problem = save_config(admin, config.evolve(push={k: v for k, v in config.push.items() if k != n}))
         if problem:
             return page(request, delivery_content(admin, request), code=500, notice=Notice("error", problem))
-        return page(request, delivery_content(admin, request),
-                    notice=Notice("ok", f"HTTP target {n} removed; its queue of undelivered readings goes with it."))
+        return admin.see_other(request, "/delivery", Notice(
+            "ok", f"HTTP target {n} removed; its queue of undelivered readings goes with it."))

@@ -300,16 +300,22 @@ def routes(app: Klein, admin: Admin) -> None:
     @route.post("/readouts/add")
     def readouts_add(request: IRequest) -> Any:
         state, key = add_meter(admin, request)
-        return list_page(request, 200 if key else 400, state.notice, add=None if key else state)
+        if key:
+            return admin.see_other(request, "/readouts", state.notice)
+        return list_page(request, 400, state.notice, add=state)
 
     @route.post("/readouts/import")
     def readouts_import(request: IRequest) -> Any:
         notice, errors = import_list(admin, request)
-        return list_page(request, 400 if notice.kind == "error" else 200, notice, import_errors=errors)
+        if notice.kind != "error":
+            return admin.see_other(request, "/readouts", notice)
+        return list_page(request, 400, notice, import_errors=errors)
 
     @route.post("/readouts/read")
     def readouts_read_all(request: IRequest) -> Any:
         code, notice = queue_reads(admin, None)
+        if code == 200:
+            return admin.see_other(request, "/readouts", notice)
         return list_page(request, code, notice)
 
     @route.post("/readouts/adopt")
@@ -326,10 +332,10 @@ def routes(app: Klein, admin: Admin) -> None:
         except (ConfigFileError, OSError) as e:
             return list_page(request, 500, Notice("error", f"Nothing was added: {e}"))
         if not added:
-            return list_page(request, notice=Notice("info", f"Nothing added: every meter the last scan of line {line} "
-                                                            "found is in the list already."))
-        return list_page(request, notice=Notice("ok", f"Added {len(added)} meter(s) of line {line} to the list: "
-                                                      + ", ".join(added) + "."))
+            return admin.see_other(request, "/readouts", Notice(
+                "info", f"Nothing added: every meter the last scan of line {line} found is in the list already."))
+        return admin.see_other(request, "/readouts", Notice(
+            "ok", f"Added {len(added)} meter(s) of line {line} to the list: " + ", ".join(added) + "."))
 
     @route.get("/readouts/<string:key>")
     def readouts_meter(request: IRequest, key: str) -> Any:
@@ -342,7 +348,10 @@ def routes(app: Klein, admin: Admin) -> None:
         if not known(key):
             return unknown(request, key)
         code, notice = queue_reads(admin, [key])
-        if form_value(request, "back") == f"/readouts/{key}":
+        back = form_value(request, "back") == f"/readouts/{key}"
+        if code == 200:
+            return admin.see_other(request, f"/readouts/{key}" if back else "/readouts", notice)
+        if back:
             return meter_page(request, key, code, notice)
         return list_page(request, code, notice)
 
@@ -354,8 +363,8 @@ def routes(app: Klein, admin: Admin) -> None:
         problem = save(admin, config.evolve(meters={k: m for k, m in config.meters.items() if k != key}))
         if problem:
             return list_page(request, 500, Notice("error", problem))
-        return list_page(request, notice=Notice("ok", f"Meter {key} removed from the list; its readings stay in "
-                                                      "the store."))
+        return admin.see_other(request, "/readouts", Notice(
+            "ok", f"Meter {key} removed from the list; its readings stay in the store."))
 
     @route.post("/readouts/<string:key>/settings")
     def readouts_settings(request: IRequest, key: str) -> Any:
@@ -366,7 +375,7 @@ def routes(app: Klein, admin: Admin) -> None:
             """The meter's page, its Settings card showing the form's state (`save_form`'s content)."""
             return meter_page(request, key, code, notice, state=content)
 
-        return save_form(admin, request, page, meter_fields(key), lambda state: state)
+        return save_form(admin, request, page, meter_fields(key), lambda state: state, target=f"/readouts/{key}")
 
     @route.get("/readouts/<string:key>/readings.<string:kind>")
     def readouts_export(request: IRequest, key: str, kind: str) -> Any:

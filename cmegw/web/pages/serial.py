@@ -15,6 +15,7 @@ from cmegw.config.model import BAUD_RATES
 from cmegw.ops.graphs import graphs_panel
 from cmegw.stats import LINE_COUNTERS, line_rows
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import Field, FormState, applies_text, setting_field, settings_form, settings_state
 from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
 from cmegw.web.pages.widgets import card, grid_table, unavailable
@@ -53,7 +54,8 @@ def statistics_content(admin: Admin) -> Tag:
         rows.append([label] + [timing[n].get(label, "—") for n in numbers])
     return card("Statistics", grid_table(header, rows),
                 tags.p("Error counters come from the serial driver (TIOCGICOUNT); "
-                       "\u201cunavailable\u201d where the driver keeps none.", class_="muted"), wide=True)
+                       "\u201cunavailable\u201d where the driver keeps none.", class_="muted"), wide=True,
+                id="serial-statistics")
 
 
 def baud_warning(admin: Admin, n: int) -> list[Tag]:
@@ -89,8 +91,9 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/serial")
     def serial_statistics(request: IRequest) -> Any:
-        last_hour = card("Last hour", graphs_panel(admin.gateway.state, tunnels=False), wide=True)
-        return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
+        last_hour = live(card("Last hour", graphs_panel(admin.gateway.state, tunnels=False), wide=True,
+                              id="serial-graphs"))
+        return page(request, tags.div(live(statistics_content(admin)), last_hour, class_="cards"), head=GRAPHS_STYLE)
 
     route.numbered_settings("/serial/configuration", "serial_configuration", lambda: admin.gateway.store.config.lines,
-                            line_fields, configuration_content)
+                            line_fields, configuration_content, anchor="line-")

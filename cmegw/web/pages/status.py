@@ -19,8 +19,12 @@ import cmegw
 from cmegw.stats import TUNNEL_CONNECTED, format_duration
 from cmegw.ops.graphs import graphs_panel
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import live
 from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
 from cmegw.web.pages.widgets import card, kv_table
+
+#: Without JavaScript the Status page reloads itself this often (seconds); with it, its parts update live.
+NO_SCRIPT_REFRESH = 30
 
 #: The device's LEDs and what each means when lit.
 INDICATIONS = (
@@ -123,7 +127,7 @@ def status_content(admin: Admin) -> Tag:
             " ", tags.small(connect.last_error, class_="muted") if connect is not None and connect.last_error
             and connect.state != "connected" else "")))
     tunnels = card("M-Bus TCP/IP", kv_table(tunnel_rows))
-    return tags.div(device, lights, network, lines, tunnels, class_="cards")
+    return live(tags.div(device, lights, network, lines, tunnels, class_="cards", id="status-live"))
 
 
 def routes(app: Klein, admin: Admin) -> None:
@@ -135,9 +139,9 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/status")
     def status_page(request: IRequest) -> Any:
-        refresh = tags.meta(**{"http-equiv": "refresh", "content": "30"})
-        last_hour = card("Last hour", graphs_panel(admin.gateway.state), tags.p(tags.a("All graphs", href="/graphs")),
-                         wide=True)
+        refresh = tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(NO_SCRIPT_REFRESH)}))
+        last_hour = live(card("Last hour", graphs_panel(admin.gateway.state),
+                              tags.p(tags.a("All graphs", href="/graphs")), wide=True, id="status-graphs"))
         return admin.page(request, section="status", title="Status",
                           content=tags.div(status_content(admin), last_hour, class_="cards"),
                           head=tags.transparent(refresh, GRAPHS_STYLE))

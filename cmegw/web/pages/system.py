@@ -2,9 +2,10 @@
 """
 The System page: restart, factory defaults and software update.
 
-A restart answers first and restarts a moment later; the page it answers with
-asks ``/api/status`` until the gateway is back (a new boot id) and then goes
-to the Status page (without JavaScript, a meta refresh does).
+A restart answers first and restarts a moment later: 303 to
+``/system/restarting?kind=...&boot=...``, a page that asks ``/api/status``
+until the gateway is back (a boot id other than the one in its address) and
+then goes to the Status page (without JavaScript, a meta refresh does).
 
 A software update is a cmegw wheel.  It is verified before anything is
 installed (a sound zip, a cmegw wheel by name and metadata, a version, every
@@ -266,17 +267,38 @@ def boot_id(admin: Admin) -> str:
     return f"{status.started_at:.6f}-{status.restarts}"
 
 
-def waiting_page(admin: Admin, request: IRequest, title: str, text: Any, fallback: str = "/status") -> Any:
-    """A page that goes to the Status page once the gateway is back (to `fallback` without JavaScript)."""
+#: What the restart page says while it waits, by the kind of restart in its address: (title, text, fallback).
+WAITING = {
+    "restart": ("Restarting", "The gateway restarts now.", "/status"),
+    "factory": ("Restoring factory defaults",
+                "The factory configuration is written and the gateway restarts. The user is admin with password "
+                "admin again; if the HTTP port changes, open the new one.", "/status"),
+    "update": ("Installing the software update",
+               "The gateway restarts on the new software once it is installed. If the installation fails, the "
+               "System page says why and the running version stays.", "/system"),
+}
+_BOOT_ID = re.compile(r"^[0-9.]{1,32}-[0-9]{1,9}$")
+
+
+def restarting(admin: Admin, request: IRequest, kind: str, notice: Notice | None = None) -> bytes:
+    """Answer a restart's form: 303 to the page that waits for the boot after this one."""
+    return admin.see_other(request, f"/system/restarting?kind={kind}&boot={boot_id(admin)}", notice)
+
+
+def waiting_page(admin: Admin, request: IRequest, title: str, text: Any, fallback: str = "/status",
+                 boot: str = "") -> Any:
+    """
+    A page that goes to the Status page once the gateway answers with a boot id
+    other than `boot` (this one's by default; to `fallback` without JavaScript).
+    """
     head = tags.transparent(tags.meta(**{"http-equiv": "refresh", "content": f"20;url={fallback}"}),
                             tags.script(src="/static/restart.js", defer="defer"))
     content = card(title, tags.div(
         tags.span("", class_="spinner", **{"aria-hidden": "true"}),
         tags.p(text), tags.p("This page goes to the ", tags.a("Status page", href="/status"),
                              " once the gateway answers again.", id="restart-progress", class_="muted"),
-        id="restart", **{"data-boot": boot_id(admin), "data-limit": str(POLL_LIMIT)}, class_="waiting"))
-    return admin.page(request, section="system", title="System", content=content, head=head, active="/system",
-                      code=202)
+        id="restart", **{"data-boot": boot or boot_id(admin), "data-limit": str(POLL_LIMIT)}, class_="waiting"))
+    return admin.page(request, section="system", title="System", content=content, head=head, active="/system")
 
 
 def system_content(admin: Admin, request: IRequest, update_errors: dict[str, str] | None = None,
@@ -336,10 +358,16 @@ def routes(app: Klein, admin: Admin) -> None:
     def system_page(request: IRequest) -> Any:
         return page(request, system_content(admin, request))
 
+    @route.get("/system/restarting")
+    def system_restarting(request: IRequest) -> Any:
+        title, text, fallback = WAITING.get(form_value(request, "kind"), WAITING["restart"])
+        boot = form_value(request, "boot")
+        return waiting_page(admin, request, title, text, fallback, boot if _BOOT_ID.match(boot) else "")
+
     @route.post("/system/restart")
     def system_restart(request: IRequest) -> Any:
         schedule_restart(admin)
-        return waiting_page(admin, request, "Restarting", "The gateway restarts now.")
+        return restarting(admin, request, "restart")
 
     @route.post("/system/factory-defaults")
     def system_factory(request: IRequest) -> Any:
@@ -347,9 +375,7 @@ def routes(app: Klein, admin: Admin) -> None:
             return page(request, system_content(admin, request, {"confirm": "Tick the box to confirm."}),
                         code=400, notice=Notice("error", "Nothing was changed: confirm the factory defaults."))
         schedule_factory_reset(admin)
-        return waiting_page(admin, request, "Restoring factory defaults",
-                            "The factory configuration is written and the gateway restarts. The user is "
-                            "admin with password admin again; if the HTTP port changes, open the new one.")
+        return restarting(admin, request, "factory")
 
     @route.post("/system/update")
     def system_update(request: IRequest) -> Any:
@@ -364,10 +390,9 @@ def routes(app: Klein, admin: Admin) -> None:
             return page(request, system_content(admin, request, {field: f"Not installed: {e}."}, sha), code=400,
                         notice=Notice("error", f"The software was not installed: {e}. "
                                                f"Still running {cmegw.__version__}."))
-        return waiting_page(admin, request, f"Installing {info.version}",
-                            f"{info.filename} ({info.size} bytes, SHA-256 {info.sha256}) was verified and is "
-                            f"being installed; the gateway restarts on it. If the installation fails, the "
-                            f"System page says why and {cmegw.__version__} keeps running.", fallback="/system")
+        return restarting(admin, request, "update", Notice(
+            "info", f"Installing {info.version}: {info.filename} ({info.size} bytes, SHA-256 {info.sha256}) was "
+                    f"verified and is being installed; {cmegw.__version__} keeps running until it is."))
 
 
 def schedule_restart(admin: Admin) -> None:

@@ -16,6 +16,7 @@ from cmegw.config.model import ACCEPT_POLICIES, CONNECT_MODES, HOST_LIST_MODES, 
 from cmegw.stats import TunnelStatistics, tunnel_rows
 from cmegw.ops.graphs import graphs_panel
 from cmegw.web.pages.admin import Admin, PageRoutes
+from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import (
     Field,
     FormState,
@@ -86,6 +87,22 @@ def disconnect_fields(n: int) -> list[Field]:
                           help="The connection is closed after this many seconds without data either way; 0 = never.")]
 
 
+def connect_hosts_shown(config: Any, stats: dict[int, TunnelStatistics]) -> int:
+    """
+    How many "Connect N connection time" rows to show: as many as the tunnels in
+    connect mode have head-ends (and any that kept a time), none while connect mode is off.
+    """
+    shown = 0
+    for n, tunnel in config.tunnels.items():
+        if tunnel.connect_mode == "disabled":
+            continue
+        hosts = [h for h in tunnel.connect_hosts if h.strip()]
+        times = stats[n].connect_times if n in stats else []
+        used = max((i for i, t in enumerate(times, 1) if t), default=0)
+        shown = max(shown, len(hosts), used, 1)
+    return shown
+
+
 def statistics_content(admin: Admin) -> Tag:
     stats = admin.gateway.state.tunnel_stats
     numbers = list(admin.gateway.state.config.tunnels)
@@ -93,7 +110,10 @@ def statistics_content(admin: Admin) -> Tag:
     header = ["Counter"] + [f"Tunnel {n}" for n in numbers]
     rows: list[list[Any]] = []
     per_tunnel = {n: dict(tunnel_rows(stats[n], now)) for n in numbers if n in stats}
-    for label, _ in tunnel_rows(TunnelStatistics(), now):
+    hosts = connect_hosts_shown(admin.gateway.state.config, stats)
+    labels = [label for label, _ in tunnel_rows(TunnelStatistics(), now)]
+    connect_labels = [label for label in labels if label.startswith("Connect ")]
+    for label in [label for label in labels if not label.startswith("Connect ")] + connect_labels[:hosts]:
         rows.append([label] + [per_tunnel[n].get(label, "—") if n in per_tunnel else "—" for n in numbers])
     rows.append(["State"] + [(stats[n].state + (f" ({stats[n].peer})" if stats[n].peer else ""))
                              if n in stats else "stopped" for n in numbers])
@@ -111,7 +131,7 @@ def statistics_content(admin: Admin) -> Tag:
     rows.append(["Failed TLS handshakes (connect mode)"] + [connect[n].tls_failures if n in connect else "—"
                                                             for n in numbers])
     rows.append(["Last refused client"] + [access[n].last_refused or "—" if access[n] else "—" for n in numbers])
-    return card("Statistics", grid_table(header, rows), wide=True)
+    return card("Statistics", grid_table(header, rows), wide=True, id="tcpip-statistics")
 
 
 def forms_content(admin: Admin, request: IRequest, action: str, fields_of: Callable[[int], list[Field]],
@@ -134,8 +154,9 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/tcpip")
     def tcpip_statistics(request: IRequest) -> Any:
-        last_hour = card("Last hour", graphs_panel(admin.gateway.state, lines=False), wide=True)
-        return page(request, tags.div(statistics_content(admin), last_hour, class_="cards"), head=GRAPHS_STYLE)
+        last_hour = live(card("Last hour", graphs_panel(admin.gateway.state, lines=False), wide=True,
+                              id="tcpip-graphs"))
+        return page(request, tags.div(live(statistics_content(admin)), last_hour, class_="cards"), head=GRAPHS_STYLE)
 
     kinds = {
         "accept": (accept_fields, "Accept mode: the gateway listens and one client at a time gets the line."),
@@ -151,4 +172,4 @@ def routes(app: Klein, admin: Admin) -> None:
             return forms_content(admin, request, action, fields_of, states, intro)
 
         route.numbered_settings(action, f"tcpip_{kind}", lambda: admin.gateway.store.config.tunnels, fields_of,
-                                content)
+                                content, anchor="tunnel-")

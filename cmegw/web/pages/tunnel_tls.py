@@ -92,8 +92,8 @@ def routes(app: Klein, admin: Admin) -> None:
             return page(request, content(admin, request), code=500,
                         notice=Notice("error", f"Nothing was changed: the files could not be saved ({e})."))
         names = ", ".join(UPLOADABLE[name.rsplit(".", 1)[1]][0] for name in changed)
-        return page(request, content(admin, request),
-                    notice=Notice("ok", f"Tunnel {n}: {names} stored and in use."))
+        return admin.see_other(request, f"{PAGE_PATH}#tunnel-{n}",
+                               Notice("ok", f"Tunnel {n}: {names} stored and in use."))
 
     @app.route(API_PATH, methods=["GET"], endpoint="api_tunnels_tls")
     @api.json_handler

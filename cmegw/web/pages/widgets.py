@@ -57,6 +57,23 @@ def unavailable(value: Any) -> Any:
     return tags.span("unavailable", class_="muted") if value is None else value
 
 
+#: The units of `byte_size`, 1000 apart (as disks and networks count).
+BYTE_UNITS = ("bytes", "kB", "MB", "GB", "TB")
+
+
+def byte_size_text(count: int) -> str:
+    """A byte count as people read it: 1.23 MB."""
+    size, unit = float(count), 0
+    while size >= 1000 and unit < len(BYTE_UNITS) - 1:
+        size, unit = size / 1000, unit + 1
+    return f"{count} {'byte' if count == 1 else 'bytes'}" if unit == 0 else f"{size:.3g} {BYTE_UNITS[unit]}"
+
+
+def byte_size(count: int) -> Tag:
+    """`byte_size_text` with the exact count in its title."""
+    return tags.span(byte_size_text(count), title=f"{count:,} bytes".replace(",", "\u202f"), class_="bytes")
+
+
 def hidden(name: str, value: str) -> Tag:
     return tags.input(type="hidden", name=name, value=value)
 
