@@ -67,7 +67,7 @@ class CommandTests(CommandTestMixin, TestCase):
             self.assertIn(f"  {name}", text)
 
     def test_help_command(self):
-        self.assertIn("set NAME VALUE", self.text("help set"))
+        self.assertIn("set [--no-save] NAME VALUE", self.text("help set"))
         self.assertIn("line.1.baud_rate", self.text("help set"))
         self.assertIn("http.http_port", self.text("help set"))
         self.assertIn("show tunnel [N]", self.text("help show"))
