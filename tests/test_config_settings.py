@@ -34,7 +34,7 @@ class SettingsTests(TestCase):
         with self.assertRaises(ConfigError) as cm:
             apply_setting(self.config, "line.1.baud_rate", "2401")
         self.assertEqual(str(cm.exception),
-                         "line.1.baud_rate: 2401 is not allowed; use one of 300, 600, 1200, 2400, 4800, 9600, "
+                         "Baud rate of line 1: 2401 is not allowed; use one of 300, 600, 1200, 2400, 4800, 9600, "
                          "19200, 38400")
         with self.assertRaises(ConfigError) as cm:
             apply_setting(self.config, "tunnel.1.disconnect_timeout", "ten")

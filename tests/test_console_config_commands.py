@@ -114,7 +114,7 @@ class ConfigCommandTests(CommandTestMixin, TestCase):
         except ValueError as e:
             expected = f"set: {e}"
         self.assertEqual(self.text("set line.1.baud_rate 1234"), expected)
-        self.assertIn("line.1.baud_rate", expected)
+        self.assertIn("Baud rate of line 1: 1234", expected, "the label, not the dotted name")
         self.assertIn("1234", expected)
         self.assertIn("300", expected)
         self.assertFalse(self.gateway.store.unsaved)

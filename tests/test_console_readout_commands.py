@@ -284,13 +284,13 @@ class MeterListTests(ReadoutCommandCase):
 
     def test_meter_add_refused(self) -> None:
         self.assertEqual(self.refused("meter add heat-9 1 12345"),
-                         "meter add: meter.heat-9.address: '12345' is not allowed; use a secondary address such as "
+                         "meter add: Address of meter heat-9: '12345' is not allowed; use a secondary address such as "
                          "12345678-KAM-19-04 (preferred) or a primary address from 0 to 250")
-        self.assertIn("meter.heat-9.line: 3 is not allowed; use a configured line: 1",
+        self.assertIn("Line of meter heat-9: 3 is not allowed; use a configured line: 1",
                       self.refused("meter add heat-9 3 5"))
-        self.assertIn("meter.heat-9.line: 'one' is not allowed; use a whole number from 1 to 32",
+        self.assertIn("Line of meter heat-9: 'one' is not allowed; use a whole number from 1 to 32",
                       self.refused("meter add heat-9 one 5"))
-        self.assertIn("meter.Heat-9: 'Heat-9' is not allowed; name a meter with 1 to 64 lower-case letters",
+        self.assertIn("Meter Heat-9: 'Heat-9' is not allowed; name a meter with 1 to 64 lower-case letters",
                       self.refused("meter add Heat-9 1 5"))
         self.assertEqual(self.refused("meter add heat-1 1 5"),
                          "meter add: 'heat-1' is in the list already; use another ID, or change it with "
@@ -316,9 +316,9 @@ class MeterListTests(ReadoutCommandCase):
         self.assertRegex(self.text("show settings meter.heat-1"), r"meter\.heat-1\.enabled\s+\S+\s+off\n",
                          "after restart: the fake state's running configuration does not follow")
         self.assertEqual(self.refused("set meter.heat-1.interval 5s"),
-                         "set: meter.heat-1.interval: '5s' is not allowed; use an interval such as 30s, 15m, 1h "
+                         "set: Read interval of meter heat-1: '5s' is not allowed; use an interval such as 30s, 15m, 1h "
                          "or 1d (from 10 s to 1 day); leave it empty for the readout default")
-        self.assertIn("meter.heat-1.address: '999' is not allowed; use a secondary address",
+        self.assertIn("Address of meter heat-1: '999' is not allowed; use a secondary address",
                       self.refused("set meter.heat-1.address 999"))
         self.assertIn("there is no meter heat-9; meters: heat-1, water-2, gas-10",
                       self.refused("set meter.heat-9.name Flat 9"))

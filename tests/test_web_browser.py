@@ -96,7 +96,7 @@ class BrowserTests(unittest.TestCase):
         page.select_option("#f-line-1-baud-rate", "1234")
         page.click("#line-1 button[type=submit]")
         page.wait_for_selector(".field-error")
-        self.assertIn("line.1.baud_rate: 1234 is not allowed", page.inner_text(".field-error"))
+        self.assertIn("Baud rate of line 1: 1234 is not allowed", page.inner_text(".field-error"))
 
     def test_every_page_with_the_real_web_part(self) -> None:
         """The pages read the real web part's statistics, log and certificate."""

@@ -16,14 +16,49 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import attrs
 
+#: The value of a `ConfigError` about a secret (a password): its message never shows it.
+HIDDEN = "(hidden)"
+#: The value of a `ConfigError` about a setting that is missing.
+MISSING = "(missing)"
+
+
 class ConfigError(ValueError):
-    """A setting was given a value it cannot take."""
+    """
+    A setting was given a value it cannot take.  `setting` is its dotted name
+    (``tunnel.1.disconnect_timeout``, kept for the API's JSON and the file),
+    `value` what it was given, `allowed` what it takes; the message names the
+    setting as the pages label it: "Disconnect timeout of tunnel 1: 5000 is
+    not allowed; use a whole number from 0 to 3600 seconds".
+    """
 
     def __init__(self, setting: str, value: object, allowed: str) -> None:
         self.setting = setting
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{setting}: {value!r} is not allowed; {allowed}")
+        super().__init__(setting, value, allowed)
+
+    @property
+    def label(self) -> str:
+        """The setting as a person reads it (the model's label), or its dotted name where it has none."""
+        from cmegw.config.settings import label_of  # the labels live on the model's fields, which import this
+
+        return label_of(self.setting)
+
+    @property
+    def shown_value(self) -> object:
+        """The value as the faces may show it: None for a secret, a missing value or a summary in parentheses."""
+        value = self.value
+        return None if isinstance(value, str) and value.startswith("(") and value.endswith(")") else value
+
+    @property
+    def message(self) -> str:
+        """What the faces show: the label, the value (never a secret's) and what is allowed."""
+        if self.shown_value is None:
+            return f"{self.label}: {self.allowed}"
+        return f"{self.label}: {self.value!r} is not allowed; {self.allowed}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def check(setting: str, value: object, ok: bool, allowed: str) -> None:
@@ -117,7 +152,7 @@ def read_section(cls: type[T], setting: str, data: object) -> T:
                f"unknown setting; known: {', '.join(sorted(known))}")
     for field in attrs.fields(cls):  # type: ignore[arg-type]
         name = field.alias or field.name
-        check(f"{setting}.{name}", "(missing)", not field.init or name in data or field.default is not attrs.NOTHING,
+        check(f"{setting}.{name}", MISSING, not field.init or name in data or field.default is not attrs.NOTHING,
                "this setting is required here")
     return cls(**data)
 

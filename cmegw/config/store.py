@@ -84,7 +84,7 @@ def parse_config(text: str, where: str) -> Config:
         check_root_directive(config)
         return config
     except ConfigError as e:
-        raise ConfigFileError(f"{where}: {e}") from None
+        raise ConfigFileError(f"{where}, setting {e.setting}: {e}") from None
 
 
 def _machine_serial() -> str:
