@@ -98,7 +98,7 @@ class ReadoutCommandCase(TestCase):
         water = meters["water-2"]
         water.last_reading = self.reading("water-2", 2, when=T0 - 3600, id=9)
         water.failures_in_row, water.failures, water.reads = 3, 3, 8
-        water.last_error = "primary address 2: no answer to SND_NKE after 4 tries"
+        water.last_error = "the meter at address 2 did not answer (4 tries)"
         water.next_due = T0 + 3480
 
 
@@ -161,7 +161,7 @@ class ShowMeterTests(ReadoutCommandCase):
         water.last_reading = self.reading("water-2", 2, status=0x14)
         text = self.text("show meter water-2")
         self.assertRegex(text, r"Alarm\s+ALARM: 3 failed reads in a row")
-        self.assertRegex(text, r"Last error\s+primary address 2: no answer to SND_NKE after 4 tries")
+        self.assertRegex(text, r"Last error\s+the meter at address 2 did not answer \(4 tries\)")
         self.assertRegex(text, r"Meter's status\s+power low, temporary error")
         self.assertRegex(text, r"Read every\s+1h \(the readout default\)")
         self.assertRegex(text, r"Meter\s+SEN 22110033, version 102, Cold water")
@@ -241,9 +241,9 @@ class ReadNowTests(ReadoutCommandCase):
         self.assertEqual([keys for keys, _ in self.gateway.reads], [["heat-1"], ["water-2"]])
         self.assertEqual(self.printed, ["Reading 2 meter(s); Ctrl-C stops waiting."])
         water = self.readout.meters["water-2"]
-        water.last_error = "primary address 2: no answer to SND_NKE after 4 tries"
+        water.last_error = "the meter at address 2 did not answer (4 tries)"
         self.gateway.reads[1][1].callback({"water-2": None})
-        self.assertEqual(self.printed[-1], "  water-2: FAILED: primary address 2: no answer to SND_NKE after 4 tries")
+        self.assertEqual(self.printed[-1], "  water-2: FAILED: the meter at address 2 did not answer (4 tries)")
         self.assertNoResult(d)
         self.gateway.reads[0][1].callback({"heat-1": self.reading("heat-1", 1)})
         self.assertEqual(self.printed[-1], "  heat-1: 2024-03-12 14:23:00  48 213 kWh, 1 234.56 m³")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from typing import Any, Callable, Mapping, TypeVar
 
 import attrs
@@ -88,15 +89,34 @@ def check_choice(setting: str, value: object, choices: tuple[Any, ...]) -> Any:
     return value
 
 
+_UNKNOWN_KIND = re.compile(r"Unknown endpoint type: '([^']*)'")
+_UNKNOWN_OPTION = re.compile(r"unexpected keyword argument '([^']*)'")
+
+
+def endpoint_problem(error: Exception) -> str:
+    """What Twisted's endpoint parser found wrong, in words (its own message names its internals)."""
+    text = str(error)
+    kind = _UNKNOWN_KIND.search(text)
+    if kind:
+        return f"{kind.group(1) or 'nothing'}: is not a kind of endpoint"
+    option = _UNKNOWN_OPTION.search(text)
+    if option:
+        return f"{option.group(1)}= is not an option of this kind of endpoint"
+    if "invalid literal for int()" in text or "could not convert" in text:
+        return "a port or another number in it is not a number"
+    return "it cannot be read"
+
+
 def check_endpoint(setting: str, value: object) -> str:
-    """A Twisted server endpoint string; parsed for syntax, not opened."""
+    """A server endpoint string (tcp:10001:interface=127.0.0.1); parsed for syntax, not opened."""
     from twisted.internet.endpoints import _parseServer  # syntax only, no reactor
 
     text = check_str(setting, value, 512)
     try:
         _parseServer(text, None)
     except Exception as e:
-        raise ConfigError(setting, value, f"use an endpoint such as tcp:10001 ({e})") from None
+        raise ConfigError(setting, value, "use an endpoint such as tcp:10001 or tcp:10001:interface=127.0.0.1 "
+                          f"({endpoint_problem(e)})") from None
     return text
 
 
@@ -196,7 +216,7 @@ def client_endpoint(setting: str, value: object) -> ClientEndpoint:
     try:
         args, options = _parse(text)
     except Exception as e:
-        raise ConfigError(setting, value, f"{allowed} ({e})") from None
+        raise ConfigError(setting, value, f"{allowed} ({endpoint_problem(e)})") from None
     kind = args[0].lower() if args else ""
     check(setting, value, kind in CONNECT_ENDPOINT_KINDS, allowed)
     positional = dict(zip(("host", "port", "timeout"), args[1:]))
@@ -211,7 +231,7 @@ def client_endpoint(setting: str, value: object) -> ClientEndpoint:
         # The TCP part as Twisted reads it (its own tls: parser cannot take an IPv6 literal; TLS is ours).
         clientFromString(None, "tcp:" + text.split(":", 1)[1])
     except Exception as e:
-        raise ConfigError(setting, value, f"{allowed} ({e})") from None
+        raise ConfigError(setting, value, f"{allowed} ({endpoint_problem(e)})") from None
     check(setting, value, 1 <= port <= 65535, f"{allowed}; the port is 1 to 65535")
     check(setting, value, 0 < timeout <= 300, f"{allowed}; the timeout is 1 to 300 seconds")
     return ClientEndpoint(kind, options["host"], port, timeout)

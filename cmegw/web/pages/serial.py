@@ -43,7 +43,7 @@ def statistics_content(admin: Admin) -> Tag:
     rows.append(["Device"] + [stats[n].device if n in stats else "—" for n in numbers])
     rows.append(["Baud rate"] + [stats[n].baud_rate if n in stats else "—" for n in numbers])
     return card("Statistics", grid_table(header, rows),
-                tags.p("Error counters come from the serial driver (TIOCGICOUNT); "
+                tags.p("Error counters come from the serial port's driver; "
                        "\u201cunavailable\u201d where the driver keeps none.", class_="muted"), wide=True)
 
 
