@@ -84,7 +84,7 @@ from cmegw.web.signout import (
     PUBLIC_PREFIX,
     SIGN_OUT_PATH,
     TOKEN_PARAMETER,
-    SeeOther,
+    Redirect,
     SignedOut,
     SignOuts,
     digest_nonce,
@@ -231,26 +231,6 @@ _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$"
 
 
 @implementer(IResource)
-class _Redirect:
-    isLeaf = True
-
-    def __init__(self, location: bytes) -> None:
-        self.location = location
-
-    def render(self, request: Any) -> bytes:
-        request.setResponseCode(302)
-        request.setHeader(b"Location", self.location)
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return b"This page needs HTTPS: " + self.location + b"\n"
-
-    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
-        return self
-
-    def putChild(self, path: bytes, child: Any) -> None:
-        raise NotImplementedError()
-
-
-@implementer(IResource)
 class _TooManyFailures:
     """429 with Retry-After: the source failed to log in too often."""
 
@@ -389,7 +369,7 @@ class AuthGate:
     def _sign_out(self, request: Any, directive: AuthDirective) -> Any:
         """``/logout``: the browser is told to forget its credentials (`cmegw.web.signout`)."""
         if directive.auth_type in ("None", "SSL"):
-            return SeeOther(AFTER_SIGN_IN)
+            return Redirect(AFTER_SIGN_IN)
         answer = self.sign_outs.answer(sign_out_token(request))
         if answer == FIRST:
             nonce = digest_nonce(request)
@@ -397,9 +377,9 @@ class AuthGate:
                 self.nonces.revoke(nonce)
             return SignedOut(self._guard(directive)[1])
         if answer == AGAIN:
-            return self._protected(request, directive, SeeOther(AFTER_SIGN_IN))
+            return self._protected(request, directive, Redirect(AFTER_SIGN_IN))
         token = self.sign_outs.issue().encode("ascii")
-        return SeeOther(SIGN_OUT_PATH.encode("ascii") + b"?" + TOKEN_PARAMETER + b"=" + token)
+        return Redirect(SIGN_OUT_PATH.encode("ascii") + b"?" + TOKEN_PARAMETER + b"=" + token)
 
     def _guard(self, directive: AuthDirective, resource: Any = None) -> tuple[Portal, list[Any]]:
         """The portal and credential factories that check a Basic or Digest directive's users."""
@@ -458,7 +438,7 @@ class AuthGate:
             host = b"[" + host + b"]"
         netloc = host if port == 443 else host + b":%d" % port
         target = request.uri if request.uri.startswith(b"/") else b"/"
-        return _Redirect(b"https://" + netloc + target)
+        return Redirect(b"https://" + netloc + target, 302, b"This page needs HTTPS: ")
 
 
 __all__ = [

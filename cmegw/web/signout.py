@@ -108,20 +108,22 @@ def digest_nonce(request: Any) -> str:
 
 
 @implementer(IResource)
-class SeeOther:
-    """303 to `location`, never cached."""
+class Redirect:
+    """A redirect to `location` (303 See Other unless `code` says otherwise), never cached."""
 
     isLeaf = True
 
-    def __init__(self, location: bytes) -> None:
+    def __init__(self, location: bytes, code: int = 303, note: bytes = b"See ") -> None:
         self.location = location
+        self.code = code
+        self.note = note
 
     def render(self, request: Any) -> bytes:
-        request.setResponseCode(303)
+        request.setResponseCode(self.code)
         request.setHeader(b"Location", self.location)
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return b"See " + self.location + b"\n"
+        return self.note + self.location + b"\n"
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:
         return self
@@ -152,5 +154,5 @@ class SignedOut(UnauthorizedResource):
         return b"" if request.method == b"HEAD" else signed_out_page(AFTER_SIGN_IN.decode("ascii"))
 
 
-__all__ = ["SignOuts", "SignedOut", "SeeOther", "SIGN_OUT_PATH", "PUBLIC_PREFIX", "sign_out_token",
+__all__ = ["SignOuts", "SignedOut", "Redirect", "SIGN_OUT_PATH", "PUBLIC_PREFIX", "sign_out_token",
            "digest_nonce", "FIRST", "AGAIN", "UNKNOWN"]
