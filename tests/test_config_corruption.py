@@ -86,7 +86,7 @@ class CutFileTests(TestCase):
                     self.assertIn(f"is incomplete: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                                   "missing (a cut-short or partly copied file?)", store.problem)
                 else:  # cut before [[auth.user]]: every section is there but / has no user
-                    self.assertIn("Users of /: keep at least one [[auth.user]]", store.problem)
+                    self.assertIn("Users of /: no user on /; keep at least one [[auth.user]]", store.problem)
 
     def test_cut_inside_sections(self):
         ends = [start for start, _ in HEADERS[1:]] + [len(GOOD)]
@@ -204,7 +204,7 @@ class ReloadAndChangeTests(TestCase):
         before = self.store.config
         for save in (True, False):
             e = self.assertRaises(ConfigError, self.store.change, before.evolve(auth=()), save=save)
-            self.assertIn("Authentication: keep an [[auth]] directive", str(e))
+            self.assertIn("Authentication: no directive on /; keep an [[auth]] directive", str(e))
             others = (AuthDirective(uri="/cfg", users=directive_for(before.auth, "/").users),)
             self.assertRaises(ConfigError, self.store.change, before.evolve(auth=others), save=save)
         self.assert_unchanged(before)
@@ -216,7 +216,7 @@ class ReloadAndChangeTests(TestCase):
         for save in (True, False):
             e = self.assertRaises(ConfigError, self.store.change,
                                   before.evolve(auth=(AuthDirective(uri="/", auth_type="None"),)), save=save)
-            self.assertIn("Users of /: keep at least one", str(e))
+            self.assertIn("Users of /: no user on /; keep at least one", str(e))
         self.assert_unchanged(before)
         self.assertEqual(self.store.path.read_text(), self.saved)
 

@@ -54,8 +54,10 @@ class ConfigError(ValueError):
     @property
     def message(self) -> str:
         """What the faces show: the label, the value (never a secret's) and what is allowed."""
-        if self.shown_value is None:
+        if self.value in (HIDDEN, MISSING):
             return f"{self.label}: {self.allowed}"
+        if self.shown_value is None:  # a summary such as "(13 hosts)"
+            return f"{self.label}: {str(self.value)[1:-1]}; {self.allowed}"
         return f"{self.label}: {self.value!r} is not allowed; {self.allowed}"
 
     def __str__(self) -> str:
