@@ -275,7 +275,7 @@ def routes(app: Klein, admin: Admin) -> None:
                 raise config_error(e) from None
         unknown = [name for name in body if name not in METER_FIELDS]
         if unknown:
-            raise ApiError(400, f"meter.{key}.{unknown[0]}: unknown setting; use " + ", ".join(METER_FIELDS),
+            raise ApiError(400, f"{unknown[0]!r} is not a setting of a meter; use " + ", ".join(METER_FIELDS),
                            setting=f"meter.{key}.{unknown[0]}", value=body[unknown[0]],
                            allowed="one of " + ", ".join(METER_FIELDS))
         try:
