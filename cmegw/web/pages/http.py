@@ -329,7 +329,7 @@ def routes(app: Klein, admin: Admin) -> None:
         own = name == authenticated_user(request) and uri == directive_uri(admin, request)
         done: Any = f"User {name} of {uri} saved."
         if own:
-            done = [f"Your password was changed. Your browser still sends the old one, so it will ask for "
+            done = ["Your password was changed. Your browser still sends the old one, so it will ask for "
                     "the new one: ", tags.a("sign in with the new password", href=SIGN_OUT_PATH), "."]
         return change(request, lambda c: add_user(c, uri, name, password), done, f"user:{uri}", USER_FIELDS,
                       {"name": name})
