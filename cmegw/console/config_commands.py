@@ -70,7 +70,7 @@ def setting_values(gateway: Any, name: str) -> SettingValues:
                      "replaces this listener in this run")
     if value(store.config) != file:
         notes.append(f"changed for this run only (set --no-save); the file holds {file}")
-    if value(wanted) != now:
+    if value(wanted) != now and needs_restart(name):
         notes.append(f"{value(wanted)} takes effect after a restart")
     return SettingValues(name, now if _has(running, name) else "(not running)", later, file, tuple(notes))
 
