@@ -313,7 +313,7 @@ class MeterListTests(ReadoutCommandCase):
         self.assertEqual(self.gateway.store.config.meters["heat-1"].interval, "30s")
         self.text("set meter.heat-1.enabled off")
         self.assertFalse(self.gateway.store.config.meters["heat-1"].enabled)
-        self.assertRegex(self.text("show settings meter.heat-1"), r"meter\.heat-1\.enabled\s+\S+\s+off\n",
+        self.assertRegex(self.text("show settings meter.heat-1"), r"meter\.heat-1\.enabled\s+\S+\s+off(\n|$)",
                          "after restart: the fake state's running configuration does not follow")
         self.assertEqual(self.refused("set meter.heat-1.interval 5s"),
                          "set: Read interval of meter heat-1: '5s' is not allowed; use an interval such as 30s, 15m, 1h "
