@@ -14,6 +14,7 @@ from twisted.internet.endpoints import _parseServer
 from twisted.logger import Logger
 from twisted.python import usage
 
+from cmegw.config.checks import endpoint_problem
 from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 
@@ -30,7 +31,8 @@ def _endpoint(option: str, value: str) -> str:
     try:
         _parseServer(value, None)
     except Exception as e:
-        raise usage.UsageError(f"--{option}: {value!r} is not an endpoint such as tcp:10001 ({e})")
+        raise usage.UsageError(f"--{option}: {value!r} is not an endpoint such as tcp:10001 "
+                               f"({endpoint_problem(e)})") from None
     return value
 
 

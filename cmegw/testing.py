@@ -140,6 +140,8 @@ class MemoryConfigStore:
 
     def __init__(self, config: Config | None = None, path: str = "/nonexistent/cmegw.toml") -> None:
         self.config = config if config is not None else Config()
+        #: What the "file" holds: `config` unless a change was not saved.
+        self.saved = self.config
         self.path = path
         self.problem: str | None = None
         self.unsaved = False
@@ -156,6 +158,7 @@ class MemoryConfigStore:
         old, self.config = self.config, new
         if save:
             self.saves += 1
+            self.saved = new
         else:
             self.unsaved = True
         for listener in list(self._listeners):
@@ -164,6 +167,7 @@ class MemoryConfigStore:
 
     def save(self) -> None:
         self.saves += 1
+        self.saved = self.config
         self.unsaved = False
 
     def factory_reset(self) -> Config:

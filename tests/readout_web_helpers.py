@@ -33,7 +33,7 @@ from tests.web_helpers import HOST
 BASE = "http://127.0.0.1:8080"
 #: 2024-03-12 14:23:00 UTC
 T0 = 1710253380.0
-ERROR_2 = "primary address 2: no answer to SND_NKE after 4 tries"
+ERROR_2 = "the meter at address 2 did not answer (4 tries)"
 
 
 def decoded_readings() -> dict[int, dict[str, Any]]:

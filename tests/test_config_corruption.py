@@ -86,7 +86,7 @@ class CutFileTests(TestCase):
                     self.assertIn(f"is incomplete: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                                   "missing (a cut-short or partly copied file?)", store.problem)
                 else:  # cut before [[auth.user]]: every section is there but / has no user
-                    self.assertIn("no user on /", store.problem)
+                    self.assertIn("Users of /: no user on /; keep at least one [[auth.user]]", store.problem)
 
     def test_cut_inside_sections(self):
         ends = [start for start, _ in HEADERS[1:]] + [len(GOOD)]
@@ -147,10 +147,10 @@ class CutFileTests(TestCase):
 
     def test_no_root_directive_or_user(self):
         without_user = GOOD[:GOOD.index("[[auth.user]]")]
-        for text, why in ((defaults_with(('uri = "/"', 'uri = "/cfg"')), "no directive on /"),
-                          (without_user, "no user on /"),
+        for text, why in ((defaults_with(('uri = "/"', 'uri = "/cfg"')), "keep an [[auth]] directive with uri"),
+                          (without_user, "keep at least one [[auth.user]]"),
                           (without_user + '[[auth]]\nuri = "/x"\n' + GOOD[GOOD.index("[[auth.user]]"):],
-                           "no user on /")):
+                           "keep at least one [[auth.user]]")):
             with self.subTest(why=why):
                 store = self.load_bad(text)
                 self.assertIn(why, store.problem)
@@ -204,7 +204,7 @@ class ReloadAndChangeTests(TestCase):
         before = self.store.config
         for save in (True, False):
             e = self.assertRaises(ConfigError, self.store.change, before.evolve(auth=()), save=save)
-            self.assertIn("no directive on /", str(e))
+            self.assertIn("Authentication: no directive on /; keep an [[auth]] directive", str(e))
             others = (AuthDirective(uri="/cfg", users=directive_for(before.auth, "/").users),)
             self.assertRaises(ConfigError, self.store.change, before.evolve(auth=others), save=save)
         self.assert_unchanged(before)
@@ -216,7 +216,7 @@ class ReloadAndChangeTests(TestCase):
         for save in (True, False):
             e = self.assertRaises(ConfigError, self.store.change,
                                   before.evolve(auth=(AuthDirective(uri="/", auth_type="None"),)), save=save)
-            self.assertIn("no user on /", str(e))
+            self.assertIn("Users of /: no user on /; keep at least one", str(e))
         self.assert_unchanged(before)
         self.assertEqual(self.store.path.read_text(), self.saved)
 

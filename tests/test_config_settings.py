@@ -31,11 +31,34 @@ class SettingsTests(TestCase):
         self.assertEqual(c.http.tls_versions, ("TLSv1.3",))
         self.assertEqual(self.config.lines[1].baud_rate, 2400, "the old value is untouched")
 
+    def test_messages_label_the_setting_in_words(self):
+        """The message names the setting as the pages label it; the dotted name stays on the error."""
+        from cmegw.config.model import HIDDEN, MISSING
+        from cmegw.config.settings import label_of
+
+        self.assertEqual(label_of("line.1.baud_rate"), "Baud rate of line 1")
+        self.assertEqual(label_of("push.2.url"), "URL of HTTP target 2")
+        self.assertEqual(label_of("http.http_port"), "HTTP port")
+        self.assertEqual(label_of("tunnel.2"), "Tunnel 2")
+        self.assertEqual(label_of("auth.user.password"), "Password")
+        self.assertEqual(label_of("no.such"), "no.such", "a name without a label is shown as it is")
+        secret = ConfigError("auth.user.password", HIDDEN, "use a password of 1 to 128 characters")
+        self.assertEqual(str(secret), "Password: use a password of 1 to 128 characters")
+        self.assertIsNone(secret.shown_value)
+        self.assertEqual(str(ConfigError("line.1.device", MISSING, "this setting is required here")),
+                         "Serial device of line 1: this setting is required here")
+        summary = ConfigError("tunnel.1.connect_hosts", "(13 hosts)", "use at most 12 hosts")
+        self.assertEqual(str(summary), "Remote hosts of tunnel 1: 13 hosts; use at most 12 hosts")
+        with self.assertRaises(ConfigError) as cm:
+            apply_setting(self.config, "tunnel.1.keepalive", "-1")
+        self.assertEqual((cm.exception.setting, cm.exception.label), ("tunnel.1.keepalive", "TCP keep-alive of tunnel 1"))
+        self.assertTrue(str(cm.exception).startswith("TCP keep-alive of tunnel 1: -1 is not allowed; "))
+
     def test_messages_name_setting_value_and_allowed(self):
         with self.assertRaises(ConfigError) as cm:
             apply_setting(self.config, "line.1.baud_rate", "2401")
         self.assertEqual(str(cm.exception),
-                         "line.1.baud_rate: 2401 is not allowed; use one of 300, 600, 1200, 2400, 4800, 9600, "
+                         "Baud rate of line 1: 2401 is not allowed; use one of 300, 600, 1200, 2400, 4800, 9600, "
                          "19200, 38400")
         with self.assertRaises(ConfigError) as cm:
             apply_setting(self.config, "tunnel.1.disconnect_timeout", "ten")

@@ -73,7 +73,7 @@ class StoreTests(TestCase):
         store = ConfigStore(self.path)
         config = store.load()
         self.assertEqual(config.lines[1].baud_rate, 2400)
-        self.assertIn("line.1.baud_rate: 1234 is not allowed", store.problem)
+        self.assertIn("setting line.1.baud_rate: Baud rate of line 1: 1234 is not allowed", store.problem)
         self.assertIn("baud_rate = 1234", self.path.read_text())
 
     def test_save_after_corrupt_keeps_rejected_copy(self):

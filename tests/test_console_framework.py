@@ -67,7 +67,7 @@ class CommandTests(CommandTestMixin, TestCase):
             self.assertIn(f"  {name}", text)
 
     def test_help_command(self):
-        self.assertIn("set NAME VALUE", self.text("help set"))
+        self.assertIn("set [--no-save] NAME VALUE", self.text("help set"))
         self.assertIn("line.1.baud_rate", self.text("help set"))
         self.assertIn("http.http_port", self.text("help set"))
         self.assertIn("show tunnel [N]", self.text("help show"))
@@ -91,6 +91,31 @@ class CommandTests(CommandTestMixin, TestCase):
         # The command groups loaded elsewhere (meters, targets...) may follow.
         self.assertTrue(self.text("show frobs").startswith(
             "show: 'frobs' is unknown; use one of status, network, tunnel, line, http, auth, log, settings"))
+
+    def test_group_otherwise_and_help_topic(self):
+        """A group's handler for other words gets the word; help COMMAND WORDS asks the command's topic."""
+        table = CommandTable()
+        group = table.group("look", "look at something", "THING")
+
+        @group.command("sky", "the sky")
+        def sky(session, args):
+            return "blue"
+
+        @group.otherwise("NAME", "anything else by name")
+        def anything(session, args):
+            return f"you asked for {args.text!r}"
+
+        @table.command("explain", "explain a word", "WORD", topic=lambda session, words: f"about {words[0]}")
+        def explain(session, args):
+            return "explained"
+
+        self.assertEqual(table.run(self.session, "look sky"), "blue")
+        self.assertEqual(table.run(self.session, "look tunnel.1"), "you asked for 'tunnel.1'")
+        self.assertIn("look NAME  anything else by name", "\n".join(group.summaries("look")))
+        self.assertRaises(ValueError, group.otherwise("X", "again"), anything)
+        command, _full, rest = table.resolve("", ["explain", "thing"])
+        self.assertEqual(command.topic(self.session, rest), "about thing")
+        self.assertIn("line.1.baud_rate: Baud rate (baud)", self.text("help set line.1.baud_rate"))
 
     def test_group_alone(self):
         self.assertIn("show: needs one more word; use one of status", self.text("show"))

@@ -91,7 +91,7 @@ class MbusCommandTests(TestCase):
 
     def test_read_errors(self) -> None:
         self.assertEqual(self.text("mbus read 77"),
-                         "mbus read: primary address 77: no answer to SND_NKE after 4 tries")
+                         "mbus read: the meter at address 77 did not answer (4 tries)")
         self.assertIn("'300' is not a meter address", self.text("mbus read 300"))
         self.assertIn("'2' is not a line", self.text("mbus read 1 2"))
         self.assertIn("is not a kind of scan", self.text("mbus scan x"))

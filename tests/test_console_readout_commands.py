@@ -98,7 +98,7 @@ class ReadoutCommandCase(TestCase):
         water = meters["water-2"]
         water.last_reading = self.reading("water-2", 2, when=T0 - 3600, id=9)
         water.failures_in_row, water.failures, water.reads = 3, 3, 8
-        water.last_error = "primary address 2: no answer to SND_NKE after 4 tries"
+        water.last_error = "the meter at address 2 did not answer (4 tries)"
         water.next_due = T0 + 3480
 
 
@@ -161,7 +161,7 @@ class ShowMeterTests(ReadoutCommandCase):
         water.last_reading = self.reading("water-2", 2, status=0x14)
         text = self.text("show meter water-2")
         self.assertRegex(text, r"Alarm\s+ALARM: 3 failed reads in a row")
-        self.assertRegex(text, r"Last error\s+primary address 2: no answer to SND_NKE after 4 tries")
+        self.assertRegex(text, r"Last error\s+the meter at address 2 did not answer \(4 tries\)")
         self.assertRegex(text, r"Meter's status\s+power low, temporary error")
         self.assertRegex(text, r"Read every\s+1h \(the readout default\)")
         self.assertRegex(text, r"Meter\s+SEN 22110033, version 102, Cold water")
@@ -241,9 +241,9 @@ class ReadNowTests(ReadoutCommandCase):
         self.assertEqual([keys for keys, _ in self.gateway.reads], [["heat-1"], ["water-2"]])
         self.assertEqual(self.printed, ["Reading 2 meter(s); Ctrl-C stops waiting."])
         water = self.readout.meters["water-2"]
-        water.last_error = "primary address 2: no answer to SND_NKE after 4 tries"
+        water.last_error = "the meter at address 2 did not answer (4 tries)"
         self.gateway.reads[1][1].callback({"water-2": None})
-        self.assertEqual(self.printed[-1], "  water-2: FAILED: primary address 2: no answer to SND_NKE after 4 tries")
+        self.assertEqual(self.printed[-1], "  water-2: FAILED: the meter at address 2 did not answer (4 tries)")
         self.assertNoResult(d)
         self.gateway.reads[0][1].callback({"heat-1": self.reading("heat-1", 1)})
         self.assertEqual(self.printed[-1], "  heat-1: 2024-03-12 14:23:00  48 213 kWh, 1 234.56 m³")
@@ -284,13 +284,13 @@ class MeterListTests(ReadoutCommandCase):
 
     def test_meter_add_refused(self) -> None:
         self.assertEqual(self.refused("meter add heat-9 1 12345"),
-                         "meter add: meter.heat-9.address: '12345' is not allowed; use a secondary address such as "
+                         "meter add: Address of meter heat-9: '12345' is not allowed; use a secondary address such as "
                          "12345678-KAM-19-04 (preferred) or a primary address from 0 to 250")
-        self.assertIn("meter.heat-9.line: 3 is not allowed; use a configured line: 1",
+        self.assertIn("Line of meter heat-9: 3 is not allowed; use a configured line: 1",
                       self.refused("meter add heat-9 3 5"))
-        self.assertIn("meter.heat-9.line: 'one' is not allowed; use a whole number from 1 to 32",
+        self.assertIn("Line of meter heat-9: 'one' is not allowed; use a whole number from 1 to 32",
                       self.refused("meter add heat-9 one 5"))
-        self.assertIn("meter.Heat-9: 'Heat-9' is not allowed; name a meter with 1 to 64 lower-case letters",
+        self.assertIn("Meter Heat-9: 'Heat-9' is not allowed; name a meter with 1 to 64 lower-case letters",
                       self.refused("meter add Heat-9 1 5"))
         self.assertEqual(self.refused("meter add heat-1 1 5"),
                          "meter add: 'heat-1' is in the list already; use another ID, or change it with "
@@ -313,12 +313,12 @@ class MeterListTests(ReadoutCommandCase):
         self.assertEqual(self.gateway.store.config.meters["heat-1"].interval, "30s")
         self.text("set meter.heat-1.enabled off")
         self.assertFalse(self.gateway.store.config.meters["heat-1"].enabled)
-        self.assertRegex(self.text("show settings meter.heat-1"), r"meter\.heat-1\.enabled\s+\S+\s+off\n",
+        self.assertRegex(self.text("show settings meter.heat-1"), r"meter\.heat-1\.enabled\s+\S+\s+off(\n|$)",
                          "after restart: the fake state's running configuration does not follow")
         self.assertEqual(self.refused("set meter.heat-1.interval 5s"),
-                         "set: meter.heat-1.interval: '5s' is not allowed; use an interval such as 30s, 15m, 1h "
+                         "set: Read interval of meter heat-1: '5s' is not allowed; use an interval such as 30s, 15m, 1h "
                          "or 1d (from 10 s to 1 day); leave it empty for the readout default")
-        self.assertIn("meter.heat-1.address: '999' is not allowed; use a secondary address",
+        self.assertIn("Address of meter heat-1: '999' is not allowed; use a secondary address",
                       self.refused("set meter.heat-1.address 999"))
         self.assertIn("there is no meter heat-9; meters: heat-1, water-2, gas-10",
                       self.refused("set meter.heat-9.name Flat 9"))

@@ -92,11 +92,14 @@ class ConsoleProcessTests(TestCase):
             self.assertRegex(page, r"State\s+connected \(127.0.0.1:")
 
         self.assertEqual(self.speed(), termios.B2400)
-        self.assertIn("applied at once", self.command(child, "set line.1.baud_rate 300"))
+        self.assertIn("applied at once; saved.", self.command(child, "set line.1.baud_rate 300"))
         self.assertEqual(self.speed(), termios.B300, "the pty follows the console at once")
+        self.assertRegex(self.command(child, "show status"), r"Configuration saved\s+yes")
+        self.assertIn("baud_rate = 300", (self.dir / "cmegw.toml").read_text())
+        self.assertIn("for this run only", self.command(child, "set --no-save console.idle_timeout 60"))
         self.assertRegex(self.command(child, "show status"), r"Configuration saved\s+no")
         self.assertIn("Saved to", self.command(child, "save"))
-        self.assertIn("baud_rate = 300", (self.dir / "cmegw.toml").read_text())
+        self.assertIn("idle_timeout = 60", (self.dir / "cmegw.toml").read_text())
 
         child.send("restart\r")
         child.expect(r"Restart the gateway now\? \[y/N\] ")
@@ -109,6 +112,14 @@ class ConsoleProcessTests(TestCase):
         self.assertRegex(self.command(child, "show settings line.1.baud_rate"), r"line\.1\.baud_rate\s+300\s+300")
         self.assertRegex(self.command(child, "show status"), r"Configuration saved\s+yes")
         self.assertEqual(self.speed(), termios.B300)
+        self.assertIn("for this run only", self.command(child, "set --no-save line.1.baud_rate 1200"))
+        shown = self.command(child, "show line.1")
+        self.assertRegex(shown, r"line\.1\.baud_rate\s+1200\s+300")
+        self.assertIn("the file holds 300", shown)
+        self.assertRegex(self.command(child, "show tunnel.1"),
+                         rf"tunnel\.1\.listen\s+tcp:{self.tunnel_port}:interface=127.0.0.1")
+        self.assertIn("the command line sets it for this run; the file holds tcp:10001",
+                      self.command(child, "help set tunnel.1.listen"))
         self.assertRegex(self.command(child, "show http"), r"Rx bytes\s+\d+")
         self.assertIn("The HTTP access log is empty.", self.command(child, "show log"))
         child.send("exit\r")

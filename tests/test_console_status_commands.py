@@ -36,7 +36,9 @@ class StatusCommandTests(CommandTestMixin, TestCase):
         self.assertNotIn("CONFIGURATION PROBLEM", text)
 
     def test_show_status_unsaved_pending_problem(self):
+        self.text("set --no-save console.idle_timeout 60")
         self.text("set network.dhcp off")
+        self.text("set --no-save console.idle_timeout 90")
         self.gateway.status.config_problem = "cmegw.toml is not valid TOML"
         text = self.text("show status")
         self.assertIn("Configuration saved    no: 'save' keeps the changes", text)

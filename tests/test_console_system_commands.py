@@ -27,7 +27,7 @@ class SystemCommandTests(CommandTestMixin, TestCase):
         self.assertEqual(calls, ["restart"])
 
     def test_restart_warns_of_unsaved_changes(self):
-        self.text("set line.1.baud_rate 300")
+        self.text("set --no-save line.1.baud_rate 300")
         self.assertIn("Unsaved changes are lost", self.run_line("restart").ask.prompt)
 
     def test_factory_defaults_asks(self):

@@ -128,7 +128,7 @@ class ServiceTests(unittest.TestCase):
         self.line.bus.meters = [m for m in self.line.bus.meters if m.primary != 10]
         self.run_until_idle(120)
         self.assertTrue(service.meters["gas-1"].alarm)
-        self.assertIn("primary address 10", service.meters["gas-1"].last_error)
+        self.assertIn("the meter at address 10 did not answer", service.meters["gas-1"].last_error)
         run_clock(self.clock, service.stopService())
         self.target = FakeTarget(window=4)
         again = self.service()

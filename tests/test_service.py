@@ -123,7 +123,7 @@ class StartupTests(TestCase):
         gateway = GatewayService(store, reactor, Overrides(device="/nonexistent", tunnel="tcp:0:interface=127.0.0.1"))
         gateway.startService()
         self.addCleanup(gateway.stopService)
-        self.assertIn("line.1.baud_rate: 12 is not allowed", gateway.status.config_problem)
+        self.assertIn("setting line.1.baud_rate: Baud rate of line 1: 12 is not allowed", gateway.status.config_problem)
 
 
 class FormatTests(TestCase):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 
+from cmegw.config.settings import label_of
 from cmegw.readout.reading import TARGET_CONNECTED, TARGET_DOWN, StoredReading, TargetStatus
 from cmegw.testing import run_clock
 from tests.readout_web_helpers import ERROR_2, T0, ReadoutWebCase, reading
@@ -229,7 +230,9 @@ class MeterListTests(ReadoutWebCase):
             response, body = self.api("PUT", f"/api/readout/meters/{key}", settings)
             self.assertEqual(response.code, 400, (key, settings))
             self.assertEqual(body["setting"], setting, body)
-            self.assertTrue(body["error"].startswith(setting + ":"), body["error"])
+            words = label_of(setting)
+            self.assertTrue(words == setting or body["error"].startswith(words + ":"), body["error"])
+            self.assertFalse(body["error"].startswith(setting + ":"), "the dotted name is the JSON's setting")
         self.assertIn("use an interval such as 30s, 15m, 1h or 1d", self.api("PUT", "/api/readout/meters/heat-1",
                                                                             {"interval": "5s"})[1]["allowed"])
         response, body = self.api("PUT", "/api/readout/meters/heat-1", [1, 2])

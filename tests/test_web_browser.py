@@ -98,7 +98,7 @@ class BrowserTests(unittest.TestCase):
         page.select_option("#f-line-1-baud-rate", "1234")
         page.click("#line-1 button[type=submit]")
         page.wait_for_selector(".field-error")
-        self.assertIn("line.1.baud_rate: 1234 is not allowed", page.inner_text(".field-error"))
+        self.assertIn("Baud rate of line 1: 1234 is not allowed", page.inner_text(".field-error"))
 
     def test_every_page_with_the_real_web_part(self) -> None:
         """The pages read the real web part's statistics, log and certificate."""
@@ -175,6 +175,80 @@ class BrowserTests(unittest.TestCase):
         page.wait_for_url("**/http/log?**static=on**")
         self.assertIn("/static/cmegw.css", page.inner_text(".log-lines"))
         self.screenshot("log")
+
+    def test_change_password_and_sign_out(self) -> None:
+        """From the banner's link to the new password, at desktop and phone sizes; then sign out and in again."""
+        page = self.page
+        statics: list[tuple[str, int]] = []
+        page.on("response", lambda r: statics.append((r.url, r.status)) if "/static/" in r.url else None)
+        page.goto(self.url("/status"))
+        page.click("a:has-text('change the password')")
+        page.wait_for_selector("#users details[open]")
+        self.assertEqual(page.input_value("#users #f-name"), "admin")
+        form = "#users form[action='/http/authentication/user']"
+
+        def send(password: str, confirm: str) -> None:
+            page.fill(f"{form} #f-password", password)
+            page.fill(f"{form} #f-confirm", confirm)
+            page.click(f"{form} button[type=submit]")
+            page.wait_for_load_state()
+
+        send("n3w-Passw0rd", "n3w-Passw0rd!")
+        self.assertIn("The two passwords differ", page.inner_text("#f-confirm-error"))
+        self.assertNotIn("auth.user.password", page.content())
+        self.assertEqual(page.input_value("#users #f-name"), "admin")
+        boxes = [page.locator(f"{form} #{name}").bounding_box() for name in ("f-name", "f-password", "f-confirm")]
+        self.screenshot("password-mismatch")
+        rows: dict[float, list[float]] = {}
+        for box in boxes:
+            rows.setdefault(box["y"], []).append(box["x"])
+        self.assertLessEqual(len(rows), 2, f"the inputs keep the grid's rows: {boxes}")
+        self.assertTrue(all(len(set(xs)) == len(xs) for xs in rows.values()), boxes)
+        columns = {round(box["x"]) for box in boxes}
+        self.assertLessEqual(len(columns), 3, boxes)
+        self.assertEqual(len({round(box["height"]) for box in boxes}), 1, f"the inputs keep their height: {boxes}")
+        send("admin", "admin")
+        self.assertIn("the first one anyone tries", page.inner_text("#f-password-error"))
+
+        send("n3w-Passw0rd", "n3w-Passw0rd")
+        self.assertIn("Your password was changed", page.inner_text(".notice-ok"))
+        rules = page.evaluate("Array.from(document.styleSheets).reduce((n, s) => n + s.cssRules.length, 0)")
+        self.assertGreater(rules, 10, "the result page has its stylesheet")
+        self.assertTrue(statics and all(status in (200, 304) for _url, status in statics), statics)
+        self.screenshot("password-changed")
+        page.set_viewport_size({"width": 390, "height": 844})
+        self.screenshot("password-changed-phone")
+        self.assertEqual(page.goto(self.url("/status")).status, 401, "the old password no longer signs in")
+
+        fresh = self.browser.new_context(http_credentials={"username": "admin", "password": "n3w-Passw0rd"},
+                                         viewport={"width": 1366, "height": 900})
+        self.addCleanup(fresh.close)
+        signed_in = fresh.new_page()
+        signed_in.set_default_timeout(STEP_TIMEOUT)
+        self.assertEqual(signed_in.goto(self.url("/status")).status, 200)
+        self.assertNotIn("The factory password is in use", signed_in.content())
+        answers: list[tuple[str, int]] = []
+        signed_in.on("response", lambda r: answers.append((r.url, r.status)))
+        signed_in.click("a:has-text('Sign out')")
+        signed_in.wait_for_url(self.url("/status"))
+        # Playwright answers the browser's password prompt at once, as a person typing it again would, so
+        # the 401 that told the browser to forget the password shows in the gateway's access log only.
+        self.assertIn(303, [status for url, status in answers if "/logout?signed-out=" in url], answers)
+        signed_in.goto(self.url("/http/log"))
+        self.assertRegex(signed_in.inner_text("pre.log"), r'"GET /logout\?signed-out=\S+ HTTP/1.1" 401 ')
+
+        # A person who cancels the password prompt sees the 401's page. Headless Chromium has no prompt to
+        # cancel (it fails the navigation), so Playwright fetches the page and hands it to the browser as is.
+        anonymous = self.browser.new_context(viewport={"width": 390, "height": 844})
+        self.addCleanup(anonymous.close)
+        out = anonymous.new_page()
+        out.set_default_timeout(STEP_TIMEOUT)
+        out.route("**/logout*", lambda route: route.fulfill(response=route.fetch(max_redirects=5)))
+        self.assertEqual(out.goto(self.url("/logout")).status, 401)
+        self.assertIn("Signed out", out.inner_text("h1"))
+        self.assertEqual(out.get_attribute("a.button", "href"), "/status")
+        self.page = out
+        self.screenshot("signed-out-phone")
 
     def tearDown(self) -> None:
         artefacts = Path("browser-artefacts")

@@ -5,12 +5,18 @@ configuration, certificate) and its authentication directives and users.
 
 from __future__ import annotations
 
+import html
+import re
+from typing import Any
 from urllib.parse import urlencode
 
+from treq.testing import StubTreq
 from twisted.internet import defer
+from twisted.web.resource import Resource
 
 from cmegw.config.model import ConfigError
 from cmegw.web.accesslog import AccessRecord
+from cmegw.web.auth import set_authenticated_user
 from cmegw.web.pages import http as pages_http
 from tests.web_helpers import BASE, PagesTestBase
 
@@ -24,7 +30,7 @@ class HttpPageTests(PagesTestBase):
     def test_configuration(self) -> None:
         response, body = yield self.post("/http/configuration", dict(self.FORM, **{"http.max_bytes": "10"}))
         self.assertEqual(response.code, 400)
-        self.assertIn("http.max_bytes: 10 is not allowed", body)
+        self.assertIn("Max bytes: 10 is not allowed", body)
         self.assertEqual(self.store.config.http.max_bytes, 40960)
         response, body = yield self.post("/http/configuration", dict(self.FORM, **{"http.max_bytes": "65536"}))
         self.assertEqual(response.code, 200)
@@ -116,6 +122,69 @@ class LogPageTests(PagesTestBase):
         self.assertTrue(lines[0].startswith('127.0.0.1 "GET /static/cmegw.css'), "oldest first")
         _, text = yield self.get("/http/log.txt")
         self.assertEqual(len(text.splitlines()), 300 - 100 - 60 + 20, "the filter applies")
+class AsUser(Resource):
+    """The admin pages as the authentication gate hands them a request signed in as `name`."""
+
+    def __init__(self, name: str, pages: Any) -> None:
+        super().__init__()
+        self.name, self.pages = name, pages
+
+    isLeaf = True
+
+    def render(self, request: Any) -> Any:
+        set_authenticated_user(request, self.name)
+        return self.pages.render(request)
+
+
+class PasswordChangeTests(PagesTestBase):
+    """Changing a password as a field engineer does: from the banner's link, in words, signed in again."""
+
+    @defer.inlineCallbacks
+    def test_banner_link_opens_the_form_with_the_name(self) -> None:
+        _, status = yield self.get("/status")
+        link = re.search(r'<a href="([^"]+)">change the password</a>', status).group(1)
+        self.assertEqual(link, "/http/authentication?user=admin&amp;uri=%2F#users")
+        _, page = yield self.get(html.unescape(link).split("#")[0])
+        self.assertIn('<details open="open"><summary>Add a user or change a password</summary>', page)
+        self.assertIn('id="f-name" name="name"', page)
+        self.assertRegex(page, r'<input type="text" value="admin" spellcheck="false" id="f-name"')
+        _, plain = yield self.get("/http/authentication")
+        self.assertNotIn('<details open="open">', plain)
+        self.assertIn('href="/http/authentication?user=admin&amp;uri=%2F#users" class="button link">change password</a>', plain)
+
+    @defer.inlineCallbacks
+    def test_mismatch_and_weak_passwords_say_so_in_words(self) -> None:
+        response, body = yield self.post("/http/authentication/user",
+                                         {"uri": "/", "name": "admin", "password": "n3w-pass", "confirm": "n3w-pas"})
+        self.assertEqual(response.code, 400)
+        self.assertIn('<p id="f-confirm-error" class="field-error" role="alert">The two passwords differ: '
+                      'type the same password twice.</p>', body)
+        self.assertIn('<details open="open">', body)
+        for word in ("auth.user.password", "(hidden)", "n3w-pass"):
+            self.assertNotIn(word, body)
+        response, body = yield self.post("/http/authentication/user",
+                                         {"uri": "/", "name": "admin", "password": "admin", "confirm": "admin"})
+        self.assertEqual(response.code, 400)
+        self.assertIn('<p id="f-password-error" class="field-error" role="alert">Password: this password is the '
+                      'first one anyone tries', html.unescape(body))
+        response, body = yield self.post("/http/authentication/user",
+                                         {"uri": "/", "name": "admin", "password": "", "confirm": ""})
+        self.assertIn("Type the new password.", body)
+        self.assertTrue(self.store.config.auth[0].users[0].check_password("config", "admin"), "nothing changed")
+
+    @defer.inlineCallbacks
+    def test_own_password_change_offers_to_sign_in_again(self) -> None:
+        self.http = StubTreq(AsUser("admin", self.resource))
+        response, body = yield self.post("/http/authentication/user",
+                                         {"uri": "/", "name": "admin", "password": "n3w-pass", "confirm": "n3w-pass"})
+        self.assertEqual(response.code, 200)
+        self.assertIn("Your password was changed.", body)
+        self.assertIn('<a href="/logout">sign in with the new password</a>', body)
+        self.assertIn('signed in as admin · <a href="/logout">Sign out</a>', body)
+        response, body = yield self.post("/http/authentication/user",
+                                         {"uri": "/", "name": "bob", "password": "b0b-pass", "confirm": "b0b-pass"})
+        self.assertIn("User bob of / saved.", body)
+        self.assertNotIn("Your password was changed.", body)
 
 
 class AuthenticationPageTests(PagesTestBase):

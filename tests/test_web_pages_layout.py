@@ -105,7 +105,7 @@ class EveryPageTests(PagesTestBase):
         _, body = yield self.get("/status")
         self.assertRegex(body, r'id="uptime">\d+ days \d\d:\d\d:\d\d<')
         self.assertIn("The factory password is in use.", body)
-        self.assertIn('href="/http/authentication#users"', body)
+        self.assertIn('href="/http/authentication?user=admin&amp;uri=%2F#users"', body)
         self.assertNotIn("Configuration problem", body)
 
     @defer.inlineCallbacks

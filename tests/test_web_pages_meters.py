@@ -120,7 +120,7 @@ class MetersPageTests(TestCase):
     def test_read_errors(self) -> None:
         response, page = self.form("/meters/read", {"line": "1", "address": "77"})
         self.assertEqual((response.previousResponse.code, response.code), (303, 200), "the result is a page")
-        self.assertIn("primary address 77: no answer to SND_NKE after 4 tries", page)
+        self.assertIn("the meter at address 77 did not answer (4 tries)", page)
         response, page = self.form("/meters/read", {"line": "1", "address": "banana"})
         self.assertEqual(response.code, 400)
         response, _ = self.form("/meters/read", {"line": "9", "address": "1"})
@@ -175,7 +175,7 @@ class MetersPageTests(TestCase):
         self.assertEqual(json.loads(self.request("GET", "/api/meters/1/reading")[1]), reading)
         response, body = self.request("POST", "/api/meters/1/read", data=b'{"address": "3"}', headers=JSON)
         self.assertEqual(response.code, 502)
-        self.assertIn("primary address 3", json.loads(body)["error"])
+        self.assertIn("the meter at address 3 did not answer", json.loads(body)["error"])
         response, _ = self.request("POST", "/api/meters/1/read", data=b'{"address": "x"}', headers=JSON)
         self.assertEqual(response.code, 400)
         response, _ = self.request("POST", "/api/meters/1/read", data=b'{"address": 5}')

@@ -53,8 +53,8 @@ class NetworkFormTests(PagesTestBase):
         response, body = yield self.post("/network/interface", form)
         self.assertEqual(response.code, 400)
         self.assertEqual(body.count('class="field-error"'), 2)
-        self.assertIn("network.hostname: &#x27;9bad-&#x27; is not allowed", body.replace("'", "&#x27;"))
-        self.assertIn("network.ip_address: &#x27;10.0.0.1/33&#x27; is not allowed", body.replace("'", "&#x27;"))
+        self.assertIn("Host name: &#x27;9bad-&#x27; is not allowed", body.replace("'", "&#x27;"))
+        self.assertIn("IP address: &#x27;10.0.0.1/33&#x27; is not allowed", body.replace("'", "&#x27;"))
 
     @defer.inlineCallbacks
     def test_bad_address(self) -> None:

@@ -197,7 +197,7 @@ class MeterListPageTests(ReadoutWebCase):
         errors = {m.group(1): html.unescape(m.group(2)) for m in re.finditer(
             r'<p id="f-add-([a-z]+)-error" class="field-error" role="alert">([^<]*)</p>', page)}
         self.assertEqual(set(errors), {"id", "line", "address", "interval"})
-        self.assertIn("meter.Flat 4: 'Flat 4' is not allowed; name a meter with 1 to 64 lower-case letters", errors["id"])
+        self.assertIn("Meter Flat 4: 'Flat 4' is not allowed; name a meter with 1 to 64 lower-case letters", errors["id"])
         self.assertIn("is not allowed; use a configured line: 1", errors["line"])
         self.assertIn("'300' is not allowed; use a secondary address such as 12345678-KAM-19-04", errors["address"])
         self.assertIn("'5s' is not allowed; use an interval such as 30s, 15m, 1h or 1d (from 10 s to 1 day)",
@@ -340,7 +340,7 @@ class MeterPageTests(ReadoutWebCase):
             "meter.heat-1.name": "Flat 3", "meter.heat-1.interval": "2s"})
         self.assertEqual(response.code, 400)
         self.assertRegex(html.unescape(page), r'<p id="f-meter-heat-1-interval-error" class="field-error" '
-                                              r"role=\"alert\">meter.heat-1.interval: '2s' is not allowed; use an interval")
+                                              r"role=\"alert\">Read interval of meter heat-1: '2s' is not allowed; use an interval")
         self.assertEqual(self.gateway.store.config.meters["heat-1"].name, "Flat 3 heat")
         response, page = self.post("/readouts/heat-1/settings", {
             "_group": "heat-1", "meter.heat-1.line": "1", "meter.heat-1.address": "12345678-KAM-19-04",
@@ -420,15 +420,15 @@ class DeliveryTabTests(ReadoutWebCase):
         self.assertIn("<h1>Delivery</h1>", page)
         self.assertIn('aria-current="page" class="active">Delivery</a>', page)
         page = html.unescape(page)
-        self.assertIn("mqtt.url: 'http://broker' is not allowed; use mqtt://broker.example:1883", page)
-        self.assertIn("mqtt.base_topic: 'a/#' is not allowed; use topic levels separated by /", page)
+        self.assertIn("Broker URL: 'http://broker' is not allowed; use mqtt://broker.example:1883", page)
+        self.assertIn("Base topic: 'a/#' is not allowed; use topic levels separated by /", page)
         self.assertNotIn("typed-secret", page)
         self.assertNotIn("s3cret-pass", page)
 
     def test_push_targets(self) -> None:
         response, page = self.post("/delivery/push/add", {"push.new.url": "ftp://x"})
         self.assertEqual(response.code, 400)
-        self.assertIn("push.2.url: 'ftp://x' is not allowed; the URL must start with http:// or https://", html.unescape(page))
+        self.assertIn("URL of HTTP target 2: 'ftp://x' is not allowed; the URL must start with http:// or https://", html.unescape(page))
         response, page = self.post("/delivery/push/add", {"push.new.url": "http://127.0.0.1:8000/in"})
         self.assertEqual(response.code, 200)
         self.assertIn("HTTP target 2 added", page)

@@ -17,7 +17,7 @@ class SerialFormTests(PagesTestBase):
         response, body = yield self.post("/serial/configuration", {"_group": "1", "line.1.baud_rate": "1234"})
         self.assertEqual(response.code, 400)
         self.assertIn('class="field-error"', body)
-        self.assertIn("line.1.baud_rate: 1234 is not allowed; use one of 300", body)
+        self.assertIn("Baud rate of line 1: 1234 is not allowed; use one of 300", body)
         self.assertIn('aria-invalid="true"', body)
         self.assertEqual(self.store.config.lines[1].baud_rate, 2400)
 

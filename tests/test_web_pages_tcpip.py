@@ -18,7 +18,7 @@ class TunnelFormTests(PagesTestBase):
                 "tunnel.1.keepalive": "abc", "tunnel.1.on_busy": "refuse"}
         response, body = yield self.post("/tcpip/accept", form)
         self.assertEqual(response.code, 400)
-        self.assertIn("tunnel.1.keepalive: &#x27;abc&#x27; is not allowed; use a whole number", body.replace("'", "&#x27;"))
+        self.assertIn("TCP keep-alive of tunnel 1: &#x27;abc&#x27; is not allowed; use a whole number", body.replace("'", "&#x27;"))
         self.assertIn('value="abc"', body)
         form["tunnel.1.keepalive"] = "60"
         response, body = yield self.post("/tcpip/accept", form)

@@ -92,6 +92,51 @@ class WebProcessTests(SynchronousTestCase):
         self.assertEqual(get({"Authorization": header}).status, 200)
         self.assertEqual(get({"Authorization": header}).status, 401)
 
+    def test_password_change_and_sign_out(self) -> None:
+        """curl changes admin's password on the page, signs in with the new one, signs out and in again."""
+        import re
+
+        base = f"http://127.0.0.1:{self.http}"
+        jar = str(self.directory / "cookies")
+        old, new = ("--digest", "-u", "admin:admin"), ("--digest", "-u", "admin:n3w-Passw0rd")
+        code, page = self.curl_status(base + "/http/authentication?user=admin&uri=%2F", *old, "-c", jar)
+        self.assertEqual(code, 200)
+        self.assertIn('value="admin"', page)
+        token = re.search(r'name="_csrf" value="([0-9a-f]+)"', page).group(1)
+        form = ["-b", jar, "--data-urlencode", "uri=/", "--data-urlencode", "name=admin", "--data-urlencode",
+                f"_csrf={token}", "-H", f"Origin: {base}"]
+        code, page = self.curl_status(base + "/http/authentication/user", *old, *form,
+                                      "--data-urlencode", "password=n3w-Passw0rd", "--data-urlencode", "confirm=x")
+        self.assertEqual(code, 400)
+        self.assertIn("The two passwords differ", page)
+        code, page = self.curl_status(base + "/http/authentication/user", *old, *form,
+                                      "--data-urlencode", "password=n3w-Passw0rd",
+                                      "--data-urlencode", "confirm=n3w-Passw0rd")
+        self.assertEqual(code, 200, page[-2000:])
+        self.assertIn("Your password was changed.", page)
+        self.assertEqual(self.curl_status(base + "/status", *old)[0], 401)
+        code, css = self.curl_status(base + "/static/cmegw.css", *old)
+        self.assertEqual(code, 200, "the result page keeps its stylesheet under the old credentials")
+        self.assertIn("--error", css)
+        self.assertEqual(self.curl_status(base + "/status", *new)[0], 200)
+
+        result = subprocess.run([self.curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+                                 "--max-time", "10", *new, base + "/logout"], capture_output=True, text=True,
+                                timeout=CLIENT_TIMEOUT)
+        code, _, target = result.stdout.partition(" ")
+        self.assertEqual(code, "303")
+        self.assertIn("/logout?signed-out=", target)
+        code, page = self.curl_status(target)
+        self.assertEqual(code, 401)
+        self.assertIn("Signed out", page)
+        self.assertIn("Sign in again", page)
+        result = subprocess.run([self.curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+                                 "--max-time", "10", *new, target], capture_output=True, text=True,
+                                timeout=CLIENT_TIMEOUT)
+        code, _, target = result.stdout.partition(" ")
+        self.assertEqual((code, target.rpartition("@")[2]), ("303", f"127.0.0.1:{self.http}/status"),
+                         "the password typed again signs in")
+
     def test_curl_basic(self) -> None:
         url = f"http://127.0.0.1:{self.http}/serial"
         self.assertEqual(self.curl_status(url, "--basic", "-u", "bob:wrong")[0], 401)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import attrs
 
-from cmegw.config.model import AuthDirective, Config, ConfigError, User
+from cmegw.config.model import HIDDEN, AuthDirective, Config, ConfigError, User
 
 #: AuthTypes that ask for a user name and password.
 PASSWORD_TYPES = ("Basic", "Digest", "SSL/Basic", "SSL/Digest")
 #: The directive whose users may also log in to the console.
 ROOT_URI = "/"
+#: Passwords anyone tries first (the factory password among them): refused as a new password.
+GUESSED_PASSWORDS = ("admin", "password", "1234", "12345", "123456", "12345678", "cmegw")
 
 
 def find_directive(config: Config, uri: str) -> AuthDirective:
@@ -56,6 +58,9 @@ def set_auth_type(config: Config, uri: str, auth_type: str) -> Config:
 def add_user(config: Config, uri: str, name: str, password: str) -> Config:
     """Add a user, or set the password of an existing one (digests only are kept)."""
     directive = find_directive(config, uri)
+    if isinstance(password, str) and (password == name or password.lower() in GUESSED_PASSWORDS):
+        raise ConfigError("auth.user.password", HIDDEN, "this password is the first one anyone tries "
+                          "(the user name, the factory password or a similar one): choose another")
     user = User.with_password(name, directive.realm, password)
     users = tuple(u for u in directive.users if u.name != name) + (user,)
     return _replace(config, directive, attrs.evolve(directive, users=users))

@@ -12,18 +12,56 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from typing import Any, Callable, Mapping, TypeVar
 
 import attrs
 
+#: The value of a `ConfigError` about a secret (a password): its message never shows it.
+HIDDEN = "(hidden)"
+#: The value of a `ConfigError` about a setting that is missing.
+MISSING = "(missing)"
+
+
 class ConfigError(ValueError):
-    """A setting was given a value it cannot take."""
+    """
+    A setting was given a value it cannot take.  `setting` is its dotted name
+    (``tunnel.1.disconnect_timeout``, kept for the API's JSON and the file),
+    `value` what it was given, `allowed` what it takes; the message names the
+    setting as the pages label it: "Disconnect timeout of tunnel 1: 5000 is
+    not allowed; use a whole number from 0 to 3600 seconds".
+    """
 
     def __init__(self, setting: str, value: object, allowed: str) -> None:
         self.setting = setting
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{setting}: {value!r} is not allowed; {allowed}")
+        super().__init__(setting, value, allowed)
+
+    @property
+    def label(self) -> str:
+        """The setting as a person reads it (the model's label), or its dotted name where it has none."""
+        from cmegw.config.settings import label_of  # the labels live on the model's fields, which import this
+
+        return label_of(self.setting)
+
+    @property
+    def shown_value(self) -> object:
+        """The value as the faces may show it: None for a secret, a missing value or a summary in parentheses."""
+        value = self.value
+        return None if isinstance(value, str) and value.startswith("(") and value.endswith(")") else value
+
+    @property
+    def message(self) -> str:
+        """What the faces show: the label, the value (never a secret's) and what is allowed."""
+        if self.value in (HIDDEN, MISSING):
+            return f"{self.label}: {self.allowed}"
+        if self.shown_value is None:  # a summary such as "(13 hosts)"
+            return f"{self.label}: {str(self.value)[1:-1]}; {self.allowed}"
+        return f"{self.label}: {self.value!r} is not allowed; {self.allowed}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def check(setting: str, value: object, ok: bool, allowed: str) -> None:
@@ -60,15 +98,34 @@ def check_choice(setting: str, value: object, choices: tuple[Any, ...]) -> Any:
     return value
 
 
+_UNKNOWN_KIND = re.compile(r"Unknown endpoint type: '([^']*)'")
+_UNKNOWN_OPTION = re.compile(r"unexpected keyword argument '([^']*)'")
+
+
+def endpoint_problem(error: Exception) -> str:
+    """What Twisted's endpoint parser found wrong, in words (its own message names its internals)."""
+    text = str(error)
+    kind = _UNKNOWN_KIND.search(text)
+    if kind:
+        return f"{kind.group(1) or 'nothing'}: is not a kind of endpoint"
+    option = _UNKNOWN_OPTION.search(text)
+    if option:
+        return f"{option.group(1)}= is not an option of this kind of endpoint"
+    if "invalid literal for int()" in text or "could not convert" in text:
+        return "a port or another number in it is not a number"
+    return "it cannot be read"
+
+
 def check_endpoint(setting: str, value: object) -> str:
-    """A Twisted server endpoint string; parsed for syntax, not opened."""
+    """A server endpoint string (tcp:10001:interface=127.0.0.1); parsed for syntax, not opened."""
     from twisted.internet.endpoints import _parseServer  # syntax only, no reactor
 
     text = check_str(setting, value, 512)
     try:
         _parseServer(text, None)
     except Exception as e:
-        raise ConfigError(setting, value, f"use an endpoint such as tcp:10001 ({e})") from None
+        raise ConfigError(setting, value, "use an endpoint such as tcp:10001 or tcp:10001:interface=127.0.0.1 "
+                          f"({endpoint_problem(e)})") from None
     return text
 
 
@@ -124,7 +181,7 @@ def read_section(cls: type[T], setting: str, data: object) -> T:
                f"unknown setting; known: {', '.join(sorted(known))}")
     for field in attrs.fields(cls):  # type: ignore[arg-type]
         name = field.alias or field.name
-        check(f"{setting}.{name}", "(missing)", not field.init or name in data or field.default is not attrs.NOTHING,
+        check(f"{setting}.{name}", MISSING, not field.init or name in data or field.default is not attrs.NOTHING,
                "this setting is required here")
     return cls(**data)
 
@@ -168,7 +225,7 @@ def client_endpoint(setting: str, value: object) -> ClientEndpoint:
     try:
         args, options = _parse(text)
     except Exception as e:
-        raise ConfigError(setting, value, f"{allowed} ({e})") from None
+        raise ConfigError(setting, value, f"{allowed} ({endpoint_problem(e)})") from None
     kind = args[0].lower() if args else ""
     check(setting, value, kind in CONNECT_ENDPOINT_KINDS, allowed)
     positional = dict(zip(("host", "port", "timeout"), args[1:]))
@@ -183,7 +240,7 @@ def client_endpoint(setting: str, value: object) -> ClientEndpoint:
         # The TCP part as Twisted reads it (its own tls: parser cannot take an IPv6 literal; TLS is ours).
         clientFromString(None, "tcp:" + text.split(":", 1)[1])
     except Exception as e:
-        raise ConfigError(setting, value, f"{allowed} ({e})") from None
+        raise ConfigError(setting, value, f"{allowed} ({endpoint_problem(e)})") from None
     check(setting, value, 1 <= port <= 65535, f"{allowed}; the port is 1 to 65535")
     check(setting, value, 0 < timeout <= 300, f"{allowed}; the timeout is 1 to 300 seconds")
     return ClientEndpoint(kind, options["host"], port, timeout)

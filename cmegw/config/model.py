@@ -19,6 +19,8 @@ import attrs
 from cmegw.config.checks import (  # noqa: F401 (the model is where the others import them from)
     MAX_ALLOW_LIST,
     ClientEndpoint,
+    HIDDEN,
+    MISSING,
     ConfigError,
     allow_list_network,
     check,
@@ -223,7 +225,7 @@ class User:
 
     @classmethod
     def with_password(cls, name: str, realm: str, password: str) -> "User":
-        check("auth.user.password", "(hidden)", isinstance(password, str) and 1 <= len(password) <= 128,
+        check("auth.user.password", HIDDEN, isinstance(password, str) and 1 <= len(password) <= 128,
                "use a password of 1 to 128 characters")
         return cls(name=name, ha1_md5=ha1(name, realm, password, "MD5"),
                    ha1_sha256=ha1(name, realm, password, "SHA-256"))

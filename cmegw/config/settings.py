@@ -51,6 +51,42 @@ _FALSE = {"0", "off", "no", "false", "disabled", "disable"}
 class UnknownSetting(ConfigError):
     """A setting name that does not exist."""
 
+    @property
+    def message(self) -> str:
+        return f"{self.setting!r} is not a setting here; {self.allowed}"
+
+
+#: Labels of the names that are not settings of a section (the authentication directives, whole tables).
+_OTHER_LABELS = {
+    "auth": "Authentication", "auth.uri": "URI", "auth.realm": "Realm", "auth.auth_type": "AuthType",
+    "auth.users": "Users", "auth.user": "Users of /", "auth.user.name": "User name",
+    "auth.user.password": "Password", "auth.user.ha1_md5": "Password digest (MD5)",
+    "auth.user.ha1_sha256": "Password digest (SHA-256)", "line": "Lines", "tunnel": "Tunnels",
+    "identity.product_type": "Product type", "identity.serial_number": "Serial number",
+}
+#: What one of a table is called in words.
+_TABLE_WORDS = {"line": "line", "tunnel": "tunnel", "push": "HTTP target", "meter": "meter"}
+
+
+def label_of(name: str) -> str:
+    """
+    A dotted name as the pages label it (`ConfigError` messages): "Baud rate
+    of line 1", "HTTP port", "Tunnel 1"; the name itself where it has no label.
+    """
+    if name in _OTHER_LABELS:
+        return _OTHER_LABELS[name]
+    parts = name.split(".")
+    if parts[0] in _TABLES and len(parts) == 2:
+        return f"{_TABLE_WORDS[parts[0]].capitalize()} {parts[1]}"
+    try:
+        field = _field(name)
+    except UnknownSetting:
+        return name
+    label = field.metadata.get("label") or field.name.replace("_", " ").capitalize()
+    if parts[0] in _TABLES and len(parts) == 3:
+        return f"{label} of {_TABLE_WORDS[parts[0]]} {parts[1]}"
+    return label
+
 
 @attrs.frozen
 class SettingInfo:

@@ -84,7 +84,7 @@ def parse_config(text: str, where: str) -> Config:
         check_root_directive(config)
         return config
     except ConfigError as e:
-        raise ConfigFileError(f"{where}: {e}") from None
+        raise ConfigFileError(f"{where}, setting {e.setting}: {e}") from None
 
 
 def _machine_serial() -> str:
@@ -144,6 +144,8 @@ class ConfigStore:
     config: Config = attrs.field(init=False, default=None)
     problem: str | None = attrs.field(init=False, default=None)
     unsaved: bool = attrs.field(init=False, default=False)
+    #: The configuration as the file holds it (what a restart loads): `config` unless `unsaved`.
+    saved: Config = attrs.field(init=False, default=None)
     _listeners: list[Listener] = attrs.field(init=False, factory=list)
     _text: str = attrs.field(init=False, default="")
 
@@ -166,7 +168,7 @@ class ConfigStore:
             self._text = text
             self._write(config)
             log.info("Created {path} from the factory defaults", path=str(self.path))
-            self.config = config
+            self.config = self.saved = config
             return config
         try:
             text = self.path.read_text("utf-8")
@@ -179,7 +181,7 @@ class ConfigStore:
         else:
             self._remember_good(text)
         self._text = text
-        self.config = config
+        self.config = self.saved = config
         self.unsaved = self.problem is not None
         return config
 
@@ -237,6 +239,7 @@ class ConfigStore:
         self.problem = None
         self.unsaved = False
         old, self.config = self.config, new
+        self.saved = new
         self._tell(old, new)
         return new
 
@@ -262,6 +265,7 @@ class ConfigStore:
         atomic_write(self.path, text)
         atomic_write(self.last_good_path, text)
         self._text = text
+        self.saved = config
         self.unsaved = False
         log.info("Configuration saved to {path}", path=str(self.path))
 

@@ -137,6 +137,8 @@ class Command:
     complete: Completer | None = None
     aliases: tuple[str, ...] = ()
     subcommands: "CommandTable | None" = None
+    #: ``help COMMAND WORDS...``: the help about those words (``help set line.1.baud_rate``).
+    topic: Callable[[Session, list[str]], str] | None = None
 
     def help(self, session: Session, path: str) -> str:
         lines = [f"{path} {self.usage}".rstrip() + f": {self.summary}"]
@@ -156,6 +158,8 @@ class CommandTable:
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
         self._aliases: dict[str, str] = {}
+        #: What answers a word that names none of the commands (`otherwise`).
+        self._otherwise: Command | None = None
 
     def add(self, command: Command) -> Command:
         for name in (command.name, *command.aliases):
@@ -168,12 +172,24 @@ class CommandTable:
 
     def command(self, name: str, summary: str, usage: str = "", *, aliases: tuple[str, ...] = (),
                 complete: Completer | None = None,
-                details: str | Callable[[Session], str] | None = None) -> Callable[[Handler], Handler]:
+                details: str | Callable[[Session], str] | None = None,
+                topic: Callable[[Session, list[str]], str] | None = None) -> Callable[[Handler], Handler]:
         """Register the decorated handler; its docstring is the help text unless `details` is given."""
 
         def register(handler: Handler) -> Handler:
             text = details if details is not None else textwrap.dedent(handler.__doc__ or "").strip()
-            self.add(Command(name, summary, usage, text, handler, complete, aliases))
+            self.add(Command(name, summary, usage, text, handler, complete, aliases, topic=topic))
+            return handler
+
+        return register
+
+    def otherwise(self, usage: str, summary: str) -> Callable[[Handler], Handler]:
+        """Register the handler of a word that is none of this group's commands (``show tunnel.1``)."""
+
+        def register(handler: Handler) -> Handler:
+            if self._otherwise is not None:
+                raise ValueError(f"the console group has a handler for other words already: {usage}")
+            self._otherwise = Command(usage, summary, "", "", handler)
             return handler
 
         return register
@@ -200,7 +216,8 @@ class CommandTable:
         return self._commands[found.pop()] if len(found) == 1 else None
 
     def summaries(self, prefix: str = "") -> list[str]:
-        rows = [((f"{prefix} " if prefix else "") + f"{c.name} {c.usage}".rstrip(), c.summary) for c in self]
+        commands = [*self, *([self._otherwise] if self._otherwise is not None else [])]
+        rows = [((f"{prefix} " if prefix else "") + f"{c.name} {c.usage}".rstrip(), c.summary) for c in commands]
         return table_lines(rows, indent=2)
 
     def resolve(self, path: str, words: list[str]) -> tuple[Command, str, list[str]]:
@@ -209,6 +226,8 @@ class CommandTable:
             raise CommandError(path or "(command)", "", "is empty", "use one of " + ", ".join(self._commands))
         word, rest = words[0], words[1:]
         command = self.find(word)
+        if command is None and path and self._otherwise is not None:
+            return self._otherwise, path, words
         if command is None:
             candidates = [n for n in self.names() if n.startswith(word)]
             where = f"{path}: " if path else ""
@@ -351,5 +370,7 @@ def help_command(session: Session, args: Arguments) -> Result:
         command, full, rest = COMMANDS.resolve("", words)
     except CommandError as e:
         raise args.error(" ".join(words), "is not a command", e.allowed) from None
+    if rest and command.topic is not None:
+        return command.topic(session, rest)
     return command.help(session, full)
 

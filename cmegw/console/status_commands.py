@@ -132,7 +132,7 @@ def _two_columns(current: Any, after: Any, fields: Iterable[str]) -> list[str]:
 
 def _after_restart(gateway: Any) -> Config:
     """What the gateway runs after a restart: the saved settings with this run's command-line values."""
-    return gateway.overrides.apply(gateway.store.config)
+    return gateway.overrides.apply(gateway.store.saved)
 
 
 @SHOW.command("network", "the network settings, current and after restart")

@@ -106,6 +106,21 @@ def describe_address(address: int | SecondaryAddress | str) -> str:
     return f"secondary address {address}"
 
 
+def the_meter(address: int | SecondaryAddress | str) -> str:
+    """The meter an error is about, in words: "the meter at address 5"."""
+    if isinstance(address, int):
+        return f"the meter at address {address}"
+    return f"the meter at secondary address {address}"
+
+
+def _failed(what: str, reply: Reply, tries: int, asked: str = "") -> str:
+    """Why `what` gave no usable answer, in words: "the meter at address 5 did not answer (4 tries)"."""
+    count = f"{tries} {'try' if tries == 1 else 'tries'}"
+    if reply.silent:
+        return f"{what} did not answer{asked} ({count})"
+    return f"{what} sent {_heard(reply)}{asked} ({count})"
+
+
 def parse_meter_address(text: str | int) -> int | SecondaryAddress | str:
     """
     What a user typed: a primary address (0..250, 254), a secondary address
@@ -277,10 +292,10 @@ class Master(service.Service):
                     meter = yield self._identify(address, scan)
                 scan.found.append(meter)
             elif reply.ok:
-                scan.errors.append(f"primary address {address}: answered SND_NKE with a {reply.frame.kind} frame")
+                scan.errors.append(f"address {address}: a {reply.frame.kind} frame instead of an acknowledgement")
             elif not reply.silent:
-                scan.errors.append(f"primary address {address}: {_heard(reply)} after {1 + tries['retries']} "
-                                   "tries; two meters on one address?")
+                scan.errors.append(f"address {address}: {_heard(reply)} ({1 + tries['retries']} tries); "
+                                   "two meters on one address?")
             scan.done += 1
             scan._changed()
 
@@ -289,7 +304,8 @@ class Master(service.Service):
         reply, answered = yield self._exchange(frames.req_ud2(address, fcb=True), accept=_is_rsp_ud,
                                                **self._scan_retries(scan, probe=False))
         if not answered:
-            scan.errors.append(f"primary address {address}: acknowledged, but {_heard(reply)} to REQ_UD2")
+            scan.errors.append(f"address {address}: acknowledged, but "
+                               + ("sent no data" if reply.silent else f"sent {_heard(reply)} for its data"))
             return MeterInfo(address)
         return MeterInfo(address, _header_address(reply.frame))
 
@@ -375,7 +391,7 @@ class Master(service.Service):
             if isinstance(result, Failure):
                 self.stats.read_failures += 1
                 if result.check(LineUnavailable, BusBusy):
-                    raise MeterError(f"{describe_address(address)}: {result.getErrorMessage()}")
+                    raise MeterError(f"{the_meter(address)} cannot be read: {result.getErrorMessage()}")
             else:
                 self.stats.telegrams += len(result.telegrams)
             return result
@@ -385,12 +401,12 @@ class Master(service.Service):
 
     @defer.inlineCallbacks
     def _read(self, address: int | SecondaryAddress | str, retries: int) -> Any:
-        what = describe_address(address)
+        what = the_meter(address)
         if isinstance(address, int):
             target = address
             reply, acknowledged = yield self._exchange(frames.snd_nke(address), retries, _is_ack)
             if not acknowledged:
-                raise MeterError(f"{what}: {_heard(reply)} to SND_NKE after {1 + retries} tries")
+                raise MeterError(_failed(what, reply, 1 + retries))
         else:
             target = frames.SELECTED
             yield self._deselect_all()
@@ -402,34 +418,34 @@ class Master(service.Service):
             reply, acknowledged = yield self._exchange(select, retries, _is_ack, self._settle())
             if not acknowledged:
                 if reply.outcome == REPLY_GARBLED:
-                    raise MeterError(f"{what}: several meters answer the selection (collision)")
-                raise MeterError(f"{what}: {_heard(reply)} to the selection after {1 + retries} tries")
+                    raise MeterError(f"several meters answer to {describe_address(address)} (a collision)")
+                raise MeterError(_failed(what, reply, 1 + retries, " when selected"))
         telegrams: list[records.Telegram] = []
         raw: list[bytes] = []
         fcb = True
         primary = None
         while True:
             if len(telegrams) == MAX_TELEGRAMS:
-                raise MeterError(f"{what}: more than {MAX_TELEGRAMS} telegrams; stopped")
+                raise MeterError(f"{what} sent more than {MAX_TELEGRAMS} telegrams; the reading was stopped")
             reply, answered = yield self._exchange(frames.req_ud2(target, fcb), retries,
                                                    lambda frame: _is_rsp_ud(frame) and _from(frame, target))
             if not answered:
-                part = f"telegram {len(telegrams) + 1}" if telegrams else "REQ_UD2"
+                part = f" when asked for telegram {len(telegrams) + 1}" if telegrams else " when asked for its data"
                 if reply.ok:
-                    raise MeterError(f"{what}: answered {part} with a {reply.frame.kind} frame "
-                                     f"(C 0x{reply.frame.c or 0:02X}, A {reply.frame.a}) after {1 + retries} tries")
-                raise MeterError(f"{what}: {_heard(reply)} to {part} after {1 + retries} tries")
+                    raise MeterError(f"{what} sent a {reply.frame.kind} frame instead of its data "
+                                     f"(C 0x{reply.frame.c or 0:02X}, A {reply.frame.a}; {1 + retries} tries)")
+                raise MeterError(_failed(what, reply, 1 + retries, part))
             try:
                 telegram = records.decode_frame(reply.frame)
             except records.DecodeError as e:
-                raise MeterError(f"{what}: the answer cannot be decoded: {e}") from None
+                raise MeterError(f"{what} sent data that cannot be decoded: {e}") from None
             telegrams.append(telegram)
             raw.append(reply.data)
             primary = reply.frame.a
             if not telegram.more_follows:
                 break
             fcb = not fcb
-        return Reading(what, tuple(telegrams), tuple(raw), primary, self.clock.seconds())
+        return Reading(describe_address(address), tuple(telegrams), tuple(raw), primary, self.clock.seconds())
 
 
 def _is_ack(frame: frames.Frame) -> bool:

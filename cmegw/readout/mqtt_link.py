@@ -80,7 +80,7 @@ class _Descriptor:
         self._link._drive(self._link._write)
 
     def connectionLost(self, reason: Any) -> None:
-        self._link.abort(f"the reactor dropped the connection: {reason.getErrorMessage()}")
+        self._link.abort(f"the connection to the broker was lost: {reason.getErrorMessage()}")
 
     def logPrefix(self) -> str:
         return "mqtt"

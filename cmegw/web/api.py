@@ -94,7 +94,7 @@ def json_handler(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def config_error(e: ConfigError) -> ApiError:
-    return ApiError(400, str(e), setting=e.setting, value=_plain(e.value), allowed=e.allowed)
+    return ApiError(400, str(e), setting=e.setting, label=e.label, value=_plain(e.shown_value), allowed=e.allowed)
 
 
 def _content_type(request: IRequest) -> str:

@@ -21,7 +21,7 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.web.iweb import IRequest
 
-from cmegw.config.model import Config, ConfigError
+from cmegw.config.model import MISSING, Config, ConfigError
 from cmegw.config.readout import MeterConfig, meters_table
 from cmegw.config.settings import apply_settings
 from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
@@ -265,9 +265,9 @@ def routes(app: Klein, admin: Admin) -> None:
         base = old
         if created:
             if "address" not in body:
-                raise ApiError(400, f"meter.{key}.address: a new meter needs its address; use a secondary address "
-                                    "such as 12345678-KAM-19-04 (preferred) or a primary address from 0 to 250",
-                               setting=f"meter.{key}.address", value=None, allowed="a meter address")
+                raise config_error(ConfigError(f"meter.{key}.address", MISSING, "a new meter needs its address; use "
+                                               "a secondary address such as 12345678-KAM-19-04 (preferred) or a "
+                                               "primary address from 0 to 250"))
             try:
                 meters_table({key: MeterConfig()})
                 base = old.evolve(meters={**old.meters, key: MeterConfig(line=next(iter(old.lines)))})
@@ -275,7 +275,7 @@ def routes(app: Klein, admin: Admin) -> None:
                 raise config_error(e) from None
         unknown = [name for name in body if name not in METER_FIELDS]
         if unknown:
-            raise ApiError(400, f"meter.{key}.{unknown[0]}: unknown setting; use " + ", ".join(METER_FIELDS),
+            raise ApiError(400, f"{unknown[0]!r} is not a setting of a meter; use " + ", ".join(METER_FIELDS),
                            setting=f"meter.{key}.{unknown[0]}", value=body[unknown[0]],
                            allowed="one of " + ", ".join(METER_FIELDS))
         try:

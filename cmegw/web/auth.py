@@ -14,6 +14,11 @@ Public API (the pages code against this):
     SSL/ variants over HTTPS), redirects SSL types to HTTPS (``https_port()``
     is the HTTPS port listening, or None: then 403), or answers 403 when no
     directive covers the path.  Paths with ``.`` or ``..`` segments get 400.
+    ``/static/`` (stylesheets, scripts, icons) is served to anyone, as LuCI
+    serves ``/luci-static``: a page drawn just after a password change, or
+    the signed-out page, keeps its stylesheet.  ``/logout`` signs the
+    browser out (`cmegw.web.signout`: 401 with a fresh challenge, the Digest
+    nonce revoked, then "sign in again").
     ``admits(method, uri, headers, secure, peer=None) -> Deferred[bool]``: whether a
     request will get through, judged from its head before its body arrives
     (valid credentials checked, a Digest nonce count not used up).
@@ -72,6 +77,19 @@ from zope.interface import implementer
 
 from cmegw.config.model import AuthDirective, Config, User, directive_for, ha1
 from cmegw.login import WEB, LoginLimiter
+from cmegw.web.signout import (
+    AFTER_SIGN_IN,
+    AGAIN,
+    FIRST,
+    PUBLIC_PREFIX,
+    SIGN_OUT_PATH,
+    TOKEN_PARAMETER,
+    Redirect,
+    SignedOut,
+    SignOuts,
+    digest_nonce,
+    sign_out_token,
+)
 from cmegw.web.digest import (  # noqa: F401 (MAX_NONCES, MINUTE, NC_WINDOW: named here as before)
     DIGEST_ALGORITHMS,
     MAX_NONCES,
@@ -213,26 +231,6 @@ _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$"
 
 
 @implementer(IResource)
-class _Redirect:
-    isLeaf = True
-
-    def __init__(self, location: bytes) -> None:
-        self.location = location
-
-    def render(self, request: Any) -> bytes:
-        request.setResponseCode(302)
-        request.setHeader(b"Location", self.location)
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return b"This page needs HTTPS: " + self.location + b"\n"
-
-    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
-        return self
-
-    def putChild(self, path: bytes, child: Any) -> None:
-        raise NotImplementedError()
-
-
-@implementer(IResource)
 class _TooManyFailures:
     """429 with Retry-After: the source failed to log in too often."""
 
@@ -318,6 +316,7 @@ class AuthGate:
         self.directives = directives
         self.https_port = https_port
         self.nonces = nonces if nonces is not None else NonceStore(clock)
+        self.sign_outs = SignOuts(clock)
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:
         request.postpath.insert(0, request.prepath.pop())
@@ -342,26 +341,50 @@ class AuthGate:
         path = request_path(request.prepath + request.postpath)
         if path is None:
             return pages.errorPage(400, "Bad Request", "A path with . or .. segments is not served.")
+        if path.startswith(PUBLIC_PREFIX):
+            return self.resource
         directive = directive_for(self.directives(), path)
         if directive is None:
             return pages.errorPage(403, "Forbidden", "No authentication directive covers this path.")
         kind = directive.auth_type
         if kind.startswith("SSL") and not request.isSecure():
             return self._to_https(request)
+        if path == SIGN_OUT_PATH:
+            return self._sign_out(request, directive)
         if kind in ("None", "SSL"):
             return self.resource
+        return self._protected(request, directive, self.resource)
+
+    def _protected(self, request: Any, directive: AuthDirective, resource: Any) -> Any:
+        """`resource` behind a Basic or Digest directive's login (and the login limiter)."""
         if self.logins is None:
-            return HTTPAuthSessionWrapper(*self._guard(directive))
+            return HTTPAuthSessionWrapper(*self._guard(directive, resource))
         source = str(getattr(request.getClientAddress(), "host", "-"))
         wait = self.logins.wait(source)
         if wait > 0:
             self.logins.refused(source, WEB, wait)
             return _TooManyFailures(wait)
-        return _LimitedWrapper(*self._guard(directive), self.logins, source, directive.realm)
+        return _LimitedWrapper(*self._guard(directive, resource), self.logins, source, directive.realm)
 
-    def _guard(self, directive: AuthDirective) -> tuple[Portal, list[Any]]:
+    def _sign_out(self, request: Any, directive: AuthDirective) -> Any:
+        """``/logout``: the browser is told to forget its credentials (`cmegw.web.signout`)."""
+        if directive.auth_type in ("None", "SSL"):
+            return Redirect(AFTER_SIGN_IN)
+        answer = self.sign_outs.answer(sign_out_token(request))
+        if answer == FIRST:
+            nonce = digest_nonce(request)
+            if nonce:
+                self.nonces.revoke(nonce)
+            return SignedOut(self._guard(directive)[1])
+        if answer == AGAIN:
+            return self._protected(request, directive, Redirect(AFTER_SIGN_IN))
+        token = self.sign_outs.issue().encode("ascii")
+        return Redirect(SIGN_OUT_PATH.encode("ascii") + b"?" + TOKEN_PARAMETER + b"=" + token)
+
+    def _guard(self, directive: AuthDirective, resource: Any = None) -> tuple[Portal, list[Any]]:
         """The portal and credential factories that check a Basic or Digest directive's users."""
-        portal = Portal(_ResourceRealm(self.resource), [DirectiveChecker(directive)])
+        portal = Portal(_ResourceRealm(self.resource if resource is None else resource),
+                        [DirectiveChecker(directive)])
         if directive.auth_type.endswith("Basic"):
             return portal, [BasicCredentialFactory(directive.realm)]
         return portal, [DigestCredentialFactory(directive.realm, a, self.nonces) for a in DIGEST_ALGORITHMS]
@@ -380,6 +403,8 @@ class AuthGate:
         (`peer`, the client's address, has to wait after failed logins).
         """
         path = request_path(unquote(segment) for segment in uri.partition(b"?")[0][1:].split(b"/"))
+        if path is not None and (path.startswith(PUBLIC_PREFIX) or path == SIGN_OUT_PATH):
+            return defer.succeed(path.startswith(PUBLIC_PREFIX))
         directive = directive_for(self.directives(), path) if path is not None else None
         if directive is None or (directive.auth_type.startswith("SSL") and not secure):
             return defer.succeed(False)
@@ -413,7 +438,7 @@ class AuthGate:
             host = b"[" + host + b"]"
         netloc = host if port == 443 else host + b":%d" % port
         target = request.uri if request.uri.startswith(b"/") else b"/"
-        return _Redirect(b"https://" + netloc + target)
+        return Redirect(b"https://" + netloc + target, 302, b"This page needs HTTPS: ")
 
 
 __all__ = [

@@ -13,7 +13,8 @@ digest's ``uri`` to the request and compares with ``==``.
     (unknown algorithm, ``-sess``, ``auth-int``, ``userhash``, a bad header)
     is a 401, never a 500.
 ``DigestResponse``: the credentials of one header, checked against a stored HA1.
-``NonceStore(clock=None)``: the server's nonces, bounded (`MAX_NONCES`).
+``NonceStore(clock=None)``: the server's nonces, bounded (`MAX_NONCES`);
+    ``revoke(nonce)`` refuses one without ``stale`` (a browser that signed out).
 ``parse_auth_params(text)``: the parameters of an Authorization header.
 """
 
@@ -64,6 +65,8 @@ class NonceStore:
     lifetime: float = NONCE_LIFETIME
     opaque: str = attrs.field(factory=lambda: secrets.token_urlsafe(12))
     _nonces: dict[str, _Nonce] = attrs.field(init=False, factory=dict)
+    #: Nonces of browsers that signed out: refused without ``stale``, so the person is asked again.
+    _revoked: dict[str, None] = attrs.field(init=False, factory=dict)
 
     def _now(self) -> float:
         if self.clock is None:
@@ -83,6 +86,16 @@ class NonceStore:
         nonce = secrets.token_urlsafe(24)
         self._nonces[nonce] = _Nonce(realm, now, algorithm)
         return nonce
+
+    def revoke(self, nonce: str) -> None:
+        """Refuse `nonce` from now on, without ``stale=true`` (a sign-out: the browser must ask for the password)."""
+        if self._nonces.pop(nonce, None) is not None:
+            while len(self._revoked) >= MAX_NONCES:
+                del self._revoked[next(iter(self._revoked))]
+            self._revoked[nonce] = None
+
+    def revoked(self, nonce: str) -> bool:
+        return nonce in self._revoked
 
     def algorithm(self, nonce: str) -> str | None:
         """The algorithm of the challenge `nonce` came with ("" if issued for none), None if unknown."""
@@ -223,6 +236,8 @@ class DigestCredentialFactory:
         nonce = params["nonce"]
         # Judged when the request's headers came in (GatewayRequest.headers_at): an upload whose
         # body takes longer than the nonce lives was sent with a fresh one.
+        if self.nonces.revoked(nonce):
+            raise ValueError("the nonce of a browser that signed out")
         if not self.nonces.fresh(nonce, self.realm, at=getattr(request, "headers_at", None)):
             request._cmegw_stale_nonce = True
             raise ValueError("unknown or expired nonce")

@@ -17,7 +17,7 @@ from twisted.python.filepath import FilePath
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, XMLFile, tags
 
-from cmegw.web.auth import factory_password_in_use
+from cmegw.web.auth import FACTORY_USER, factory_password_in_use
 from cmegw.web.http import security_headers
 from cmegw.web.pages.forms import (CSRF_FIELD, CsrfGuard, Field, Flash, form_value, save_form, save_numbered_form,
                                    see_other, waiting_notice)
@@ -67,7 +67,8 @@ class Admin:
         if factory_password_in_use(gateway.store.config):
             out.append(tags.div(tags.strong("The factory password is in use. "),
                                 "Anyone who knows the manual can change this gateway: ",
-                                tags.a("change the password", href="/http/authentication#users"), ".",
+                                tags.a("change the password",
+                                       href="/http/authentication?user=" + FACTORY_USER + "&uri=%2F#users"), ".",
                                 class_="banner banner-warn", role="alert"))
         pending = gateway.state.pending_restart()
         if pending:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from http.client import responses as HTTP_REASONS
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import attrs
 
@@ -19,7 +19,7 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
-from cmegw.config.model import AUTH_TYPES, TLS_VERSIONS, Config, ConfigError
+from cmegw.config.model import AUTH_TYPES, TLS_VERSIONS, Config, ConfigError, directive_for
 from cmegw.config.auth import (
     add_directive,
     add_user,
@@ -30,6 +30,7 @@ from cmegw.config.auth import (
 from cmegw.config.store import ConfigFileError
 from cmegw.config.settings import describe
 from cmegw.web.accesslog import AccessLog, LogQuery
+from cmegw.web.auth import authenticated_user
 from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.layout import live
@@ -48,6 +49,7 @@ from cmegw.web.pages.forms import (
     uploads,
 )
 from cmegw.web.pages.widgets import Notice, button, byte_size, byte_size_text, card, hidden, kv_table
+from cmegw.web.signout import SIGN_OUT_PATH
 
 #: The Log tab's own style (wrapped lines, the filter row).
 LOG_STYLE = tags.link(rel="stylesheet", href="/static/log.css")
@@ -97,7 +99,24 @@ USER_FIELDS = [
     Field("confirm", "Password again", "password"),
 ]
 
-#: AuthTypes that ask for a password.
+def password_problems(name: str, password: str, confirm: str) -> dict[str, str]:
+    """What is wrong with the typed name and passwords, by field, in words (empty: nothing)."""
+    problems = {}
+    if not name.strip():
+        problems["name"] = "Type the user name."
+    if not password:
+        problems["password"] = "Type the new password."
+    elif password != confirm:
+        problems["confirm"] = "The two passwords differ: type the same password twice."
+    return problems
+
+
+def directive_uri(admin: Admin, request: IRequest) -> str:
+    """The URI of the directive that protects the page of this request (whose password the browser sent)."""
+    found = directive_for(admin.gateway.state.config.auth, request.path.decode("utf-8", "replace"))
+    return found.uri if found is not None else ""
+
+
 def directives_view(config: Config) -> list[dict[str, Any]]:
     """The directives as shown to people and the API: user names, never hashes."""
     return [{"uri": d.uri, "realm": d.realm, "auth_type": d.auth_type, "users": [u.name for u in d.users]}
@@ -113,6 +132,21 @@ def other_answers(stats: Any) -> Any:
     return tags.span(str(stats.status_unknown), " ", tags.small(
         "(" + ", ".join(f"{code} {HTTP_REASONS.get(code, '')}: {count}".replace(" :", ":") for code, count in others)
         + ")", class_="muted"))
+
+
+def change_password_link(name: str, uri: str = "/") -> str:
+    """The Authentication page with the form of `name` of directive `uri` open and the name filled in."""
+    anchor = "users" if uri == "/" else f"directive-{uri}"
+    return "/http/authentication?" + urlencode({"user": name, "uri": uri}) + "#" + quote(anchor)
+
+
+def asked_user(request: IRequest, uri: str) -> str | None:
+    """The user name a change-password link asks the form of directive `uri` for (None: not asked)."""
+    args = getattr(request, "args", None) or {}
+    names, uris = args.get(b"user") or [], args.get(b"uri") or [b"/"]
+    if not names or uris[0].decode("utf-8", "replace") != uri:
+        return None
+    return names[0].decode("utf-8", "replace")
 
 
 def save(admin: Admin, new: Config) -> None:
@@ -220,7 +254,8 @@ def authentication_content(admin: Admin, request: IRequest, states: dict[str, Fo
     for d in config.auth:
         users = []
         for u in d.users:
-            users.append(tags.li(tags.span(u.name, class_="user"), post_form(
+            users.append(tags.li(tags.span(u.name, class_="user"), " ", tags.a(
+                "change password", href=change_password_link(u.name, d.uri), class_="button link"), post_form(
                 admin, request, "/http/authentication/user/delete", hidden("uri", d.uri), hidden("name", u.name),
                 button("Delete", "link danger", title=f"Delete user {u.name} of {d.uri}"), class_="inline")))
         type_form = post_form(
@@ -232,7 +267,8 @@ def authentication_content(admin: Admin, request: IRequest, states: dict[str, Fo
             admin, request, "/http/authentication/directive/delete", hidden("uri", d.uri),
             button("Delete directive", "link danger"), class_="inline")
         key = f"user:{d.uri}"
-        user_state = states.get(key) or FormState(values={"name": ""})
+        asked = asked_user(request, d.uri)
+        user_state = states.get(key) or FormState(values={"name": asked or ""})
         add_user_form = post_form(
             admin, request, "/http/authentication/user", hidden("uri", d.uri),
             tags.div(*[render_field(f, user_state) for f in USER_FIELDS], class_="fields compact"),
@@ -242,7 +278,7 @@ def authentication_content(admin: Admin, request: IRequest, states: dict[str, Fo
             ("URI", tags.code(d.uri)), ("Realm", d.realm), ("AuthType", type_form),
             ("Users", tags.ul(*users, class_="users") if users else tags.span("none", class_="muted")),
         ]), tags.details(tags.summary("Add a user or change a password"), add_user_form,
-                         **({"open": "open"} if key in states else {})),
+                         **({"open": "open"} if key in states or asked is not None else {})),
             tags.div(delete, class_="actions"), id="users" if d.uri == "/" else f"directive-{d.uri}"))
     state = states.get("directive") or FormState(values={"realm": "config", "auth_type": "Digest"})
     add = card("Add a directive", post_form(
@@ -332,7 +368,8 @@ def routes(app: Klein, admin: Admin) -> None:
             else:
                 state.notice = Notice("error", f"Nothing was changed: {message}")
             return auth_page(request, {key: state}, state.notice, code=400)
-        return admin.see_other(request, "/http/authentication", Notice("ok", [done, " Applies at once."]))
+        return admin.see_other(request, "/http/authentication",
+                               Notice("ok", [*(done if isinstance(done, list) else [done]), " Applies at once."]))
 
     @route.get("/http/authentication")
     def http_authentication(request: IRequest) -> Any:
@@ -359,13 +396,18 @@ def routes(app: Klein, admin: Admin) -> None:
     def http_user_add(request: IRequest) -> Any:
         uri, name = form_value(request, "uri"), form_value(request, "name")
         password, confirm = form_value(request, "password"), form_value(request, "confirm")
-
-        def make(config: Config) -> Config:
-            if password != confirm:
-                raise ConfigError("auth.user.password", "(hidden)", "type the same password twice")
-            return add_user(config, uri, name, password)
-
-        return change(request, make, f"User {name} of {uri} saved.", f"user:{uri}", USER_FIELDS, {"name": name})
+        typed = password_problems(name, password, confirm)
+        if typed:
+            state = FormState(values={"name": name}, errors=typed,
+                              notice=Notice("error", "Nothing was changed: correct the fields marked below."))
+            return auth_page(request, {f"user:{uri}": state}, state.notice, code=400)
+        own = name == authenticated_user(request) and uri == directive_uri(admin, request)
+        done: Any = f"User {name} of {uri} saved."
+        if own:
+            done = ["Your password was changed. Your browser still sends the old one, so it will ask for "
+                    "the new one: ", tags.a("sign in with the new password", href=SIGN_OUT_PATH), "."]
+        return change(request, lambda c: add_user(c, uri, name, password), done, f"user:{uri}", USER_FIELDS,
+                      {"name": name})
 
     @route.post("/http/authentication/user/delete")
     def http_user_delete(request: IRequest) -> Any:

@@ -26,6 +26,7 @@ from twisted.web.template import Element, Tag, renderer, tags
 
 import cmegw
 from cmegw.web.auth import authenticated_user as _authenticated_user
+from cmegw.web.signout import SIGN_OUT_PATH
 from cmegw.web.pages.widgets import Notice, notice_tag
 
 
@@ -147,7 +148,8 @@ class Layout(Element):
             product=identity.product_type,
             identity=f"S/N {identity.serial_number or '—'}",
             version=f"{cmegw.__version__}",
-            user=f" · signed in as {self.user}" if self.user else "",
+            user=tags.transparent(" · signed in as ", self.user, " · ", tags.a("Sign out", href=SIGN_OUT_PATH))
+            if self.user else "",
             nav=nav,
             tabs=tabs,
             banners=self.admin.banners(),

@@ -53,7 +53,7 @@ def statistics_content(admin: Admin) -> Tag:
     for label in dict.fromkeys(label for rows_of_line in timing.values() for label in rows_of_line):
         rows.append([label] + [timing[n].get(label, "—") for n in numbers])
     return card("Statistics", grid_table(header, rows),
-                tags.p("Error counters come from the serial driver (TIOCGICOUNT); "
+                tags.p("Error counters come from the serial port's driver; "
                        "\u201cunavailable\u201d where the driver keeps none.", class_="muted"), wide=True,
                 id="serial-statistics")
 

@@ -37,7 +37,7 @@ def accept_fields(n: int) -> list[Field]:
     return mark_restart([
         setting_field(f"tunnel.{n}.enabled", "checkbox"),
         setting_field(f"tunnel.{n}.listen",
-                      help="A Twisted endpoint: tcp:10001, or tcp:10001:interface=127.0.0.1 for one address."),
+                      help="tcp:10001 listens on every address, tcp:10001:interface=127.0.0.1 on one."),
         setting_field(f"tunnel.{n}.keepalive", "number",
                       help="A silent dead client is dropped after about this time; 0 turns keep-alive off."),
         setting_field(f"tunnel.{n}.on_busy", "select",
