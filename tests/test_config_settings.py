@@ -106,7 +106,8 @@ class SettingsTests(TestCase):
         self.assertEqual(describe("line.1.extra_slack").unit, "s")
         with self.assertRaises(ConfigError) as cm:
             apply_setting(self.config, "line.1.extra_slack", "6")
-        self.assertEqual(str(cm.exception), "line.1.extra_slack: 6.0 is not allowed; use a number from 0 to 5 seconds")
+        self.assertEqual(str(cm.exception), "Extra timeout slack of line 1: 6.0 is not allowed; use a number from 0 to 5 seconds")
+        self.assertEqual(cm.exception.setting, "line.1.extra_slack")
         with self.assertRaises(ConfigError) as cm:
             apply_setting(self.config, "line.1.extra_slack", "soon")
         self.assertIn("use a number", str(cm.exception))

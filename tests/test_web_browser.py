@@ -234,8 +234,8 @@ class BrowserTests(unittest.TestCase):
         # Playwright answers the browser's password prompt at once, as a person typing it again would, so
         # the 401 that told the browser to forget the password shows in the gateway's access log only.
         self.assertIn(303, [status for url, status in answers if "/logout?signed-out=" in url], answers)
-        signed_in.goto(self.url("/http/log"))
-        self.assertRegex(signed_in.inner_text("pre.log"), r'"GET /logout\?signed-out=\S+ HTTP/1.1" 401 ')
+        signed_in.goto(self.url("/http/log?unauthorized=on"))
+        self.assertRegex(signed_in.inner_text(".log-lines"), r'"GET /logout\?signed-out=\S+ HTTP/1.1" 401 ')
 
         # A person who cancels the password prompt sees the 401's page. Headless Chromium has no prompt to
         # cancel (it fails the navigation), so Playwright fetches the page and hands it to the browser as is.

@@ -350,8 +350,13 @@ def routes(app: Klein, admin: Admin) -> None:
                     active="/http/authentication")
 
     def change(request: IRequest, make: Any, done: str, key: str, fields: list[Field],
-               keep: dict[str, str]) -> Any:
-        """Apply one directive/user change; on error show it at its field and keep what was typed."""
+               keep: dict[str, str], redirect: bool = True) -> Any:
+        """
+        Apply one directive/user change; on error show it at its field and keep
+        what was typed.  Done, it redirects to the page (post/redirect/get),
+        unless `redirect` is false: the signed-in user's own new password, whose
+        result a GET with the old credentials could no longer fetch.
+        """
         try:
             new = make(admin.gateway.store.config)
             save(admin, new)
@@ -368,8 +373,10 @@ def routes(app: Klein, admin: Admin) -> None:
             else:
                 state.notice = Notice("error", f"Nothing was changed: {message}")
             return auth_page(request, {key: state}, state.notice, code=400)
-        return admin.see_other(request, "/http/authentication",
-                               Notice("ok", [*(done if isinstance(done, list) else [done]), " Applies at once."]))
+        notice = Notice("ok", [*(done if isinstance(done, list) else [done]), " Applies at once."])
+        if not redirect:
+            return auth_page(request, notice=notice)
+        return admin.see_other(request, "/http/authentication", notice)
 
     @route.get("/http/authentication")
     def http_authentication(request: IRequest) -> Any:
@@ -407,7 +414,7 @@ def routes(app: Klein, admin: Admin) -> None:
             done = ["Your password was changed. Your browser still sends the old one, so it will ask for "
                     "the new one: ", tags.a("sign in with the new password", href=SIGN_OUT_PATH), "."]
         return change(request, lambda c: add_user(c, uri, name, password), done, f"user:{uri}", USER_FIELDS,
-                      {"name": name})
+                      {"name": name}, redirect=not own)
 
     @route.post("/http/authentication/user/delete")
     def http_user_delete(request: IRequest) -> Any:
