@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ PHONE = {"width": 390, "height": 844}
 #: Pages that must be among those the crawl finds (one per section and tab family at least).
 EXPECTED = ("/status", "/network", "/network/interface", "/tcpip", "/tcpip/tls", "/serial", "/serial/configuration",
             "/meters", "/readouts", "/delivery", "/http", "/http/log", "/http/authentication", "/http/certificate",
-            "/system",)
+            "/system", "/system/configuration")
 #: Seconds curl may take.
 CLIENT_TIMEOUT = 40
 #: The most pages the crawl visits.
@@ -176,6 +177,71 @@ class LayoutTests(unittest.TestCase):
         self.assertGreaterEqual(cards["count"], 3)
         self.assertGreaterEqual(cards["columns"], 2)
         self.assertGreater(cards["right"], cards["mainRight"] - 40, cards)
+
+    def curl_status(self, *args: str) -> tuple[int, str]:
+        """The status code and body of a request with the factory login."""
+        result = subprocess.run([self.curl, "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30", "--digest",
+                                 "-u", "admin:admin", *args], capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+        body, _, code = result.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def test_backup_and_restore(self) -> None:
+        """Download the backup on the page, upload it changed and broken; then the same through the API with curl."""
+        config_file = self.folder / "gw" / "cmegw.toml"
+        self.api("PUT", "/api/settings", {"mqtt.password": "mqtt-secret-1"})
+        saved = tomllib.loads(config_file.read_text())
+        hashes = [saved["auth"][0]["user"][0]["ha1_md5"], saved["auth"][0]["user"][0]["ha1_sha256"]]
+        page = self.new_page(DESKTOP)
+        page.goto(self.url("/system/configuration"))
+        self.shoot(page, "desktop-backup")
+        with page.expect_download() as download:
+            page.click("text=Download cmegw.toml")
+        backup = Path(download.value.path()).read_text()
+        self.assertTrue(backup.startswith("# cmegw configuration backup"))
+        self.assertIn("Secrets are left out", backup)
+        for secret in ["mqtt-secret-1", *hashes]:
+            self.assertNotIn(secret, backup)
+
+        changed = self.folder / "changed.toml"
+        changed.write_text(backup.replace("baud_rate = 2400", "baud_rate = 300"))
+        page.set_input_files("#f-file", str(changed))
+        page.click("#restore button[type=submit]")
+        page.wait_for_selector(".notice-ok")
+        self.assertIn("line.1.baud_rate", page.inner_text(".notice-ok"))
+        self.shoot(page, "desktop-restored")
+        saved = tomllib.loads(config_file.read_text())
+        self.assertEqual(saved["line"]["1"]["baud_rate"], 300)
+        self.assertEqual(saved["mqtt"]["password"], "mqtt-secret-1", "a secret the file left out is kept")
+        self.assertEqual([saved["auth"][0]["user"][0][k] for k in ("ha1_md5", "ha1_sha256")], hashes)
+
+        before = config_file.read_bytes()
+        broken = self.folder / "broken.toml"
+        broken.write_text(backup.replace("baud_rate = 2400", "baud_rate = 1234"))
+        page.set_input_files("#f-file", str(broken))
+        page.click("#restore button[type=submit]")
+        page.wait_for_selector(".notice-error")
+        self.assertIn("line.1.baud_rate: 1234 is not allowed", page.inner_text(".notice-error"))
+        self.assertIn(", line ", page.inner_text(".notice-error"))
+        self.shoot(page, "desktop-refused")
+        self.assertEqual(config_file.read_bytes(), before, "a refused file changes nothing")
+
+        code, text = self.curl_status(self.url("/api/config/file"))
+        self.assertEqual(code, 200)
+        self.assertNotIn("mqtt-secret-1", text)
+        api_file = self.folder / "api.toml"
+        api_file.write_text(text.replace("keepalive = 45", "keepalive = 60"))
+        code, answer = self.curl_status("-X", "PUT", "-H", "Content-Type: application/toml", "--data-binary",
+                                 f"@{api_file}", self.url("/api/config/file"))
+        self.assertEqual(code, 200, answer)
+        self.assertEqual(json.loads(answer)["changed"], ["tunnel.1.keepalive"])
+        self.assertEqual(tomllib.loads(config_file.read_text())["tunnel"]["1"]["keepalive"], 60)
+        before = config_file.read_bytes()
+        api_file.write_text(text[:len(text) // 2])
+        code, answer = self.curl_status("-X", "PUT", "-H", "Content-Type: application/toml", "--data-binary",
+                                 f"@{api_file}", self.url("/api/config/file"))
+        self.assertEqual(code, 400, answer)
+        self.assertIn("error", json.loads(answer))
+        self.assertEqual(config_file.read_bytes(), before)
 
     def tearDown(self) -> None:
         artefacts = Path("browser-artefacts")

@@ -59,8 +59,11 @@ def backup_file(admin: Admin) -> tuple[str, str]:
     return f"cmegw-{serial}-{now:%Y%m%d-%H%M}.toml", text
 
 
-def apply_file(admin: Admin, data: bytes) -> Restore:
-    """Check an uploaded configuration file and make it the configuration, saved; `RestoreError` otherwise."""
+def apply_file(admin: Admin, data: bytes, where: str = "the uploaded file") -> Restore:
+    """
+    Check an uploaded configuration file and make it the configuration,
+    saved; `RestoreError` otherwise (its message names the file as `where`).
+    """
     if not data.strip():
         raise RestoreError("the file is empty")
     if len(data) > MAX_FILE_BYTES:
@@ -71,7 +74,7 @@ def apply_file(admin: Admin, data: bytes) -> Restore:
         raise RestoreError(f"the file is not UTF-8 text (byte {e.start}); upload a cmegw.toml") from None
     store = admin.gateway.store
     try:
-        result = restore(store.config, text)
+        result = restore(store.config, text, where)
         if result.changed:
             store.change(result.config)
     except (ConfigFileError, ConfigError) as e:
@@ -147,7 +150,7 @@ def routes(app: Klein, admin: Admin) -> None:
         try:
             if sent is None or not sent.filename:
                 raise RestoreError("choose the configuration file to upload")
-            result = apply_file(admin, sent.data)
+            result = apply_file(admin, sent.data, sent.filename.replace("\\", "/").rsplit("/", 1)[-1])
         except RestoreError as e:
             return page(request, content(admin, request, f"Not restored: {e}."), code=400,
                         notice=Notice("error", f"Nothing was changed: {e}."))
