@@ -17,8 +17,9 @@ the store (atomically) as any other change.
 
 from __future__ import annotations
 
+import datetime
 import re
-from typing import Any
+from typing import Any, Sequence
 
 import attrs
 import tomlkit
@@ -27,6 +28,10 @@ from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import get_setting, is_secret, needs_restart, setting_names
 from cmegw.config.store import ConfigFileError, config_from_data, read_toml
 
+#: The largest configuration file a restore reads (bytes).
+MAX_FILE_BYTES = 1024 * 1024
+#: How many settings a summary names before it counts the rest.
+NAMED_CHANGES = 12
 #: The fields of a user that a backup leaves out.
 USER_SECRETS = ("ha1_md5", "ha1_sha256")
 
@@ -85,6 +90,23 @@ class Restore:
     @property
     def after_restart(self) -> list[str]:
         return [n for n in self.changed if needs_restart(n)]
+
+    def summary(self, filename: str) -> str:
+        """What the restore of `filename` did, in words."""
+        kept = f" Kept this gateway's: {_names(self.kept)}." if self.kept else ""
+        if not self.changed:
+            return f"{filename} holds the configuration in force: nothing changed.{kept}"
+        parts = [f"Restored from {filename} and saved: {len(self.changed)} settings changed."]
+        if self.applied_now:
+            parts.append(f"In force now: {_names(self.applied_now)}.")
+        if self.after_restart:
+            parts.append(f"After a restart: {_names(self.after_restart)}.")
+        return " ".join(parts) + kept
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:NAMED_CHANGES])
+    return shown + (f" and {len(names) - NAMED_CHANGES} more" if len(names) > NAMED_CHANGES else "")
 
 
 def line_of(text: str, setting: str) -> int | None:
@@ -179,3 +201,44 @@ def restore(current: Config, text: str, where: str = "the uploaded file") -> Res
         detail = str(e).removeprefix(f"{where}: ")
         raise ConfigFileError(f"{where}, line {line}: {detail}", e.setting) from None
     return Restore(new, tuple(kept), tuple(changed_names(current, new)))
+
+
+class RestoreError(Exception):
+    """A file was not restored; the message says why (nothing was changed)."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def backup_of(store: Any, now: float, version: str) -> tuple[str, str]:
+    """A backup of what `store` (a `ConfigStore`) saved: a file name (serial number and time) and the text."""
+    config = store.config
+    when = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    text = backup_text(config, store.render(config), version=version, when=when.strftime("%Y-%m-%d %H:%M UTC"))
+    serial = "".join(c for c in config.identity.serial_number if c.isalnum() or c in "-_") or "gateway"
+    return f"cmegw-{serial}-{when:%Y%m%d-%H%M}.toml", text
+
+
+def restore_file(store: Any, data: bytes, where: str = "the uploaded file") -> Restore:
+    """
+    Check a configuration file (`restore`) and make it `store`'s
+    configuration, saved in one step; `RestoreError` saying why otherwise.
+    """
+    if not data.strip():
+        raise RestoreError("the file is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise RestoreError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB; a configuration is far smaller")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RestoreError(f"the file is not UTF-8 text (byte {e.start}); use a cmegw.toml") from None
+    try:
+        result = restore(store.config, text, where)
+        if result.changed:
+            store.change(result.config)
+    except (ConfigFileError, ConfigError) as e:
+        raise RestoreError(str(e), e.setting) from None
+    except OSError as e:
+        raise RestoreError(f"the configuration could not be saved ({e})") from None
+    return result

@@ -12,17 +12,14 @@ keeping their current values.
 
 from __future__ import annotations
 
-import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 import cmegw
-from cmegw.config.backup import Restore, backup_text, restore, secret_names
-from cmegw.config.model import ConfigError
-from cmegw.config.store import ConfigFileError
+from cmegw.config.backup import MAX_FILE_BYTES, Restore, RestoreError, backup_of, restore_file, secret_names
 from cmegw.web import api
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.forms import Field, FormState, post_form, render_field, uploads
@@ -32,73 +29,22 @@ from cmegw.web.pages.widgets import Notice, button, card, kv_table
 PAGE_PATH = "/system/configuration"
 FILE_PATH = "/system/configuration/cmegw.toml"
 API_PATH = "/api/config/file"
-#: The largest configuration file accepted (bytes).
-MAX_FILE_BYTES = 1024 * 1024
-#: How many changed settings a notice names before it counts the rest.
-NAMED_CHANGES = 12
 UPLOAD_FIELD = Field("file", "Configuration file (cmegw.toml)", "file",
                      help="A backup downloaded above, or a cmegw.toml edited by hand.")
 
 
-class RestoreError(Exception):
-    """The uploaded file was not restored; the message says why (nothing was changed)."""
-
-    def __init__(self, message: str, setting: str | None = None) -> None:
-        super().__init__(message)
-        self.setting = setting
-
-
 def backup_file(admin: Admin) -> tuple[str, str]:
     """The download's file name and text: the saved configuration without its secrets."""
-    store = admin.gateway.store
-    config = store.config
-    now = datetime.datetime.fromtimestamp(admin.clock.seconds(), datetime.timezone.utc)
-    text = backup_text(config, store.render(config), version=cmegw.__version__,
-                       when=now.strftime("%Y-%m-%d %H:%M UTC"))
-    serial = "".join(c for c in config.identity.serial_number if c.isalnum() or c in "-_") or "gateway"
-    return f"cmegw-{serial}-{now:%Y%m%d-%H%M}.toml", text
+    return backup_of(admin.gateway.store, admin.clock.seconds(), cmegw.__version__)
 
 
 def apply_file(admin: Admin, data: bytes, where: str = "the uploaded file") -> Restore:
-    """
-    Check an uploaded configuration file and make it the configuration,
-    saved; `RestoreError` otherwise (its message names the file as `where`).
-    """
-    if not data.strip():
-        raise RestoreError("the file is empty")
-    if len(data) > MAX_FILE_BYTES:
-        raise RestoreError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB; a configuration is far smaller")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RestoreError(f"the file is not UTF-8 text (byte {e.start}); upload a cmegw.toml") from None
-    store = admin.gateway.store
-    try:
-        result = restore(store.config, text, where)
-        if result.changed:
-            store.change(result.config)
-    except (ConfigFileError, ConfigError) as e:
-        raise RestoreError(str(e), e.setting) from None
-    except OSError as e:
-        raise RestoreError(f"the configuration could not be saved ({e})") from None
-    return result
-
-
-def _names(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:NAMED_CHANGES])
-    return shown + (f" and {len(names) - NAMED_CHANGES} more" if len(names) > NAMED_CHANGES else "")
+    """`restore_file` into the gateway's store."""
+    return restore_file(admin.gateway.store, data, where)
 
 
 def restore_message(result: Restore, filename: str) -> Notice:
-    kept = f" Kept this gateway's: {_names(result.kept)}." if result.kept else ""
-    if not result.changed:
-        return Notice("info", f"{filename} holds the configuration in force: nothing changed.{kept}")
-    parts = [f"Restored from {filename} and saved: {len(result.changed)} settings changed."]
-    if result.applied_now:
-        parts.append(f"In force now: {_names(result.applied_now)}.")
-    if result.after_restart:
-        parts.append(f"After a restart: {_names(result.after_restart)} (restart on the System tab).")
-    return Notice("ok", " ".join(parts) + kept)
+    return Notice("ok" if result.changed else "info", result.summary(filename))
 
 
 def content(admin: Admin, request: IRequest, error: str = "") -> Tag:
