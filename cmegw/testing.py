@@ -170,6 +170,12 @@ class MemoryConfigStore:
         self.saved = self.config
         self.unsaved = False
 
+    def render(self, config: Config) -> str:
+        """The file's text of `config` (no comments: there is no file)."""
+        import tomlkit
+
+        return tomlkit.dumps(config.to_dict())
+
     def factory_reset(self) -> Config:
         from cmegw.config.store import factory_defaults
 

@@ -33,7 +33,11 @@ Listener = Callable[[Config, Config], None]
 
 
 class ConfigFileError(Exception):
-    """The configuration file cannot be read or is not valid."""
+    """The configuration file cannot be read or is not valid (`setting`: the one refused, if one was)."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def factory_defaults_text() -> str:
@@ -73,10 +77,19 @@ def parse_config(text: str, where: str) -> Config:
     Read a whole configuration file: valid TOML, every section of the
     factory defaults present, every setting valid, a user on ``/``.
     """
+    return config_from_data(read_toml(text, where), where)
+
+
+def read_toml(text: str, where: str) -> dict[str, Any]:
+    """The structure of a TOML text; `ConfigFileError` saying where it is not TOML (line and column)."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigFileError(f"{where} is not valid TOML: {e}") from None
+
+
+def config_from_data(data: dict[str, Any], where: str) -> Config:
+    """The checks of `parse_config` on a file's structure already read from TOML."""
     check_complete(data, where)
     try:
         config = Config.from_dict(data)
@@ -84,7 +97,7 @@ def parse_config(text: str, where: str) -> Config:
         check_root_directive(config)
         return config
     except ConfigError as e:
-        raise ConfigFileError(f"{where}, setting {e.setting}: {e}") from None
+        raise ConfigFileError(f"{where}, setting {e.setting}: {e}", e.setting) from None
 
 
 def _machine_serial() -> str:
@@ -247,6 +260,15 @@ class ConfigStore:
         """Write the current configuration to the file (the console's ``save``)."""
         self._write(self.config)
 
+    def render(self, config: Config) -> str:
+        """The file's text holding `config`, with the comments and order of the file as last read or saved."""
+        try:
+            doc = tomlkit.parse(self._text) if self._text else tomlkit.document()
+        except Exception:
+            doc = tomlkit.document()
+        _merge(doc, config.to_dict())
+        return tomlkit.dumps(doc)
+
     def _write(self, config: Config) -> None:
         if self.problem is not None:
             # The operator's broken file is kept for inspection beside the new one.
@@ -255,12 +277,7 @@ class ConfigStore:
                 os.replace(self.path, broken)
                 log.warn("The rejected configuration file was moved to {broken}", broken=str(broken))
             self.problem = None
-        try:
-            doc = tomlkit.parse(self._text) if self._text else tomlkit.document()
-        except Exception:
-            doc = tomlkit.document()
-        _merge(doc, config.to_dict())
-        text = tomlkit.dumps(doc)
+        text = self.render(config)
         parse_config(text, "the configuration about to be saved")  # never write what would not load
         atomic_write(self.path, text)
         atomic_write(self.last_good_path, text)

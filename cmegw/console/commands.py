@@ -43,7 +43,7 @@ BUILT_IN = (status_commands, config_commands, system_commands)
 
 #: Modules that add their commands to `COMMANDS` when imported; one that does not exist is skipped.
 EXTENSIONS: tuple[str, ...] = ("cmegw.console.mbus_commands", "cmegw.console.trace_commands",
-                               "cmegw.console.readout_commands")
+                               "cmegw.console.readout_commands", "cmegw.console.backup_commands")
 
 
 # -- extensions ------------------------------------------------------------------------------

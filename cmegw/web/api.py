@@ -273,7 +273,7 @@ def save(admin: Admin, new: Config) -> None:
 # -- routes ---------------------------------------------------------------------------------
 
 ENDPOINTS = [
-    "GET /api/status", "GET /api/config", "GET /api/stats", "GET /api/settings",
+    "GET /api/status", "GET /api/config", "GET|PUT /api/config/file", "GET /api/stats", "GET /api/settings",
     "GET /api/settings/NAME", "PUT|POST /api/settings", "PUT /api/settings/NAME",
     "GET /api/auth", "POST /api/auth/directives", "PUT /api/auth/directives",
     "DELETE /api/auth/directives?uri=URI", "POST /api/auth/users", "DELETE /api/auth/users?uri=URI&name=NAME",

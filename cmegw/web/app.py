@@ -22,6 +22,7 @@ from twisted.web.resource import IResource
 from cmegw.web import api, api_readout
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.forms import CsrfGuard
+from cmegw.web.pages import backup as pages_backup
 from cmegw.web.pages import http as pages_http
 from cmegw.web.pages import meters as pages_meters
 from cmegw.web.pages import network as pages_network
@@ -104,7 +105,7 @@ def build_app(admin: Admin) -> Klein:
         return failure
 
     for module in (pages_status, pages_network, pages_tcpip, pages_tunnel_tls, pages_serial, pages_meters,
-                   pages_readouts, pages_http, pages_system, api, api_readout, pages_ops):
+                   pages_readouts, pages_http, pages_system, pages_backup, api, api_readout, pages_ops):
         module.routes(app, admin)
     return app
 

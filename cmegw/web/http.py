@@ -112,7 +112,8 @@ def _headers_size(version: bytes, code: bytes, reason: bytes, headers: Any) -> i
 #: only one such body at a time per site (another admitted one is answered 503
 #: until it is done): nobody can fill memory or disk with parallel uploads.
 UPLOAD_PATHS = frozenset({b"/system/update", b"/api/update", b"/http/certificate", b"/api/http/certificate",
-                          b"/tcpip/tls", b"/api/tunnels/tls", b"/readouts/import", b"/api/readout/meters.csv"})
+                          b"/tcpip/tls", b"/api/tunnels/tls", b"/readouts/import", b"/api/readout/meters.csv",
+                          b"/system/configuration", b"/api/config/file"})
 UPLOAD_MAX_BYTES = 64 * 1024 * 1024
 UPLOAD_TIMEOUT = 300
 

@@ -46,6 +46,8 @@ from cmegw.web.pages.widgets import Notice, button, card, kv_table
 
 log = Logger(namespace="cmegw.web.system")
 
+#: The System section's tabs (the backup tab is cmegw.web.pages.backup's).
+TABS = (("Software", "/system"), ("Configuration backup", "/system/configuration"))
 #: Seconds between the answer to a restart and the restart itself.
 RESTART_DELAY = 1.0
 #: The largest wheel accepted.
@@ -298,7 +300,8 @@ def waiting_page(admin: Admin, request: IRequest, title: str, text: Any, fallbac
         tags.p(text), tags.p("This page goes to the ", tags.a("Status page", href="/status"),
                              " once the gateway answers again.", id="restart-progress", class_="muted"),
         id="restart", **{"data-boot": boot or boot_id(admin), "data-limit": str(POLL_LIMIT)}, class_="waiting"))
-    return admin.page(request, section="system", title="System", content=content, head=head, active="/system")
+    return admin.page(request, section="system", title="System", content=content, head=head, active="/system",
+                      tabs=TABS)
 
 
 def system_content(admin: Admin, request: IRequest, update_errors: dict[str, str] | None = None,
@@ -351,7 +354,7 @@ def routes(app: Klein, admin: Admin) -> None:
     route = PageRoutes(app, admin)
     def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
         return admin.page(request, section="system", title="System", content=content, code=code, notice=notice,
-                          active="/system", head=tags.meta(**{"http-equiv": "refresh", "content": "5"})
+                          tabs=TABS, active="/system", head=tags.meta(**{"http-equiv": "refresh", "content": "5"})
                           if admin.updater is not None and admin.updater.busy else "")
 
     @route.get("/system")

@@ -57,7 +57,10 @@ def content(admin: Admin, request: IRequest, errors: dict[int, dict[str, str]] |
                          tags.div(button("Upload and use"),
                                   tags.span("Only the files chosen change. Applies at once.", class_="applies"),
                                   class_="actions"), multipart=True, class_="settings", novalidate="novalidate")
-        cards.append(card(f"Tunnel {n} (line {n})", current, form, id=f"tunnel-{n}"))
+        cards.append(card(f"Tunnel {n} (line {n})", tags.div(
+            tags.div(tags.h3("Files in use"), current, class_="tls-current"),
+            tags.div(tags.h3("Upload new files"), form, class_="tls-upload"), class_="tls-files"),
+            id=f"tunnel-{n}", wide=True))
     if not cards:
         cards.append(card("No tunnels", tags.p("No tunnel is configured.")))
     return tags.div(*cards, class_="cards")
