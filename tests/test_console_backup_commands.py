@@ -44,7 +44,7 @@ class ConfigBackupCommandTests(CommandTestMixin, TestCase):
         text = self.text("config export").replace("baud_rate = 2400", "baud_rate = 1234")
         said = self.paste(text)
         self.assertIn("config import: nothing was changed: the pasted file, line ", said)
-        self.assertIn("line.1.baud_rate: 1234 is not allowed", said)
+        self.assertIn("setting line.1.baud_rate: Baud rate of line 1: 1234 is not allowed", said)
         self.assertIn("is incomplete", self.paste("[line.1]\nbaud_rate = 300"))
         self.assertIs(self.gateway.store.config, before)
 

@@ -222,7 +222,7 @@ class LayoutTests(unittest.TestCase):
 
         before = config_file.read_bytes()
         refused = self.upload(page, backup.replace("baud_rate = 2400", "baud_rate = 1234"), ".notice-error")
-        self.assertIn("line.1.baud_rate: 1234 is not allowed", refused)
+        self.assertIn("setting line.1.baud_rate: Baud rate of line 1: 1234 is not allowed", refused)
         self.assertIn("cmegw.toml, line ", refused)
         self.shoot(page, "desktop-refused")
         self.assertEqual(config_file.read_bytes(), before, "a refused file changes nothing")
