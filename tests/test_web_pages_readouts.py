@@ -291,14 +291,18 @@ class MeterPageTests(ReadoutWebCase):
         self.assertEqual(response.code, 200)
         text = text_of(page)
         self.assertIn("<h1>Meter heat-1</h1>", page)
-        for label, value in (("Manufacturer", "KAM"), ("Identification", "12345678"), ("Medium", "Heat: Outlet"),
+        for label, value in (("Manufacturer", "Kamstrup (KAM)"), ("Identification", "12345678"), ("Medium", "Heat: Outlet"),
                              ("Version", "25 (0x19)"), ("Secondary address", "12345678-KAM-19-04"),
                              ("Name", "Flat 3 heat"), ("Read every", "15m"), ("Alarm", "no"),
                              ("Meter's status", "ok")):
             self.assertIn(f"{label} {value}", text)
         self.assertIn(f"Energy {KWH} Volume {M3} Flow temperature 68.43 °C", text, "the main registers first")
-        self.assertIn("<details><summary>Every record as decoded (14)</summary>", page)
-        self.assertIn("<details><summary>Other values", page)
+        self.assertRegex(page, r"<details[^>]*><summary>Every record as decoded \(14\)</summary>")
+        self.assertRegex(page, r"<details[^>]*><summary>Other values")
+        self.assertIn("Read 2024-03-12 14:23:00 (2 min ago), reading 17 · meter's clock 2024-03-12 14:23:00 "
+                      "(in step with the gateway)", text)
+        self.assertIn("On time 759 days", text, "durations in days, not seconds")
+        self.assertIn('href="/static/readings.css"', page)
 
     def test_charts(self) -> None:
         _, page = self.get("/readouts/heat-1?range=24h")
