@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import attrs
 
@@ -238,6 +238,23 @@ def local_time(when: float | None, never: str = "—") -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
+def span_text(seconds: float) -> str:
+    """A time span in its two largest units: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def age_text(seconds: float) -> str:
+    """How long ago, in words: ``just now``, ``45 s ago``, ``12 min ago``, ``3 h 5 min ago``, ``2 d 4 h ago``."""
+    return "just now" if seconds < 5 else f"{span_text(seconds)} ago"
+
+
 def identity_rows(decoded: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Who the meter is, as (label, text): only what the reading says."""
     info = decoded.get("meter") or {}
@@ -327,7 +344,3 @@ def reading_view(decoded: Mapping[str, Any], read_time: float | None = None) -> 
         records=record_table(decoded),
     )
 
-
-def register_lines(found: Sequence[Register]) -> list[tuple[str, str]]:
-    """(label, value with unit) of registers."""
-    return [(r.label, r.text) for r in found]

@@ -13,8 +13,7 @@ from typing import Any, Iterable
 
 from twisted.web.template import Tag, tags
 
-from cmegw.readout.views import ReadingView, local_time
-from cmegw.web.pages.readout_views import age_text
+from cmegw.readout.views import ReadingView, age_text, local_time
 from cmegw.web.pages.widgets import grid_table, kv_table
 
 #: The tables' own styles (wrapping and alignment of the record detail), linked in the pages' head.

@@ -36,6 +36,7 @@ from cmegw.readout.views import (  # noqa: F401 (the pages' names for them)
     main_registers,
     status_flags,
     _is_main,
+    age_text,
     local_time,
     manufacturer_text,
     version_text,
@@ -49,20 +50,6 @@ METER_FIELDS = ("line", "address", "name", "interval", "enabled")
 
 
 # -- times ----------------------------------------------------------------------------------------
-
-
-def age_text(seconds: float) -> str:
-    """How long ago, in words: ``just now``, ``45 s ago``, ``12 min ago``, ``3 h 5 min ago``, ``2 d 4 h ago``."""
-    s = max(0, int(seconds))
-    if s < 5:
-        return "just now"
-    if s < 60:
-        return f"{s} s ago"
-    if s < 3600:
-        return f"{s // 60} min ago"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min ago"
-    return f"{s // 86400} d {s % 86400 // 3600} h ago"
 
 
 def iso_utc(when: float) -> str:
