@@ -103,6 +103,7 @@ class MeterTests(TestCase):
         self.assertEqual(table.rows[1], ("2", "Energy", f"48{views.GROUP}213{views.GROUP}000", "Wh", "0", ""))
         self.assertEqual(table.rows[2][3], "m³/h")
         self.assertEqual(table.rows[0][2], "71234567", "a number without a unit is not grouped")
+        self.assertEqual(table.rows[5][2], "2024-03-12 14:23:00", "times as the other times are written")
         both = views.record_table({"records": [ENERGY, TARIFF, {**FLOW, "function": "Maximum value"}]})
         self.assertEqual(both.header, ("#", "Description", "Value", "Unit", "Function", "Tariff"))
 

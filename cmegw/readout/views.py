@@ -284,7 +284,7 @@ def _decoded_value(row: Mapping[str, Any]) -> str:
         return "—"
     if is_number(value) and unit:
         return group_digits(value, max(0, -int(row.get("scale") or 0)) if isinstance(value, float) else 0)
-    return str(value)
+    return str(value).replace("T", " ") if _is_time_point(row) else str(value)
 
 
 #: (column, what of a row it shows, shown only where some row is not this).
