@@ -12,7 +12,7 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 from tests.support import GatewayProcess, free_port, require_program
-from tests.test_console_real import LOOPBACK_WEB, PROMPT, spawn
+from tests.test_console_real import LOOPBACK_WEB, PROMPT, telnet_login
 
 
 class ReadingsOverTelnetTests(TestCase):
@@ -31,13 +31,7 @@ class ReadingsOverTelnetTests(TestCase):
         return child.before.replace("\r\n", "\n")
 
     def test_read_as_the_meter_shows_it(self):
-        child = spawn(self.telnet, ["127.0.0.1", str(self.console_port)])
-        self.addCleanup(child.close, force=True)
-        child.expect("login: ")
-        child.send("admin\r")
-        child.expect("Password: ")
-        child.send("admin\r")
-        child.expect(PROMPT)
+        child = telnet_login(self, self.telnet, self.console_port)
 
         text = self.command(child, "mbus read 1")
         for expected in (r"Meter at primary address 1 \(1 telegram\)", r"Manufacturer\s+Kamstrup \(KAM\)\n",

@@ -16,7 +16,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from tests.support import GatewayProcess, free_port
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, STEP_TIMEOUT, _playwright
+from tests.test_web_browser import STEP_TIMEOUT, _playwright, launch_chromium
 
 #: True once heat-1 has a reading (asked of the JSON API, as the page's own reload runs on the POST URL).
 READ = ("async () => { const r = await fetch('/api/readout/meters/heat-1');"
@@ -28,7 +28,7 @@ ENERGY = re.compile(r"48[\u202f\u00a0 ]213 kWh")
 
 class ReadingsBrowserTests(unittest.TestCase):
     def setUp(self) -> None:
-        sync_playwright = _playwright()
+        _playwright()  # skips before anything starts when Chromium or Playwright is missing
         self.folder = Path(self.mktemp()).resolve()
         (self.folder / "gw").mkdir(parents=True)
         self.http = free_port()
@@ -39,10 +39,7 @@ class ReadingsBrowserTests(unittest.TestCase):
             "--config", str(self.folder / "gw" / "cmegw.toml")])
         self.addCleanup(self.gateway.stop)
         self.gateway.start(wait_ports=[self.http])
-        self.playwright = sync_playwright().start()
-        self.addCleanup(self.playwright.stop)
-        self.browser = self.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        self.addCleanup(self.browser.close)
+        self.browser = launch_chromium(self, _playwright())
 
     def page(self, size: str):
         context = self.browser.new_context(http_credentials={"username": "admin", "password": "admin"},
