@@ -52,7 +52,8 @@ class MbusCommandTests(TestCase):
         self.assertRegex(text, r"Primary\s+Ident")
         self.assertEqual(self.printed[0], "Scanning line 1 by primary address; Ctrl-C stops.")
         self.assertIn("  found: primary 10, secondary 41520063-ELS-08-03", self.printed)
-        self.assertRegex(text, r"5\s+30405060\s+ABB\s+20\s+Electricity")
+        self.assertRegex(text, r"5\s+30405060\s+ABB\s+32 \(0x20\)\s+Electricity")
+        self.assertRegex(text, r"1\s+12345678\s+Kamstrup \(KAM\)\s+25 \(0x19\)\s+Heat: Outlet")
         self.assertTrue(any(p.strip().startswith("50%") for p in self.printed), self.printed)
         status = self.text("mbus")
         self.assertIn("last primary scan: 4 meters", status)
@@ -83,9 +84,21 @@ class MbusCommandTests(TestCase):
 
     def test_read(self) -> None:
         text = self.text("mbus read 10")
-        self.assertIn("Meter at primary address 10: primary 10, secondary 41520063-ELS-08-03, Gas", text)
-        self.assertIn("2 telegram(s), 15 records", text)
-        self.assertRegex(text, r"3214\.56\s+m\^3\s+Volume")
+        lines = text.splitlines()
+        self.assertEqual(lines[0], "Meter at primary address 10 (2 telegrams)")
+        for expected in (r"Manufacturer\s+Elster \(ELS\)\n", r"Version\s+8 \(0x08\)\n",
+                         r"Secondary address\s+41520063-ELS-08-03\n", r"Medium\s+Gas\n",
+                         r"\nRead \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(just now\); meter's clock 2024-03-12 14:23:00",
+                         r"\n  Volume\s+3 214\.56 m³\n  Volume flow\s+0\.562 m³/h\n",
+                         r"Operating time\s+1 630 days", r"\(15 records as decoded: add 'records'"):
+            self.assertRegex(text, expected)
+        self.assertNotIn("m^3", text)
+        detail = self.text("mbus read 10 records")
+        self.assertRegex(detail, r"Every record as decoded \(15\)\n  #\s+Description\s+Value\s+Unit\s+Function\s+"
+                                 r"Storage\s+Time\n")
+        self.assertRegex(detail, r"\n  2\s+Volume\s+3 214\.56\s+m³\s+instantaneous\s+0\s+2024-03-12 14:23:00\n")
+        self.assertIn("'2 records' is one argument too many; use mbus read ADDRESS [LINE] [records]",
+                      self.text("mbus read 10 1 2 records"))
         text = self.text("mbus read 12345678-KAM-19-04")
         self.assertIn("Meter at secondary address 12345678-KAM-19-04", text)
 

@@ -130,21 +130,29 @@ class ShowMeterTests(ReadoutCommandCase):
         text = self.text("show meter heat-1")
         self.assertTrue(text.startswith("Meter heat-1\n"), text)
         for expected in (r"Name\s+Flat 3 heat", r"Address\s+12345678-KAM-19-04",
-                         r"Meter\s+KAM 12345678, version 25, Heat: Outlet", r"Read every\s+15m\n",
+                         r"Meter\s+Kamstrup \(KAM\) 12345678, version 25 \(0x19\), Heat: Outlet", r"Read every\s+15m\n",
                          r"Next read\s+2024-03-12 14:30:00", r"Last good reading\s+2024-03-12 14:23:00 \(reading 17\)",
                          r"Alarm\s+no\n", r"Last error\s+-", r"Meter's status\s+ok",
                          r"Reads\s+12 \(0 failed, 0 missed"):
             self.assertRegex(text, expected)
-        page = text.split("Last reading (2024-03-12 14:23:00)\n", 1)[1].splitlines()
-        self.assertRegex(page[0], r"^  Energy\s+48 213 kWh$", "the counters first")
-        self.assertRegex(page[1], r"^  Volume\s+1 234\.56 m³$")
+        page = text.split("Last reading\n", 1)[1].splitlines()
+        self.assertEqual(page[0], "Read 2024-03-12 14:23:00 (2 min ago), reading 17; "
+                                  "meter's clock 2024-03-12 14:23:00 (in step with the gateway)")
+        self.assertRegex(page[1], r"^  Energy\s+48 213 kWh$", "the counters first")
+        self.assertRegex(page[2], r"^  Volume\s+1 234\.56 m³$")
         self.assertRegex(text, r"Flow temperature\s+68\.43 °C")
         self.assertRegex(text, r"Power\s+12\.30 kW")
         self.assertRegex(text, r"Volume flow\s+0\.387 m³/h")
         self.assertRegex(text, r"Power \(maximum\)\s+25\.40 kW")
         self.assertRegex(text, r"Energy \(stored 1, 2023-12-31\)\s+41 007 kWh")
-        self.assertRegex(text, r"On time\s+18 210 h")
-        self.assertRegex(text, r"Fabrication No\s+71234567\n", "numbers are not grouped")
+        self.assertRegex(text, r"On time\s+759 days")
+        self.assertRegex(text, r"Fabrication number\s+71234567\n", "numbers are not grouped")
+        self.assertNotIn("Description", text, "the records only when asked")
+        self.assertIn("(14 records as decoded: add 'records' to the command)", text)
+        detail = self.text("show meter heat-1 records").split("Every record as decoded (14)\n", 1)[1].splitlines()
+        self.assertRegex(detail[0], r"^  #\s+Description\s+Value\s+Unit\s+Function\s+Storage\s+Time$",
+                         "the description first; no scale, tariff or subunit of zeros")
+        self.assertRegex(detail[2], r"^  2\s+Energy\s+48 213 000\s+Wh\s+instantaneous\s+0\s+2024-03-12 14:23:00$")
         self.assertLess(text.index("Flow temperature"), text.index("Energy (stored 1"), "current values first")
 
     def test_electricity_tariffs_and_phases(self) -> None:
@@ -164,7 +172,7 @@ class ShowMeterTests(ReadoutCommandCase):
         self.assertRegex(text, r"Last error\s+the meter at address 2 did not answer \(4 tries\)")
         self.assertRegex(text, r"Meter's status\s+power low, temporary error")
         self.assertRegex(text, r"Read every\s+1h \(the readout default\)")
-        self.assertRegex(text, r"Meter\s+SEN 22110033, version 102, Cold water")
+        self.assertRegex(text, r"Meter\s+Sensus \(SEN\) 22110033, version 102 \(0x66\), Cold water")
 
     def test_show_meter_never_read(self) -> None:
         text = self.text("show meter gas-10")

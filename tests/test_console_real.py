@@ -39,6 +39,19 @@ def spawn(program: str, args: list[str]) -> "pexpect.spawn":
     return child
 
 
+def telnet_login(testcase: TestCase, telnet: str, port: int) -> "pexpect.spawn":
+    """A telnet client logged in as admin at the prompt, closed at the end of `testcase`."""
+    child = spawn(telnet, ["127.0.0.1", str(port)])
+    testcase.addCleanup(child.close, force=True)
+    child.expect("login: ")
+    child.send("admin\r")
+    child.expect("Password: ")
+    child.send("admin\r")
+    child.expect("Logged in as admin")
+    child.expect(PROMPT)
+    return child
+
+
 class ConsoleProcessTests(TestCase):
     """telnet against a real gateway on a pty line."""
 
@@ -57,15 +70,7 @@ class ConsoleProcessTests(TestCase):
         self.gw.start([self.console_port, self.tunnel_port])
 
     def login(self) -> "pexpect.spawn":
-        child = spawn(self.telnet, ["127.0.0.1", str(self.console_port)])
-        self.addCleanup(child.close, force=True)
-        child.expect("login: ")
-        child.send("admin\r")
-        child.expect("Password: ")
-        child.send("admin\r")
-        child.expect("Logged in as admin")
-        child.expect(PROMPT)
-        return child
+        return telnet_login(self, self.telnet, self.console_port)
 
     def command(self, child: "pexpect.spawn", line: str) -> str:
         child.send(line + "\r")

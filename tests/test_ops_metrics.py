@@ -32,10 +32,11 @@ from cmegw.ops.metrics import GatewayCollector, metrics_resource, registry_for
 from cmegw.service import GatewayService, Overrides
 from cmegw.config.model import Config
 from cmegw.readout.reading import TARGET_CONNECTED, TARGET_DOWN, TargetStatus
+from cmegw.mbus.arbiter import ArbiterStatistics
 from cmegw.state import BusView
 from cmegw.testing import FakeReadout, fake_state
 from cmegw.web.http import HttpStatistics
-from tests.support import open_pty
+from tests.support import local_time_in_utc, open_pty
 
 try:
     import meterbus
@@ -307,26 +308,67 @@ class GraphTests(TestCase):
                                                        completed_accepts=0, completed_connects=0, state="waiting"))
         line = SimpleNamespace(stats=SimpleNamespace(parity_errors=0, framing_errors=None, overrun_errors=0,
                                                      buffer_errors=0, rx_breaks=None))
+        arbiter = SimpleNamespace(stats=ArbiterStatistics())
         clock = task.Clock()
-        return fake_state(clock, tunnels={1: tunnel}, lines={1: line.stats}), clock
+        bus = {1: BusView(1, SimpleNamespace(arbiter=arbiter))}
+        return fake_state(clock, tunnels={1: tunnel}, lines={1: line.stats}, bus=bus), clock
 
-    def test_samples(self):
-        gateway, clock = self.gateway()
+    def started(self, gateway):
+        """A sampler of `gateway` started (stopped at the end of the test), and its history."""
         history = graphs.History()
         sampler = graphs.GraphSampler(gateway, history)
         sampler.startService()
         self.addCleanup(sampler.stopService)
+        return history
+
+    def test_samples(self):
+        gateway, clock = self.gateway()
+        history = self.started(gateway)
         gateway.tunnels[1].stats.octets_from_serial = 1000
         gateway.tunnels[1].stats.completed_accepts = 1
         gateway.tunnels[1].stats.state = "connected"
         gateway.lines[1].parity_errors = 3
         clock.advance(graphs.SAMPLE_INTERVAL)
         self.assertEqual(history.series("tunnel1.to_network"), [(10.0, 100.0)])
-        self.assertEqual(history.series("tunnel1.connections"), [(10.0, 1)])
+        self.assertEqual(history.series("tunnel1.connections"), [(10.0, 6.0)], "per minute")
         self.assertEqual(history.series("tunnel1.connected"), [(10.0, 1)])
-        self.assertEqual(history.series("line1.errors"), [(10.0, 3)])
+        self.assertEqual(history.series("line1.errors"), [(10.0, 18.0)], "per minute")
         clock.advance(graphs.SAMPLE_INTERVAL)
         self.assertEqual(history.series("tunnel1.to_network")[-1], (20.0, 0.0))
+
+    def test_bus_samples(self):
+        """The bus of each line: transactions, silent and garbled answers per minute, busy time in percent."""
+        gateway, clock = self.gateway()
+        history = self.started(gateway)
+        stats = gateway.bus[1].stats
+        stats.transactions, stats.answered, stats.silent = 5, 2, 2
+        stats.garbled, stats.invalid, stats.truncated = 0, 1, 0
+        stats.busy_time = 2.5
+        clock.advance(graphs.SAMPLE_INTERVAL)
+        self.assertEqual(history.series("bus1.transactions"), [(10.0, 30.0)])
+        self.assertEqual(history.series("bus1.silent"), [(10.0, 12.0)])
+        self.assertEqual(history.series("bus1.garbled"), [(10.0, 6.0)])
+        self.assertEqual(history.series("bus1.busy"), [(10.0, 25.0)])
+        self.assertIn("bus1.transactions", [s.key for s in graphs.gateway_series(gateway, tunnels=False)])
+        self.assertNotIn("tunnel1.to_line", [s.key for s in graphs.gateway_series(gateway, tunnels=False)])
+
+    @inlineCallbacks
+    def test_bus_chart_has_axes_times_and_a_legend(self):
+        history = graphs.History()
+        for i in range(60):
+            history.add(3600 + i * 10, {"bus1.transactions": 12.0, "bus1.silent": float(i % 3), "bus1.garbled": 0.0})
+        local_time_in_utc(self)
+        series = graphs.bus_series(1)[0]
+        svg = (yield flattenString(None, graphs.chart(series, history, end=4200.0))).decode()
+        labels = re.findall(r'class="chart-label"[^>]*>([^<]*)</text>', svg)
+        self.assertEqual([l for l in labels if ":" in l], ["00:15", "00:30", "00:45", "01:00"], "times on the time axis")
+        
+        self.assertEqual([l for l in labels if l.isdigit()], ["0", "5", "10", "15"], "values on the value axis")
+        self.assertEqual([label for label in labels if label in ("all", "silent", "garbled")],
+                         ["all", "silent", "garbled"], "a legend of the three lines")
+        self.assertIn(">per min</text>", svg)
+        self.assertEqual(svg.count("<polyline"), 3)
+        self.assertIn("<title>Line 1: bus transactions: all: now 12 per min", svg)
 
     def test_counter_reset(self):
         gateway, clock = self.gateway()
@@ -341,10 +383,7 @@ class GraphTests(TestCase):
 
     def test_bounded_to_an_hour(self):
         gateway, clock = self.gateway()
-        history = graphs.History()
-        sampler = graphs.GraphSampler(gateway, history)
-        sampler.startService()
-        self.addCleanup(sampler.stopService)
+        history = self.started(gateway)
         clock.pump([graphs.SAMPLE_INTERVAL] * (graphs.SAMPLES * 3))
         self.assertEqual(len(history.times), graphs.SAMPLES)
         self.assertEqual(len(history.values["tunnel1.to_line"]), graphs.SAMPLES)
@@ -363,10 +402,11 @@ class GraphTests(TestCase):
         for i in range(30):
             history.add(1000 + i * 10, {"tunnel1.to_network": float(i % 7)})
         series = graphs.tunnel_series(1)[0]
-        svg = (yield flattenString(None, graphs.chart(series, history.series(series.key)))).decode()
+        svg = (yield flattenString(None, graphs.chart(series, history))).decode()
         self.assertTrue(svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"'), svg[:80])
         self.assertIn("<polyline", svg)
-        self.assertIn("stroke-width=\"1.5\"", svg)
+        self.assertIn('class="chart-axis"', svg)
+        self.assertIn(">B/s</text>", svg, "the unit on the value axis")
         self.assertNotIn("<script", svg)
         text = graphs.figures_text(history.series(series.key), "B/s")
         self.assertEqual(text, "now 1 B/s, highest 6 B/s, average 2.8 B/s over 5 min")
@@ -379,6 +419,8 @@ class GraphTests(TestCase):
         self.assertIn("no samples yet", html)
         self.assertIn("Tunnel 1: line to network", html)
         self.assertIn("Line 1: errors", html)
+        self.assertIn("Line 1: bus transactions", html)
+        self.assertIn("Line 1: bus busy", html)
 
 
 class DashboardTests(GatewayCase):

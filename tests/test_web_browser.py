@@ -38,6 +38,15 @@ def _playwright() -> Any:
     return sync_playwright
 
 
+def launch_chromium(testcase: unittest.TestCase, sync_playwright: Any) -> Any:
+    """Headless Chromium under Playwright, closed and stopped at the end of `testcase`."""
+    playwright = sync_playwright().start()
+    testcase.addCleanup(playwright.stop)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    testcase.addCleanup(browser.close)
+    return browser
+
+
 class BrowserTests(unittest.TestCase):
     def setUp(self) -> None:
         sync_playwright = _playwright()
@@ -54,10 +63,7 @@ class BrowserTests(unittest.TestCase):
             "--device", device, "--config", str(self.folder / "gw" / "cmegw.toml")])
         self.addCleanup(self.gateway.stop)
         self.gateway.start(wait_ports=[self.http])
-        self.playwright = sync_playwright().start()
-        self.addCleanup(self.playwright.stop)
-        self.browser = self.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        self.addCleanup(self.browser.close)
+        self.browser = launch_chromium(self, sync_playwright)
         self.context = self.browser.new_context(http_credentials={"username": "admin", "password": "admin"},
                                                 viewport={"width": 1280, "height": 900})
         self.page = self.context.new_page()

@@ -54,30 +54,6 @@ class ViewTests(ReadoutWebCase):
 
 
 class ChartTests(ReadoutWebCase):
-    def test_value_ticks_are_round(self) -> None:
-        ticks, decimals = charts.value_ticks(48213.0, 48391.0)
-        self.assertEqual((ticks[0], ticks[-1], decimals), (48200.0, 48400.0, 0))
-        self.assertLessEqual(len(ticks), 6)
-        ticks, decimals = charts.value_ticks(0.12, 0.87)
-        self.assertEqual(decimals, 1)
-        ticks, _ = charts.value_ticks(5.0, 5.0)
-        self.assertLess(ticks[0], 5.0)
-        self.assertGreater(ticks[-1], 5.0)
-
-    def test_time_ticks(self) -> None:
-        day = charts.time_ticks(T0 - 86400, T0)
-        self.assertEqual([label for _, label in day], ["18:00", "00:00", "06:00", "12:00"])
-        week = charts.time_ticks(T0 - 7 * 86400, T0)
-        self.assertEqual(week[0][1], "03-06")
-        self.assertTrue(all(T0 - 7 * 86400 <= t <= T0 for t, _ in week))
-
-    def test_reduce_points_keeps_the_extremes(self) -> None:
-        points = [(float(i), float(i % 97)) for i in range(10000)]
-        reduced = charts.reduce_points(points, 600)
-        self.assertLessEqual(len(reduced), 620)
-        self.assertEqual(max(v for _, v in reduced), 96.0)
-        self.assertEqual(reduced, sorted(reduced))
-
     def test_series_per_register(self) -> None:
         kept = [reading("heat-1", 1, when=T0 - 3600 * i, id=i) for i in range(3, 0, -1)]
         kept.insert(1, StoredReading(99, "heat-1", T0 - 7000, False, error="no answer"))
@@ -291,14 +267,18 @@ class MeterPageTests(ReadoutWebCase):
         self.assertEqual(response.code, 200)
         text = text_of(page)
         self.assertIn("<h1>Meter heat-1</h1>", page)
-        for label, value in (("Manufacturer", "KAM"), ("Identification", "12345678"), ("Medium", "Heat: Outlet"),
+        for label, value in (("Manufacturer", "Kamstrup (KAM)"), ("Identification", "12345678"), ("Medium", "Heat: Outlet"),
                              ("Version", "25 (0x19)"), ("Secondary address", "12345678-KAM-19-04"),
                              ("Name", "Flat 3 heat"), ("Read every", "15m"), ("Alarm", "no"),
                              ("Meter's status", "ok")):
             self.assertIn(f"{label} {value}", text)
         self.assertIn(f"Energy {KWH} Volume {M3} Flow temperature 68.43 °C", text, "the main registers first")
-        self.assertIn("<details><summary>Every record as decoded (14)</summary>", page)
-        self.assertIn("<details><summary>Other values", page)
+        self.assertRegex(page, r"<details[^>]*><summary>Every record as decoded \(14\)</summary>")
+        self.assertRegex(page, r"<details[^>]*><summary>Other values")
+        self.assertIn("Read 2024-03-12 14:23:00 (2 min ago), reading 17 · meter's clock 2024-03-12 14:23:00 "
+                      "(in step with the gateway)", text)
+        self.assertIn("On time 759 days", text, "durations in days, not seconds")
+        self.assertIn('href="/static/readings.css"', page)
 
     def test_charts(self) -> None:
         _, page = self.get("/readouts/heat-1?range=24h")

@@ -59,6 +59,27 @@ class SerialFormTests(PagesTestBase):
         self.assertEqual(response.code, 400)
         self.assertIn("use a number from 0 to 5 seconds", body)
 
+    def test_bus_graphs_with_axes(self) -> None:
+        """The statistics page graphs each line's bus (the arbiter's counters) beside its errors."""
+        from types import SimpleNamespace
+
+        from cmegw.mbus.arbiter import ArbiterStatistics
+        from cmegw.state import BusView
+
+        self.gateway.state.bus = {1: BusView(1, SimpleNamespace(arbiter=SimpleNamespace(stats=ArbiterStatistics())))}
+        now = self.gateway.state.clock.seconds()
+        for i in range(6):
+            self.gateway.state.history.add(now - 50 + 10 * i, {"bus1.transactions": 30.0, "bus1.silent": 6.0,
+                                                               "bus1.garbled": 0.0, "bus1.busy": 40.0})
+        _, body = yield self.get("/serial")
+        transactions = body[body.index('id="graph-bus1-transactions"'):]
+        transactions = transactions[:transactions.index("</figure>")]
+        self.assertEqual(transactions.count('class="chart-axis"'), 2, "a value axis and a time axis")
+        self.assertEqual(transactions.count("<polyline"), 3, "all, silent and garbled answers")
+        self.assertIn(">per min</text>", transactions)
+        self.assertIn("all: now 30 per min", transactions)
+        self.assertIn("Line 1: bus busy</strong>: now 40 % of the time", body)
+
     @defer.inlineCallbacks
     def test_unknown_line(self) -> None:
         response, _ = yield self.post("/serial/configuration", {"_group": "7", "line.7.baud_rate": "300"})

@@ -16,7 +16,9 @@ from cmegw.config.model import ConfigError
 from cmegw.config.readout import check_interval
 from cmegw.console.framework import COMMANDS, Arguments, Reply, Result, Session, columns, number_argument
 from cmegw.mbus.master import MeterError, ScanRunning, parse_meter_address
+from cmegw.console.readings import RECORDS, identity_lines, reading_lines, wants_records
 from cmegw.mbus.results import SCAN_RUNNING, MeterInfo, Reading, Scan
+from cmegw.readout import views
 from cmegw.state import BusView
 
 #: A scan prints a progress line each time it has covered this much more of its range.
@@ -44,10 +46,10 @@ def _kind_then_line(session: Session, words: list[str]) -> list[str]:
 
 
 def meter_lines(found: list[MeterInfo]) -> list[str]:
-    rows = [(str(m.primary) if m.primary is not None else "-", m.identification or "-", m.manufacturer or "-",
-             f"{m.version:02X}" if m.version is not None else "-",
+    rows = [(str(m.primary) if m.primary is not None else "-", m.identification or "-",
+             views.manufacturer_text(m.manufacturer) or "-", views.version_text(m.version) or "-",
              f"{m.medium_name}" if m.medium is not None else "-") for m in found]
-    return columns(("Primary", "Ident", "Man.", "Ver.", "Medium"), rows)
+    return columns(("Primary", "Ident", "Manufacturer", "Version", "Medium"), rows)
 
 
 def scan_report(scan: Scan) -> str:
@@ -63,18 +65,12 @@ def scan_report(scan: Scan) -> str:
     return "\n".join(lines)
 
 
-def reading_report(reading: Reading) -> str:
-    meter = reading.meter
-    lines = [f"Meter at {reading.address}: primary {meter.primary}, "
-             + (f"secondary {meter.secondary}, {meter.medium_name}" if meter.secondary else "no secondary address")
-             + f"; {len(reading.telegrams)} telegram(s), {len(reading.records)} records"]
-    rows = []
-    for number, row in enumerate(reading.rows(), 1):
-        where = "/".join(str(row[k]) for k in ("storage", "tariff", "subunit"))
-        rows.append((str(number), str(row["value"]), row["unit"] or "", row["description"], where, row["function"],
-                     row["timestamp"] or ""))
-    lines += columns(("#", "Value", "Unit", "Description", "St/Ta/Su", "Function", "Time"), rows)
-    return "\n".join(lines)
+def reading_report(reading: Reading, now: float, records: bool = False) -> str:
+    """A meter read from the bus, as `show meter` and the web pages show a reading."""
+    decoded = reading.as_dict()
+    view = views.reading_view(decoded, reading.read_at)
+    head = f"Meter at {reading.address} ({len(reading.telegrams)} telegram{'s' if len(reading.telegrams) != 1 else ''})"
+    return "\n".join([head, *identity_lines(view), *reading_lines(decoded, reading.read_at, now, records)])
 
 
 def mbus_status(session: Session, args: Arguments) -> Result:
@@ -173,14 +169,18 @@ def mbus_stop(session: Session, args: Arguments) -> Result:
     return scan_report(scan)
 
 
-@MBUS.command("read", "read a meter and show its records (Ctrl-C stops)", "ADDRESS [LINE]", complete=None)
+@MBUS.command("read", "read a meter and show its values (Ctrl-C stops)", f"ADDRESS [LINE] [{RECORDS}]",
+              complete=None)
 def mbus_read(session: Session, args: Arguments) -> Result:
     """
     ADDRESS is a primary address (0..250), a secondary address
     (12345678-KAM-19-04 or 16 hex digits) or an identification number alone
-    (8 digits).
+    (8 digits). The main values come first, in kWh, m³, days; 'records' at
+    the end adds every record as decoded.
     """
-    words = args.expect(1, 2, "ADDRESS [LINE]")
+    words, records = wants_records(args)
+    if not 1 <= len(words) <= 2:
+        args.expect(1, 2, f"ADDRESS [LINE] [{RECORDS}]")
     try:
         address = parse_meter_address(words[0])
     except ValueError as e:
@@ -193,7 +193,8 @@ def mbus_read(session: Session, args: Arguments) -> Result:
         failure.trap(MeterError)
         return Reply(f"mbus read: {failure.getErrorMessage()}", error=True)
 
-    d.addCallbacks(lambda reading: Reply(reading_report(reading)), failed)
+    d.addCallbacks(lambda reading: Reply(reading_report(reading, session.gateway.state.clock.seconds(), records)),
+                   failed)
     return d
 
 

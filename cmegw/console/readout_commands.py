@@ -15,7 +15,6 @@ reads a space as a decimal mark).
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
@@ -24,6 +23,7 @@ from twisted.internet import defer
 from cmegw.config.model import Config
 from cmegw.config.readout import format_interval, meters_table
 from cmegw.readout import views
+from cmegw.console.readings import RECORDS, plain, reading_lines, register_rows, wants_records
 from cmegw.console.framework import (
     COMMANDS,
     Arguments,
@@ -46,40 +46,21 @@ LIST_VALUES = 2
 
 def local_time(when: float | None) -> str:
     """A time as the gateway's clock shows it (local time, to the second); "-" for never."""
-    if when is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+    return views.local_time(when, "-")
 
 
-def format_age(seconds: float) -> str:
-    """How long ago, in the two largest units: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
-#: How many main values the list shows per meter.
-LIST_VALUES = 2
-
-
-def _plain(text: str) -> str:
-    """A terminal's digit groups: plain spaces (the pages' narrow no-break spaces confuse some terminals)."""
-    return text.replace(views.GROUP, " ")
+#: How long ago, in the two largest units (``45 s``, ``3 h 5 min``).
+format_age = views.span_text
 
 
 def registers(decoded: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Every record of a reading as (label, value with unit), the counters first (`cmegw.readout.views`)."""
-    return [(r.label, _plain(r.text)) for r in views.registers(decoded)]
+    return register_rows(views.registers(decoded))
 
 
 def main_values(decoded: Mapping[str, Any], count: int = LIST_VALUES) -> str:
     """What a meter is read for, on one line of a list (``48 213 kWh, 1 234.56 m³``)."""
-    return ", ".join(_plain(r.text) for r in views.main_registers(decoded, count)) or "-"
+    return ", ".join(plain(r.text) for r in views.main_registers(decoded, count)) or "-"
 
 
 def group_digits(value: float, decimals: int = 0) -> str:
@@ -90,7 +71,7 @@ status_flags = views.status_flags
 
 
 def value_text(row: Mapping[str, Any]) -> str:
-    return _plain(views.value_text(row))
+    return plain(views.value_text(row))
 
 
 # -- the readout service -----------------------------------------------------------------------
@@ -171,23 +152,27 @@ def show_meters(session: Session, args: Arguments) -> Result:
                                      rows)])
 
 
-@SHOW.command("meter", "one meter: its last reading as the meter shows it, alarm, errors, counts", "ID",
-              complete=_first_meter_id)
+@SHOW.command("meter", "one meter: its last reading as the meter shows it, alarm, errors, counts",
+              f"ID [{RECORDS}]", complete=_first_meter_id)
 def show_meter(session: Session, args: Arguments) -> Result:
     """
     The meter's settings and state, then every value of its last good
-    reading: the counters (energy, volume) first, in kWh, GJ and m³.
-    Change a setting with 'set meter.ID.FIELD VALUE'.
+    reading: the counters (energy, volume) first, in kWh, GJ and m³;
+    'records' at the end adds every record as decoded. Change a setting
+    with 'set meter.ID.FIELD VALUE'.
     """
-    words = args.expect(1, 1, "ID")
+    words, records = wants_records(args)
+    if len(words) != 1:
+        args.expect(1, 1, f"ID [{RECORDS}]")
     status = _meter(session, args, words[0])
     config = status.config
     last = status.last_reading
     decoded = last.decoded if last is not None else {}
     info = decoded.get("meter") or {}
-    identity = " ".join(str(info[k]) for k in ("manufacturer", "identification") if info.get(k))
+    identity = " ".join(filter(None, (views.manufacturer_text(info.get("manufacturer")),
+                                      str(info.get("identification") or ""))))
     if info.get("version") is not None:
-        identity += f", version {info['version']}"
+        identity += f", version {views.version_text(info['version'])}"
     if info.get("medium_name"):
         identity += f", {info['medium_name']}"
     flags = status_flags(decoded.get("status"))
@@ -208,7 +193,8 @@ def show_meter(session: Session, args: Arguments) -> Result:
     ]
     lines = [f"Meter {status.id}", *table_lines(rows)]
     if last is not None:
-        lines += ["", f"Last reading ({local_time(last.time)})", *table_lines(registers(decoded))]
+        now = session.gateway.state.clock.seconds()
+        lines += ["", "Last reading", *reading_lines(decoded, last.time, now, records, last.id, status=False)]
     return "\n".join(lines)
 
 

@@ -1,13 +1,15 @@
 # -*- test-case-name: tests.test_ops_metrics -*-
 """
-Small graphs of the last hour: bytes per second each way per tunnel, line
-errors, connections.
+Graphs of the last hour: bytes per second each way and connections per
+tunnel; per line, its errors and its bus (the arbiter's transactions with
+the silent and garbled answers, and how much of the time the bus was busy).
 
 `GraphSampler`, a part of the gateway, reads the published statistics every
 `SAMPLE_INTERVAL` seconds into the state's `History` (bounded deques, one
-hour; kept across in-process restarts).  `chart` draws one series as SVG on
-the server (no script, no external resource) and `figures` gives the same
-numbers as text, so a page stays readable without JavaScript or images.
+hour; kept across in-process restarts).  `chart` draws one graph as SVG on
+the server with axes of values and times (`cmegw.ops.chart`, no script, no
+external resource) and `figures` gives the same numbers as text, so a page
+stays readable without JavaScript or images.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.web.template import Tag, tags
 
+from cmegw.ops.chart import Line, line_chart
 from cmegw.state import HISTORY_SAMPLES, History  # noqa: F401 (History: the graphs' data)
 from cmegw.stats import TUNNEL_CONNECTED
 
@@ -33,28 +36,54 @@ assert SAMPLES == HISTORY_SAMPLES, "the state keeps an hour of samples"
 #: LineStatistics counters whose sum is a line's errors.
 LINE_ERROR_FIELDS = ("parity_errors", "framing_errors", "overrun_errors", "buffer_errors", "rx_breaks")
 
-CHART_WIDTH = 360
-CHART_HEIGHT = 72
-CHART_MARGIN = 4
+#: ArbiterStatistics counters whose sum is the bus's garbled answers.
+GARBLED_FIELDS = ("garbled", "invalid", "truncated")
+#: Counts are graphed per minute, whatever the sampling interval.
+PER_MINUTE = "per min"
+#: How each kind of series turns a counter's difference over one interval into the graphed value.
+RATE, COUNT, SHARE = "rate", "count", "share"
 
 
 @attrs.frozen
 class Series:
-    """What one graph shows."""
+    """
+    What one graph shows: the history's `key` (and the `more` keys, drawn in
+    the same chart: ``(key, label)``), its title and its unit.
+    """
 
     key: str
     title: str
     unit: str
+    label: str = ""
+    more: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def lines(self) -> list[tuple[str, str]]:
+        """(history key, legend label) of each line the graph draws."""
+        return [(self.key, self.label or self.title), *self.more]
 
 
 def tunnel_series(n: int) -> list[Series]:
     return [Series(f"tunnel{n}.to_network", f"Tunnel {n}: line to network", "B/s"),
             Series(f"tunnel{n}.to_line", f"Tunnel {n}: network to line", "B/s"),
-            Series(f"tunnel{n}.connections", f"Tunnel {n}: connections", "new per interval")]
+            Series(f"tunnel{n}.connections", f"Tunnel {n}: connections", f"new {PER_MINUTE}")]
 
 
 def line_series(n: int) -> list[Series]:
-    return [Series(f"line{n}.errors", f"Line {n}: errors", "per interval")]
+    return [Series(f"line{n}.errors", f"Line {n}: errors", PER_MINUTE)]
+
+
+def bus_series(n: int) -> list[Series]:
+    """The bus of line `n`: its transactions with the silent and garbled answers, and its busy time."""
+    return [Series(f"bus{n}.transactions", f"Line {n}: bus transactions", PER_MINUTE, "all",
+                   ((f"bus{n}.silent", "silent"), (f"bus{n}.garbled", "garbled"))),
+            Series(f"bus{n}.busy", f"Line {n}: bus busy", "% of the time")]
+
+
+def _kind(key: str) -> str:
+    if key.endswith((".to_network", ".to_line")):
+        return RATE
+    return SHARE if key.endswith(".busy") else COUNT
 
 
 def _line_errors(stats: Any) -> int:
@@ -85,6 +114,12 @@ class GraphSampler(service.Service):
             out[f"tunnel{n}.connections"] = s.completed_accepts + s.completed_connects
         for n, stats in self.state.lines.items():
             out[f"line{n}.errors"] = _line_errors(stats)
+        for n, bus in self.state.bus.items():
+            s = bus.stats
+            out[f"bus{n}.transactions"] = s.transactions
+            out[f"bus{n}.silent"] = s.silent
+            out[f"bus{n}.garbled"] = sum(getattr(s, name) for name in GARBLED_FIELDS)
+            out[f"bus{n}.busy"] = s.busy_time
         return out
 
     def startService(self) -> None:
@@ -104,7 +139,9 @@ class GraphSampler(service.Service):
         for key, total in totals.items():
             before = self._previous.get(key, 0)
             delta = total - before if total >= before else total  # a counter that restarted from 0
-            values[key] = delta / self.interval if key.endswith((".to_network", ".to_line")) else delta
+            kind = _kind(key)
+            per = 1.0 if kind == RATE else 60.0 if kind == COUNT else 100.0  # per second, per minute, percent
+            values[key] = delta * per / self.interval
         for n, tunnel in self.state.tunnels.items():
             values[f"tunnel{n}.connected"] = 1 if tunnel.stats.state == TUNNEL_CONNECTED else 0
         self._previous = totals
@@ -117,10 +154,6 @@ def graphs_part(gateway: Any) -> service.IService:
 
 
 # -- drawing ----------------------------------------------------------------------------------
-
-
-def _svg(name: str, **attributes: Any) -> Tag:
-    return Tag(name, attributes={k.rstrip("_").replace("_", "-"): str(v) for k, v in attributes.items()})
 
 
 def _format(value: float) -> str:
@@ -144,51 +177,36 @@ def figures_text(points: Sequence[tuple[float, float | None]], unit: str) -> str
             f"average {_format(f['mean'])} {unit} over {len(points) * SAMPLE_INTERVAL / 60:.0f} min")  # type: ignore[arg-type]
 
 
-def chart(series: Series, points: Sequence[tuple[float, float | None]], width: int = CHART_WIDTH,
-          height: int = CHART_HEIGHT, span: float = HISTORY) -> Tag:
-    """One series as an SVG line chart over the last `span` seconds (the newest sample on the right)."""
-    text = figures_text(points, series.unit)
-    svg = _svg("svg", xmlns="http://www.w3.org/2000/svg", width=width, height=height,
-               viewBox=f"0 0 {width} {height}", role="img", class_="graph")
-    svg(_svg("title")(f"{series.title}: {text}"),
-        _svg("rect", x=0, y=0, width=width, height=height, fill="#f7f7f7", stroke="#cccccc"))
-    values = [v for _, v in points if v is not None]
-    top = max(values, default=0) or 1
-    inner_w, inner_h = width - 2 * CHART_MARGIN, height - 2 * CHART_MARGIN
-    if points:
-        newest = points[-1][0]
-        runs: list[list[str]] = [[]]
-        for t, v in points:
-            if v is None:
-                runs.append([])
-                continue
-            x = CHART_MARGIN + inner_w * (1 - min(span, max(0.0, newest - t)) / span)
-            y = CHART_MARGIN + inner_h * (1 - v / top)
-            runs[-1].append(f"{x:.1f},{y:.1f}")
-        for run in runs:
-            if len(run) == 1:
-                x, y = run[0].split(",")
-                svg(_svg("circle", cx=x, cy=y, r=1.5, fill="#1f5fa8"))
-            elif run:
-                svg(_svg("polyline", points=" ".join(run), fill="none", stroke="#1f5fa8", stroke_width=1.5))
-    svg(_svg("text", x=CHART_MARGIN + 2, y=CHART_MARGIN + 10, font_size=10, fill="#333333")(
-        f"{series.title}, max {_format(top if values else 0)} {series.unit}"))
-    return svg
+def series_text(series: Series, history: History) -> str:
+    """The graph's numbers as text: one clause per line."""
+    lines = series.lines
+    if len(lines) == 1:
+        return figures_text(history.series(series.key), series.unit)
+    return "; ".join(f"{label}: {figures_text(history.series(key), series.unit)}" for key, label in lines)
 
 
-def graph_figure(series: Series, history: History) -> Tag:
+def chart(series: Series, history: History, end: float | None = None, span: float = HISTORY) -> Tag:
+    """One graph as an SVG chart of the last `span` seconds up to `end` (the newest sample unless told)."""
+    times = history.times
+    end = end if end is not None else (times[-1] if times else 0.0)
+    lines = [Line(label, history.series(key)) for key, label in series.lines]
+    return line_chart(series.title, series.unit, lines, end - span, end, zero=True, empty="no samples yet",
+                      description=f"{series.title}: {series_text(series, history)}")
+
+
+def graph_figure(series: Series, history: History, end: float | None = None) -> Tag:
     """A chart with its numbers beside it as text (readable without images or script)."""
-    points = history.series(series.key)
-    return tags.figure(chart(series, points), tags.figcaption(tags.strong(series.title), ": ",
-                                                               figures_text(points, series.unit)),
-                       class_="graph")
+    return tags.figure(chart(series, history, end), tags.figcaption(tags.strong(series.title), ": ",
+                                                                     series_text(series, history)),
+                       class_="chart-figure graph", id=f"graph-{series.key.replace('.', '-')}")
 
 
 def graph_table(series_list: Iterable[Series], history: History, every: int = 6) -> Tag:
     """The samples as a table (one row a minute by default), newest first."""
-    series_list = list(series_list)
+    lines = [(key, s.title if len(s.lines) == 1 else f"{s.title}, {label}", s.unit)
+             for s in series_list for key, label in s.lines]
     times = list(history.times)
-    columns = [list(history.values.get(s.key, ())) for s in series_list]
+    columns = [list(history.values.get(key, ())) for key, _, _ in lines]
     rows = []
     for i in range(len(times) - 1, -1, -every):
         row = [tags.th(_clock(times[i]), scope="row")]
@@ -197,7 +215,7 @@ def graph_table(series_list: Iterable[Series], history: History, every: int = 6)
             row.append(tags.td(_format(sum(window) / len(window)) if window else "–"))
         rows.append(tags.tr(*row))
     return tags.table(tags.thead(tags.tr(tags.th("time", scope="col"),
-                                         *[tags.th(f"{s.title} ({s.unit})", scope="col") for s in series_list])),
+                                         *[tags.th(f"{title} ({unit})", scope="col") for _, title, unit in lines])),
                       tags.tbody(*rows), class_="grid numeric")
 
 
@@ -213,6 +231,8 @@ def gateway_series(state: Any, lines: bool = True, tunnels: bool = True) -> list
     if lines:
         for n in sorted(state.lines):
             out += line_series(n)
+        for n in sorted(state.bus):
+            out += bus_series(n)
     return out
 
 
@@ -220,6 +240,7 @@ def graphs_panel(state: Any, lines: bool = True, tunnels: bool = True) -> Tag:
     """What the Status and M-Bus pages embed: the charts with their numbers, and the table folded."""
     history = state.history
     chosen = gateway_series(state, lines, tunnels)
-    return tags.div(*[graph_figure(s, history) for s in chosen],
+    end = state.clock.seconds()
+    return tags.div(tags.div(*[graph_figure(s, history, end) for s in chosen], class_="charts"),
                     tags.details(tags.summary("The numbers, minute by minute"), graph_table(chosen, history)),
                     class_="graphs")

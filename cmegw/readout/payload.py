@@ -42,7 +42,6 @@ from typing import Any, Mapping, Sequence
 import attrs
 
 from cmegw.readout.manufacturers import manufacturer_name
-from cmegw.readout import views
 from cmegw.readout.reading import StoredReading
 
 #: What a register is, for Home Assistant's state classes and the pages.
@@ -83,16 +82,30 @@ def media(medium: int | None) -> str:
     return MEDIA.get(medium, "reserved")
 
 
+#: The status byte of the telegram's header (EN 13757-3, table 5): bit -> meaning.
+STATUS_BITS = {2: "power low", 3: "permanent error", 4: "temporary error",
+               5: "manufacturer flag 1", 6: "manufacturer flag 2", 7: "manufacturer flag 3"}
+APPLICATION_ERRORS = {1: "application busy", 2: "application error", 3: "abnormal situation"}
+
+
+def status_flags(status: int | None) -> list[str]:
+    """The meter's own status byte in words (empty: all well)."""
+    if not status:
+        return []
+    flags = [APPLICATION_ERRORS[status & 3]] if status & 3 else []
+    return flags + [text for bit, text in STATUS_BITS.items() if status & (1 << bit)]
+
+
 def status_words(status: int | None) -> str:
     """
     The status byte of the application header in words (EN 13757-3, as
-    `cmegw.readout.views.status_flags` says it on the pages): ``OK``, or
-    what is set (``application busy``, ``power low``, ``permanent error``...)
-    joined by commas.
+    `status_flags` says it on the pages): ``OK``, or what is set
+    (``application busy``, ``power low``, ``permanent error``...) joined by
+    commas.
     """
     if status is None:
         return "unknown"
-    return ", ".join(views.status_flags(status)) or "OK"
+    return ", ".join(status_flags(status)) or "OK"
 
 
 def slug(text: str) -> str:

@@ -1,32 +1,51 @@
 # -*- test-case-name: tests.test_readout_views -*-
 """
 A reading as a person reads a meter, for every face alike (web pages, JSON
-API, console): the registers in display units (kWh, GJ, m³, kW, hours) with
-digits grouped, the counters first, the main values of a meter, and its
-status byte in words.  Pure functions of a reading's decoded records.
+API, console): who the meter is (``Kamstrup (KAM)``, version ``25 (0x19)``),
+its own clock, the registers in display units (kWh, GJ, m³, kW, durations in
+days) with digits grouped, the counters first, the main values of a meter,
+its status byte in words, and every record as decoded (without the columns
+that say nothing).  Pure functions of a reading's decoded records (the
+``decoded`` of `cmegw.readout.reading.StoredReading`, or
+`cmegw.mbus.results.Reading.as_dict()`).
+
+The quantities' names for people come from the one table of
+`cmegw.readout.payload` (``QUANTITIES``), which also names the JSON keys.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
+import time
 from typing import Any, Mapping
 
 import attrs
 
+from cmegw.readout.manufacturers import manufacturer_name
+from cmegw.readout.payload import (  # noqa: F401 (the faces' names for them)
+    APPLICATION_ERRORS,
+    QUANTITIES,
+    STATUS_BITS,
+    status_flags,
+)
+
 INSTANTANEOUS = "Instantaneous value"
 #: Display units: the decoder's unit -> (shown unit, power of ten it is divided by).
 DISPLAY_UNITS = {"Wh": ("kWh", 3), "J": ("GJ", 9), "W": ("kW", 3), "J/h": ("GJ/h", 9),
-                 "m^3": ("m³", 0), "m^3/h": ("m³/h", 0), "m^3/min": ("m³/min", 0), "m^3/s": ("m³/s", 0)}
+                 "Units for H.C.A.": ("units", 0)}
+#: Durations (the decoder gives seconds) in the largest unit that keeps two of it: unit -> seconds.
+DURATION_UNITS = {"s": 1, "min": 60, "h": 3600, "days": 86400}
 #: The counters a meter is read for: shown before every other register.
 COUNTERS = ("Energy", "Volume", "Mass", "H.C.A.")
-#: The status byte of the telegram's header (EN 13757-3, table 5): bit -> meaning.
-STATUS_BITS = {2: "power low", 3: "permanent error", 4: "temporary error",
-               5: "manufacturer flag 1", 6: "manufacturer flag 2", 7: "manufacturer flag 3"}
-APPLICATION_ERRORS = {1: "application busy", 2: "application error", 3: "abnormal situation"}
 #: How many main values the meter list shows per meter.
 LIST_VALUES = 3
 #: The digit group separator: a narrow no-break space (no locale reads it as a decimal mark).
 GROUP = "\u202f"
+DATETIME_POINT = "Time point (date & time)"
+DATE_POINT = "Time point (date)"
+#: A meter's clock this close to the gateway's (seconds) is "in step".
+CLOCK_SLACK = 60
 
 
 # -- values ---------------------------------------------------------------------------------------
@@ -39,6 +58,27 @@ def group_digits(value: float, decimals: int = 0, separator: str = GROUP) -> str
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def unit_text(unit: str) -> str:
+    """The decoder's unit as it is printed: ``m^3/h`` -> ``m³/h``."""
+    return unit.replace("^3", "³").replace("^2", "²")
+
+
+def duration(seconds: float) -> tuple[float, str, int]:
+    """(value, unit, decimals) of a duration in the largest unit that keeps at least two of it."""
+    unit = next(u for u, size in reversed(DURATION_UNITS.items()) if seconds >= 2 * size or u == "s")
+    value = seconds / DURATION_UNITS[unit]
+    return value, unit, 1 if unit != "s" and value < 10 else 0
+
+
+def in_unit(value: float, unit: str, wanted: str) -> float | None:
+    """`value` in `unit` said in `wanted` (durations convert), None where they are not the same kind."""
+    if unit == wanted:
+        return value
+    if unit in DURATION_UNITS and wanted in DURATION_UNITS:
+        return value * DURATION_UNITS[unit] / DURATION_UNITS[wanted]
+    return None
 
 
 @attrs.frozen
@@ -63,24 +103,36 @@ def _scaled(row: Mapping[str, Any]) -> tuple[Any, str, int]:
     value, unit, scale = row.get("value"), row.get("unit") or "", row.get("scale") or 0
     if not is_number(value) or not unit:
         return value, unit, 0
-    if unit == "s" and value >= 3600:
-        return value / 3600, "h", 0
-    shown, power = DISPLAY_UNITS.get(unit, (unit, 0))
+    if unit == "s":
+        return duration(value)
+    shown, power = DISPLAY_UNITS.get(unit, (unit_text(unit), 0))
     return value / 10 ** power, shown, max(0, power - scale)
 
 
 def value_text(row: Mapping[str, Any]) -> str:
-    """One record's value with its unit, in display units (``48 213 kWh``, ``1 234.56 m³``, ``18 210 h``)."""
+    """One record's value with its unit, in display units (``48 213 kWh``, ``1 234.56 m³``, ``759 days``)."""
     value, unit, decimals = _scaled(row)
     if value is None:
         return "—"
     if not is_number(value) or not unit:
-        return str(value)  # fabrication numbers, versions, flags, dates: not quantities
+        return str(value).replace("T", " ") if _is_time_point(row) else str(value)  # numbers, versions, flags
     return f"{group_digits(value, decimals)} {unit}"
 
 
+def _is_time_point(row: Mapping[str, Any]) -> bool:
+    return row.get("quantity") in (DATETIME_POINT, DATE_POINT) and isinstance(row.get("value"), str)
+
+
+def quantity_label(row: Mapping[str, Any]) -> str:
+    """What the record is, for people: the table's name of its quantity with what the meter adds to it."""
+    quantity, description = str(row.get("quantity") or ""), str(row.get("description") or "")
+    known = QUANTITIES.get(quantity)
+    if known is None or not description.startswith(quantity):
+        return description or quantity or "?"
+    return known.label + description[len(quantity):]
+
+
 def _label(row: Mapping[str, Any]) -> str:
-    label = row.get("description") or row.get("quantity") or "?"
     notes = []
     if row.get("function") and row["function"] != INSTANTANEOUS:
         notes.append(str(row["function"]).replace(" value", "").lower())
@@ -90,7 +142,7 @@ def _label(row: Mapping[str, Any]) -> str:
         notes.append(f"subunit {row['subunit']}")
     if row.get("storage"):
         notes.append(f"stored {row['storage']}" + (f", {row['timestamp']}" if row.get("timestamp") else ""))
-    return label + (f" ({'; '.join(notes)})" if notes else "")
+    return quantity_label(row) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _key(row: Mapping[str, Any]) -> str:
@@ -134,9 +186,161 @@ def main_registers(decoded: Mapping[str, Any], count: int = LIST_VALUES) -> list
     return [register(row) for row in (totals or rows)[:count]]
 
 
-def status_flags(status: int | None) -> list[str]:
-    """The meter's own status byte in words (empty: all well)."""
-    if not status:
-        return []
-    flags = [APPLICATION_ERRORS[status & 3]] if status & 3 else []
-    return flags + [text for bit, text in STATUS_BITS.items() if status & (1 << bit)]
+# -- the meter ------------------------------------------------------------------------------------
+
+
+def manufacturer_text(code: str | None) -> str:
+    """``Kamstrup (KAM)``; the code alone where its name is not known; "" for none."""
+    if not code:
+        return ""
+    name = manufacturer_name(code)
+    return f"{name} ({code})" if name and name != code else code
+
+
+def version_text(version: int | None) -> str:
+    """The version byte as every face shows it: decimal, and hex as the secondary address spells it."""
+    return "" if version is None else f"{version} (0x{version:02X})"
+
+
+def _clock_row(decoded: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    current = [row for row in decoded.get("records") or () if _is_time_point(row) and not row.get("storage")
+               and row.get("function") in (INSTANTANEOUS, None)]
+    return next((row for row in current if row["quantity"] == DATETIME_POINT), current[0] if current else None)
+
+
+def meter_clock(decoded: Mapping[str, Any]) -> str:
+    """The meter's own date and time as it sent them (``2024-03-12 14:23:00``), "" where it sent none."""
+    row = _clock_row(decoded)
+    return str(row["value"]).replace("T", " ") if row is not None else ""
+
+
+def clock_drift(decoded: Mapping[str, Any], read_time: float | None) -> str:
+    """How the meter's clock stands to the gateway's local time at `read_time`: ``5 min behind``, "" unknown."""
+    row = _clock_row(decoded)
+    if row is None or read_time is None or row["quantity"] != DATETIME_POINT:
+        return ""
+    try:
+        meter = datetime.datetime.fromisoformat(str(row["value"]))
+    except ValueError:
+        return ""
+    gateway = datetime.datetime(*time.localtime(read_time)[:6])
+    seconds = (meter - gateway).total_seconds()
+    if abs(seconds) < CLOCK_SLACK:
+        return "in step with the gateway"
+    value, unit, decimals = duration(abs(seconds))
+    return f"{group_digits(value, decimals)} {unit} {'ahead of' if seconds > 0 else 'behind'} the gateway"
+
+
+def local_time(when: float | None, never: str = "—") -> str:
+    """A time as the gateway's clock shows it (local time with the date, to the second); `never` for None."""
+    if when is None:
+        return never
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
+def span_text(seconds: float) -> str:
+    """A time span in its two largest units: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def age_text(seconds: float) -> str:
+    """How long ago, in words: ``just now``, ``45 s ago``, ``12 min ago``, ``3 h 5 min ago``, ``2 d 4 h ago``."""
+    return "just now" if seconds < 5 else f"{span_text(seconds)} ago"
+
+
+def identity_rows(decoded: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Who the meter is, as (label, text): only what the reading says."""
+    info = decoded.get("meter") or {}
+    rows = [("Manufacturer", manufacturer_text(info.get("manufacturer"))),
+            ("Identification", str(info.get("identification") or "")),
+            ("Medium", str(info.get("medium_name") or "")),
+            ("Version", version_text(info.get("version"))),
+            ("Secondary address", str(info.get("secondary") or "")),
+            ("Primary address", "" if info.get("primary") is None else str(info["primary"]))]
+    return [(label, text) for label, text in rows if text]
+
+
+# -- every record ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RecordTable:
+    """Every record as decoded: the description first, the columns that are the same for all left out."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def _decoded_value(row: Mapping[str, Any]) -> str:
+    value, unit = row.get("value"), str(row.get("unit") or "")
+    if value is None:
+        return "—"
+    if is_number(value) and unit:
+        return group_digits(value, max(0, -int(row.get("scale") or 0)) if isinstance(value, float) else 0)
+    return str(value).replace("T", " ") if _is_time_point(row) else str(value)
+
+
+#: (column, what of a row it shows, shown only where some row is not this).
+_COLUMNS = (
+    ("Value", _decoded_value, None),
+    ("Unit", lambda row: unit_text(str(row.get("unit") or "")), ""),
+    ("Function", lambda row: str(row.get("function") or INSTANTANEOUS).replace(" value", "").lower(),
+     "instantaneous"),
+    ("Storage", lambda row: str(row.get("storage") or 0), "0"),
+    ("Tariff", lambda row: str(row.get("tariff") or 0), "0"),
+    ("Subunit", lambda row: str(row.get("subunit") or 0), "0"),
+    ("Time", lambda row: str(row.get("timestamp") or "").replace("T", " "), ""),
+)
+
+
+def record_table(decoded: Mapping[str, Any]) -> RecordTable:
+    """The records in the meter's order, values as the decoder scaled them (the exponent applied)."""
+    found = list(decoded.get("records") or ())
+    cells = [[show(row) for _, show, _ in _COLUMNS] for row in found]
+    keep = [i for i, (_, _, same) in enumerate(_COLUMNS) if same is None or any(c[i] != same for c in cells)]
+    header = ("#", "Description") + tuple(_COLUMNS[i][0] for i in keep)
+    rows = tuple((str(n), str(row.get("description") or row.get("quantity") or "?"), *[c[i] for i in keep])
+                 for n, (row, c) in enumerate(zip(found, cells), 1))
+    return RecordTable(header, rows)
+
+
+# -- a whole reading ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ReadingView:
+    """A reading as every face shows it, top to bottom."""
+
+    identity: tuple[tuple[str, str], ...]
+    #: The meter's own clock ("" where it sent none) and how it stands to the gateway's ("" unknown).
+    meter_clock: str
+    drift: str
+    #: The current registers (the counters first), then the rest.
+    main: tuple[Register, ...]
+    others: tuple[Register, ...]
+    status: tuple[str, ...]
+    records: RecordTable
+
+
+def reading_view(decoded: Mapping[str, Any], read_time: float | None = None) -> ReadingView:
+    """What a reading says, in the order a person reads it; `read_time` (POSIX) places the meter's clock."""
+    clock = _clock_row(decoded)
+    found = registers(decoded)
+    shown_clock = register(clock) if clock is not None else None
+    return ReadingView(
+        identity=tuple(identity_rows(decoded)),
+        meter_clock=meter_clock(decoded),
+        drift=clock_drift(decoded, read_time),
+        main=tuple(r for r in found if r.main),
+        others=tuple(r for r in found if not r.main and r != shown_clock),
+        status=tuple(status_flags(decoded.get("status"))),
+        records=record_table(decoded),
+    )
+

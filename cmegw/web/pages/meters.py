@@ -35,12 +35,14 @@ from twisted.web.template import Tag, tags
 
 from cmegw.mbus.master import MeterError, ScanRunning, parse_meter_address
 from cmegw.mbus.results import MeterInfo, Reading, Scan
+from cmegw.readout.views import manufacturer_text, reading_view, version_text
 from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.layout import LIVE_SECONDS, live
 from cmegw.web.pages.forms import form_value, post_form
+from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE, identity_table, reading_parts
 from cmegw.web.pages.readout_views import METER_TABS
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
 
@@ -188,8 +190,8 @@ def meters_table(admin: Admin, request: IRequest, master: BusView, found: list[M
         read = post_form(admin, request, "/meters/read", hidden("line", str(master.number)),
                          hidden("address", target), button("Read", "secondary"))
         rows.append([_value(meter.primary), _value(str(meter.secondary) if meter.secondary else meter.ident),
-                     _value(meter.manufacturer), _value(meter.medium_name),
-                     _value(f"{meter.version:02X}" if meter.version is not None else None), read])
+                     _value(manufacturer_text(meter.manufacturer)), _value(meter.medium_name),
+                     _value(version_text(meter.version)), read])
     n = master.number
     adopt: Any = ""
     if master.scan is None or not master.scan.running:
@@ -212,16 +214,9 @@ def reading_content(pages: MeterPages, master: BusView) -> Any:
     reading = pages.readings.get(n)
     if reading is None:
         return tags.p("No meter read yet.", class_="muted")
-    meter = reading.meter
-    summary = kv_table([("Address", reading.address), ("Primary", _value(meter.primary)),
-                        ("Secondary ID", _value(meter.secondary)), ("Medium", _value(meter.medium_name)),
-                        ("Telegrams", len(reading.telegrams)), ("Records", len(reading.records))])
-    rows = [[str(i), _value(r["value"]), _value(r["unit"]), _value(r["scale"]), r["description"],
-             str(r["storage"]), str(r["tariff"]), str(r["subunit"]), r["function"], _value(r["timestamp"])]
-            for i, r in enumerate(reading.rows(), 1)]
-    table = grid_table(("#", "Value", "Unit", "Scale", "Description", "Storage", "Tariff", "Subunit",
-                        "Function", "Timestamp"), rows, numeric=False)
-    return tags.div(summary, table,
+    view = reading_view(reading.as_dict(), reading.read_at)
+    summary = identity_table(view, [("Address", reading.address), ("Telegrams", len(reading.telegrams))])
+    return tags.div(summary, *reading_parts(view, reading.read_at, pages.admin.clock.seconds()),
                     tags.p("Download: ", tags.a("CSV", href=f"/meters/{n}/reading.csv"), " · ",
                            tags.a("JSON", href=f"/meters/{n}/reading.json"), class_="muted"))
 
@@ -253,8 +248,9 @@ def routes(app: Klein, admin: Admin) -> None:
     pages = MeterPages(admin)
 
     def page(request: IRequest, code: int = 200, notice: Notice | None = None) -> Any:
-        head = tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)})) \
+        refresh = tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)})) \
             if pages.scanning() else ""
+        head = [READINGS_STYLE, refresh]
         return admin.page(request, section="meters", title="Meters", content=meters_content(admin, request, pages),
                           code=code, notice=notice, head=head, active="/meters", tabs=METER_TABS)
 

@@ -201,4 +201,4 @@ def routes(app: Klein, admin: Admin) -> None:
             return b"no such graph"
         request.setHeader(b"content-type", b"image/svg+xml; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
-        return flattenString(None, graphs.chart(series, gateway.state.history.series(key)))
+        return flattenString(None, graphs.chart(series, gateway.state.history, gateway.state.clock.seconds()))

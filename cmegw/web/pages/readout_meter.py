@@ -18,18 +18,10 @@ from twisted.web.template import Tag, tags
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.charts import chart_figure, register_series
 from cmegw.web.pages.forms import FormState, applies_text, post_form, settings_form, settings_state
-from cmegw.web.pages.readout_views import (
-    age_text,
-    alarm_text,
-    interval_text,
-    local_time,
-    meter_fields,
-    meter_identity,
-    next_read_text,
-    registers,
-    status_flags,
-)
-from cmegw.web.pages.widgets import button, card, grid_table, hidden, kv_table
+from cmegw.readout.views import reading_view
+from cmegw.web.pages.reading_view import reading_parts
+from cmegw.web.pages.readout_views import alarm_text, interval_text, meter_fields, next_read_text, status_flags
+from cmegw.web.pages.widgets import button, card, hidden, kv_table
 
 DAY = 86400
 #: The history ranges: (query value, label, seconds; None = everything kept).
@@ -37,8 +29,6 @@ RANGES = (("24h", "24 h", DAY), ("7d", "7 d", 7 * DAY), ("30d", "30 d", 30 * DAY
 DEFAULT_RANGE = "7d"
 #: The most readings one page charts (the newest of the range).
 HISTORY_LIMIT = 20000
-RECORD_COLUMNS = ("value", "unit", "scale", "quantity", "description", "storage", "tariff", "subunit", "function",
-                  "timestamp")
 
 
 def chosen_range(request: IRequest) -> tuple[str, float | None]:
@@ -60,15 +50,10 @@ def identity_card(admin: Admin, key: str, status: Any) -> Tag:
     meter = config.meters.get(key)
     last = status.last_reading if status is not None else None
     decoded: Mapping[str, Any] = last.decoded if last is not None else {}
-    info = meter_identity(decoded)
-    version = info.get("version")
     rows: list[tuple[str, Any]] = []
     if meter is not None:
         rows += [("Name", _text(meter.name)), ("Line", str(meter.line)), ("Address", tags.code(meter.address))]
-    rows += [("Manufacturer", _text(info.get("manufacturer"))), ("Identification", _text(info.get("identification"))),
-             ("Medium", _text(info.get("medium_name"))),
-             ("Version", f"{version} (0x{version:02X})" if isinstance(version, int) else "—"),
-             ("Secondary address", tags.code(info["secondary"]) if info.get("secondary") else "—")]
+    rows += reading_view(decoded).identity if decoded else [("Meter", "not read yet")]
     if meter is not None:
         rows += [("Read every", interval_text(config, key, status)),
                  ("Next read", next_read_text(status, meter.enabled))]
@@ -89,23 +74,9 @@ def last_reading_card(admin: Admin, status: Any) -> Tag:
     last = status.last_reading if status is not None else None
     if last is None:
         return card("Last reading", tags.p("No good reading yet.", class_="muted"), id="last-reading")
-    now = admin.clock.seconds()
-    found = registers(last.decoded)
-    main = [r for r in found if r.main]
-    others = [r for r in found if not r.main]
-    rows = [tags.tr(tags.th(r.label, scope="row"), tags.td(r.text, class_="value")) for r in main]
-    records = [[str(i)] + [_text(row.get(c)) for c in RECORD_COLUMNS]
-               for i, row in enumerate(last.decoded.get("records") or (), 1)]
-    return card(
-        "Last reading",
-        tags.p(local_time(last.time), " (", age_text(now - last.time), f"), reading {last.id}", class_="muted"),
-        tags.table(tags.tbody(*rows), class_="kv values") if rows else tags.p("No current register.",
-                                                                               class_="muted"),
-        tags.details(tags.summary(f"Other values ({len(others)})"),
-                     kv_table([(r.label, r.text) for r in others])) if others else "",
-        tags.details(tags.summary(f"Every record as decoded ({len(records)})"),
-                     grid_table(("#",) + tuple(c.capitalize() for c in RECORD_COLUMNS), records, numeric=False)),
-        id="last-reading")
+    view = reading_view(last.decoded, last.time)
+    return card("Last reading", *reading_parts(view, last.time, admin.clock.seconds(), last.id, status=False),
+                id="last-reading")
 
 
 def range_links(key: str, current: str) -> Tag:

@@ -13,7 +13,6 @@ saved configuration.
 from __future__ import annotations
 
 import datetime
-import time
 from typing import Any, Mapping
 
 from cmegw.config.model import Config
@@ -37,7 +36,12 @@ from cmegw.readout.views import (  # noqa: F401 (the pages' names for them)
     main_registers,
     status_flags,
     _is_main,
+    age_text,
+    local_time,
+    manufacturer_text,
+    version_text,
 )
+from cmegw.readout.manufacturers import manufacturer_name
 
 #: The tabs of the Meters section: the bus master, the meter list of the readouts, their delivery.
 METER_TABS = (("M-Bus master", "/meters"), ("Meter list", "/readouts"), ("Delivery", "/delivery"))
@@ -46,27 +50,6 @@ METER_FIELDS = ("line", "address", "name", "interval", "enabled")
 
 
 # -- times ----------------------------------------------------------------------------------------
-
-
-def local_time(when: float | None) -> str:
-    """A time as the gateway's clock shows it (local time with the date, to the second); "—" for never."""
-    if when is None:
-        return "—"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
-
-
-def age_text(seconds: float) -> str:
-    """How long ago, in words: ``just now``, ``45 s ago``, ``12 min ago``, ``3 h 5 min ago``, ``2 d 4 h ago``."""
-    s = max(0, int(seconds))
-    if s < 5:
-        return "just now"
-    if s < 60:
-        return f"{s} s ago"
-    if s < 3600:
-        return f"{s // 60} min ago"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min ago"
-    return f"{s // 86400} d {s % 86400 // 3600} h ago"
 
 
 def iso_utc(when: float) -> str:
@@ -155,8 +138,11 @@ def register_view(r: Register) -> dict[str, Any]:
 def meter_identity(decoded: Mapping[str, Any]) -> dict[str, Any]:
     """What the last reading says of the meter: manufacturer, identification, medium, version, secondary."""
     info = decoded.get("meter") or {}
-    return {k: info.get(k) for k in ("manufacturer", "identification", "medium", "medium_name", "version",
-                                     "secondary", "primary")}
+    found = {k: info.get(k) for k in ("manufacturer", "identification", "medium", "medium_name", "version",
+                                      "secondary", "primary")}
+    found["manufacturer_name"] = manufacturer_name(str(info.get("manufacturer") or ""))
+    found["version_text"] = version_text(info.get("version"))
+    return found
 
 
 def meter_view(config: Config, key: str, status: Any, now: float) -> dict[str, Any]:

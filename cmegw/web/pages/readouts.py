@@ -37,6 +37,7 @@ from cmegw.web.pages import readout_delivery
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import Field, FormState, form_value, post_form, render_field, save_form, uploads
 from cmegw.web.pages.meters import REFRESH_SECONDS, download
+from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE
 from cmegw.web.pages.readout_meter import chosen_range, meter_content
 from cmegw.web.pages.readout_views import (
     METER_TABS,
@@ -279,7 +280,7 @@ def routes(app: Klein, admin: Admin) -> None:
                    state: FormState | None = None) -> Any:
         return admin.page(request, section="meters", title=f"Meter {key}", tabs=METER_TABS, active="/readouts",
                           content=meter_content(admin, request, key, state), code=code, notice=notice,
-                          head=refresh())
+                          head=[READINGS_STYLE, refresh()])
 
     def known(key: str) -> bool:
         readout = readout_of(admin)
