@@ -83,7 +83,7 @@ class BackupTests(TestCase):
             restore(self.config, text)
         message = str(caught.exception)
         self.assertIn("setting line.1.baud_rate: Baud rate of line 1: 1234 is not allowed", message)
-        self.assertIn(f"the uploaded file, line {line}: line.1.baud_rate", message)
+        self.assertIn(f"the uploaded file, line {line}: setting line.1.baud_rate", message)
 
     def test_not_toml_cut_short_and_unknown_user(self) -> None:
         with self.assertRaises(ConfigFileError) as caught:

@@ -184,7 +184,8 @@ class MasterTests(GatewayTestCase):
         self.assertIn("Secondary scan of line 1 done: 4 meters", text)
         for meter in default_meters():
             self.assertIn(meter.address.ident, text)
-        self.assertIn("2 telegram(s), 15 records", text)
+        self.assertIn("(15 records as decoded:", text)
+        self.assertIn("Volume                3 214.56 m³", text)
 
     def test_scan_interleaves_with_a_transparent_client(self) -> None:
         """A head-end polling through the transparent tunnel while the master scans: both get through."""

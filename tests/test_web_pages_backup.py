@@ -76,7 +76,7 @@ class BackupPageTests(PagesTestBase):
         bad = text.replace("baud_rate = 2400", "baud_rate = 1234")
         line = bad.splitlines().index("baud_rate = 1234") + 1
         for data, said in ((bad.encode(), "setting line.1.baud_rate: Baud rate of line 1: 1234 is not allowed"),
-                           (bad.encode(), f"backup.toml, line {line}: line.1.baud_rate"),
+                           (bad.encode(), f"backup.toml, line {line}: setting line.1.baud_rate"),
                            (text[:text.index("[tunnel.1]")].encode(), "is incomplete"),
                            (b"baud_rate = ", "is not valid TOML"),
                            (b"\xff\xfe", "not UTF-8"), (b"", "choose the configuration file")):

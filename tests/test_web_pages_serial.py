@@ -59,6 +59,7 @@ class SerialFormTests(PagesTestBase):
         self.assertEqual(response.code, 400)
         self.assertIn("use a number from 0 to 5 seconds", body)
 
+    @defer.inlineCallbacks
     def test_bus_graphs_with_axes(self) -> None:
         """The statistics page graphs each line's bus (the arbiter's counters) beside its errors."""
         from types import SimpleNamespace
