@@ -4,6 +4,7 @@ from twisted.trial.unittest import TestCase
 
 from cmegw.config.model import ConfigError
 from cmegw.config.settings import (
+    labelled,
     UnknownSetting,
     apply_setting,
     apply_settings,
@@ -43,11 +44,14 @@ class SettingsTests(TestCase):
         self.assertEqual(label_of("auth.user.password"), "Password")
         self.assertEqual(label_of("no.such"), "no.such", "a name without a label is shown as it is")
         secret = ConfigError("auth.user.password", HIDDEN, "use a password of 1 to 128 characters")
+        self.assertEqual(str(secret), "auth.user.password: use a password of 1 to 128 characters",
+                         "the model's checks know the dotted name only")
+        secret = labelled(secret)
         self.assertEqual(str(secret), "Password: use a password of 1 to 128 characters")
         self.assertIsNone(secret.shown_value)
-        self.assertEqual(str(ConfigError("line.1.device", MISSING, "this setting is required here")),
+        self.assertEqual(str(labelled(ConfigError("line.1.device", MISSING, "this setting is required here"))),
                          "Serial device of line 1: this setting is required here")
-        summary = ConfigError("tunnel.1.connect_hosts", "(13 hosts)", "use at most 12 hosts")
+        summary = labelled(ConfigError("tunnel.1.connect_hosts", "(13 hosts)", "use at most 12 hosts"))
         self.assertEqual(str(summary), "Remote hosts of tunnel 1: 13 hosts; use at most 12 hosts")
         with self.assertRaises(ConfigError) as cm:
             apply_setting(self.config, "tunnel.1.keepalive", "-1")

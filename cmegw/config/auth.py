@@ -13,6 +13,7 @@ from __future__ import annotations
 import attrs
 
 from cmegw.config.model import HIDDEN, AuthDirective, Config, ConfigError, User
+from cmegw.config.settings import labelled_errors
 
 #: AuthTypes that ask for a user name and password.
 PASSWORD_TYPES = ("Basic", "Digest", "SSL/Basic", "SSL/Digest")
@@ -22,6 +23,7 @@ ROOT_URI = "/"
 GUESSED_PASSWORDS = ("admin", "password", "1234", "12345", "123456", "12345678", "cmegw")
 
 
+@labelled_errors
 def find_directive(config: Config, uri: str) -> AuthDirective:
     for d in config.auth:
         if d.uri == uri:
@@ -35,11 +37,13 @@ def _replace(config: Config, old: AuthDirective, new: AuthDirective | None) -> C
     return config.evolve(auth=directives)
 
 
+@labelled_errors
 def add_directive(config: Config, uri: str, realm: str, auth_type: str) -> Config:
     directive = AuthDirective(uri=uri, realm=realm or "config", auth_type=auth_type)
     return config.evolve(auth=config.auth + (directive,))
 
 
+@labelled_errors
 def delete_directive(config: Config, uri: str) -> Config:
     directive = find_directive(config, uri)
     if directive.uri == ROOT_URI:
@@ -48,6 +52,7 @@ def delete_directive(config: Config, uri: str) -> Config:
     return _replace(config, directive, None)
 
 
+@labelled_errors
 def set_auth_type(config: Config, uri: str, auth_type: str) -> Config:
     directive = find_directive(config, uri)
     if auth_type in PASSWORD_TYPES and not directive.users:
@@ -55,6 +60,7 @@ def set_auth_type(config: Config, uri: str, auth_type: str) -> Config:
     return _replace(config, directive, attrs.evolve(directive, auth_type=auth_type))
 
 
+@labelled_errors
 def add_user(config: Config, uri: str, name: str, password: str) -> Config:
     """Add a user, or set the password of an existing one (digests only are kept)."""
     directive = find_directive(config, uri)
@@ -66,6 +72,7 @@ def add_user(config: Config, uri: str, name: str, password: str) -> Config:
     return _replace(config, directive, attrs.evolve(directive, users=users))
 
 
+@labelled_errors
 def delete_user(config: Config, uri: str, name: str) -> Config:
     directive = find_directive(config, uri)
     users = tuple(u for u in directive.users if u.name != name)
@@ -78,6 +85,7 @@ def delete_user(config: Config, uri: str, name: str) -> Config:
     return _replace(config, directive, attrs.evolve(directive, users=users))
 
 
+@labelled_errors
 def check_root_directive(config: Config) -> None:
     """
     Refuse a configuration that leaves ``/`` without a directive, or ``/``'s

@@ -32,18 +32,14 @@ class ConfigError(ValueError):
     not allowed; use a whole number from 0 to 3600 seconds".
     """
 
-    def __init__(self, setting: str, value: object, allowed: str) -> None:
+    def __init__(self, setting: str, value: object, allowed: str, label: str | None = None) -> None:
         self.setting = setting
         self.value = value
         self.allowed = allowed
+        #: The setting as a person reads it; the config package's public functions name it
+        #: (`cmegw.config.settings.labelled`), as the labels live on the model's fields.
+        self.label = label or setting
         super().__init__(setting, value, allowed)
-
-    @property
-    def label(self) -> str:
-        """The setting as a person reads it (the model's label), or its dotted name where it has none."""
-        from cmegw.config.settings import label_of  # the labels live on the model's fields, which import this
-
-        return label_of(self.setting)
 
     @property
     def shown_value(self) -> object:

@@ -9,6 +9,8 @@ one place and every front end shows the same message.
 
 from __future__ import annotations
 
+import copy
+import functools
 import typing
 from typing import Any, Iterator
 
@@ -88,6 +90,30 @@ def label_of(name: str) -> str:
     return label
 
 
+def labelled(error: ConfigError) -> ConfigError:
+    """The same error, its setting named as the pages label it (what every face shows)."""
+    if error.label != error.setting:
+        return error
+    named = copy.copy(error)
+    named.label = label_of(error.setting)
+    return named
+
+
+P = typing.ParamSpec("P")
+R = typing.TypeVar("R")
+
+
+def labelled_errors(function: typing.Callable[P, R]) -> typing.Callable[P, R]:
+    """A public function of the config package whose `ConfigError` names its setting in words."""
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except ConfigError as e:
+            raise labelled(e) from None
+    return wrapper
+
+
 @attrs.frozen
 class SettingInfo:
     """What the faces show of a setting: its label, unit, whether it waits for a restart."""
@@ -152,6 +178,7 @@ def _field_type(cls: type, field: str) -> Any:
     return typing.get_type_hints(cls)[field]
 
 
+@labelled_errors
 def parse_text(name: str, kind: Any, text: str) -> Any:
     """Turn what a person typed into the value of a setting's type."""
     text = text.strip()
@@ -248,6 +275,7 @@ def redacted(config: Config) -> dict[str, Any]:
     return data
 
 
+@labelled_errors
 def apply_setting(config: Config, name: str, value: Any) -> Config:
     """
     A new configuration with one setting changed; text is parsed as the
@@ -257,6 +285,7 @@ def apply_setting(config: Config, name: str, value: Any) -> Config:
     return apply_settings(config, {name: value})
 
 
+@labelled_errors
 def apply_settings(config: Config, changes: dict[str, Any]) -> Config:
     """Several settings at once (a web form): all are applied or none."""
     new = config

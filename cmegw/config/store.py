@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from cmegw.config.auth import check_root_directive
 from cmegw.config.files import check_files
 from cmegw.config.model import Config, ConfigError
+from cmegw.config.settings import labelled, labelled_errors
 
 log = Logger(namespace="cmegw.config")
 
@@ -72,6 +73,7 @@ def check_complete(data: dict[str, Any], where: str) -> None:
                               f"{', '.join(missing)} {verb} missing (a cut-short or partly copied file?)")
 
 
+@labelled_errors
 def parse_config(text: str, where: str) -> Config:
     """
     Read a whole configuration file: valid TOML, every section of the
@@ -97,7 +99,7 @@ def config_from_data(data: dict[str, Any], where: str) -> Config:
         check_root_directive(config)
         return config
     except ConfigError as e:
-        raise ConfigFileError(f"{where}, setting {e.setting}: {e}", e.setting) from None
+        raise ConfigFileError(f"{where}, setting {e.setting}: {labelled(e)}", e.setting) from None
 
 
 def _machine_serial() -> str:
@@ -222,6 +224,7 @@ class ConfigStore:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+    @labelled_errors
     def change(self, new: Config, save: bool = True) -> Config:
         """Make `new` the configuration: save it (unless asked not to) and tell the listeners."""
         if not isinstance(new, Config):

@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cmegw.config.model import ConfigError
+from cmegw.config.settings import labelled
 
 log = Logger(namespace="cmegw.console")
 
@@ -260,7 +261,7 @@ class CommandTable:
         except CommandError as e:
             return Reply(str(e), error=True)
         except ConfigError as e:  # the configuration model's own message, as the web page shows it
-            return Reply(f"{full}: {e}", error=True)
+            return Reply(f"{full}: {labelled(e)}", error=True)
 
     def complete(self, session: Session, text: str) -> list[str]:
         """The candidates for the last word of `text` (the line up to the cursor)."""

@@ -27,7 +27,7 @@ from twisted.web.iweb import IRequest
 import cmegw
 from cmegw.config import auth as config_auth
 from cmegw.config.model import Config, ConfigError
-from cmegw.config.settings import apply_settings, get_setting, needs_restart, redacted, setting_names, shown_value
+from cmegw.config.settings import apply_settings, get_setting, labelled, needs_restart, redacted, setting_names, shown_value
 from cmegw.config.store import ConfigFileError
 from cmegw.stats import format_duration
 from cmegw.web.auth import factory_password_in_use
@@ -94,6 +94,7 @@ def json_handler(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def config_error(e: ConfigError) -> ApiError:
+    e = labelled(e)
     return ApiError(400, str(e), setting=e.setting, label=e.label, value=_plain(e.shown_value), allowed=e.allowed)
 
 

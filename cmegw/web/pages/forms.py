@@ -32,7 +32,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, tags
 
 from cmegw.config.model import Config, ConfigError
-from cmegw.config.settings import apply_settings, describe, format_value, get_setting, needs_restart
+from cmegw.config.settings import apply_settings, labelled, describe, format_value, get_setting, needs_restart
 from cmegw.config.store import ConfigFileError
 from cmegw.web.accesslog import LIVE_HEADER
 from cmegw.web.pages.layout import AdminView, Layout, authenticated_user
@@ -381,8 +381,8 @@ def error_field(error: ConfigError, fields: Sequence[Field], aliases: dict[str, 
 
 
 def error_message(error: ConfigError) -> str:
-    """The model's own message (the console and the API show the same)."""
-    return str(error)
+    """The model's own message, its setting named in words (the console and the API show the same)."""
+    return str(labelled(error))
 
 
 def apply_form(admin: AdminView, request: IRequest, fields: Sequence[Field],

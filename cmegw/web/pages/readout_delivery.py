@@ -28,6 +28,7 @@ from cmegw.web.pages.forms import (
     Field,
     FormState,
     applies_text,
+    error_message,
     form_value,
     post_form,
     posted_number,
@@ -249,7 +250,7 @@ def routes(route: PageRoutes) -> None:
         try:
             new = config.evolve(push={**config.push, **push_table({str(n): {"url": url}})})
         except ConfigError as e:
-            state.errors["push.new.url"] = str(e)
+            state.errors["push.new.url"] = error_message(e)
             return page(request, delivery_content(admin, request, {"push.new": state}), code=400,
                         notice=Notice("error", "Nothing was saved: correct the field marked below."))
         problem = save_config(admin, new)

@@ -35,7 +35,7 @@ from cmegw.config.store import ConfigFileError
 from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
 from cmegw.web.pages import readout_delivery
 from cmegw.web.pages.admin import Admin, PageRoutes
-from cmegw.web.pages.forms import Field, FormState, form_value, post_form, render_field, save_form, uploads
+from cmegw.web.pages.forms import Field, FormState, error_message, form_value, post_form, render_field, save_form, uploads
 from cmegw.web.pages.meters import REFRESH_SECONDS, download
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE
 from cmegw.web.pages.readout_meter import chosen_range, meter_content
@@ -201,7 +201,7 @@ def add_meter(admin: Admin, request: IRequest) -> tuple[FormState, str]:
         try:
             meters_table({key: MeterConfig()})
         except ConfigError as e:
-            state.errors["add.id"] = str(e)
+            state.errors["add.id"] = error_message(e)
     probe = key if "add.id" not in state.errors else next(
         f"new-{i}" for i in range(len(config.meters) + 1) if f"new-{i}" not in config.meters)
     base = config.evolve(meters={**config.meters, probe: MeterConfig(line=next(iter(config.lines)))})
@@ -211,7 +211,7 @@ def add_meter(admin: Admin, request: IRequest) -> tuple[FormState, str]:
         try:
             apply_settings(base, {name: value})
         except ConfigError as e:
-            state.errors["add." + name.rsplit(".", 1)[1]] = str(e)
+            state.errors["add." + name.rsplit(".", 1)[1]] = error_message(e)
     if state.errors:
         state.notice = Notice("error", "Nothing was added: correct the field marked below.")
         return state, ""
@@ -329,7 +329,7 @@ def routes(app: Klein, admin: Admin) -> None:
         except KeyError:
             return list_page(request, 404, Notice("error", f"There is no line {line}."))
         except ConfigError as e:
-            return list_page(request, 400, Notice("error", f"Nothing was added: {e}"))
+            return list_page(request, 400, Notice("error", f"Nothing was added: {error_message(e)}"))
         except (ConfigFileError, OSError) as e:
             return list_page(request, 500, Notice("error", f"Nothing was added: {e}"))
         if not added:
