@@ -17,6 +17,7 @@ from cmegw.mbus.address import SecondaryAddress
 from cmegw.mbus.frames import FrameError
 from cmegw.mbus.records import scaled
 from cmegw.mbus.meterbus import BITS_PER_CHARACTER, MeterBus, SimulatedMeter, collide, default_meters
+from cmegw.mbus.pacing import Adapter, Turnaround, Wire
 from cmegw.mbus.simulator import SimulatedBus
 
 
@@ -337,8 +338,8 @@ class SimulatedBusPtyTests(TestCase):
         self.assertEqual(bus.ignored_bytes, 3)
 
     @defer.inlineCallbacks
-    def test_bit_timing(self):
-        bus, fd = self.start(bit_timing=True)
+    def test_paced(self):
+        bus, fd = self.start(wire=Wire(reactor, Turnaround(0.001, 0.002)))
         for meter in bus.bus.meters:
             meter.baud = 38400
         set_baud(fd, termios.B38400)
@@ -346,6 +347,7 @@ class SimulatedBusPtyTests(TestCase):
         os.write(fd, frames.req_ud2(2))
         reply = yield self.read_telegram(fd)
         self.assertTrue(parses(reply))
+        self.assertEqual(bus.wire.answers, 1)
 
     @defer.inlineCallbacks
     def test_meters_are_silent_at_another_baud_rate(self):
@@ -376,14 +378,16 @@ class SimulatedBusPtyTests(TestCase):
         yield None
 
 
-class SimulatedBusClockTests(TestCase):
-    """
-    Timing of answers, driven by a fake clock.
-    """
+class _ClockedPty:
+    """A simulated bus on a real pty, its reactor and clock a MemoryReactorClock (mixed into a TestCase)."""
 
-    def setUp(self) -> None:
+    def start(self, reply_delay: float = 0.0, turnaround: Turnaround | None = None,
+              adapter: Adapter | None = None) -> None:
+        """Instant mode, or paced when a `turnaround` is given."""
         self.reactor = MemoryReactorClock()
-        self.bus = SimulatedBus(self.reactor, MeterBus(default_meters()), reply_delay=0.05, bit_timing=True)
+        self.reactor.advance(1000)
+        wire = Wire(self.reactor, turnaround, adapter) if turnaround is not None else None
+        self.bus = SimulatedBus(self.reactor, MeterBus(default_meters()), reply_delay, wire)
         path = self.bus.start()
         self.addCleanup(self.bus.stop)
         self.fd = open_slave(path)
@@ -401,24 +405,40 @@ class SimulatedBusClockTests(TestCase):
             writer.doWrite()
         return read_available(self.fd)
 
-    def test_reply_delay_and_pace(self) -> None:
-        os.write(self.fd, frames.snd_nke(1) + frames.req_ud2(1))
-        self.assertEqual(self.pump(), b"")
-        self.reactor.advance(0.049)
-        self.assertEqual(self.pump(), b"")
-        self.reactor.advance(0.001)
-        self.assertEqual(self.pump(), frames.ACK)
-        character = BITS_PER_CHARACTER / 2400
-        received = b""
-        for _ in range(200):
-            self.reactor.advance(character)
-            received += self.pump()
-            if frames.frame_length(received) == len(received):
+    def advance_to(self, when: float) -> bytes:
+        """Advance the clock to `when` (from now); what the gateway side read meanwhile."""
+        self.reactor.advance(when - self.reactor.seconds())
+        return self.pump()
+
+    def arrivals(self, until: float, step: float) -> list[tuple[float, bytes]]:
+        """(time, bytes) the gateway side reads, looking every `step` seconds until `until`."""
+        out = []
+        for _ in range(int((until - self.reactor.seconds()) / step) + 2):  # bounded by `until`
+            if self.reactor.seconds() > until:
                 break
-        self.assertTrue(parses(received))
-        # The reply took one character time per byte after the E5.
-        expected = 0.05 + character * len(received)
-        self.assertTrue(abs(self.reactor.seconds() - expected) <= 1.5 * character)
+            data = self.advance_to(self.reactor.seconds() + step)
+            if data:
+                out.append((self.reactor.seconds(), data))
+        return out
+
+
+CHARACTER = BITS_PER_CHARACTER / 2400
+EPS = 1e-6
+
+
+class InstantClockTests(_ClockedPty, TestCase):
+    """Instant mode (no wire): the whole answer `reply_delay` after the request was read."""
+
+    def setUp(self) -> None:
+        self.start(reply_delay=0.05)
+
+    def test_whole_answer_after_reply_delay(self) -> None:
+        os.write(self.fd, frames.req_ud2(1))
+        self.assertEqual(self.pump(), b"")
+        start = self.reactor.seconds()
+        self.assertEqual(self.advance_to(start + 0.049), b"")
+        reply = self.advance_to(start + 0.05)
+        self.assertTrue(parses(reply))
 
     def test_partial_telegram_dropped_after_silence(self) -> None:
         os.write(self.fd, b"\x68\x30\x30\x68")
@@ -429,6 +449,107 @@ class SimulatedBusClockTests(TestCase):
         self.reactor.advance(0.05)
         self.assertEqual(self.pump(), frames.ACK)
         self.assertEqual(self.bus.ignored_bytes, 4)
+
+
+class PacedClockTests(_ClockedPty, TestCase):
+    """Paced mode: wire time at the line's baud rate both ways, driven by a fake clock."""
+
+    def paced(self, turnaround: Turnaround = Turnaround(0.05, 0.05), adapter: Adapter | None = None) -> None:
+        self.start(turnaround=turnaround, adapter=adapter)
+
+    def test_request_heard_after_its_wire_time(self) -> None:
+        """The meters hear a 5-byte SND_NKE when its last character is off the wire (22.9 ms at 2400)."""
+        self.paced()
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.snd_nke(1))
+        self.pump()
+        self.assertEqual(self.bus.replies, 0)
+        self.advance_to(sent + 5 * CHARACTER - EPS)
+        self.assertEqual(self.bus.replies, 0)
+        self.advance_to(sent + 5 * CHARACTER + EPS)
+        self.assertEqual(self.bus.replies, 1)
+        # E5: after the turnaround, one character later.
+        self.assertEqual(self.advance_to(sent + 6 * CHARACTER + 0.05 - EPS), b"")
+        self.assertEqual(self.advance_to(sent + 6 * CHARACTER + 0.05 + EPS), frames.ACK)
+
+    def test_answer_at_the_line_rate(self) -> None:
+        self.paced()
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.req_ud2(1))
+        self.pump()
+        arrivals = self.arrivals(sent + 1.0, CHARACTER / 4)
+        reply = b"".join(data for _, data in arrivals)
+        self.assertTrue(parses(reply))
+        self.assertEqual(len(arrivals), len(reply))  # one character at a time
+        last = arrivals[-1][0]
+        expected = sent + 5 * CHARACTER + 0.05 + len(reply) * CHARACTER
+        self.assertTrue(expected - EPS <= last <= expected + CHARACTER / 4 + EPS, (last, expected))
+
+    def test_two_telegrams_in_one_write(self) -> None:
+        """The second request of one write is heard 5 characters after the first."""
+        self.paced(Turnaround(0.0, 0.0))
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.snd_nke(1) + frames.snd_nke(2))
+        self.pump()
+        self.advance_to(sent + 5 * CHARACTER + EPS)
+        self.assertEqual(self.bus.replies, 1)
+        self.advance_to(sent + 10 * CHARACTER - EPS)
+        self.assertEqual(self.bus.replies, 1)
+        self.advance_to(sent + 10 * CHARACTER + EPS)
+        self.assertEqual(self.bus.replies, 2)
+
+    def test_baud_change_changes_the_pace(self) -> None:
+        """The gateway sets 300 baud on the pty: a request takes 8 times longer, and so does the answer."""
+        self.paced(Turnaround(0.0, 0.0))
+        for meter in self.bus.bus.meters:
+            meter.baud = 300
+        set_baud(self.fd, termios.B300)
+        character = BITS_PER_CHARACTER / 300
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.snd_nke(1))
+        self.pump()
+        self.advance_to(sent + 5 * character - EPS)
+        self.assertEqual(self.bus.replies, 0)
+        self.advance_to(sent + 5 * character + EPS)
+        self.assertEqual(self.bus.replies, 1)
+        # The shortest turnaround at 300 baud is 11 bit times, then the E5's own character.
+        self.assertEqual(self.advance_to(sent + 7 * character - EPS), b"")
+        self.assertEqual(self.advance_to(sent + 7 * character + EPS), frames.ACK)
+
+    def test_collision_keeps_wire_time(self) -> None:
+        """A wildcard selection all four meters acknowledge: the garbage comes at the line's rate too."""
+        self.paced(Turnaround(0.0, 0.0))
+        request = frames.select_secondary("FFFFFFFF")
+        sent = self.reactor.seconds()
+        os.write(self.fd, request)
+        self.pump()
+        arrivals = self.arrivals(sent + 0.5, CHARACTER / 4)
+        heard = b"".join(data for _, data in arrivals)
+        self.assertTrue(heard)
+        self.assertFalse(parses(heard))
+        self.assertEqual(len(arrivals), len(heard))
+        first = sent + (len(request) + 2) * CHARACTER
+        self.assertTrue(first - EPS <= arrivals[0][0] <= first + CHARACTER / 4 + EPS)
+
+    def test_adapter_delivers_in_chunks(self) -> None:
+        """Through an FTDI with a 16 ms latency timer a reply at 2400 baud comes 4 characters a read."""
+        self.paced(Turnaround(0.01, 0.01), Adapter(0.016))
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.req_ud2(5))
+        self.pump()
+        arrivals = self.arrivals(sent + 1.0, 0.001)
+        reply = b"".join(data for _, data in arrivals)
+        self.assertTrue(parses(reply))
+        self.assertEqual({len(data) for _, data in arrivals[:-1]}, {4})
+        first = sent + 5 * CHARACTER + 0.01 + CHARACTER + 0.016
+        self.assertTrue(first - EPS <= arrivals[0][0] <= first + 0.001 + EPS, (arrivals[0][0], first))
+
+    def test_stop_cancels_what_is_on_the_wire(self) -> None:
+        self.paced()
+        os.write(self.fd, frames.snd_nke(1))
+        self.pump()
+        self.bus.stop()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
 class UnplugTests(TestCase):
