@@ -419,8 +419,6 @@ class GatewayService(service.MultiService):
 def default_simulator(reactor: Any, line: int) -> Any:
     """The built-in simulated M-Bus with its default meters on a pty pair, at the pace of a real line."""
     from cmegw.mbus.meterbus import MeterBus, default_meters
-    from cmegw.mbus.pacing import Adapter, Wire
-    from cmegw.mbus.simulator import SimulatedBus
+    from cmegw.mbus.simulator import paced_bus
 
-    # Meters answering after 3..50 ms, through a USB adapter in low-latency mode (1 ms latency timer).
-    return SimulatedBus(reactor, MeterBus(default_meters()), wire=Wire(reactor, adapter=Adapter(0.001), seed=line))
+    return paced_bus(reactor, MeterBus(default_meters()), seed=line)

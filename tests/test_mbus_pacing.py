@@ -161,6 +161,15 @@ class WireTests(TestCase):
         self.assertAlmostEqual(wire.busy_time, (5 * 11 + 60 * 11 + 33) / 2400 + 0.010)
         self.assertEqual(wire.answers, 1)
 
+    def test_busy_until_leaves_out_what_lies_ahead(self) -> None:
+        wire = Wire(self.clock, Turnaround(0.010, 0.010))
+        heard = wire.send(5, 2400).end
+        self.assertAlmostEqual(wire.busy_until(100.0), 0.0)
+        self.assertAlmostEqual(wire.busy_until(heard), 5 * 11 / 2400)
+        wire.answer(heard, 60, 2400)
+        self.assertAlmostEqual(wire.busy_until(heard + 0.010), 5 * 11 / 2400 + 0.010)
+        self.assertAlmostEqual(wire.busy_until(heard + 10), wire.busy_time)
+
     def test_baud_change_changes_the_pace(self) -> None:
         wire = Wire(self.clock, Turnaround(0.0, 0.0))
         at_2400 = wire.send(10, 2400)

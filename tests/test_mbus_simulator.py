@@ -18,7 +18,7 @@ from cmegw.mbus.frames import FrameError
 from cmegw.mbus.records import scaled
 from cmegw.mbus.meterbus import BITS_PER_CHARACTER, MeterBus, SimulatedMeter, collide, default_meters
 from cmegw.mbus.pacing import Adapter, Turnaround, Wire
-from cmegw.mbus.simulator import SimulatedBus
+from cmegw.mbus.simulator import SimulatedBus, paced_bus
 
 
 def contains_telegram(heard: bytes) -> bool:
@@ -566,3 +566,12 @@ class UnplugTests(TestCase):
         self.assertTrue(os.path.exists(link))
         self.assertEqual(os.path.realpath(link), bus.path)
         self.assertTrue(first.startswith("/dev/pts/"))
+
+
+class PacedBusTests(TestCase):
+    def test_realistic_defaults(self) -> None:
+        """The gateway's built-in bus: meters answering after 3..50 ms, an adapter in low-latency mode."""
+        bus = paced_bus(MemoryReactorClock(), MeterBus(default_meters()), seed=2)
+        assert bus.wire is not None
+        self.assertEqual(bus.wire.turnaround, Turnaround(0.003, 0.050))
+        self.assertEqual(bus.wire.adapter, Adapter(0.001))

@@ -134,7 +134,9 @@ class Wire:
 
     `busy_time` adds up what the standard counts as the bus's work: each
     request's characters, and for each answer the turnaround, its
-    characters and the 33 bit times of idle that follow a telegram.
+    characters and the 33 bit times of idle that follow a telegram.  It
+    counts them when they are scheduled; `busy_until` leaves out the part
+    of the last one still ahead.
     """
 
     def __init__(self, clock: Any, turnaround: Turnaround = Turnaround(), adapter: Adapter | None = None,
@@ -147,6 +149,7 @@ class Wire:
         self._slaves_free_at = 0.0
         self.busy_time = 0.0
         self.answers = 0
+        self._last_busy = (0.0, 0.0)
 
     def send(self, count: int, baud: int) -> Transmission:
         """The master writes `count` characters now: they follow whatever it is still sending."""
@@ -154,7 +157,7 @@ class Wire:
         start = max(self.clock.seconds(), self._master_free_at)
         sent = Transmission(start, character, count)
         self._master_free_at = start + count * character
-        self.busy_time += count * character
+        self._count_busy(start, self._master_free_at)
         return sent
 
     def answer(self, heard_at: float, size: int, baud: int) -> list[tuple[float, int]]:
@@ -167,8 +170,17 @@ class Wire:
         start = max(heard_at + delay, self._slaves_free_at)
         sent = Transmission(start, character, size)
         self._slaves_free_at = sent.end
-        self.busy_time += delay + size * character + INTER_TELEGRAM_BITS / baud
+        self._count_busy(start - delay, sent.end + INTER_TELEGRAM_BITS / baud)
         self.answers += 1
         if self.adapter is not None:
             return self.adapter.chunks(sent.end_of(0), character, size)
         return [(sent.end_of(index), 1) for index in range(size)]
+
+    def _count_busy(self, begin: float, end: float) -> None:
+        self.busy_time += end - begin
+        self._last_busy = (begin, end)
+
+    def busy_until(self, when: float) -> float:
+        """`busy_time` without what of the last counted stretch lies after `when`."""
+        begin, end = self._last_busy
+        return self.busy_time - max(0.0, end - max(when, begin))

@@ -29,6 +29,8 @@ from cmegw.mbus.meterbus import DEFAULT_BAUD, MeterBus, default_meters
 from cmegw.mbus.pacing import Adapter, Turnaround, Wire
 
 RESYNC_TIMEOUT = 0.2  # seconds of silence after which a partial telegram is dropped
+#: The latency timer of an FTDI adapter in low-latency mode (seconds).
+LOW_LATENCY_TIMER = 0.001
 
 
 _BAUD_BY_SPEED = {
@@ -263,6 +265,15 @@ class SimulatedBus:
             self._pump_call = self._reactor.callLater(self._outbox[0][0] - now, self._pump)
 
 
+def paced_bus(reactor: Any, bus: MeterBus, seed: int = 0) -> SimulatedBus:
+    """
+    C{bus} on a pty at the pace of a real line: meters answering after
+    3..50 ms (seeded), through a USB adapter in low-latency mode (1 ms
+    latency timer), as the gateway's built-in simulated bus runs.
+    """
+    return SimulatedBus(reactor, bus, wire=Wire(reactor, Turnaround(), Adapter(LOW_LATENCY_TIMER), seed))
+
+
 def _point_link(link: str, target: str) -> None:
     """
     Make C{link} a symlink to C{target}, replacing any old one atomically.
@@ -283,8 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--paced", action="store_true",
                         help="keep wire time at the baud rate set on the line (11 bits a character), "
                              "meters answering after 3..50 ms")
-    parser.add_argument("--latency", type=float, default=None, metavar="MS",
-                        help="with --paced: a USB adapter (FTDI) with this latency timer, 1..16 ms")
+    parser.add_argument("--latency", type=float, default=LOW_LATENCY_TIMER * 1000, metavar="MS",
+                        help="with --paced: the USB adapter's latency timer, 1..16 ms (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="with --paced: seed of the answer delays")
     parser.add_argument("--link", metavar="PATH",
                         help="also make a symlink at PATH to the pty")
@@ -295,8 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meters = default_meters(datetime.datetime.now())
     wire = None
     if options.paced:
-        adapter = Adapter(options.latency / 1000) if options.latency is not None else None
-        wire = Wire(reactor, Turnaround(), adapter, options.seed)
+        wire = Wire(reactor, Turnaround(), Adapter(options.latency / 1000), options.seed)
     bus = SimulatedBus(reactor, MeterBus(meters), options.delay, wire)
     path = bus.start(options.link)
     print(path, flush=True)
