@@ -61,8 +61,6 @@ SCAN_LIMIT = 1800.0
 POLL = 0.5
 #: Reads of the tunnel's client alone, before the scan, that give its own transaction time.
 ALONE_READS = 5
-#: Seconds a client waits for one reply before it counts it lost.
-REPLY_LIMIT = 15.0
 CLIENT_COUNTS = (1, 2, 4, 8)
 #: Four more meters beside the simulator's four: (primary, identification); 15263748 shares the first
 #: digit with 12345678, so the secondary search meets a collision and goes one digit deeper.
@@ -111,6 +109,11 @@ def floor_of(heard: list[tuple[float, bytes, bytes | None]], since: float, until
     window = [(request, reply) for at, request, reply in heard if since <= at <= until]
     return {"transactions": len(window), "silent": sum(1 for _, reply in window if not reply),
             "floor_s": sum(exchange_floor(request, reply, baud) for request, reply in window)}
+
+
+def window(seconds: float, baud: int) -> float:
+    """How long a run with clients lasts at `baud`: `seconds` at 2400 baud, three times that at 300."""
+    return seconds * max(1.0, 900 / baud)
 
 
 def sleep(seconds: float) -> defer.Deferred:
@@ -168,9 +171,10 @@ class Gateway:
 class ReadLoop(protocol.Protocol):
     """A head-end reading one meter (REQ_UD2) in a loop until `deadline`: its round trips and replies."""
 
-    def __init__(self, primary: int, deadline: float) -> None:
+    def __init__(self, primary: int, deadline: float, reply_limit: float) -> None:
         self.primary = primary
         self.deadline = deadline
+        self.reply_limit = reply_limit
         self.request = frames.req_ud2(primary)
         self.round_trips: list[tuple[float, float]] = []  # (sent, answered)
         self.wrong = 0
@@ -190,12 +194,13 @@ class ReadLoop(protocol.Protocol):
         self._buffer = b""
         self._sent = time.time()
         self.transport.write(self.request)
-        self._timeout = reactor.callLater(REPLY_LIMIT, self._lost)
+        self._timeout = reactor.callLater(self.reply_limit, self._lost)
 
     def _lost(self) -> None:
+        """No reply in time: this loop ends (a late reply would be taken for the next one's)."""
         self._timeout = None
         self.lost += 1
-        self._send()
+        self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -223,9 +228,11 @@ class ReadLoop(protocol.Protocol):
             self.done.callback(self)
 
 
-def read_loops(port: int, primaries: list[int], deadline: float) -> defer.Deferred:
+def read_loops(port: int, primaries: list[int], deadline: float, baud: int) -> defer.Deferred:
     """Connect one `ReadLoop` per primary address; fires with them when all have ended."""
-    loops = [ReadLoop(primary, deadline) for primary in primaries]
+    # Every client's turn may come after one longest transaction of each of the others (and a scan's).
+    reply_limit = (len(primaries) + 1) * (5 + frames.MAX_TELEGRAM_LENGTH) * BITS_PER_CHARACTER / baud + 2.0
+    loops = [ReadLoop(primary, deadline, reply_limit) for primary in primaries]
     for loop in loops:
         endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10), loop)
     return defer.gatherResults([loop.done for loop in loops])
@@ -251,11 +258,11 @@ def scan_figures(gw: Gateway, bus: RecordingBus, baud: int, kind: str, stop_afte
 @defer.inlineCallbacks
 def wait_during_scan(gw: Gateway, baud: int, seconds: float) -> Any:
     """The transparent tunnel's client reading meter 5 while a primary scan runs: its worst wait."""
-    alone = yield read_loops(gw.tunnel, [5], time.time() + ALONE_READS * 110 * BITS_PER_CHARACTER / baud)
+    alone = yield read_loops(gw.tunnel, [5], time.time() + ALONE_READS * 110 * BITS_PER_CHARACTER / baud, baud)
     own = sorted(b - a for a, b in alone[0].round_trips)
     yield sleep(1.0)  # the tunnel's client place is free again
     yield gw.api("POST", "/api/meters/1/scan", {"kind": "primary"})
-    during = yield read_loops(gw.tunnel, [5], time.time() + seconds)
+    during = yield read_loops(gw.tunnel, [5], time.time() + seconds, baud)
     yield gw.api("DELETE", "/api/meters/1/scan")
     waits = [b - a for a, b in during[0].round_trips]
     own_median = own[len(own) // 2] if own else 0.0
@@ -265,7 +272,7 @@ def wait_during_scan(gw: Gateway, baud: int, seconds: float) -> Any:
 
 
 @defer.inlineCallbacks
-def sharing_figures(gw: Gateway, simulated: Any, clients: int, seconds: float) -> Any:
+def sharing_figures(gw: Gateway, simulated: Any, clients: int, seconds: float, baud: int) -> Any:
     primaries = [meter.primary for meter in simulated.bus.meters][:clients]
     wire = simulated.wire
     started = time.time()
@@ -273,7 +280,7 @@ def sharing_figures(gw: Gateway, simulated: Any, clients: int, seconds: float) -
     deadline = started + seconds
     at_deadline: list[tuple[float, float]] = []
     reactor.callLater(seconds, lambda: at_deadline.append((time.time(), wire.busy_until(time.time()))))
-    loops = yield read_loops(gw.tunnel, primaries, deadline)
+    loops = yield read_loops(gw.tunnel, primaries, deadline, baud)
     shares = [sum(1 for _, answered in loop.round_trips if answered <= deadline) for loop in loops]
     yield sleep(1.0)
     return {"clients": clients, "seconds": seconds, "utilisation": (at_deadline[0][1] - busy) / (at_deadline[0][0] - started),
@@ -306,7 +313,7 @@ def at_baud(baud: int, options: argparse.Namespace, folder: Path) -> Any:
         try:
             results["primary"] = yield scan_figures(gw, bus, baud, "primary", stop_after)
             results["secondary"] = yield scan_figures(gw, bus, baud, "secondary", None)
-            results["client_during_scan"] = yield wait_during_scan(gw, baud, options.seconds * 2400 / max(baud, 1200))
+            results["client_during_scan"] = yield wait_during_scan(gw, baud, window(options.seconds, baud))
             results["libmbus"] = yield libmbus_scan(gw)
         finally:
             gw.stop()
@@ -315,7 +322,7 @@ def at_baud(baud: int, options: argparse.Namespace, folder: Path) -> Any:
         try:
             results["sharing"] = []
             for clients in CLIENT_COUNTS:
-                figures = yield sharing_figures(gw, simulated, clients, options.seconds * 2400 / max(baud, 1200))
+                figures = yield sharing_figures(gw, simulated, clients, window(options.seconds, baud), baud)
                 results["sharing"].append(figures)
         finally:
             gw.stop()
@@ -376,7 +383,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bauds", default="2400,300", help="baud rates to run at (default 2400,300)")
     parser.add_argument("--seconds", type=float, default=20.0,
-                        help="seconds of each shared-bus run at 2400 baud (twice that at 1200 and below)")
+                        help="seconds of each run with clients at 2400 baud (three times that at 300)")
     parser.add_argument("--max-address", type=int, default=250,
                         help="the primary scan at 2400 baud and above stops after this address (default 250: all)")
     parser.add_argument("--max-address-300", type=int, default=20,
