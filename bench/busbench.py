@@ -275,6 +275,7 @@ def wait_during_scan(gw: Gateway, baud: int, seconds: float) -> Any:
 def sharing_figures(gw: Gateway, simulated: Any, clients: int, seconds: float, baud: int) -> Any:
     primaries = [meter.primary for meter in simulated.bus.meters][:clients]
     wire = simulated.wire
+    before = yield gw.api("GET", "/api/meters/1")
     started = time.time()
     busy = wire.busy_until(started)
     deadline = started + seconds
@@ -283,7 +284,11 @@ def sharing_figures(gw: Gateway, simulated: Any, clients: int, seconds: float, b
     loops = yield read_loops(gw.tunnel, primaries, deadline, baud)
     shares = [sum(1 for _, answered in loop.round_trips if answered <= deadline) for loop in loops]
     yield sleep(1.0)
-    return {"clients": clients, "seconds": seconds, "utilisation": (at_deadline[0][1] - busy) / (at_deadline[0][0] - started),
+    after = yield gw.api("GET", "/api/meters/1")
+    # What the gateway's arbiter heard that was not one clean reply (a stall of either process longer than
+    # the defragmentation timeout cuts a reply short).
+    unclean = {key: after["bus"][key] - before["bus"][key] for key in ("truncated", "garbled", "invalid", "silent")}
+    return {"arbiter_unclean": unclean, "clients": clients, "seconds": seconds, "utilisation": (at_deadline[0][1] - busy) / (at_deadline[0][0] - started),
             "transactions": sum(shares), "shares": shares, "share_spread": max(shares) - min(shares),
             "wrong_replies": sum(loop.wrong for loop in loops), "lost": sum(loop.lost for loop in loops)}
 
@@ -311,12 +316,15 @@ def at_baud(baud: int, options: argparse.Namespace, folder: Path) -> Any:
         gw = Gateway(folder / f"transparent-{baud}", device, baud, sharing=False)
         yield gw.start()
         try:
-            results["primary"] = yield scan_figures(gw, bus, baud, "primary", stop_after)
-            results["secondary"] = yield scan_figures(gw, bus, baud, "secondary", None)
-            results["client_during_scan"] = yield wait_during_scan(gw, baud, window(options.seconds, baud))
-            results["libmbus"] = yield libmbus_scan(gw)
+            if "scans" in options.parts:
+                results["primary"] = yield scan_figures(gw, bus, baud, "primary", stop_after)
+                results["secondary"] = yield scan_figures(gw, bus, baud, "secondary", None)
+                results["client_during_scan"] = yield wait_during_scan(gw, baud, window(options.seconds, baud))
+                results["libmbus"] = yield libmbus_scan(gw)
         finally:
             gw.stop()
+        if "sharing" not in options.parts:
+            return results
         gw = Gateway(folder / f"sharing-{baud}", device, baud, sharing=True)
         yield gw.start()
         try:
@@ -365,11 +373,15 @@ def table(runs: list[dict[str, Any]]) -> str:
             f'{"/".join(map(str, r["sharing"][i]["shares"]))}', "{}")
         row("  wrong or lost replies", lambda r, i=index: r["sharing"][i]["wrong_replies"] + r["sharing"][i]["lost"],
             "{}")
+        row("  arbiter: truncated/garbled/silent", lambda r, i=index: "/".join(
+            str(r["sharing"][i]["arbiter_unclean"][k]) for k in ("truncated", "garbled", "silent")), "{}")
     width = max(len(label) for label, _ in rows) + 2
-    head = "".ljust(width) + "".join(f'{str(run["baud"]) + " baud":>18}' for run in runs)
-    lines = [head] + [label.ljust(width) + "".join(f"{v:>18}" for v in values) for label, values in rows]
+    head = "".ljust(width) + "".join(f'{str(run["baud"]) + " baud":>24}' for run in runs)
+    lines = [head] + [label.ljust(width) + "".join(f"{v:>24}" for v in values) for label, values in rows]
     for run in runs:
-        libmbus = run.get("libmbus", {})
+        libmbus = run.get("libmbus")
+        if libmbus is None:
+            continue
         lines.append(f'libmbus mbus-tcp-scan at {run["baud"]} baud: ' +
                      (libmbus["skipped"] if "skipped" in libmbus else
                       f'{libmbus.get("seconds", 0):.1f} s, {libmbus.get("found")} found'))
@@ -388,6 +400,7 @@ def main() -> int:
                         help="the primary scan at 2400 baud and above stops after this address (default 250: all)")
     parser.add_argument("--max-address-300", type=int, default=20,
                         help="the primary scan at 300..1200 baud stops after this address (default 20)")
+    parser.add_argument("--parts", default="scans,sharing", help="what to run (default scans,sharing)")
     options = parser.parse_args()
     if shutil.which("curl") is None:
         print("needs curl")

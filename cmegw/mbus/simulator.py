@@ -3,9 +3,10 @@
 A simulated M-Bus: meters that answer like real slaves, on a real pty.
 
 L{MeterBus} (in L{cmegw.mbus.meterbus}) is pure: C{handle(request) -> reply}.  L{SimulatedBus} puts it
-behind a pseudo-terminal so the gateway opens it like a USB level converter.
+behind a pseudo-terminal so the gateway opens it like a USB level converter; with a
+L{cmegw.mbus.pacing.Wire} it keeps wire time (L{paced_bus}: as the gateway's built-in bus).
 
-Run C{python -m cmegw.mbus.simulator} to get a bus on a pty from a shell.
+Run C{python -m cmegw.mbus.simulator [--paced]} to get a bus on a pty from a shell.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class SimulatedBus:
         sent = self.wire.send(len(data), self.baud or DEFAULT_BAUD) if self.wire is not None else None
         before = len(self._buffer)
         self._buffer += data
-        segments, waiting = frames.split_stream(self._buffer, check_stop=False)
+        segments, _waiting = frames.split_stream(self._buffer, check_stop=False)
         end = 0
         for segment in segments:
             end += len(segment.data)
