@@ -425,8 +425,8 @@ class GatewayService(service.MultiService):
 
 
 def default_simulator(reactor: Any, line: int) -> Any:
-    """The built-in simulated M-Bus with its default meters, on a pty pair."""
+    """The built-in simulated M-Bus with its default meters on a pty pair, at the pace of a real line."""
     from cmegw.mbus.meterbus import MeterBus, default_meters
-    from cmegw.mbus.simulator import SimulatedBus
+    from cmegw.mbus.simulator import paced_bus
 
-    return SimulatedBus(reactor, MeterBus(default_meters()), reply_delay=0.01)
+    return paced_bus(reactor, MeterBus(default_meters()), seed=line)

@@ -13,25 +13,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
-from cmegw.mbus.address import SecondaryAddress
 from cmegw.mbus.frames import FrameError
-from cmegw.mbus.records import scaled
-from cmegw.mbus.meterbus import BITS_PER_CHARACTER, MeterBus, SimulatedMeter, collide, default_meters
-from cmegw.mbus.simulator import SimulatedBus
-
-
-def contains_telegram(heard: bytes) -> bool:
-    """
-    Whether any stretch of C{heard} is a valid telegram.
-
-    Tries every slice with L{frames.parse_frame} alone, so it does not share
-    the simulator's way of finding telegrams (its start bytes and lengths).
-    """
-    return any(
-        parses(heard[start:end])
-        for start in range(len(heard))
-        for end in range(start + 1, min(len(heard), start + frames.MAX_TELEGRAM_LENGTH) + 1)
-    )
+from cmegw.mbus.meterbus import BITS_PER_CHARACTER, MeterBus, default_meters
+from cmegw.mbus.pacing import Adapter, Turnaround, Wire
+from cmegw.mbus.simulator import SimulatedBus, paced_bus
 
 
 def parses(reply: bytes | None) -> bool:
@@ -40,212 +25,6 @@ def parses(reply: bytes | None) -> bool:
     except FrameError:
         return False
     return True
-
-
-class DefaultMetersTests(TestCase):
-    def test_distinct_addresses(self) -> None:
-        meters = default_meters()
-        self.assertEqual([meter.primary for meter in meters], [1, 2, 5, 10])
-        self.assertEqual(len({meter.address.ident for meter in meters}), 4)
-        self.assertEqual(len({meter.address.manufacturer for meter in meters}), 4)
-
-    def test_reply_sizes(self) -> None:
-        bus = MeterBus(default_meters())
-        for meter in bus.meters:
-            reply = bus.handle(frames.req_ud2(meter.primary))
-            assert reply is not None
-            self.assertTrue(60 <= len(reply) <= 120, (meter.primary, len(reply)))
-            frame = frames.parse_frame(reply)
-            self.assertEqual((frame.kind, frame.c, frame.a, frame.ci), ("long", 0x08, meter.primary, 0x72))
-            self.assertEqual(SecondaryAddress.from_bytes(frame.data), meter.address)
-
-
-class MeterBusTests(TestCase):
-    def setUp(self) -> None:
-        self.bus = MeterBus(default_meters())
-
-    def test_link_reset(self) -> None:
-        self.assertEqual(self.bus.handle(frames.snd_nke(1)), frames.ACK)
-        self.assertIsNone(self.bus.handle(frames.snd_nke(3)))
-        self.assertIsNone(self.bus.handle(frames.snd_nke(0xFF)))
-
-    def test_primary_read(self) -> None:
-        reply = self.bus.handle(frames.req_ud2(5))
-        frame = frames.parse_frame(reply or b"")
-        self.assertEqual(frame.data[:4], b"\x60\x50\x40\x30")
-
-    def test_absent_and_broadcast(self) -> None:
-        self.assertIsNone(self.bus.handle(frames.req_ud2(3)))
-        self.assertIsNone(self.bus.handle(frames.req_ud2(0xFF)))
-
-    def test_bad_checksum_ignored(self) -> None:
-        request = bytearray(frames.req_ud2(1))
-        request[3] ^= 1
-        self.assertIsNone(self.bus.handle(bytes(request)))
-        selection = bytearray(frames.select_secondary("12345678"))
-        selection[-2] ^= 1
-        self.assertIsNone(self.bus.handle(bytes(selection)))
-
-    def test_invalid_structure_ignored(self) -> None:
-        self.assertIsNone(self.bus.handle(b"\x00\x01"))
-        self.assertIsNone(self.bus.handle(frames.req_ud2(1)[:-1]))
-        self.assertIsNone(self.bus.handle(frames.ACK))
-
-    def test_broadcast_reply_collides(self) -> None:
-        reply = self.bus.handle(frames.req_ud2(0xFE))
-        self.assertTrue(reply)
-        self.assertFalse(parses(reply))
-
-    def test_broadcast_reply_single_meter(self) -> None:
-        bus = MeterBus(default_meters()[:1])
-        self.assertTrue(parses(bus.handle(frames.req_ud2(0xFE))))
-
-    def test_access_number_and_fcb(self) -> None:
-        first = frames.parse_frame(self.bus.handle(frames.req_ud2(1)) or b"")
-        again = frames.parse_frame(self.bus.handle(frames.req_ud2(1)) or b"")
-        toggled = frames.parse_frame(self.bus.handle(frames.req_ud2(1, fcb=True)) or b"")
-        # Same FCB: the master lost the answer, it is sent again.
-        self.assertEqual(again, first)
-        self.assertEqual(toggled.data[8], (first.data[8] + 1) & 0xFF)
-
-    def test_multi_telegram(self) -> None:
-        self.bus.handle(frames.snd_nke(10))
-        first = frames.parse_frame(self.bus.handle(frames.req_ud2(10, fcb=True)) or b"")
-        second = frames.parse_frame(self.bus.handle(frames.req_ud2(10, fcb=False)) or b"")
-        third = frames.parse_frame(self.bus.handle(frames.req_ud2(10, fcb=True)) or b"")
-        self.assertEqual(first.data[-1], 0x1F)
-        self.assertNotEqual(second.data[-1], 0x1F)
-        self.assertEqual(third.data[12:], first.data[12:])
-
-    def test_select_and_read(self) -> None:
-        self.assertEqual(self.bus.handle(frames.select_secondary("22110033")), frames.ACK)
-        frame = frames.parse_frame(self.bus.handle(frames.req_ud2(0xFD)) or b"")
-        self.assertEqual(frame.a, 2)
-        self.assertEqual(str(SecondaryAddress.from_bytes(frame.data)), "22110033-SEN-66-16")
-
-    def test_select_by_manufacturer_version_medium(self) -> None:
-        self.assertEqual(
-            self.bus.handle(frames.select_secondary("FFFFFFFF", "ABB", 0xFF, 0xFF)), frames.ACK
-        )
-        self.assertEqual(
-            self.bus.handle(frames.select_secondary("FFFFFFFF", 0xFFFF, 0x08, 0xFF)), frames.ACK
-        )
-        self.assertEqual(
-            self.bus.handle(frames.select_secondary("FFFFFFFF", 0xFFFF, 0xFF, 0x16)), frames.ACK
-        )
-        self.assertIsNone(self.bus.handle(frames.select_secondary("FFFFFFFF", "XYZ")))
-
-    def test_non_matching_selection_deselects(self) -> None:
-        self.bus.handle(frames.select_secondary("12345678"))
-        self.assertIsNone(self.bus.handle(frames.select_secondary("99999999")))
-        self.assertIsNone(self.bus.handle(frames.req_ud2(0xFD)))
-
-    def test_deselection(self) -> None:
-        self.bus.handle(frames.select_secondary("12345678"))
-        self.assertEqual(
-            self.bus.handle(frames.control_frame(frames.SND_UD, 0xFD, frames.CI_DESELECTION)),
-            frames.ACK,
-        )
-        self.assertIsNone(self.bus.handle(frames.req_ud2(0xFD)))
-
-    def test_snd_nke_253_deselects(self) -> None:
-        self.bus.handle(frames.select_secondary("12345678"))
-        self.assertEqual(self.bus.handle(frames.snd_nke(0xFD)), frames.ACK)
-        self.assertIsNone(self.bus.handle(frames.req_ud2(0xFD)))
-
-    def test_wildcard_collision(self) -> None:
-        reply = self.bus.handle(frames.select_secondary("FFFFFFFF"))
-        self.assertTrue(reply)
-        self.assertNotEqual(reply, frames.ACK)
-        self.assertNotEqual(reply, frames.ACK * 4)
-        self.assertFalse(parses(reply))
-        # Every meter is selected; reading them collides too.
-        self.assertFalse(parses(self.bus.handle(frames.req_ud2(0xFD))))
-
-    def test_secondary_search(self) -> None:
-        """
-        The usual search (fix one digit at a time, go deeper on a collision)
-        finds every meter.
-        """
-        meters = default_meters() + [
-            SimulatedMeter(20, SecondaryAddress("12345679", "KAM", 1, 4), [[scaled("energy", 1, 3)]]),
-            SimulatedMeter(21, SecondaryAddress("12345677", "KAM", 1, 4), [[scaled("energy", 2, 3)]]),
-        ]
-        bus = MeterBus(meters)
-        found = []
-        prefixes = [""]
-        for _ in range(200):
-            if not prefixes:
-                break
-            prefix = prefixes.pop()
-            for digit in "0123456789":
-                pattern = (prefix + digit).ljust(8, "F")
-                reply = bus.handle(frames.select_secondary(pattern))
-                if reply is None:
-                    continue
-                if reply == frames.ACK:
-                    read = frames.parse_frame(bus.handle(frames.req_ud2(0xFD)) or b"")
-                    found.append(str(SecondaryAddress.from_bytes(read.data)))
-                else:
-                    self.assertLess(len(prefix) + 1, 8)
-                    prefixes.append(prefix + digit)
-        self.assertEqual(prefixes, [])
-        self.assertEqual(
-            sorted(found),
-            sorted(str(meter.address) for meter in meters),
-        )
-
-    def test_baud_change(self) -> None:
-        changes: list[int] = []
-        bus = MeterBus(default_meters(), on_baud_change=changes.append)
-        self.assertEqual(bus.handle(frames.set_baud_rate(1, 9600)), frames.ACK)
-        self.assertEqual(bus.meters[0].baud, 9600)
-        self.assertEqual(changes, [9600])
-        self.assertIsNone(bus.handle(frames.set_baud_rate(0xFF, 300)))
-        self.assertEqual({meter.baud for meter in bus.meters}, {300})
-
-    def test_meters_hear_only_their_baud_rate(self) -> None:
-        self.bus.meters[0].baud = 300
-        self.assertIsNone(self.bus.handle(frames.snd_nke(1), baud=2400))
-        self.assertEqual(self.bus.handle(frames.snd_nke(1), baud=300), frames.ACK)
-        self.assertEqual(self.bus.handle(frames.snd_nke(2), baud=2400), frames.ACK)
-        self.assertIsNone(self.bus.handle(frames.snd_nke(2), baud=9600))
-
-    def test_req_ud1(self) -> None:
-        self.assertEqual(self.bus.handle(frames.req_ud1(2)), frames.ACK)
-
-
-class CollideTests(TestCase):
-    def test_two_acks(self) -> None:
-        heard = collide([frames.ACK, frames.ACK])
-        self.assertTrue(heard)
-        self.assertFalse(contains_telegram(heard))
-
-    def test_never_clean(self) -> None:
-        bus = MeterBus(default_meters())
-        replies = [bus.handle(frames.req_ud2(meter.primary)) or b"" for meter in bus.meters]
-        for count in range(2, 5):
-            self.assertFalse(contains_telegram(collide(replies[:count])))
-            self.assertFalse(contains_telegram(collide([replies[0]] * count)))
-            self.assertFalse(contains_telegram(collide([frames.ACK] * count)))
-
-    def test_ack_and_long_frame(self) -> None:
-        self.assertFalse(contains_telegram(collide([frames.ACK, frames.req_ud2(1)])))
-
-    def test_surviving_telegram_spoiled(self) -> None:
-        """
-        These three answers AND together into bytes that hold a clean E5
-        (81 E5 00 7B 9A FF); what the master hears must not.
-        """
-        replies = [bytes.fromhex("A9"), bytes.fromhex("D03D08"), bytes.fromhex("5E2F5E6F73")]
-        heard = collide(replies)
-        self.assertEqual(len(heard), 6)
-        self.assertFalse(contains_telegram(heard))
-
-    def test_oracle_finds_a_telegram_anywhere(self) -> None:
-        self.assertTrue(contains_telegram(b"\x00\x13" + frames.req_ud2(1) + b"\x42"))
-        self.assertTrue(contains_telegram(b"\x81" + frames.ACK + b"\x00"))
-        self.assertFalse(contains_telegram(b"\x00\x13" + frames.req_ud2(1)[:-1]))
 
 
 def open_slave(path: str) -> int:
@@ -337,8 +116,8 @@ class SimulatedBusPtyTests(TestCase):
         self.assertEqual(bus.ignored_bytes, 3)
 
     @defer.inlineCallbacks
-    def test_bit_timing(self):
-        bus, fd = self.start(bit_timing=True)
+    def test_paced(self):
+        bus, fd = self.start(wire=Wire(reactor, Turnaround(0.001, 0.002)))
         for meter in bus.bus.meters:
             meter.baud = 38400
         set_baud(fd, termios.B38400)
@@ -346,6 +125,7 @@ class SimulatedBusPtyTests(TestCase):
         os.write(fd, frames.req_ud2(2))
         reply = yield self.read_telegram(fd)
         self.assertTrue(parses(reply))
+        self.assertEqual(bus.wire.answers, 1)
 
     @defer.inlineCallbacks
     def test_meters_are_silent_at_another_baud_rate(self):
@@ -376,14 +156,16 @@ class SimulatedBusPtyTests(TestCase):
         yield None
 
 
-class SimulatedBusClockTests(TestCase):
-    """
-    Timing of answers, driven by a fake clock.
-    """
+class _ClockedPty:
+    """A simulated bus on a real pty, its reactor and clock a MemoryReactorClock (mixed into a TestCase)."""
 
-    def setUp(self) -> None:
+    def start(self, reply_delay: float = 0.0, turnaround: Turnaround | None = None,
+              adapter: Adapter | None = None) -> None:
+        """Instant mode, or paced when a `turnaround` is given."""
         self.reactor = MemoryReactorClock()
-        self.bus = SimulatedBus(self.reactor, MeterBus(default_meters()), reply_delay=0.05, bit_timing=True)
+        self.reactor.advance(1000)
+        wire = Wire(self.reactor, turnaround, adapter) if turnaround is not None else None
+        self.bus = SimulatedBus(self.reactor, MeterBus(default_meters()), reply_delay, wire)
         path = self.bus.start()
         self.addCleanup(self.bus.stop)
         self.fd = open_slave(path)
@@ -401,24 +183,40 @@ class SimulatedBusClockTests(TestCase):
             writer.doWrite()
         return read_available(self.fd)
 
-    def test_reply_delay_and_pace(self) -> None:
-        os.write(self.fd, frames.snd_nke(1) + frames.req_ud2(1))
-        self.assertEqual(self.pump(), b"")
-        self.reactor.advance(0.049)
-        self.assertEqual(self.pump(), b"")
-        self.reactor.advance(0.001)
-        self.assertEqual(self.pump(), frames.ACK)
-        character = BITS_PER_CHARACTER / 2400
-        received = b""
-        for _ in range(200):
-            self.reactor.advance(character)
-            received += self.pump()
-            if frames.frame_length(received) == len(received):
+    def advance_to(self, when: float) -> bytes:
+        """Advance the clock to `when` (from now); what the gateway side read meanwhile."""
+        self.reactor.advance(when - self.reactor.seconds())
+        return self.pump()
+
+    def arrivals(self, until: float, step: float) -> list[tuple[float, bytes]]:
+        """(time, bytes) the gateway side reads, looking every `step` seconds until `until`."""
+        out = []
+        for _ in range(int((until - self.reactor.seconds()) / step) + 2):  # bounded by `until`
+            if self.reactor.seconds() > until:
                 break
-        self.assertTrue(parses(received))
-        # The reply took one character time per byte after the E5.
-        expected = 0.05 + character * len(received)
-        self.assertTrue(abs(self.reactor.seconds() - expected) <= 1.5 * character)
+            data = self.advance_to(self.reactor.seconds() + step)
+            if data:
+                out.append((self.reactor.seconds(), data))
+        return out
+
+
+CHARACTER = BITS_PER_CHARACTER / 2400
+EPS = 1e-6
+
+
+class InstantClockTests(_ClockedPty, TestCase):
+    """Instant mode (no wire): the whole answer `reply_delay` after the request was read."""
+
+    def setUp(self) -> None:
+        self.start(reply_delay=0.05)
+
+    def test_whole_answer_after_reply_delay(self) -> None:
+        os.write(self.fd, frames.req_ud2(1))
+        self.assertEqual(self.pump(), b"")
+        start = self.reactor.seconds()
+        self.assertEqual(self.advance_to(start + 0.049), b"")
+        reply = self.advance_to(start + 0.05)
+        self.assertTrue(parses(reply))
 
     def test_partial_telegram_dropped_after_silence(self) -> None:
         os.write(self.fd, b"\x68\x30\x30\x68")
@@ -429,6 +227,107 @@ class SimulatedBusClockTests(TestCase):
         self.reactor.advance(0.05)
         self.assertEqual(self.pump(), frames.ACK)
         self.assertEqual(self.bus.ignored_bytes, 4)
+
+
+class PacedClockTests(_ClockedPty, TestCase):
+    """Paced mode: wire time at the line's baud rate both ways, driven by a fake clock."""
+
+    def paced(self, turnaround: Turnaround = Turnaround(0.05, 0.05), adapter: Adapter | None = None) -> None:
+        self.start(turnaround=turnaround, adapter=adapter)
+
+    def test_request_heard_after_its_wire_time(self) -> None:
+        """The meters hear a 5-byte SND_NKE when its last character is off the wire (22.9 ms at 2400)."""
+        self.paced()
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.snd_nke(1))
+        self.pump()
+        self.assertEqual(self.bus.replies, 0)
+        self.advance_to(sent + 5 * CHARACTER - EPS)
+        self.assertEqual(self.bus.replies, 0)
+        self.advance_to(sent + 5 * CHARACTER + EPS)
+        self.assertEqual(self.bus.replies, 1)
+        # E5: after the turnaround, one character later.
+        self.assertEqual(self.advance_to(sent + 6 * CHARACTER + 0.05 - EPS), b"")
+        self.assertEqual(self.advance_to(sent + 6 * CHARACTER + 0.05 + EPS), frames.ACK)
+
+    def test_answer_at_the_line_rate(self) -> None:
+        self.paced()
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.req_ud2(1))
+        self.pump()
+        arrivals = self.arrivals(sent + 1.0, CHARACTER / 4)
+        reply = b"".join(data for _, data in arrivals)
+        self.assertTrue(parses(reply))
+        self.assertEqual(len(arrivals), len(reply))  # one character at a time
+        last = arrivals[-1][0]
+        expected = sent + 5 * CHARACTER + 0.05 + len(reply) * CHARACTER
+        self.assertTrue(expected - EPS <= last <= expected + CHARACTER / 4 + EPS, (last, expected))
+
+    def test_two_telegrams_in_one_write(self) -> None:
+        """The second request of one write is heard 5 characters after the first."""
+        self.paced(Turnaround(0.0, 0.0))
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.snd_nke(1) + frames.snd_nke(2))
+        self.pump()
+        self.advance_to(sent + 5 * CHARACTER + EPS)
+        self.assertEqual(self.bus.replies, 1)
+        self.advance_to(sent + 10 * CHARACTER - EPS)
+        self.assertEqual(self.bus.replies, 1)
+        self.advance_to(sent + 10 * CHARACTER + EPS)
+        self.assertEqual(self.bus.replies, 2)
+
+    def test_baud_change_changes_the_pace(self) -> None:
+        """The gateway sets 300 baud on the pty: a request takes 8 times longer, and so does the answer."""
+        self.paced(Turnaround(0.0, 0.0))
+        for meter in self.bus.bus.meters:
+            meter.baud = 300
+        set_baud(self.fd, termios.B300)
+        character = BITS_PER_CHARACTER / 300
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.snd_nke(1))
+        self.pump()
+        self.advance_to(sent + 5 * character - EPS)
+        self.assertEqual(self.bus.replies, 0)
+        self.advance_to(sent + 5 * character + EPS)
+        self.assertEqual(self.bus.replies, 1)
+        # The shortest turnaround at 300 baud is 11 bit times, then the E5's own character.
+        self.assertEqual(self.advance_to(sent + 7 * character - EPS), b"")
+        self.assertEqual(self.advance_to(sent + 7 * character + EPS), frames.ACK)
+
+    def test_collision_keeps_wire_time(self) -> None:
+        """A wildcard selection all four meters acknowledge: the garbage comes at the line's rate too."""
+        self.paced(Turnaround(0.0, 0.0))
+        request = frames.select_secondary("FFFFFFFF")
+        sent = self.reactor.seconds()
+        os.write(self.fd, request)
+        self.pump()
+        arrivals = self.arrivals(sent + 0.5, CHARACTER / 4)
+        heard = b"".join(data for _, data in arrivals)
+        self.assertTrue(heard)
+        self.assertFalse(parses(heard))
+        self.assertEqual(len(arrivals), len(heard))
+        first = sent + (len(request) + 2) * CHARACTER
+        self.assertTrue(first - EPS <= arrivals[0][0] <= first + CHARACTER / 4 + EPS)
+
+    def test_adapter_delivers_in_chunks(self) -> None:
+        """Through an FTDI with a 16 ms latency timer a reply at 2400 baud comes 4 characters a read."""
+        self.paced(Turnaround(0.01, 0.01), Adapter(0.016))
+        sent = self.reactor.seconds()
+        os.write(self.fd, frames.req_ud2(5))
+        self.pump()
+        arrivals = self.arrivals(sent + 1.0, 0.001)
+        reply = b"".join(data for _, data in arrivals)
+        self.assertTrue(parses(reply))
+        self.assertEqual({len(data) for _, data in arrivals[:-1]}, {4})
+        first = sent + 5 * CHARACTER + 0.01 + CHARACTER + 0.016
+        self.assertTrue(first - EPS <= arrivals[0][0] <= first + 0.001 + EPS, (arrivals[0][0], first))
+
+    def test_stop_cancels_what_is_on_the_wire(self) -> None:
+        self.paced()
+        os.write(self.fd, frames.snd_nke(1))
+        self.pump()
+        self.bus.stop()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
 class UnplugTests(TestCase):
@@ -445,3 +344,12 @@ class UnplugTests(TestCase):
         self.assertTrue(os.path.exists(link))
         self.assertEqual(os.path.realpath(link), bus.path)
         self.assertTrue(first.startswith("/dev/pts/"))
+
+
+class PacedBusTests(TestCase):
+    def test_realistic_defaults(self) -> None:
+        """The gateway's built-in bus: meters answering after 3..50 ms, an adapter in low-latency mode."""
+        bus = paced_bus(MemoryReactorClock(), MeterBus(default_meters()), seed=2)
+        assert bus.wire is not None
+        self.assertEqual(bus.wire.turnaround, Turnaround(0.003, 0.050))
+        self.assertEqual(bus.wire.adapter, Adapter(0.001))

@@ -8,7 +8,8 @@ M-Bus (EN 13757): the gateway's link layer and everything above it on a line.
 - L{arbiter}: the bus arbiter, one transaction at a time on a line, with its
   transparent port for the tunnel (L{transparent}).
 - L{master}: the gateway's own master (scans and reads), reporting L{results}.
-- L{meterbus}: simulated meters on a pure bus; L{simulator}: that bus on a pty.
+- L{meterbus}: simulated meters on a pure bus; L{pacing}: the wire time of a
+  simulated line (pure); L{simulator}: that bus on a pty, instant or paced.
 
 Importing this package imports none of them.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mbus_simulator -*-
+# -*- test-case-name: tests.test_mbus_meterbus -*-
 """
 The simulated meters and their bus, pure: C{MeterBus.handle(request) -> reply}.
 

@@ -3,9 +3,10 @@
 A simulated M-Bus: meters that answer like real slaves, on a real pty.
 
 L{MeterBus} (in L{cmegw.mbus.meterbus}) is pure: C{handle(request) -> reply}.  L{SimulatedBus} puts it
-behind a pseudo-terminal so the gateway opens it like a USB level converter.
+behind a pseudo-terminal so the gateway opens it like a USB level converter; with a
+L{cmegw.mbus.pacing.Wire} it keeps wire time (L{paced_bus}: as the gateway's built-in bus).
 
-Run C{python -m cmegw.mbus.simulator} to get a bus on a pty from a shell.
+Run C{python -m cmegw.mbus.simulator [--paced]} to get a bus on a pty from a shell.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from twisted.internet import abstract, fdesc
 from twisted.internet.interfaces import IDelayedCall
 
 from cmegw.mbus import frames
-from cmegw.mbus.meterbus import BITS_PER_CHARACTER, DEFAULT_BAUD, MeterBus, default_meters
+from cmegw.mbus.meterbus import DEFAULT_BAUD, MeterBus, default_meters
+from cmegw.mbus.pacing import Adapter, Turnaround, Wire
 
 RESYNC_TIMEOUT = 0.2  # seconds of silence after which a partial telegram is dropped
+#: The latency timer of an FTDI adapter in low-latency mode (seconds).
+LOW_LATENCY_TIMER = 0.001
 
 
 _BAUD_BY_SPEED = {
@@ -66,9 +70,13 @@ class SimulatedBus:
     A L{MeterBus} behind a pseudo-terminal.
 
     The gateway opens the path L{start} returns as its serial line.  The
-    master side splits what it reads into telegrams and writes each answer
-    after C{reply_delay} seconds; with C{bit_timing} at the pace of the baud
-    rate the gateway set (11 bits per character).
+    master side splits what it reads into telegrams.  Without a C{wire}
+    (instant mode, for unit tests) each answer is written whole
+    C{reply_delay} seconds after its request was read.  With a
+    L{cmegw.mbus.pacing.Wire} the line keeps wire time at the baud rate
+    the gateway set on the pty: a request is heard when its last character
+    has left the wire, the answer starts after the wire's turnaround and
+    reaches the gateway character by character (or in its adapter's chunks).
 
     L{unplug} and L{replug} make the device vanish and come back.  A new pty
     gets the first free number, which need not be the old one; give
@@ -82,12 +90,12 @@ class SimulatedBus:
         reactor: Any,
         bus: MeterBus,
         reply_delay: float = 0.0,
-        bit_timing: bool = False,
+        wire: Wire | None = None,
     ) -> None:
         self._reactor = reactor
         self.bus = bus
         self.reply_delay = reply_delay
-        self.bit_timing = bit_timing
+        self.wire = wire
         self.link: str | None = None
         self.path: str | None = None
         self.requests = 0
@@ -100,6 +108,7 @@ class SimulatedBus:
         self._line_free_at = 0.0
         self._pump_call: IDelayedCall | None = None
         self._resync: IDelayedCall | None = None
+        self._hearing: collections.deque[IDelayedCall] = collections.deque()
 
     # Life cycle
 
@@ -138,6 +147,10 @@ class SimulatedBus:
         self._pump_call = None
         self._outbox.clear()
         self._line_free_at = 0.0
+        for call in self._hearing:
+            if call.active():
+                call.cancel()
+        self._hearing.clear()
         if self._resync is not None and self._resync.active():
             self._resync.cancel()
         self._resync = None
@@ -183,39 +196,57 @@ class SimulatedBus:
     # Byte path
 
     def _data_received(self, data: bytes) -> None:
+        now = self._reactor.seconds()
+        sent = self.wire.send(len(data), self.baud or DEFAULT_BAUD) if self.wire is not None else None
+        before = len(self._buffer)
         self._buffer += data
-        telegrams, self._buffer, skipped = frames.split_telegrams(self._buffer)
-        self.ignored_bytes += skipped
-        for telegram in telegrams:
+        segments, _waiting = frames.split_stream(self._buffer, check_stop=False)
+        end = 0
+        for segment in segments:
+            end += len(segment.data)
+            if segment.kind != frames.TELEGRAM:
+                self.ignored_bytes += len(segment.data)
+                continue
             self.requests += 1
-            reply = self.bus.handle(telegram, self.baud)
-            if reply is not None:
-                self._schedule(reply)
+            heard_at = sent.end_of(max(end - before - 1, 0)) if sent is not None else now
+            if heard_at <= now:
+                self._hear(segment.data, heard_at)
+            else:
+                self._hearing.append(self._reactor.callLater(heard_at - now, self._hear, segment.data, heard_at))
+        self._buffer = self._buffer[end:]
         if self._resync is not None and self._resync.active():
             self._resync.cancel()
         self._resync = None
         if self._buffer:
             self._resync = self._reactor.callLater(RESYNC_TIMEOUT, self._drop_partial)
 
+    def _hear(self, telegram: bytes, heard_at: float) -> None:
+        """The slaves have heard `telegram` whole (at `heard_at`): the bus answers, or not."""
+        while self._hearing and not self._hearing[0].active():
+            self._hearing.popleft()
+        baud = self.baud
+        reply = self.bus.handle(telegram, baud)
+        if reply is not None:
+            self._schedule(reply, heard_at, baud or DEFAULT_BAUD)
+
     def _drop_partial(self) -> None:
         self._resync = None
         self.ignored_bytes += len(self._buffer)
         self._buffer = b""
 
-    def _schedule(self, reply: bytes) -> None:
+    def _schedule(self, reply: bytes, heard_at: float, baud: int) -> None:
         """
-        Queue C{reply} to go out C{reply_delay} after now, once the line is
-        free (an answer never overlaps the one before).
+        Queue C{reply}: paced by the wire, or whole C{reply_delay} after now
+        once the last answer is out (an answer never overlaps the one before).
         """
         self.replies += 1
-        now = self._reactor.seconds()
-        start = max(now + self.reply_delay, self._line_free_at)
-        if self.bit_timing:
-            character = BITS_PER_CHARACTER / (self.baud or DEFAULT_BAUD)
-            for index in range(len(reply)):
-                self._outbox.append((start + index * character, reply[index : index + 1]))
-            self._line_free_at = start + len(reply) * character
+        if self.wire is not None:
+            offset = 0
+            for when, count in self.wire.answer(heard_at, len(reply), baud):
+                self._outbox.append((when, reply[offset : offset + count]))
+                offset += count
         else:
+            start = max(self._reactor.seconds() + self.reply_delay, self._line_free_at)
             self._outbox.append((start, reply))
             self._line_free_at = start
         if self._pump_call is None:
@@ -235,6 +266,15 @@ class SimulatedBus:
             self._pump_call = self._reactor.callLater(self._outbox[0][0] - now, self._pump)
 
 
+def paced_bus(reactor: Any, bus: MeterBus, seed: int = 0) -> SimulatedBus:
+    """
+    C{bus} on a pty at the pace of a real line: meters answering after
+    3..50 ms (seeded), through a USB adapter in low-latency mode (1 ms
+    latency timer), as the gateway's built-in simulated bus runs.
+    """
+    return SimulatedBus(reactor, bus, wire=Wire(reactor, Turnaround(), Adapter(LOW_LATENCY_TIMER), seed))
+
+
 def _point_link(link: str, target: str) -> None:
     """
     Make C{link} a symlink to C{target}, replacing any old one atomically.
@@ -251,9 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="A simulated M-Bus with four meters on a pseudo-terminal.",
     )
     parser.add_argument("--delay", type=float, default=0.0, metavar="S",
-                        help="seconds before each answer (default 0)")
-    parser.add_argument("--bit-timing", action="store_true",
-                        help="send answers at the baud rate set on the line")
+                        help="instant mode: seconds before each whole answer (default 0)")
+    parser.add_argument("--paced", action="store_true",
+                        help="keep wire time at the baud rate set on the line (11 bits a character), "
+                             "meters answering after 3..50 ms")
+    parser.add_argument("--latency", type=float, default=LOW_LATENCY_TIMER * 1000, metavar="MS",
+                        help="with --paced: the USB adapter's latency timer, 1..16 ms (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="with --paced: seed of the answer delays")
     parser.add_argument("--link", metavar="PATH",
                         help="also make a symlink at PATH to the pty")
     options = parser.parse_args(argv)
@@ -261,7 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import reactor
 
     meters = default_meters(datetime.datetime.now())
-    bus = SimulatedBus(reactor, MeterBus(meters), options.delay, options.bit_timing)
+    wire = None
+    if options.paced:
+        wire = Wire(reactor, Turnaround(), Adapter(options.latency / 1000), options.seed)
+    bus = SimulatedBus(reactor, MeterBus(meters), options.delay, wire)
     path = bus.start(options.link)
     print(path, flush=True)
     for meter in bus.bus.meters:
