@@ -316,6 +316,20 @@ class TransparentTests(TestCase):
         self.line.feed(b"\xe5")
         self.assertEqual(bytes(self.to_client), b"\xe5", "after the transaction the client gets the line back")
 
+    def test_a_client_write_in_the_idle_after_a_transaction_waits_for_it(self) -> None:
+        """33 bit times of idle after the master's last character, before the client's request too."""
+        self.arbiter.transact(frames.snd_nke(3))
+        self.clock.advance(0.03)
+        self.line.feed(frames.ACK)
+        self.clock.advance(IDLE / 2)
+        self.port.write(frames.req_ud2(1))
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(3))
+        self.clock.advance(IDLE / 2)
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(3) + frames.req_ud2(1))
+        self.port.write(b"\x10")
+        self.assertEqual(bytes(self.line.written)[-1:], b"\x10", "then straight through again")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_waits_for_a_quiet_gap_after_client_traffic(self) -> None:
         request = frames.req_ud2(1)
         self.port.write(request)
@@ -345,6 +359,8 @@ class TransparentTests(TestCase):
         self.line.feed(frames.ACK)
         self.assertEqual(box[0].outcome, REPLY_OK)
         self.assertEqual(bytes(self.to_client), frames.ACK, "the master's E5 is not the client's")
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.snd_nke(3), "the line idles first")
+        self.clock.advance(IDLE)
         self.assertEqual(bytes(self.line.written), frames.snd_nke(1) + frames.snd_nke(3) + frames.req_ud2(1))
         self.line.feed(RSP)
         self.assertEqual(bytes(self.to_client), frames.ACK + RSP)
@@ -369,6 +385,10 @@ class TransparentTests(TestCase):
         self.assertEqual(bytes(self.line.written), frames.snd_nke(3), "held, not on the bus")
         self.line.feed(frames.ACK)
         self.assertEqual(box[0].outcome, REPLY_OK)
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(3), "33 bit times of idle after the E5 first")
+        self.clock.advance(IDLE - 2 * EPS)
+        self.assertEqual(bytes(self.line.written), frames.snd_nke(3))
+        self.clock.advance(2 * EPS)
         self.assertEqual(bytes(self.line.written), frames.snd_nke(3) + frames.req_ud2(1))
         self.line.feed(RSP)
         self.assertEqual(bytes(self.to_client), RSP)
@@ -390,7 +410,11 @@ class TransparentTests(TestCase):
         self.clock.advance(IDLE)
         self.assertEqual(bytes(self.line.written)[-5:], frames.snd_nke(3), "no client bytes: the master goes on")
         self.line.feed(frames.ACK)
+        self.assertTrue(self.port.holding, "the line idles before the client may write")
+        self.clock.advance(IDLE)
         self.assertEqual([m[0].outcome for m in master], [REPLY_SILENT, REPLY_OK, REPLY_OK])
+        self.port.write(frames.req_ud2(9))
+        self.assertEqual(bytes(self.line.written)[-5:], frames.req_ud2(9), "the scan is over: straight through")
         self.assertFalse(self.port.holding)
 
     def test_hold_is_bounded_and_pauses_the_client(self) -> None:
@@ -401,6 +425,7 @@ class TransparentTests(TestCase):
         self.assertTrue(self.client.paused)
         self.assertEqual(self.arbiter.stats.held_dropped, 1)
         self.line.feed(RSP)
+        self.clock.advance(IDLE)
         self.assertFalse(self.client.paused, "resumed when the bus goes back")
         self.assertEqual(len(self.line.written), 5 + HOLD_LIMIT)
 
@@ -411,6 +436,7 @@ class TransparentTests(TestCase):
         self.assertFalse(self.line.paused, "the master must hear its reply")
         self.line.feed(frames.ACK)
         self.assertEqual(box[0].outcome, REPLY_OK)
+        self.clock.advance(IDLE)
         self.assertTrue(self.line.paused, "paused again for the client")
         self.port.resumeProducing()
         self.assertFalse(self.line.paused)
@@ -434,6 +460,7 @@ class TransparentTests(TestCase):
         other = bytearray()
         self.port.attach(other.extend)
         self.line.feed(frames.ACK)
+        self.clock.advance(IDLE)
         self.line.feed(b"z")
         self.assertEqual((bytes(other), bytes(self.to_client)), (b"z", b""))
 
