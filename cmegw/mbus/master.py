@@ -62,7 +62,7 @@ from cmegw.mbus.results import (
     Reading,
     Scan,
 )
-from cmegw.mbus.timing import character_time
+from cmegw.mbus.timing import collision_settle
 from cmegw.serial.line import LineUnavailable
 
 log = Logger(namespace="cmegw.master")
@@ -80,9 +80,6 @@ MAX_TELEGRAMS = 32
 MAX_METERS = 256
 #: Selections a secondary scan sends at most: 10 per level for every meter's 8 levels.
 MAX_SECONDARY_PROBES = 10 * 8 * MAX_METERS
-#: After a clean E5, characters of silence that must follow (more bytes = several slaves answered).
-COLLISION_SETTLE_CHARACTERS = 3
-COLLISION_SETTLE_SECONDS = 0.020
 
 _HEARD = {
     REPLY_SILENT: "no answer",
@@ -238,9 +235,8 @@ class Master(service.Service):
         run.addBoth(ended)
 
     def _settle(self) -> float:
-        """After a clean E5: 3 characters + 20 ms in which a second slave's answer would show."""
-        return COLLISION_SETTLE_CHARACTERS * character_time(self.arbiter.line.config.baud_rate) + \
-            COLLISION_SETTLE_SECONDS
+        """After a clean E5: the time in which a second slave's answer would show (`timing.collision_settle`)."""
+        return collision_settle(self.arbiter.line.config.baud_rate, self.arbiter.slack())
 
     @defer.inlineCallbacks
     def _exchange(self, request: bytes, retries: int, accept: Callable[[frames.Frame], bool],

@@ -1,0 +1,86 @@
+"""
+A bus line that keeps wire time on a `task.Clock`, for the arbiter's and the
+master's timing tests (`tests.test_mbus_arbiter`, `tests.test_mbus_master`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.internet import task
+
+from cmegw.config.model import LineConfig
+from cmegw.mbus import frames
+from cmegw.mbus.meterbus import MeterBus, SimulatedMeter
+from cmegw.mbus.address import SecondaryAddress
+from cmegw.mbus.records import scaled
+from cmegw.mbus.timing import BITS_PER_CHARACTER, INTER_TELEGRAM_BITS
+from cmegw.testing import BusLine, FakeLine
+
+
+@attrs.frozen
+class Transmission:
+    """Characters on the wire from `start` to `end`, sent by the master or a slave."""
+
+    start: float
+    end: float
+    data: bytes
+    by: str
+
+
+class WireLine(BusLine):
+    """
+    A `BusLine` whose characters take 11 bit times each at the line's baud
+    rate: a request occupies the wire from its write (or the end of the
+    previous one), a slave answers `turnaround(request)` seconds after the
+    request's last character (default 11 bit times, the floor's), and the
+    answer is delivered when its last character has arrived, `delivery`
+    seconds later (an adapter's latency).  `wire` logs every transmission.
+    """
+
+    def __init__(self, bus: MeterBus, clock: task.Clock, config: LineConfig | None = None,
+                 turnaround: Callable[[bytes], float] | None = None, delivery: float = 0.0) -> None:
+        super().__init__(bus, clock, 0.0, config)
+        self.turnaround = turnaround
+        self.delivery = delivery
+        self.wire: list[Transmission] = []
+        self._sending_until = 0.0
+
+    def write(self, data: bytes) -> bool:
+        if not FakeLine.write(self, data):
+            return False
+        now = self.clock.seconds()
+        character = BITS_PER_CHARACTER / self.config.baud_rate
+        start = max(now, self._sending_until)
+        end = self._sending_until = start + len(data) * character
+        self.wire.append(Transmission(start, end, bytes(data), "master"))
+        telegrams, self._partial, _ = frames.split_telegrams(self._partial + data)
+        for telegram in telegrams:
+            self.requests.append(telegram)
+            reply = self.bus.handle(telegram)
+            if self.tamper is not None:
+                reply = self.tamper(telegram, reply)
+            if reply:
+                turnaround = character if self.turnaround is None else self.turnaround(telegram)
+                answer = Transmission(end + turnaround, end + turnaround + len(reply) * character, reply, "slave")
+                self.wire.append(answer)
+                self.clock.callLater(answer.end + self.delivery - now, self.feed, reply)
+        return True
+
+    def gaps(self) -> list[float]:
+        """Seconds of silence on the wire before each transmission after the first, beyond the 33-bit idle."""
+        idle = INTER_TELEGRAM_BITS / self.config.baud_rate
+        ordered = sorted(self.wire, key=lambda t: t.start)
+        return [later.start - earlier.end - idle for earlier, later in zip(ordered, ordered[1:])]
+
+
+def spread_meters(count: int) -> list[SimulatedMeter]:
+    """`count` meters at primary addresses spread over 0..250, each with its own identification number."""
+    addresses = sorted({round(i * frames.MAX_PRIMARY / max(count - 1, 1)) for i in range(count)})
+    return [SimulatedMeter(a, SecondaryAddress(f"{70000000 + a:08d}", "ELV", 0x01, 0x07),
+                           [[scaled("energy", 1000 * a, 3)]]) for a in addresses]
+
+
+def wire_line(meters: list[SimulatedMeter], clock: task.Clock, baud: int = 2400, **kw: Any) -> WireLine:
+    return WireLine(MeterBus(meters), clock, LineConfig(baud_rate=baud), **kw)
