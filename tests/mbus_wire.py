@@ -35,15 +35,18 @@ class WireLine(BusLine):
     rate: a request occupies the wire from its write (or the end of the
     previous one), a slave answers `turnaround(request)` seconds after the
     request's last character (default 11 bit times, the floor's), and the
-    answer is delivered when its last character has arrived, `delivery`
-    seconds later (an adapter's latency).  `wire` logs every transmission.
+    answer is delivered `chunk` characters at a time, each chunk when its
+    last character has arrived plus `delivery` seconds (an adapter's
+    latency).  `wire` logs every transmission.
     """
 
     def __init__(self, bus: MeterBus, clock: task.Clock, config: LineConfig | None = None,
-                 turnaround: Callable[[bytes], float] | None = None, delivery: float = 0.0) -> None:
+                 turnaround: Callable[[bytes], float] | None = None, delivery: float = 0.0,
+                 chunk: int = 1) -> None:
         super().__init__(bus, clock, 0.0, config)
         self.turnaround = turnaround
         self.delivery = delivery
+        self.chunk = chunk
         self.wire: list[Transmission] = []
         self._sending_until = 0.0
 
@@ -65,14 +68,26 @@ class WireLine(BusLine):
                 turnaround = character if self.turnaround is None else self.turnaround(telegram)
                 answer = Transmission(end + turnaround, end + turnaround + len(reply) * character, reply, "slave")
                 self.wire.append(answer)
-                self.clock.callLater(answer.end + self.delivery - now, self.feed, reply)
+                for offset in range(0, len(reply), self.chunk):
+                    piece = reply[offset:offset + self.chunk]
+                    arrived = answer.start + (offset + len(piece)) * character
+                    self.clock.callLater(arrived + self.delivery - now, self.feed, piece)
         return True
 
-    def gaps(self) -> list[float]:
-        """Seconds of silence on the wire before each transmission after the first, beyond the 33-bit idle."""
+    def request_gaps(self) -> list[float]:
+        """Seconds of silence on the wire before each request after the first, beyond the 33-bit idle."""
         idle = INTER_TELEGRAM_BITS / self.config.baud_rate
         ordered = sorted(self.wire, key=lambda t: t.start)
-        return [later.start - earlier.end - idle for earlier, later in zip(ordered, ordered[1:])]
+        return [later.start - earlier.end - idle for earlier, later in zip(ordered, ordered[1:])
+                if later.by == "master"]
+
+    def busy(self) -> float:
+        """Seconds the bus was busy: each request, the slave's turnaround, its answer, the 33-bit idle."""
+        idle = INTER_TELEGRAM_BITS / self.config.baud_rate
+        ordered = sorted(self.wire, key=lambda t: t.start)
+        return sum(t.end - t.start for t in ordered) + sum(
+            later.start - earlier.end for earlier, later in zip(ordered, ordered[1:])
+            if earlier.by == "master" and later.by == "slave") + idle * sum(t.by == "slave" for t in ordered)
 
 
 def spread_meters(count: int) -> list[SimulatedMeter]:

@@ -514,3 +514,77 @@ class ScanAndTunnelClientTests(TestCase):
         self.assertGreater(max(waits), 0.1, "some requests did wait behind a probe")
         probes = [t for t, data in sent if data[1:2] == bytes([frames.SND_NKE]) and asked[0] < t < on_line[-1]]
         self.assertGreaterEqual(len(probes), len(asked) - 1, "a probe between each two of the client's exchanges")
+
+
+class SharedBusTests(TestCase):
+    """Four sharing-tunnel clients, each reading its own meter in a loop, on a line that keeps wire time."""
+
+    def share(self, baud: int, reads: int = 40, network: float = 0.002,
+              delivery: float = 0.0) -> tuple[Any, dict[int, int], float]:
+        """
+        Four head-ends on one sharing tunnel until each has `reads` replies
+        (the next request `network` seconds after a reply); the line, the
+        replies by meter and the seconds until the last reply plus the idle.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from cmegw.config.model import TunnelConfig
+        from cmegw.mbus.meterbus import default_meters
+        from cmegw.testing import run_clock
+        from cmegw.tunnel.sharing import SharingFactory
+        from tests.mbus_wire import wire_line
+
+        clock = task.Clock()
+        turnaround = {1: 11 / baud, 2: 0.005, 5: 0.020, 10: 0.045}  # a spread of real meters' answers
+        line = wire_line(default_meters(), clock, baud, turnaround=lambda request: turnaround[request[2]],
+                         delivery=delivery)
+        arbiter = BusArbiter(1, line, clock, slack=lambda: SLACK)
+        factory = SharingFactory(1, TunnelConfig(sharing=True), arbiter, clock)
+        replies = {address: 0 for address in turnaround}
+        done = defer.Deferred()
+
+        class HeadEnd(StringTransport):
+            """Reads its meter again `network` seconds after each reply (REQ_UD2, FCB toggled)."""
+
+            def __init__(self, address: int) -> None:
+                super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + address))
+                self.address = address
+                self.fcb = True
+
+            def ask(self) -> None:
+                self.protocol.dataReceived(frames.req_ud2(self.address, self.fcb))
+                self.fcb = not self.fcb
+
+            def write(self, data: bytes) -> None:
+                super().write(data)
+                replies[self.address] += 1
+                if sum(replies.values()) == reads * len(replies) and not done.called:
+                    done.callback(clock.seconds())
+                clock.callLater(network, self.ask)
+
+        for address in replies:
+            client = HeadEnd(address)
+            client.protocol = factory.buildProtocol(client.getPeer())
+            client.protocol.makeConnection(client)
+            client.ask()
+        elapsed = run_clock(clock, done) + INTER_TELEGRAM_BITS / baud
+        return line, replies, elapsed
+
+    def test_four_clients_keep_the_bus_busy_in_turn(self) -> None:
+        """No gap beyond the 33-bit idle before a request, busy >= 90 %, shares within one transaction."""
+        for baud in (2400, 300):
+            line, replies, elapsed = self.share(baud)
+            gaps = line.request_gaps()
+            self.assertGreaterEqual(len(gaps), sum(replies.values()) - 1)
+            self.assertLessEqual(max(gaps), 1e-9, baud)
+            self.assertGreaterEqual(line.busy() / elapsed, 0.9)
+            self.assertLessEqual(line.busy(), elapsed + 1e-9, "nothing overlaps on the wire")
+            self.assertLessEqual(max(replies.values()) - min(replies.values()), 1, replies)
+
+    def test_an_adapters_delay_is_the_only_gap(self) -> None:
+        """The idle counts from the reply's last byte as delivered: an adapter's 1 ms adds 1 ms, no more."""
+        line, replies, elapsed = self.share(2400, delivery=0.001)
+        self.assertLessEqual(max(line.request_gaps()), 0.001 + 1e-9)
+        self.assertGreaterEqual(line.busy() / elapsed, 0.9)
+        self.assertLessEqual(max(replies.values()) - min(replies.values()), 1, replies)
