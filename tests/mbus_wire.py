@@ -16,7 +16,7 @@ from cmegw.mbus.meterbus import MeterBus, SimulatedMeter
 from cmegw.mbus.address import SecondaryAddress
 from cmegw.mbus.records import scaled
 from cmegw.mbus.timing import BITS_PER_CHARACTER, INTER_TELEGRAM_BITS
-from cmegw.testing import BusLine, FakeLine
+from cmegw.testing import BusLine
 
 
 @attrs.frozen
@@ -51,28 +51,26 @@ class WireLine(BusLine):
         self._sending_until = 0.0
 
     def write(self, data: bytes) -> bool:
-        if not FakeLine.write(self, data):
-            return False
+        if self.open:
+            start = max(self.clock.seconds(), self._sending_until)
+            self._sending_until = start + len(data) * self._character()
+            self.wire.append(Transmission(start, self._sending_until, bytes(data), "master"))
+        return super().write(data)
+
+    def _answer(self, request: bytes, reply: bytes) -> None:
+        character = self._character()
+        turnaround = character if self.turnaround is None else self.turnaround(request)
+        answer = Transmission(self._sending_until + turnaround,
+                              self._sending_until + turnaround + len(reply) * character, reply, "slave")
+        self.wire.append(answer)
         now = self.clock.seconds()
-        character = BITS_PER_CHARACTER / self.config.baud_rate
-        start = max(now, self._sending_until)
-        end = self._sending_until = start + len(data) * character
-        self.wire.append(Transmission(start, end, bytes(data), "master"))
-        telegrams, self._partial, _ = frames.split_telegrams(self._partial + data)
-        for telegram in telegrams:
-            self.requests.append(telegram)
-            reply = self.bus.handle(telegram)
-            if self.tamper is not None:
-                reply = self.tamper(telegram, reply)
-            if reply:
-                turnaround = character if self.turnaround is None else self.turnaround(telegram)
-                answer = Transmission(end + turnaround, end + turnaround + len(reply) * character, reply, "slave")
-                self.wire.append(answer)
-                for offset in range(0, len(reply), self.chunk):
-                    piece = reply[offset:offset + self.chunk]
-                    arrived = answer.start + (offset + len(piece)) * character
-                    self.clock.callLater(arrived + self.delivery - now, self.feed, piece)
-        return True
+        for offset in range(0, len(reply), self.chunk):
+            piece = reply[offset:offset + self.chunk]
+            arrived = answer.start + (offset + len(piece)) * character
+            self.clock.callLater(arrived + self.delivery - now, self.feed, piece)
+
+    def _character(self) -> float:
+        return BITS_PER_CHARACTER / self.config.baud_rate
 
     def request_gaps(self) -> list[float]:
         """Seconds of silence on the wire before each request after the first, beyond the 33-bit idle."""

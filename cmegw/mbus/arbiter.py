@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mbus_arbiter -*-
+# -*- test-case-name: tests.test_mbus_arbiter,tests.test_mbus_transparent -*-
 """
 One owner of an M-Bus line per transaction.
 
