@@ -22,6 +22,7 @@ from cmegw.mbus.arbiter import (
 from cmegw.mbus.timing import (
     INTER_TELEGRAM_BITS,
     character_time,
+    collision_settle,
     defragmentation_timeout,
     exchange_floor,
     first_byte_timeout,
@@ -86,6 +87,12 @@ class TimingTests(TestCase):
         self.assertEqual(exchange_floor(5, 0, 2400), silent_floor(5, 2400))
         self.assertEqual(exchange_floor(5, 1, 2400), transaction_floor(5, 1, 2400))
         self.assertAlmostEqual(exchange_floor(5, 0, 2400, expect_reply=False), (55 + 33) / 2400)
+
+    def test_collision_settle(self) -> None:
+        """One character and the slack after a clean E5, at least the 33-bit idle the next request waits anyway."""
+        self.assertEqual(collision_settle(2400, 0.005), INTER_TELEGRAM_BITS / 2400)
+        self.assertAlmostEqual(collision_settle(2400, 0.021), 11 / 2400 + 0.021)
+        self.assertEqual(collision_settle(300, 0.005), INTER_TELEGRAM_BITS / 300)
 
     def test_transaction_floor(self) -> None:
         # SND_NKE and E5: 6 characters, 11 bits turnaround, 33 bits idle.

@@ -7,10 +7,12 @@ Every exchange goes through the line's `BusArbiter`, one transaction at a
 time, so the master shares the bus with the tunnel and never corrupts a
 client's frames; the arbiter's timeouts follow the line's baud rate.
 
-- `Master.scan_primary`: SND_NKE to each address 0..250; a clean E5 means a
-  meter, silence means none (tried ``1 + silent_retries`` times: by default
-  once more, as libmbus's ``max_search_retry`` = 1; 0 halves the scan of an
-  empty bus), a garbled answer is tried ``1 + retries`` times and after every
+- `Master.scan_primary`: SND_NKE to each address 0..250; a clean E5 with
+  nothing after it (`timing.collision_settle`: one character and the slack,
+  within the idle the next request waits anyway) means a meter, silence
+  none (tried ``1 + silent_retries`` times: by default once more, as
+  libmbus's ``max_search_retry`` = 1; 0 halves the scan of an empty bus),
+  a garbled answer is tried ``1 + retries`` times and after every
   try is reported as a collision (two meters on one address) naming the address.
 - `Master.scan_secondary`: the wildcard search.  Select with the
   identification number's digits wild (F), fix them one at a time, 0..9 at
