@@ -100,8 +100,12 @@ class BusLine(FakeLine):
             if self.tamper is not None:
                 reply = self.tamper(telegram, reply)
             if reply:
-                self.clock.callLater(self.delay, self.feed, reply)
+                self._answer(telegram, reply)
         return True
+
+    def _answer(self, request: bytes, reply: bytes) -> None:
+        """Play the bus's `reply` to `request` back, `delay` seconds after the write."""
+        self.clock.callLater(self.delay, self.feed, reply)
 
 
 def simulated_readings(read_at: float = 0.0) -> dict[int, Any]:

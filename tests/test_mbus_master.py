@@ -23,9 +23,10 @@ from cmegw.mbus.master import (
 from cmegw.mbus.meterbus import MeterBus, SimulatedMeter, default_meters
 from cmegw.mbus.records import Coding, RecordSpec, scaled
 from cmegw.mbus.results import SCAN_CANCELLED, SCAN_DONE, SCAN_FAILED
-from cmegw.mbus.timing import exchange_floor, first_byte_timeout, silent_floor, transaction_floor
+from cmegw.mbus.timing import character_time, exchange_floor, first_byte_timeout, silent_floor, transaction_floor
 from cmegw.serial.adapter import SCHEDULING_MARGIN
 from cmegw.testing import BusLine, run_clock as run
+from tests.mbus_wire import spread_meters, wire_line
 
 def meter(primary: int, ident: str, manufacturer: str = "ELV", medium: int = 0x07,
           telegrams: list[list[RecordSpec]] | None = None) -> SimulatedMeter:
@@ -108,6 +109,62 @@ class PrimaryScanTests(MasterTestCase):
             self.assertAlmostEqual(scan.floor, 4 * transaction_floor(5, 1, 2400) + 2 * 247 * silent_floor(5, 2400))
             self.assertLessEqual(scan.elapsed, 1.1 * scan.floor, slack)
             self.assertEqual(scan.as_dict()["floor"], round(scan.floor, 3))
+
+    def scan_on_the_wire(self, meters: list[SimulatedMeter], baud: int, **kw: Any) -> Any:
+        """A primary scan of 0..250 on a line that keeps wire time (answers after 11 bit times, the floor's)."""
+        clock = task.Clock()
+        line = wire_line(meters, clock, baud)
+        arbiter = BusArbiter(1, line, clock, slack=lambda: SCHEDULING_MARGIN)
+        scan = Master(1, arbiter, clock).scan_primary(**kw)
+        run(clock, scan.deferred)
+        return scan, line
+
+    def test_dense_and_sparse_scans_on_the_wire_near_their_floor(self) -> None:
+        """100 or 250 meters, or 4: at most 1.1x the floor at 2400 and 300 baud (a clean E5 costs its floor)."""
+        for baud in (2400, 300):
+            for meters in (spread_meters(100), spread_meters(250), default_meters()):
+                for silent_retries in (1, 0):
+                    scan, _ = self.scan_on_the_wire(meters, baud, silent_retries=silent_retries)
+                    self.assertEqual((len(scan.found), scan.errors), (len(meters), []))
+                    acknowledged = len(meters) * transaction_floor(5, 1, baud)
+                    self.assertAlmostEqual(
+                        scan.floor, acknowledged + (251 - len(meters)) * (1 + silent_retries) * silent_floor(5, baud))
+                    self.assertLessEqual(scan.elapsed, 1.1 * scan.floor, (baud, len(meters), silent_retries))
+
+    def test_an_acknowledged_probe_takes_its_floor(self) -> None:
+        """The settle after a clean E5 lies inside the line's idle: 250 meters, one silent address."""
+        scan, _ = self.scan_on_the_wire(spread_meters(250), 2400, silent_retries=0)
+        silent_wait = 5 * character_time(2400) + first_byte_timeout(2400, SCHEDULING_MARGIN)
+        self.assertAlmostEqual(scan.elapsed - scan.floor, silent_wait - silent_floor(5, 2400), places=6)
+
+    def test_collision_found_on_a_dense_bus(self) -> None:
+        meters = spread_meters(100)
+        taken = meters[40].primary
+        scan, line = self.scan_on_the_wire(meters + [meter(taken, "55555555")], 2400)
+        self.assertNotIn(taken, [m.primary for m in scan.found])
+        self.assertEqual(len(scan.found), 99)
+        [error] = scan.errors
+        self.assertTrue(error.startswith(f"address {taken}: a garbled answer"), error)
+        self.assertEqual(line.requests.count(frames.snd_nke(taken)), 2, "a garbled answer is tried again")
+
+    def test_a_second_acknowledgement_just_after_the_first_is_a_collision(self) -> None:
+        """A slower meter on the same address: its E5 a character and 3 ms after the first one's is heard."""
+        clock = task.Clock()
+        line = wire_line(spread_meters(100), clock)
+        taken = line.bus.meters[10].primary
+        late = character_time(2400) + 0.003
+
+        def second(request: bytes, reply: bytes | None) -> bytes | None:
+            if request == frames.snd_nke(taken):
+                clock.callLater(5 * character_time(2400) + 2 * character_time(2400) + late, line.feed, frames.ACK)
+            return reply
+
+        line.tamper = second
+        arbiter = BusArbiter(1, line, clock, slack=lambda: SCHEDULING_MARGIN)
+        scan = Master(1, arbiter, clock).scan_primary(addresses=range(taken - 2, taken + 3))
+        run(clock, scan.deferred)
+        self.assertNotIn(taken, [m.primary for m in scan.found])
+        self.assertIn(f"address {taken}: a garbled answer", scan.errors[0])
 
     def test_no_tries_again_on_silence(self) -> None:
         """The user's choice: each silent address once; a garbled answer is still tried again."""

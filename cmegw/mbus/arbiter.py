@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mbus_arbiter -*-
+# -*- test-case-name: tests.test_mbus_arbiter,tests.test_mbus_transparent -*-
 """
 One owner of an M-Bus line per transaction.
 
@@ -84,13 +84,16 @@ Transparent mode (the default: sharing off)
     sets the port to *hold*: what the client writes is kept (bounded; past
     `HOLD_LIMIT` its reading is paused) instead of reaching the line.  After
     each transaction the arbiter looks at the held bytes: if the client has
-    written something, the bus goes back at once (receiver restored, held
-    bytes written to the line, the client resumed) and the next queued
-    transaction waits again (for a quiet gap or the client's next request);
-    if not, the next queued transaction runs.  So a client's request waits at most one master
-    transaction (longest: 1.5 s at 2400 baud) and a scan never starves it;
-    when the queue is empty the bus goes back.  A client that disconnects
-    with held bytes loses them (counted).
+    written something, the bus goes back when the line has idled 33 bit
+    times after its last character (receiver restored, held bytes written to
+    the line, the client resumed) and the next queued transaction waits again
+    (for a quiet gap or the client's next request); if not, the next queued
+    transaction runs.  So a client's request waits at most one master
+    transaction (longest: 1.5 s at 2400 baud) and a scan never starves it.
+    When the queue is empty the bus goes back at once, but the port keeps
+    claiming while the line idles: a client write in those 33 bit times is
+    held until they have passed.  A client that disconnects with held bytes
+    loses them (counted).
 
 Sharing mode
     `cmegw.tunnel.sharing` parses each client's frames and calls `transact`;
@@ -241,8 +244,9 @@ class BusArbiter(service.Service):
             if not transaction.deferred.called:
                 transaction.deferred.errback(LineUnavailable(f"line {self.number} is stopping"))
         if self._owning:
-            self._give_back()
-        self._unclaim()
+            self._give_back(self.clock.seconds())
+        self._bus_free_at = 0.0
+        self._unclaim(self.clock.seconds())
         return None
 
     # -- scheduling ----------------------------------------------------------
@@ -251,12 +255,14 @@ class BusArbiter(service.Service):
         """Start the next transaction when the bus is ours and idle; give it back when not needed."""
         if self._current is not None or self._start_call is not None or self._quiet_call is not None:
             return
-        if self._owning and (not self._queue or self.port.held):
-            self._give_back()
-        if not self._queue:
-            self._unclaim()
-            return
         now = self.clock.seconds()
+        if self._owning and (not self._queue or self.port.held):
+            if self.port.held and self._wait_for_idle(now):
+                return  # the client's bytes go out when the line has idled
+            self._give_back(now)
+        if not self._queue:
+            self._unclaim(now)
+            return
         if not self._owning:
             if not self.port.held:
                 wait = self._quiet_remaining(now)
@@ -265,11 +271,17 @@ class BusArbiter(service.Service):
                     self._quiet_call = self.clock.callLater(min(wait, self._quiet_needed / 4), self._quiet_due)
                     return
             self._take()
-        wait = self._bus_free_at - now
-        if wait > 0:
-            self._start_call = self.clock.callLater(wait, self._start_due)
+        if self._wait_for_idle(now):
             return
         self._start(self._queue.popleft())
+
+    def _wait_for_idle(self, now: float) -> bool:
+        """Whether the line must still idle after the last transaction (then `_advance` runs again when it has)."""
+        wait = self._bus_free_at - now
+        if wait <= 0:
+            return False
+        self._start_call = self.clock.callLater(wait, self._start_due)
+        return True
 
     def _cancel_waits(self) -> None:
         """Stop waiting for the bus (for the idle time, or for a quiet gap)."""
@@ -317,9 +329,8 @@ class BusArbiter(service.Service):
         if self.port.line_paused:
             self.line.resumeProducing()
 
-    def _give_back(self) -> None:
+    def _give_back(self, now: float) -> None:
         self._owning = False
-        now = self.clock.seconds()
         self.stats.busy_time += now - self._owned_since
         self.line.attach(self.port.receiver)
         if self.port.line_paused:
@@ -328,13 +339,20 @@ class BusArbiter(service.Service):
             self._seen_total, self._seen_tx = self._counters()
             self._seen_at = float("-inf")  # every byte since the takeover was ours: nothing is pending
 
-    def _unclaim(self) -> None:
+    def _unclaim(self, now: float) -> None:
         """Nothing waits any more: stop claiming the client's writes (and send what was claimed)."""
-        if not self._owning and self.port.holding:
-            self._release_port(self.clock.seconds())
+        if not self._owning and self.port.holding and not (self.port.held and self._wait_for_idle(now)):
+            self._release_port(now)
 
     def _release_port(self, now: float) -> int:
-        """Let the client write again, its held bytes first; how many there were (their reply is pending)."""
+        """
+        Let the client write again, its held bytes first; how many there were
+        (their reply is pending).  While the line still idles after the last
+        transaction the port keeps claiming: a write then is held until the
+        idle has passed (no timer runs unless the client writes).
+        """
+        if not self.port.held and now < self._bus_free_at:
+            return 0
         self.port.holding = False
         held = self.port.release()
         if held:

@@ -7,10 +7,12 @@ Every exchange goes through the line's `BusArbiter`, one transaction at a
 time, so the master shares the bus with the tunnel and never corrupts a
 client's frames; the arbiter's timeouts follow the line's baud rate.
 
-- `Master.scan_primary`: SND_NKE to each address 0..250; a clean E5 means a
-  meter, silence means none (tried ``1 + silent_retries`` times: by default
-  once more, as libmbus's ``max_search_retry`` = 1; 0 halves the scan of an
-  empty bus), a garbled answer is tried ``1 + retries`` times and after every
+- `Master.scan_primary`: SND_NKE to each address 0..250; a clean E5 with
+  nothing after it (`timing.collision_settle`: one character and the slack,
+  within the idle the next request waits anyway) means a meter, silence
+  none (tried ``1 + silent_retries`` times: by default once more, as
+  libmbus's ``max_search_retry`` = 1; 0 halves the scan of an empty bus),
+  a garbled answer is tried ``1 + retries`` times and after every
   try is reported as a collision (two meters on one address) naming the address.
 - `Master.scan_secondary`: the wildcard search.  Select with the
   identification number's digits wild (F), fix them one at a time, 0..9 at
@@ -62,7 +64,7 @@ from cmegw.mbus.results import (
     Reading,
     Scan,
 )
-from cmegw.mbus.timing import character_time
+from cmegw.mbus.timing import collision_settle
 from cmegw.serial.line import LineUnavailable
 
 log = Logger(namespace="cmegw.master")
@@ -80,9 +82,6 @@ MAX_TELEGRAMS = 32
 MAX_METERS = 256
 #: Selections a secondary scan sends at most: 10 per level for every meter's 8 levels.
 MAX_SECONDARY_PROBES = 10 * 8 * MAX_METERS
-#: After a clean E5, characters of silence that must follow (more bytes = several slaves answered).
-COLLISION_SETTLE_CHARACTERS = 3
-COLLISION_SETTLE_SECONDS = 0.020
 
 _HEARD = {
     REPLY_SILENT: "no answer",
@@ -238,9 +237,8 @@ class Master(service.Service):
         run.addBoth(ended)
 
     def _settle(self) -> float:
-        """After a clean E5: 3 characters + 20 ms in which a second slave's answer would show."""
-        return COLLISION_SETTLE_CHARACTERS * character_time(self.arbiter.line.config.baud_rate) + \
-            COLLISION_SETTLE_SECONDS
+        """After a clean E5: the time in which a second slave's answer would show (`timing.collision_settle`)."""
+        return collision_settle(self.arbiter.line.config.baud_rate, self.arbiter.slack())
 
     @defer.inlineCallbacks
     def _exchange(self, request: bytes, retries: int, accept: Callable[[frames.Frame], bool],

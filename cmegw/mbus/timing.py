@@ -49,6 +49,18 @@ def defragmentation_timeout(baud: int, slack: float) -> float:
     return slack + DEFRAGMENTATION_CHARACTERS * character_time(baud)
 
 
+def collision_settle(baud: int, slack: float) -> float:
+    """
+    How long to listen on after a clean single-character answer (E5) before
+    taking it as the only one: bytes of a second slave answering the same
+    request that began while the first answer was on its way to us (one
+    character plus the slack), and at least the line idle the next request
+    waits anyway (33 bit times), in which any byte is a second answer too.
+    A collision of answers that overlap on the wire garbles the first one.
+    """
+    return max(INTER_TELEGRAM_BITS / baud, character_time(baud) + slack)
+
+
 def transaction_floor(request: int, reply: int, baud: int) -> float:
     """
     The shortest an exchange can take on the wire: the request, the slave's

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mbus_arbiter -*-
+# -*- test-case-name: tests.test_mbus_transparent -*-
 """
 The bus arbiter's transparent port: the line as the transparent tunnel sees
 it (see "Transparent mode" in `cmegw.mbus.arbiter`).  Bytes pass straight
