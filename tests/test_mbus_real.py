@@ -31,6 +31,8 @@ LOOPBACK_WEB = ("--http", "tcp:0:interface=127.0.0.1", "--https", "tcp:0:interfa
 #: Rounds each sharing client reads every meter.
 ROUNDS = 5
 CLIENTS = 4
+#: Rounds of the four sharing clients: at wire time each takes about 10 s of bus.
+SHARED_ROUNDS = 2
 
 
 def require_meterbus() -> None:
@@ -134,11 +136,13 @@ class SharingTests(GatewayTestCase):
         start = threading.Barrier(CLIENTS, timeout=10)
 
         def client(index: int) -> tuple[list[str], int]:
-            ser = mbus_client(self.port)
+            # The simulated bus keeps wire time: a client may wait for the three others' reads
+            # (about 0.7 s each at 2400 baud) before its own, beyond pyMeterBus's usual 3 s.
+            ser = mbus_client(self.port, timeout=4 * CLIENTS)
             try:
                 start.wait()
                 problems, exchanges = [], 0
-                for round_ in range(ROUNDS):
+                for round_ in range(SHARED_ROUNDS):
                     for offset in range(len(addresses)):
                         address = addresses[(index + offset + round_) % len(addresses)]
                         ack, data = read_meter(ser, address)
@@ -157,7 +161,7 @@ class SharingTests(GatewayTestCase):
         problems = [p for found, _ in results for p in found]
         self.assertEqual(problems, [])
         exchanges = sum(n for _, n in results)
-        self.assertEqual(exchanges, CLIENTS * ROUNDS * len(addresses) * 2)
+        self.assertEqual(exchanges, CLIENTS * SHARED_ROUNDS * len(addresses) * 2)
         self.assertIsNone(self.gw.process.poll())
         log = self.gw.log()
         self.assertEqual(log.count("connected (sharing"), CLIENTS)
