@@ -166,6 +166,17 @@ class TransactionTests(TestCase):
         self.assertEqual(bytes(self.line.written), request + frames.snd_nke(8),
                          "the line has been idle for the whole answer window: the next request goes at once")
 
+    def test_a_reply_read_in_the_turn_after_the_timeout_is_taken(self) -> None:
+        """A held-up reactor runs the due timeout before it reads: the reply the kernel holds still counts."""
+        request = frames.snd_nke(7)
+        box = outcome(self.arbiter.transact(request))
+        wait = self.sending(request) + first_byte_timeout(self.baud, SLACK)
+        self.clock.callLater(wait, self.line.feed, frames.ACK)  # due with the timeout, run after it
+        self.clock.advance(wait)
+        self.assertEqual(len(box), 1)
+        self.assertEqual(box[0].outcome, REPLY_OK, "not silence, then a stray E5 for the next request")
+        self.assertEqual(self.arbiter.stats.stray_bytes, 0)
+
     def test_timeout_follows_a_live_baud_change(self) -> None:
         self.line.apply(LineConfig(baud_rate=300))
         box = outcome(self.arbiter.transact(frames.snd_nke(7)))

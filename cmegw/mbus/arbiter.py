@@ -392,7 +392,7 @@ class BusArbiter(service.Service):
         if not transaction.expect_reply:
             transaction.timer = self.clock.callLater(sending + INTER_TELEGRAM_BITS / baud, self._finish)
             return
-        transaction.timer = self.clock.callLater(sending + first_byte_timeout(baud, slack), self._finish)
+        transaction.timer = self.clock.callLater(sending + first_byte_timeout(baud, slack), self._expired)
         transaction.deadline = self.clock.callLater(sending + reply_timeout(baud, slack), self._finish)
 
     def _collect(self, data: bytes) -> None:
@@ -418,7 +418,19 @@ class BusArbiter(service.Service):
         if timer is not None and timer.active():
             timer.reset(delay)
         else:
-            transaction.timer = self.clock.callLater(delay, self._finish)
+            transaction.timer = self.clock.callLater(delay, self._expired)
+
+    def _expired(self) -> None:
+        """
+        The wait for a reply's first or next byte ran out: finish after one
+        more reactor turn.  A reactor that was held up (a loaded box) runs
+        its due timers before it reads; the turn lets bytes the kernel
+        already holds arrive in time, instead of a reply heard as silence
+        and then taken for the next transaction's.
+        """
+        transaction = self._current
+        if transaction is not None:
+            transaction.timer = self.clock.callLater(0, self._finish)
 
     def _finish(self) -> None:
         transaction = self._current
