@@ -67,7 +67,7 @@ class HttpPageTests(PagesTestBase):
         self.assertIn("the certificate is not PEM", body)
         response, body = yield self.post_multipart("/http/certificate", {}, {"certificate": ("c.pem", cert),
                                                                             "private_key": ("k.pem", key)})
-        self.assertEqual(response.code, 200)
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200), "post/redirect/get")
         self.assertEqual(self.web.installed, [(cert, key)])
         self.assertIn("CN=new", body)
 

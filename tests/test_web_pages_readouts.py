@@ -202,7 +202,7 @@ class MeterListPageTests(ReadoutWebCase):
         self.post("/readouts/gas-10/remove", {})
         self.post("/readouts/add", {"add.id": "other", "add.address": "7"})
         response, page = self.upload(body.encode(), "replace")
-        self.assertEqual(response.code, 200)
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200), "post/redirect/get")
         self.assertIn("meters.csv: added: gas-10; removed: other.", text_of(page))
         self.assertEqual(self.gateway.store.config.meters, saved)
 
@@ -238,7 +238,7 @@ class AdoptTests(ReadoutWebCase):
         self.assertIn('action="/readouts/adopt"', page)
         self.assertIn("Add to meter list", page)
         response, page = self.post("/readouts/adopt", {"line": "1"})
-        self.assertEqual(response.code, 200)
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200), "post/redirect/get")
         added = [k for k in self.gateway.store.config.meters if k not in ("heat-1", "water-2", "gas-10")]
         self.assertEqual(len(added), 1, "three of the four simulated meters are listed already")
         self.assertIn(f"Added 1 meter(s) of line 1 to the list: {added[0]}.", page)
