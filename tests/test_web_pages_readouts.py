@@ -133,12 +133,21 @@ class MeterListPageTests(ReadoutWebCase):
         self.assertIn("Reading every meter of the list now", page)
         self.readout.meters["heat-1"].queued = True
         _, page = self.get("/readouts")
-        self.assertIn('http-equiv="refresh"', page, "the page follows the reads")
+        self.assertIn('id="meter-list" data-live="2"', page, "the list follows the reads by itself")
         self.assertIn("waiting for the line", page)
+        self.assertIn('<noscript><meta http-equiv="refresh" content="2" /></noscript>', page,
+                      "without script it reloads: a GET, never a form again")
+        self.assertEqual(page.count('http-equiv="refresh"'), 1)
+        _, page = self.get("/readouts/heat-1")
+        for part in ("identity", "last-reading"):
+            self.assertIn(f'id="{part}" data-live="2"', page)
+        self.assertIn('<noscript><meta http-equiv="refresh" content="2" /></noscript>', page)
         self.readout.meters["heat-1"].queued = False
         self.gateway.release()
-        _, page = self.get("/readouts")
-        self.assertNotIn('http-equiv="refresh"', page)
+        for path in ("/readouts", "/readouts/heat-1"):
+            _, page = self.get(path)
+            self.assertNotIn('http-equiv="refresh"', page)
+            self.assertIn('data-live="5"', page, "the status stays live, at the usual pace")
         response, _ = self.post("/readouts/nosuch/read", {})
         self.assertEqual(response.code, 404)
 

@@ -36,6 +36,7 @@ from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
 from cmegw.web.pages import readout_delivery
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import Field, FormState, form_value, post_form, render_field, save_form, uploads
+from cmegw.web.pages.layout import LIVE_SECONDS, live
 from cmegw.web.pages.meters import REFRESH_SECONDS, download
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE
 from cmegw.web.pages.readout_meter import chosen_range, meter_content
@@ -66,6 +67,18 @@ def readout_of(admin: Admin) -> Any:
 def busy(admin: Admin) -> bool:
     readout = readout_of(admin)
     return readout is not None and any(s.queued or s.reading for s in readout.meters.values())
+
+
+def live_seconds(admin: Admin) -> int:
+    """How often the pages' status parts update: faster while reads are busy."""
+    return REFRESH_SECONDS if busy(admin) else LIVE_SECONDS
+
+
+def refresh(admin: Admin) -> Any:
+    """Without script, a page reloads itself while reads are busy (a reload is a GET: it never re-posts)."""
+    if not busy(admin):
+        return ""
+    return tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)}))
 
 
 # -- the list -----------------------------------------------------------------------------------------
@@ -159,6 +172,7 @@ def list_content(admin: Admin, request: IRequest, add: FormState | None = None,
                  if config.meters else "",
                  tags.a("Download the list (CSV)", href="/readouts/meters.csv"), class_="actions"),
         id="meter-list", wide=True)
+    live(listing, live_seconds(admin))
     add = add or FormState(values={"add.line": str(next(iter(config.lines)))})
     adding = card("Add a meter", post_form(
         admin, request, "/readouts/add", tags.div(*[render_field(f, add) for f in ADD_FIELDS], class_="fields"),
@@ -259,7 +273,7 @@ def queue_reads(admin: Admin, keys: list[str] | None) -> tuple[int, Notice]:
         message = error.value.args[0] if error.value.args else error.getErrorMessage()
         return code, Notice("error", f"Nothing was read: {message}")
     what = f"Reading {keys[0]}" if keys and len(keys) == 1 else "Reading every meter of the list"
-    return 200, Notice("info", f"{what} now; this page reloads every {REFRESH_SECONDS} s until the reads are done.")
+    return 200, Notice("info", f"{what} now; this page follows the reads by itself.")
 
 
 # -- routes -------------------------------------------------------------------------------------------
@@ -269,18 +283,16 @@ def routes(app: Klein, admin: Admin) -> None:
     route = PageRoutes(app, admin, "meters", "Meters", METER_TABS)
     readout_delivery.routes(route)
 
-    def refresh() -> Any:
-        return tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)}) if busy(admin) else ""
-
     def list_page(request: IRequest, code: int = 200, notice: Notice | None = None, **content: Any) -> Any:
         return admin.page(request, section="meters", title="Meter list", tabs=METER_TABS, active="/readouts",
-                          content=list_content(admin, request, **content), code=code, notice=notice, head=refresh())
+                          content=list_content(admin, request, **content), code=code, notice=notice,
+                          head=refresh(admin))
 
     def meter_page(request: IRequest, key: str, code: int = 200, notice: Notice | None = None,
                    state: FormState | None = None) -> Any:
         return admin.page(request, section="meters", title=f"Meter {key}", tabs=METER_TABS, active="/readouts",
-                          content=meter_content(admin, request, key, state), code=code, notice=notice,
-                          head=[READINGS_STYLE, refresh()])
+                          content=meter_content(admin, request, key, state, live_seconds(admin)), code=code,
+                          notice=notice, head=[READINGS_STYLE, refresh(admin)])
 
     def known(key: str) -> bool:
         readout = readout_of(admin)
