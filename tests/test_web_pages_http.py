@@ -81,6 +81,7 @@ class StatisticsPageTests(PagesTestBase):
         _, body = yield self.get("/http")
         self.assertIn('<span title="1\u202f234\u202f567 bytes" class="bytes">1.23 MB</span>', body)
         self.assertIn("(303 See Other: 4, 405 Method Not Allowed: 1)", body, "each other status said")
+        self.assertIn(">413 Request Entity Too Large</th>", body)
         self.assertNotIn("Status unknown", body)
         self.assertNotIn("Memory error", body, "a counter that is always 0 is not shown")
 
