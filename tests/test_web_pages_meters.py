@@ -132,6 +132,7 @@ class MetersPageTests(TestCase):
         reading = json.loads(self.request("GET", "/meters/1/reading.json")[1])
         self.assertEqual(reading["telegrams"], 2)
         self.assertEqual(reading["meter"]["medium_name"], "Gas")
+        self.assertEqual(reading["meter"]["manufacturer_name"], "Elster")
 
     def test_read_errors(self) -> None:
         response, page = self.form("/meters/read", {"line": "1", "address": "77"})
@@ -187,7 +188,13 @@ class MetersPageTests(TestCase):
         self.assertEqual(response.code, 200)
         reading = json.loads(body)
         self.assertEqual(reading["meter"]["secondary"], "30405060-ABB-20-02")
-        self.assertEqual(len(reading["records"]), 12)
+        self.assertEqual(len(reading["records"]), 12, "the raw records stay")
+        self.assertEqual((reading["meter"]["manufacturer"], reading["meter"]["manufacturer_name"]), ("ABB", "ABB"))
+        self.assertEqual((reading["meter"]["version"], reading["meter"]["version_text"]), (32, "32 (0x20)"),
+                         "the number stays; the text marks the hex")
+        self.assertEqual(reading["values"][0]["text"], "5\u202f432.10 kWh", "the main registers as the pages show")
+        self.assertEqual({"key", "label", "value", "unit", "text"}, set(reading["values"][0]))
+        self.assertEqual(reading["status_flags"], [])
         self.assertEqual(json.loads(self.request("GET", "/api/meters/1/reading")[1]), reading)
         response, body = self.request("POST", "/api/meters/1/read", data=b'{"address": "3"}', headers=JSON)
         self.assertEqual(response.code, 502)

@@ -43,7 +43,7 @@ from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.layout import LIVE_SECONDS, live
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE, identity_table, reading_parts
-from cmegw.web.pages.readout_views import METER_TABS
+from cmegw.web.pages.readout_views import METER_TABS, reading_json
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
 
 #: Seconds between reloads of the page while a scan runs.
@@ -330,7 +330,7 @@ def routes(app: Klein, admin: Admin) -> None:
             return page(request, 404, Notice("error", "No reading to download: read a meter first."))
         if kind == "csv":
             return download(request, reading_csv(reading), b"text/csv; charset=utf-8", f"reading-line{n}.csv")
-        body = json.dumps(reading.as_dict(), indent=2).encode() + b"\n"
+        body = json.dumps(reading_json(reading.as_dict(), reading.read_at), indent=2).encode() + b"\n"
         return download(request, body, b"application/json; charset=utf-8", f"reading-line{n}.json")
 
     # -- JSON API
@@ -394,7 +394,8 @@ def routes(app: Klein, admin: Admin) -> None:
             failure.trap(MeterError)
             return json_error(request, 502, failure.getErrorMessage())
 
-        d.addCallbacks(lambda reading: json_response(request, reading.as_dict()), failed)
+        d.addCallbacks(lambda reading: json_response(request, reading_json(reading.as_dict(), reading.read_at)),
+                       failed)
         return d
 
     @route.get("/api/meters/<int:n>/reading")
@@ -404,4 +405,4 @@ def routes(app: Klein, admin: Admin) -> None:
         reading = pages.readings.get(n)
         if reading is None:
             raise ApiError(404, pages.errors.get(n) or f"no meter of line {n} has been read")
-        return reading.as_dict()
+        return reading_json(reading.as_dict(), reading.read_at)
