@@ -245,6 +245,12 @@ class AuthenticationPageTests(PagesTestBase):
         self.assertEqual(response.code, 200)
         self.assertEqual(self.store.config.auth[1].auth_type, "Digest")
         self.assertTrue(self.store.config.auth[1].users[0].check_password("api", "pw"))
+        config = self.store.config
+        response, body = yield self.post("/http/authentication/directive/type", {"uri": "/api", "auth_type": "Digest"})
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200))
+        self.assertIn("Directive /api uses Digest already: nothing changed.", body)
+        self.assertNotIn("Applies at once", body)
+        self.assertIs(self.store.config, config, "nothing saved")
         response, body = yield self.post("/http/authentication/directive/delete", {"uri": "/"})
         self.assertEqual(response.code, 400)
         self.assertIn("protects every page", body)

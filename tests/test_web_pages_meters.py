@@ -140,6 +140,14 @@ class MetersPageTests(TestCase):
         self.assertIn("the meter at address 77 did not answer (4 tries)", page)
         response, page = self.form("/meters/read", {"line": "1", "address": "banana"})
         self.assertEqual(response.code, 400)
+        self.assertIn("Not read: &#x27;banana&#x27; is not a meter address; type a primary address (0 to 250) or a "
+                      "secondary address (12345678-KAM-19-04, or its 16 hex digits).", page.replace("'", "&#x27;"))
+        self.assertNotIn("BANANA", page, "no echo of the decoder's")
+        for typed, said in (("300", "Not read: primary address 300 is outside 0..250 (or 254)."),
+                            ("", "Type the meter&#x27;s address")):
+            response, page = self.form("/meters/read", {"line": "1", "address": typed})
+            self.assertEqual(response.code, 400)
+            self.assertIn(said, page.replace("'", "&#x27;"))
         response, _ = self.form("/meters/read", {"line": "9", "address": "1"})
         self.assertEqual(response.code, 400)
         response, _ = self.request("GET", "/meters/1/reading.csv")

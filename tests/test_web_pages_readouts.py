@@ -72,6 +72,9 @@ class MeterListPageTests(ReadoutWebCase):
         self.assertEqual(response.code, 200)
         text = text_of(page)
         self.assertIn("Meter list (3 meters, 1 in alarm)", text)
+        self.gateway.store.change(self.gateway.store.config.evolve(
+            meters={"heat-1": self.gateway.store.config.meters["heat-1"]}))
+        self.assertIn("Meter list (1 meter,", text_of(self.get("/readouts")[1]), "one meter, no plural")
         self.assertIn('href="/readouts/heat-1"', page)
         self.assertIn("Flat 3 heat", text)
         self.assertIn("2024-03-12 14:23:00 2 min ago", text)
@@ -178,13 +181,15 @@ class MeterListPageTests(ReadoutWebCase):
                                                      "add.name": "", "add.interval": "5s"})
         self.assertEqual(response.code, 400)
         self.assertIs(self.gateway.store.config, before)
-        self.assertIn("Nothing was added: correct the field marked below.", page)
+        self.assertIn("Nothing was added: correct the 4 fields marked below.", page)
         errors = {m.group(1): html.unescape(m.group(2)) for m in re.finditer(
             r'<p id="f-add-([a-z]+)-error" class="field-error" role="alert">([^<]*)</p>', page)}
         self.assertEqual(set(errors), {"id", "line", "address", "interval"})
         self.assertIn("Meter Flat 4: 'Flat 4' is not allowed; name a meter with 1 to 64 lower-case letters", errors["id"])
         self.assertIn("is not allowed; use a configured line: 1", errors["line"])
         self.assertIn("'300' is not allowed; use a secondary address such as 12345678-KAM-19-04", errors["address"])
+        self.assertTrue(errors["address"].startswith("Address of the new meter:"), "no made-up id in the words")
+        self.assertNotIn("new-0", page)
         self.assertIn("'5s' is not allowed; use an interval such as 30s, 15m, 1h or 1d (from 10 s to 1 day)",
                       errors["interval"])
         self.assertIn('value="Flat 4"', page, "the form keeps what was typed")

@@ -412,7 +412,7 @@ def apply_form(admin: AdminView, request: IRequest, fields: Sequence[Field],
                     state.errors[field] = error_message(other)
         if where:
             state.errors.setdefault(where, error_message(e))
-            state.notice = Notice("error", "Nothing was saved: correct the field marked below.")
+            state.notice = Notice("error", f"Nothing was saved: correct {marked_fields(state)}.")
         else:
             state.notice = Notice("error", f"Nothing was saved: {e}")
         return state, False
@@ -428,6 +428,12 @@ def apply_form(admin: AdminView, request: IRequest, fields: Sequence[Field],
     fresh = saved_state() if saved_state else settings_state(admin, fields)
     fresh.notice = change_message(labels, changed)
     return fresh, True
+
+
+def marked_fields(state: FormState) -> str:
+    """What a refused form's notice points at: "the field marked below", or "the 2 fields marked below"."""
+    count = len(state.errors)
+    return "the field marked below" if count <= 1 else f"the {count} fields marked below"
 
 
 def save_form(admin: AdminView, request: IRequest, page: Callable[..., "Layout"], fields: Sequence[Field],

@@ -342,9 +342,11 @@ def routes(app: Klein, admin: Admin) -> None:
         unless `redirect` is false: the signed-in user's own new password, whose
         result a GET with the old credentials could no longer fetch.
         """
+        old = admin.gateway.store.config
         try:
-            new = make(admin.gateway.store.config)
-            save(admin, new)
+            new = make(old)
+            if new is not old:
+                save(admin, new)
         except (ConfigError, ConfigFileError, OSError) as e:
             state = FormState(values=keep)
             message = error_message(e) if isinstance(e, ConfigError) else str(e)
@@ -358,7 +360,8 @@ def routes(app: Klein, admin: Admin) -> None:
             else:
                 state.notice = Notice("error", f"Nothing was changed: {message}")
             return auth_page(request, {key: state}, state.notice, code=400)
-        notice = Notice("ok", [*(done if isinstance(done, list) else [done]), " Applies at once."])
+        notice = Notice("ok", [*(done if isinstance(done, list) else [done]), " Applies at once."]) \
+            if new is not old else Notice("info", done)
         if not redirect:
             return auth_page(request, notice=notice)
         return admin.see_other(request, "/http/authentication", notice)
@@ -381,8 +384,9 @@ def routes(app: Klein, admin: Admin) -> None:
     @route.post("/http/authentication/directive/type")
     def http_directive_type(request: IRequest) -> Any:
         uri, kind = form_value(request, "uri"), form_value(request, "auth_type")
-        return change(request, lambda c: set_auth_type(c, uri, kind), f"Directive {uri} now uses {kind}.",
-                      "type", [], {})
+        same = any(d.uri == uri and d.auth_type == kind for d in admin.gateway.store.config.auth)
+        done = f"Directive {uri} uses {kind} already: nothing changed." if same else f"Directive {uri} now uses {kind}."
+        return change(request, lambda c: set_auth_type(c, uri, kind), done, "type", [], {})
 
     @route.post("/http/authentication/user")
     def http_user_add(request: IRequest) -> Any:

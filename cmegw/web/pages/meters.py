@@ -243,6 +243,16 @@ def meters_content(admin: Admin, request: IRequest, pages: MeterPages) -> Tag:
 # -- routes ---------------------------------------------------------------------------------------
 
 
+def address_problem(text: str, problem: str) -> str:
+    """Why the Read form's address was refused, in the words of the form (the decoder's echo left out)."""
+    if not text.strip():
+        return "Type the meter's address: a primary address (0 to 250) or a secondary address (12345678-KAM-19-04)."
+    if problem.startswith("primary address"):
+        return f"Not read: {problem}."
+    return (f"Not read: {text.strip()!r} is not a meter address; type a primary address (0 to 250) or a secondary "
+            "address (12345678-KAM-19-04, or its 16 hex digits).")
+
+
 def routes(app: Klein, admin: Admin) -> None:
     route = PageRoutes(app, admin)
     pages = MeterPages(admin)
@@ -297,8 +307,7 @@ def routes(app: Klein, admin: Admin) -> None:
 
         def failed(failure: Any) -> Any:
             if failure.check(ValueError):
-                return page(request, 400, Notice("error", f"{text!r} is not a meter address: "
-                                                          f"{failure.getErrorMessage()}"))
+                return page(request, 400, Notice("error", address_problem(text, failure.getErrorMessage())))
             failure.trap(MeterError)  # the line's error, kept for its page
             return admin.see_other(request, f"/meters#reading-{master.number}",
                                    Notice("error", failure.getErrorMessage()))

@@ -35,7 +35,8 @@ from cmegw.config.store import ConfigFileError
 from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
 from cmegw.web.pages import readout_delivery
 from cmegw.web.pages.admin import Admin, PageRoutes
-from cmegw.web.pages.forms import Field, FormState, form_value, post_form, render_field, save_form, uploads
+from cmegw.web.pages.forms import (Field, FormState, form_value, marked_fields, post_form, render_field, save_form,
+                                   uploads)
 from cmegw.web.pages.layout import LIVE_SECONDS, live
 from cmegw.web.pages.meters import REFRESH_SECONDS, download
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE
@@ -165,7 +166,7 @@ def list_content(admin: Admin, request: IRequest, add: FormState | None = None,
     if readout is None:
         head.append(tags.div("The readouts are not running (the gateway is stopped or starting): the list can be "
                              "changed, nothing is read.", class_="banner banner-warn", role="status"))
-    summary = f"{len(config.meters)} meters" + (f", {len(alarms)} in alarm" if alarms else "")
+    summary = f"{len(config.meters)} meter{'' if len(config.meters) == 1 else 's'}" + (f", {len(alarms)} in alarm" if alarms else "")
     listing = card(
         f"Meter list ({summary})", list_table(admin, request),
         tags.div(post_form(admin, request, "/readouts/read", button("Read all now"), class_="inline")
@@ -224,10 +225,11 @@ def add_meter(admin: Admin, request: IRequest) -> tuple[FormState, str]:
     for name, value in changes.items():
         try:
             apply_settings(base, {name: value})
-        except ConfigError as e:
-            state.errors["add." + name.rsplit(".", 1)[1]] = str(e)
+        except ConfigError as e:  # the id stood in for while it is wrong is no name of the user's
+            message = str(e) if probe == key else str(e).replace(f"meter {probe}", "the new meter")
+            state.errors["add." + name.rsplit(".", 1)[1]] = message
     if state.errors:
-        state.notice = Notice("error", "Nothing was added: correct the field marked below.")
+        state.notice = Notice("error", f"Nothing was added: correct {marked_fields(state)}.")
         return state, ""
     problem = save(admin, apply_settings(base, changes))
     if problem:
