@@ -240,8 +240,9 @@ def field_id(name: str) -> str:
     return "f-" + "".join(c if c.isalnum() else "-" for c in name)
 
 
-def render_field(field: Field, state: FormState) -> Tag:
-    fid = field_id(field.name)
+def render_field(field: Field, state: FormState, id_prefix: str = "") -> Tag:
+    """One field of a form; `id_prefix` keeps the ids apart when a page has the same form twice."""
+    fid = field_id(id_prefix + field.name)
     value = state.values.get(field.name, "")
     error = state.errors.get(field.name)
     described = []

@@ -236,7 +236,7 @@ def authentication_content(admin: Admin, request: IRequest, states: dict[str, Fo
     states = states or {}
     config: Config = admin.gateway.store.config
     rows = []
-    for d in config.auth:
+    for number, d in enumerate(config.auth):
         users = []
         for u in d.users:
             users.append(tags.li(tags.span(u.name, class_="user"), " ", tags.a(
@@ -256,7 +256,8 @@ def authentication_content(admin: Admin, request: IRequest, states: dict[str, Fo
         user_state = states.get(key) or FormState(values={"name": asked or ""})
         add_user_form = post_form(
             admin, request, "/http/authentication/user", hidden("uri", d.uri),
-            tags.div(*[render_field(f, user_state) for f in USER_FIELDS], class_="fields compact"),
+            tags.div(*[render_field(f, user_state, f"directive{number}-" if number else "") for f in USER_FIELDS],
+                     class_="fields compact"),
             tags.div(button("Add user / set password", "secondary"), class_="actions"),
             class_="settings", novalidate="novalidate")
         rows.append(card(f"Directive {d.uri}", kv_table([
