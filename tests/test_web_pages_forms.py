@@ -144,6 +144,7 @@ class PostRedirectGetTests(PagesTestBase):
     @defer.inlineCallbacks
     def test_bookmark_of_a_form_address_goes_to_its_page(self) -> None:
         for path, page in (("/meters/scan", b"/meters"), ("/http/log/clear", b"/http/log"),
+                           ("/readouts/add", b"/readouts"), ("/readouts/read", b"/readouts"),
                            ("/system/restart", b"/system"), ("/tcpip/accept", None)):
             response = yield self.http.get(BASE + path, allow_redirects=False)
             if page is None:
@@ -334,3 +335,13 @@ class EveryFormRedirectsTests(ReadoutWebCase):
         every = {rule.endpoint for rule in routes.iter_rules() if "POST" in rule.methods
                  and not rule.rule.startswith("/api")}
         self.assertEqual(every - sent_to, set(PROVEN_ELSEWHERE), "every form was found on a page and sent")
+
+    def test_every_form_address_opened_is_a_page(self) -> None:
+        """A bookmark or reload of any form's address shows a page or goes to one: never 404 or 405."""
+        routes = build_app(Admin(self.gateway, clock=self.clock, host_network=lambda: HOST, web=FakeWeb)).url_map
+        for rule in routes.iter_rules():
+            if "POST" not in rule.methods or rule.rule.startswith("/api"):
+                continue
+            path = rule.rule.replace("<string:key>", "heat-1").replace("<int:n>", "1")
+            response, _ = self.request("GET", path, allow_redirects=False)
+            self.assertIn(response.code, (200, 303), path)

@@ -61,6 +61,10 @@ ADD_FIELDS = [Field("add.id", "Meter ID", placeholder="heat-1",
     for f in meter_fields("new") if not f.name.endswith(".enabled")]
 
 
+#: The list page's forms, whose addresses (``/readouts/add``) a meter's page address would otherwise take.
+LIST_FORMS = ("add", "import", "read", "adopt")
+
+
 def readout_of(admin: Admin) -> Any:
     return admin.gateway.state.readout
 
@@ -354,6 +358,8 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/readouts/<string:key>")
     def readouts_meter(request: IRequest, key: str) -> Any:
+        if not known(key) and key in LIST_FORMS:  # a bookmark or reload of a form's address: its page
+            return admin.see_other(request, "/readouts")
         if not known(key):
             return unknown(request, key)
         return meter_page(request, key)
