@@ -157,6 +157,8 @@ class MetersPageTests(TestCase):
         self.form("/meters/scan", {"line": "1", "kind": "primary"})
         response, page = self.form("/meters/scan", {"line": "1", "kind": "primary"})
         self.assertEqual(response.code, 409)
+        self.assertNotIn('http-equiv="refresh"', page, "the refusal's page does not send the scan again by itself")
+        self.assertIn('<noscript><meta http-equiv="refresh"', self.request("GET", "/meters")[1], "the page does")
         response, page = self.form("/meters/stop", {"line": "1"})
         self.assertIn("The scan of line 1 was stopped.", page)
         self.assertEqual(self.master.scan.state, "cancelled")

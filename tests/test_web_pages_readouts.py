@@ -141,6 +141,9 @@ class MeterListPageTests(ReadoutWebCase):
         self.assertIn('<noscript><meta http-equiv="refresh" content="2" /></noscript>', page,
                       "without script it reloads: a GET, never a form again")
         self.assertEqual(page.count('http-equiv="refresh"'), 1)
+        response, page = self.post("/readouts/add", {"add.id": "Flat 4", "add.address": "5"})
+        self.assertEqual(response.code, 400)
+        self.assertNotIn('http-equiv="refresh"', page, "a refused form's answer never sends it again by itself")
         _, page = self.get("/readouts/heat-1")
         for part in ("identity", "last-reading"):
             self.assertIn(f'id="{part}" data-live="2"', page)

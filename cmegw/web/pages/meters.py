@@ -40,7 +40,7 @@ from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
-from cmegw.web.pages.layout import LIVE_SECONDS, live
+from cmegw.web.pages.layout import LIVE_SECONDS, live, reload_without_script
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE, identity_table, reading_parts
 from cmegw.web.pages.readout_views import METER_TABS, reading_json
@@ -258,9 +258,7 @@ def routes(app: Klein, admin: Admin) -> None:
     pages = MeterPages(admin)
 
     def page(request: IRequest, code: int = 200, notice: Notice | None = None) -> Any:
-        refresh = tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)})) \
-            if pages.scanning() else ""
-        head = [READINGS_STYLE, refresh]
+        head = [READINGS_STYLE, reload_without_script(request, REFRESH_SECONDS) if pages.scanning() else ""]
         return admin.page(request, section="meters", title="Meters", content=meters_content(admin, request, pages),
                           code=code, notice=notice, head=head, active="/meters", tabs=METER_TABS)
 

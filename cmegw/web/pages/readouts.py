@@ -37,7 +37,7 @@ from cmegw.web.pages import readout_delivery
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import (Field, FormState, form_value, marked_fields, post_form, render_field, save_form,
                                    uploads)
-from cmegw.web.pages.layout import LIVE_SECONDS, live
+from cmegw.web.pages.layout import LIVE_SECONDS, live, reload_without_script
 from cmegw.web.pages.meters import REFRESH_SECONDS, download
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE
 from cmegw.web.pages.readout_meter import chosen_range, meter_content
@@ -79,11 +79,9 @@ def live_seconds(admin: Admin) -> int:
     return REFRESH_SECONDS if busy(admin) else LIVE_SECONDS
 
 
-def refresh(admin: Admin) -> Any:
-    """Without script, a page reloads itself while reads are busy (a reload is a GET: it never re-posts)."""
-    if not busy(admin):
-        return ""
-    return tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)}))
+def refresh(admin: Admin, request: IRequest) -> Any:
+    """Without script, a page reloads itself while reads are busy (`reload_without_script`)."""
+    return reload_without_script(request, REFRESH_SECONDS) if busy(admin) else ""
 
 
 # -- the list -----------------------------------------------------------------------------------------
@@ -292,13 +290,13 @@ def routes(app: Klein, admin: Admin) -> None:
     def list_page(request: IRequest, code: int = 200, notice: Notice | None = None, **content: Any) -> Any:
         return admin.page(request, section="meters", title="Meter list", tabs=METER_TABS, active="/readouts",
                           content=list_content(admin, request, **content), code=code, notice=notice,
-                          head=refresh(admin))
+                          head=refresh(admin, request))
 
     def meter_page(request: IRequest, key: str, code: int = 200, notice: Notice | None = None,
                    state: FormState | None = None) -> Any:
         return admin.page(request, section="meters", title=f"Meter {key}", tabs=METER_TABS, active="/readouts",
                           content=meter_content(admin, request, key, state, live_seconds(admin)), code=code,
-                          notice=notice, head=[READINGS_STYLE, refresh(admin)])
+                          notice=notice, head=[READINGS_STYLE, refresh(admin, request)])
 
     def known(key: str) -> bool:
         readout = readout_of(admin)
