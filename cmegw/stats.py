@@ -8,6 +8,7 @@ metrics and the systemd status read them.  Nothing here does I/O.
 
 from __future__ import annotations
 
+from http.client import responses as HTTP_REASONS
 from typing import Any, Callable
 
 import attrs
@@ -148,8 +149,34 @@ def line_rows(stats: LineStatistics) -> list[tuple[str, int | None]]:
     return [(label, getattr(stats, name)) for label, name in LINE_COUNTERS]
 
 
-#: HTTP answers the device's HTTP / Statistics page counts one by one (the rest: "unknown").
+#: HTTP answers the device's HTTP / Statistics page counts one by one (the rest: "other answers").
 COUNTED_STATUSES = (200, 400, 401, 404, 408, 413, 501)
+
+
+def http_status_text(code: int) -> str:
+    """An HTTP status as people read it: ``405 Method Not Allowed``."""
+    return f"{code} {HTTP_REASONS.get(code, '')}".strip()
+
+
+#: The HTTP statistics as the web page and the console show them: (label, counter) in the device's order, the
+#: byte counts first (`byte_size_text`), the answers not counted one by one as "Other answers"
+#: (`HttpStatistics.other_answers`).  The device's "Work queue full" and "Memory error" are left out (cmegw has
+#: no such limits: always 0, in the API still).
+HTTP_COUNTERS = (("Received", "rx_bytes"), ("Sent", "tx_bytes"),
+                 *((http_status_text(code), f"status_{code}") for code in COUNTED_STATUSES),
+                 ("Other answers", "status_unknown"), ("Connections lost (socket errors)", "socket_errors"))
+#: The counters of `HTTP_COUNTERS` that count bytes.
+HTTP_BYTE_COUNTERS = ("rx_bytes", "tx_bytes")
+#: The units of `byte_size_text`, 1000 apart (as disks and networks count).
+BYTE_UNITS = ("bytes", "kB", "MB", "GB", "TB")
+
+
+def byte_size_text(count: int) -> str:
+    """A byte count as people read it: 1.23 MB."""
+    size, unit = float(count), 0
+    while size >= 1000 and unit < len(BYTE_UNITS) - 1:
+        size, unit = size / 1000, unit + 1
+    return f"{count} {'byte' if count == 1 else 'bytes'}" if unit == 0 else f"{size:.3g} {BYTE_UNITS[unit]}"
 
 
 @attrs.define
@@ -179,6 +206,11 @@ class HttpStatistics:
             self.status_unknown += 1
         if 100 <= code <= 599:
             self.by_status[code] = self.by_status.get(code, 0) + 1
+
+    def other_answers(self) -> str:
+        """The answers not counted one by one, each status said: ``303 See Other: 4, 405 Method Not Allowed: 1``."""
+        return ", ".join(f"{http_status_text(code)}: {count}" for code, count in sorted(self.by_status.items())
+                         if code not in COUNTED_STATUSES)
 
     def reset(self) -> None:
         for field in attrs.fields(HttpStatistics):

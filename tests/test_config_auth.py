@@ -30,6 +30,12 @@ class DirectiveRulesTests(TestCase):
             auth.delete_user(c, "/api", "ops")
         self.assertIn("last user", str(cm.exception))
 
+    def test_the_type_a_directive_has_is_no_change(self):
+        """A directive added with Digest before its first user: its type form sent as drawn changes nothing."""
+        c = auth.add_directive(self.config, "/api", "api", "Digest")
+        self.assertIs(auth.set_auth_type(c, "/api", "Digest"), c)
+        self.assertRaises(ConfigError, auth.set_auth_type, auth.set_auth_type(c, "/api", "None"), "/api", "Basic")
+
     def test_root_keeps_a_user_whatever_its_type(self):
         c = auth.set_auth_type(self.config, "/", "None")
         self.assertRaises(ConfigError, auth.delete_user, c, "/", "admin")

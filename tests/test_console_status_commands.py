@@ -129,12 +129,17 @@ class StatusCommandTests(CommandTestMixin, TestCase):
         access_log = AccessLog(max_entries=5)
         for i in range(7):
             access_log.add(f'127.0.0.1 12:00:0{i} "GET /{i} HTTP/1.1" 200 10')
-        stats = HttpStatistics(rx_bytes=100, tx_bytes=2000, status_200=7)
+        stats = HttpStatistics(rx_bytes=100, tx_bytes=2000, status_200=7, status_unknown=5,
+                               by_status={200: 7, 303: 4, 405: 1})
         state = SimpleNamespace(stats=stats, access_log=access_log, listening={"http": "127.0.0.1:8080"})
         self.patch(self.gateway.state, "web", state)
         text = self.text("show http")
-        self.assertRegex(text, r"Rx bytes\s+100")
-        self.assertRegex(text, r"responses 200\s+7")
+        self.assertRegex(text, r"Received\s+100 bytes")
+        self.assertRegex(text, r"Sent\s+2 kB \(2000 bytes\)")
+        self.assertRegex(text, r"200 OK\s+7")
+        self.assertRegex(text, r"Other answers\s+5 \(303 See Other: 4, 405 Method Not Allowed: 1\)",
+                         "the words of the web's HTTP statistics")
+        self.assertNotIn("unknown", text)
         self.assertRegex(text, r"Entries\s+5")
         self.assertRegex(text, r"HTTP\s+127.0.0.1:8080")
         log_text = self.text("show log")

@@ -527,7 +527,7 @@ class PagesTests(TestCase):
         response, body = yield self.get("/trace/1")
         self.assertEqual(response.code, 200)
         self.assertIn("off, nothing recorded", body)
-        self.assertIn('src="/ops/trace-live.js"', body)
+        self.assertIn('src="/static/trace-live.js"', body)
         self.assertIn('data-source="/trace/1.json"', body)
         response, _ = yield self.post("/trace/1", {"action": "on", "_csrf": csrf_token(body)})
         self.assertEqual(response.code, 303)
@@ -552,13 +552,14 @@ class PagesTests(TestCase):
 
     @defer.inlineCallbacks
     def test_script_and_other_pages(self):
-        response, text = yield self.get("/ops/trace-live.js")
+        response, text = yield self.get("/static/trace-live.js")
         self.assertEqual(response.code, 200)
         self.assertIn("frames_after", text)
-        response, _ = yield self.get("/ops/ops.css")
+        response, _ = yield self.get("/static/ops.css")
         self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/css; charset=utf-8"])
-        response, _ = yield self.get("/ops/pages.py")
-        self.assertEqual(response.code, 404)
+        for gone in ("/ops/ops.css", "/ops/trace-live.js"):  # web/static is the one home of static files
+            response, _ = yield self.get(gone)
+            self.assertEqual(response.code, 404, gone)
         response, body = yield self.get("/trace")
         self.assertIn("Line 1", body)
         response, body = yield self.get("/trace/9")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from cmegw.stats import HttpStatistics, LineStatistics, TunnelStatistics, format_duration
+from cmegw.stats import (HTTP_COUNTERS, HttpStatistics, LineStatistics, TunnelStatistics, byte_size_text,
+                         format_duration, http_status_text)
 
 
 class StatisticsTests(TestCase):
@@ -26,6 +27,15 @@ class StatisticsTests(TestCase):
             stats.count_response(code)
         self.assertEqual((stats.status_200, stats.status_unknown), (2, 2))
         self.assertEqual(stats.by_status, {200: 2, 302: 1})
+        self.assertEqual(stats.other_answers(), "302 Found: 1", "each status said; 999 is none")
+
+    def test_http_words(self):
+        """The labels and texts both faces show."""
+        self.assertEqual(http_status_text(405), "405 Method Not Allowed")
+        self.assertEqual(http_status_text(599), "599")
+        self.assertEqual(HTTP_COUNTERS[2], ("200 OK", "status_200"))
+        self.assertIn(("Other answers", "status_unknown"), HTTP_COUNTERS)
+        self.assertEqual([byte_size_text(n) for n in (1, 999, 1_234_567)], ["1 byte", "999 bytes", "1.23 MB"])
 
     def test_line_as_dict(self):
         self.assertEqual(LineStatistics(rx_bytes=3).as_dict()["rx_bytes"], 3)

@@ -2,8 +2,9 @@
 End to end: readings as a person reads a meter, in headless Chromium (as
 tests/test_web_browser.py drives it) against a real ``twistd cmegw
 --simulate``: a meter read from the Meters page and a meter added to the
-list, read now, with its chart, at a desktop's 1366x900 and a phone's 390x844, and the M-Bus
-Serial page's bus graphs.  Screenshots are kept as artefacts in
+list, read now (the page follows the read by itself; a reload never sends
+the form again), with its chart, at a desktop's 1366x900 and a phone's
+390x844, and the M-Bus Serial page's bus graphs.  Screenshots are kept as artefacts in
 ``browser-artefacts/`` (beside test_web_browser.py's).
 """
 
@@ -18,9 +19,8 @@ from twisted.trial import unittest
 from tests.support import GatewayProcess, free_port
 from tests.test_web_browser import STEP_TIMEOUT, _playwright, launch_chromium
 
-#: True once heat-1 has a reading (asked of the JSON API, as the page's own reload runs on the POST URL).
-READ = ("async () => { const r = await fetch('/api/readout/meters/heat-1');"
-        " return r.ok && (await r.json()).last_reading_id != null; }")
+#: True once the meter page's live Last reading card shows the registers (it updates by itself, no reload).
+READ = "() => document.querySelector('#last-reading table.values') !== null"
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 #: The simulated heat meter's energy as a person reads it: digits grouped by a narrow no-break space.
 ENERGY = re.compile(r"48[\u202f\u00a0 ]213 kWh")
@@ -70,11 +70,18 @@ class ReadingsBrowserTests(unittest.TestCase):
         self.add_meter(self.page("desktop"))
         for size in SIZES:
             page = self.page(size)
+            posts: list[str] = []
+            page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
             response = page.goto(self.url("/meters"))
             self.assertEqual(response.status, 200, self.gateway.log())
+            page.fill("#address-1", "banana")
+            page.click("#reading-1 form:has(#address-1) button[type=submit]")
+            page.wait_for_selector(".notice-error")
+            self.assertIn("'banana' is not a meter address; type a primary address", page.inner_text(".notice-error"))
             page.fill("#address-1", "1")
             page.click("#reading-1 form:has(#address-1) button[type=submit]")
             page.wait_for_selector("#reading-1 table.values")
+            self.assertEqual(page.url, self.url("/meters#reading-1"), "the address bar shows the page, not the form")
             values = page.inner_text("#reading-1 table.values")
             self.assertRegex(values, ENERGY, "the counter first, in kWh, digits grouped")
             self.assertLess(values.index("Energy"), values.index("Volume"))
@@ -90,9 +97,15 @@ class ReadingsBrowserTests(unittest.TestCase):
 
             page.goto(self.url("/readouts/heat-1"))
             page.click("#settings button:has-text('Read now')")
+            page.wait_for_url(self.url("/readouts/heat-1"))
+            self.assertIn(page.get_attribute("#last-reading", "data-live"), ("2", "5"), "live (faster while reading)")
+            loads: list[str] = []
+            page.on("framenavigated", lambda frame: loads.append(frame.url) if frame == page.main_frame else None)
             page.wait_for_function(READ, polling=250)
-            page.goto(self.url("/readouts/heat-1"))
-            page.wait_for_selector("#last-reading table.values")
+            self.assertEqual(loads, [], "the reading came by itself (live.js), without a reload")
+            posts.clear()
+            page.reload()
+            self.assertEqual(posts, [], "a reload asks for the page, it never sends the form again")
             self.assertRegex(page.inner_text("#last-reading"), ENERGY)
             self.assertRegex(page.inner_text("#last-reading"), r"Read \d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
             page.wait_for_selector("#chart-energy svg .chart-axis", state="attached")

@@ -214,7 +214,13 @@ class LayoutTests(unittest.TestCase):
 
         self.assertIn("line.1.baud_rate",
                       self.upload(page, backup.replace("baud_rate = 2400", "baud_rate = 300"), ".notice-ok"))
+        self.assertEqual(page.url, self.url("/system/configuration"), "post/redirect/get")
         self.shoot(page, "desktop-restored")
+        posts: list[str] = []
+        page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+        page.reload()
+        self.assertEqual(posts, [], "a reload does not restore again")
+        self.assertEqual(page.locator(".notice-ok").count(), 0, "the notice is shown once")
         saved = tomllib.loads(config_file.read_text())
         self.assertEqual(saved["line"]["1"]["baud_rate"], 300)
         self.assertEqual(saved["mqtt"]["password"], "mqtt-secret-1", "a secret the file left out is kept")

@@ -60,7 +60,8 @@ class BackupPageTests(PagesTestBase):
         changed = text.replace("baud_rate = 2400", "baud_rate = 9600")
         response, body = yield self.post_multipart("/system/configuration", {},
                                                    {"file": ("backup.toml", changed.encode())})
-        self.assertEqual(response.code, 200, body)
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200), "post/redirect/get")
+        self.assertEqual(response.previousResponse.headers.getRawHeaders(b"location"), [b"/system/configuration"])
         self.assertIn("Restored from backup.toml and saved", body)
         self.assertIn("line.1.baud_rate", body)
         self.assertIn("Kept this gateway&#x27;s: mqtt.password", body.replace("'", "&#x27;"))
@@ -93,7 +94,7 @@ class BackupPageTests(PagesTestBase):
         _, text = yield self.download()
         response, body = yield self.post_multipart("/system/configuration", {},
                                                    {"file": ("same.toml", text.encode())})
-        self.assertEqual(response.code, 200)
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200))
         self.assertIn("nothing changed", body)
         self.assertEqual(self.store.saves, self.saves)
 

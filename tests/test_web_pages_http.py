@@ -67,7 +67,7 @@ class HttpPageTests(PagesTestBase):
         self.assertIn("the certificate is not PEM", body)
         response, body = yield self.post_multipart("/http/certificate", {}, {"certificate": ("c.pem", cert),
                                                                             "private_key": ("k.pem", key)})
-        self.assertEqual(response.code, 200)
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200), "post/redirect/get")
         self.assertEqual(self.web.installed, [(cert, key)])
         self.assertIn("CN=new", body)
 
@@ -81,6 +81,7 @@ class StatisticsPageTests(PagesTestBase):
         _, body = yield self.get("/http")
         self.assertIn('<span title="1\u202f234\u202f567 bytes" class="bytes">1.23 MB</span>', body)
         self.assertIn("(303 See Other: 4, 405 Method Not Allowed: 1)", body, "each other status said")
+        self.assertIn(">413 Request Entity Too Large</th>", body)
         self.assertNotIn("Status unknown", body)
         self.assertNotIn("Memory error", body, "a counter that is always 0 is not shown")
 
@@ -244,6 +245,15 @@ class AuthenticationPageTests(PagesTestBase):
         self.assertEqual(response.code, 200)
         self.assertEqual(self.store.config.auth[1].auth_type, "Digest")
         self.assertTrue(self.store.config.auth[1].users[0].check_password("api", "pw"))
+        config = self.store.config
+        response, body = yield self.post("/http/authentication/directive/type", {"uri": "/api", "auth_type": "Digest"})
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200))
+        self.assertIn("Directive /api uses Digest already: nothing changed.", body)
+        self.assertNotIn("nothing changed. Applies at once", body)
+        ids = re.findall(r' id="([^"]+)"', body)
+        self.assertEqual(sorted(i for i in set(ids) if ids.count(i) > 1), [], "each field's label finds its own")
+        self.assertIn('<label for="f-directive1-password">', body)
+        self.assertIs(self.store.config, config, "nothing saved")
         response, body = yield self.post("/http/authentication/directive/delete", {"uri": "/"})
         self.assertEqual(response.code, 400)
         self.assertIn("protects every page", body)

@@ -116,7 +116,7 @@ class EveryPageTests(PagesTestBase):
             self.assertIn("Last hour", body, path)
             self.assertIn("<svg", body, path)
             self.assertIn(title, body, path)
-            self.assertIn("/ops/ops.css", body, path)
+            self.assertIn('href="/static/ops.css"', body, path)
         _, body = yield self.get("/serial")
         self.assertIn('href="/trace"', body)
 

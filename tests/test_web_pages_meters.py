@@ -132,6 +132,7 @@ class MetersPageTests(TestCase):
         reading = json.loads(self.request("GET", "/meters/1/reading.json")[1])
         self.assertEqual(reading["telegrams"], 2)
         self.assertEqual(reading["meter"]["medium_name"], "Gas")
+        self.assertEqual(reading["meter"]["manufacturer_name"], "Elster")
 
     def test_read_errors(self) -> None:
         response, page = self.form("/meters/read", {"line": "1", "address": "77"})
@@ -139,6 +140,14 @@ class MetersPageTests(TestCase):
         self.assertIn("the meter at address 77 did not answer (4 tries)", page)
         response, page = self.form("/meters/read", {"line": "1", "address": "banana"})
         self.assertEqual(response.code, 400)
+        self.assertIn("Not read: &#x27;banana&#x27; is not a meter address; type a primary address (0 to 250) or a "
+                      "secondary address (12345678-KAM-19-04, or its 16 hex digits).", page.replace("'", "&#x27;"))
+        self.assertNotIn("BANANA", page, "no echo of the decoder's")
+        for typed, said in (("300", "Not read: primary address 300 is outside 0..250 (or 254)."),
+                            ("", "Type the meter&#x27;s address")):
+            response, page = self.form("/meters/read", {"line": "1", "address": typed})
+            self.assertEqual(response.code, 400)
+            self.assertIn(said, page.replace("'", "&#x27;"))
         response, _ = self.form("/meters/read", {"line": "9", "address": "1"})
         self.assertEqual(response.code, 400)
         response, _ = self.request("GET", "/meters/1/reading.csv")
@@ -148,6 +157,8 @@ class MetersPageTests(TestCase):
         self.form("/meters/scan", {"line": "1", "kind": "primary"})
         response, page = self.form("/meters/scan", {"line": "1", "kind": "primary"})
         self.assertEqual(response.code, 409)
+        self.assertNotIn('http-equiv="refresh"', page, "the refusal's page does not send the scan again by itself")
+        self.assertIn('<noscript><meta http-equiv="refresh"', self.request("GET", "/meters")[1], "the page does")
         response, page = self.form("/meters/stop", {"line": "1"})
         self.assertIn("The scan of line 1 was stopped.", page)
         self.assertEqual(self.master.scan.state, "cancelled")
@@ -187,7 +198,13 @@ class MetersPageTests(TestCase):
         self.assertEqual(response.code, 200)
         reading = json.loads(body)
         self.assertEqual(reading["meter"]["secondary"], "30405060-ABB-20-02")
-        self.assertEqual(len(reading["records"]), 12)
+        self.assertEqual(len(reading["records"]), 12, "the raw records stay")
+        self.assertEqual((reading["meter"]["manufacturer"], reading["meter"]["manufacturer_name"]), ("ABB", "ABB"))
+        self.assertEqual((reading["meter"]["version"], reading["meter"]["version_text"]), (32, "32 (0x20)"),
+                         "the number stays; the text marks the hex")
+        self.assertEqual(reading["values"][0]["text"], "5\u202f432.10 kWh", "the main registers as the pages show")
+        self.assertEqual({"key", "label", "value", "unit", "text"}, set(reading["values"][0]))
+        self.assertEqual(reading["status_flags"], [])
         self.assertEqual(json.loads(self.request("GET", "/api/meters/1/reading")[1]), reading)
         response, body = self.request("POST", "/api/meters/1/read", data=b'{"address": "3"}', headers=JSON)
         self.assertEqual(response.code, 502)

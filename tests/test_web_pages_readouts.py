@@ -72,6 +72,9 @@ class MeterListPageTests(ReadoutWebCase):
         self.assertEqual(response.code, 200)
         text = text_of(page)
         self.assertIn("Meter list (3 meters, 1 in alarm)", text)
+        self.gateway.store.change(self.gateway.store.config.evolve(
+            meters={"heat-1": self.gateway.store.config.meters["heat-1"]}))
+        self.assertIn("Meter list (1 meter,", text_of(self.get("/readouts")[1]), "one meter, no plural")
         self.assertIn('href="/readouts/heat-1"', page)
         self.assertIn("Flat 3 heat", text)
         self.assertIn("2024-03-12 14:23:00 2 min ago", text)
@@ -133,12 +136,24 @@ class MeterListPageTests(ReadoutWebCase):
         self.assertIn("Reading every meter of the list now", page)
         self.readout.meters["heat-1"].queued = True
         _, page = self.get("/readouts")
-        self.assertIn('http-equiv="refresh"', page, "the page follows the reads")
+        self.assertIn('id="meter-list" data-live="2"', page, "the list follows the reads by itself")
         self.assertIn("waiting for the line", page)
+        self.assertIn('<noscript><meta http-equiv="refresh" content="2" /></noscript>', page,
+                      "without script it reloads: a GET, never a form again")
+        self.assertEqual(page.count('http-equiv="refresh"'), 1)
+        response, page = self.post("/readouts/add", {"add.id": "Flat 4", "add.address": "5"})
+        self.assertEqual(response.code, 400)
+        self.assertNotIn('http-equiv="refresh"', page, "a refused form's answer never sends it again by itself")
+        _, page = self.get("/readouts/heat-1")
+        for part in ("identity", "last-reading"):
+            self.assertIn(f'id="{part}" data-live="2"', page)
+        self.assertIn('<noscript><meta http-equiv="refresh" content="2" /></noscript>', page)
         self.readout.meters["heat-1"].queued = False
         self.gateway.release()
-        _, page = self.get("/readouts")
-        self.assertNotIn('http-equiv="refresh"', page)
+        for path in ("/readouts", "/readouts/heat-1"):
+            _, page = self.get(path)
+            self.assertNotIn('http-equiv="refresh"', page)
+            self.assertIn('data-live="5"', page, "the status stays live, at the usual pace")
         response, _ = self.post("/readouts/nosuch/read", {})
         self.assertEqual(response.code, 404)
 
@@ -169,13 +184,15 @@ class MeterListPageTests(ReadoutWebCase):
                                                      "add.name": "", "add.interval": "5s"})
         self.assertEqual(response.code, 400)
         self.assertIs(self.gateway.store.config, before)
-        self.assertIn("Nothing was added: correct the field marked below.", page)
+        self.assertIn("Nothing was added: correct the 4 fields marked below.", page)
         errors = {m.group(1): html.unescape(m.group(2)) for m in re.finditer(
             r'<p id="f-add-([a-z]+)-error" class="field-error" role="alert">([^<]*)</p>', page)}
         self.assertEqual(set(errors), {"id", "line", "address", "interval"})
         self.assertIn("Meter Flat 4: 'Flat 4' is not allowed; name a meter with 1 to 64 lower-case letters", errors["id"])
         self.assertIn("is not allowed; use a configured line: 1", errors["line"])
         self.assertIn("'300' is not allowed; use a secondary address such as 12345678-KAM-19-04", errors["address"])
+        self.assertTrue(errors["address"].startswith("Address of the new meter:"), "no made-up id in the words")
+        self.assertNotIn("new-0", page)
         self.assertIn("'5s' is not allowed; use an interval such as 30s, 15m, 1h or 1d (from 10 s to 1 day)",
                       errors["interval"])
         self.assertIn('value="Flat 4"', page, "the form keeps what was typed")
@@ -202,7 +219,7 @@ class MeterListPageTests(ReadoutWebCase):
         self.post("/readouts/gas-10/remove", {})
         self.post("/readouts/add", {"add.id": "other", "add.address": "7"})
         response, page = self.upload(body.encode(), "replace")
-        self.assertEqual(response.code, 200)
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200), "post/redirect/get")
         self.assertIn("meters.csv: added: gas-10; removed: other.", text_of(page))
         self.assertEqual(self.gateway.store.config.meters, saved)
 
@@ -238,7 +255,7 @@ class AdoptTests(ReadoutWebCase):
         self.assertIn('action="/readouts/adopt"', page)
         self.assertIn("Add to meter list", page)
         response, page = self.post("/readouts/adopt", {"line": "1"})
-        self.assertEqual(response.code, 200)
+        self.assertEqual((response.previousResponse.code, response.code), (303, 200), "post/redirect/get")
         added = [k for k in self.gateway.store.config.meters if k not in ("heat-1", "water-2", "gas-10")]
         self.assertEqual(len(added), 1, "three of the four simulated meters are listed already")
         self.assertIn(f"Added 1 meter(s) of line 1 to the list: {added[0]}.", page)

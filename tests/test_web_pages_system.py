@@ -67,6 +67,13 @@ class SystemPageTests(PagesTestBase):
         self.assertEqual(self.restarted_process, [True])
         _, status = yield self.api("GET", "/api/update")
         self.assertEqual(status["phase"], "restarting")
+        _, page = yield self.get("/system")
+        self.assertIn('http-equiv="refresh" content="5"', page, "the page follows the update")
+        response, page = yield self.post_multipart("/system/update", {"sha256": ""},
+                                                   {"wheel": ("cmegw-0.2.0-py3-none-any.whl", wheel)})
+        self.assertEqual(response.code, 400)
+        self.assertIn("already restarting", page)
+        self.assertNotIn('http-equiv="refresh"', page, "a refused upload's page never sends it again by itself")
 
     @defer.inlineCallbacks
     def test_software_update_refused(self) -> None:

@@ -118,6 +118,7 @@ class WebProcessTests(SynchronousTestCase):
         code, css = self.curl_status(base + "/static/cmegw.css", *old)
         self.assertEqual(code, 200, "the result page keeps its stylesheet under the old credentials")
         self.assertIn("--error", css)
+        self.assertEqual(self.curl_status(base + "/static/ops.css", *old)[0], 200, "the Status page's too")
         self.assertEqual(self.curl_status(base + "/status", *new)[0], 200)
 
         result = subprocess.run([self.curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",

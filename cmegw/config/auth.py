@@ -55,6 +55,8 @@ def delete_directive(config: Config, uri: str) -> Config:
 @labelled_errors
 def set_auth_type(config: Config, uri: str, auth_type: str) -> Config:
     directive = find_directive(config, uri)
+    if auth_type == directive.auth_type:
+        return config  # the type it has (a directive added with Digest before its first user)
     if auth_type in PASSWORD_TYPES and not directive.users:
         raise ConfigError("auth.auth_type", auth_type, "add a user to this directive before asking for passwords")
     return _replace(config, directive, attrs.evolve(directive, auth_type=auth_type))

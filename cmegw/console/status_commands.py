@@ -28,7 +28,8 @@ from cmegw.console.framework import (
     number_argument,
     table_lines,
 )
-from cmegw.stats import format_duration, line_rows, tunnel_rows
+from cmegw.stats import (HTTP_BYTE_COUNTERS, HTTP_COUNTERS, byte_size_text, format_duration, line_rows,
+                         tunnel_rows)
 
 
 def web_state(gateway: Any) -> Any:
@@ -268,9 +269,7 @@ def show_http(session: Session, args: Arguments) -> Result:
     if state is None:
         lines.append("  not available: the web administration is not running in this gateway")
         return "\n".join(lines)
-    counters = {k: v for k, v in state.stats.as_dict().items() if isinstance(v, int)}
-    lines += table_lines((_HTTP_LABELS.get(k, k.replace("status_", "responses ").replace("_", " ")), str(v))
-                         for k, v in counters.items())
+    lines += table_lines((label, _http_counter(state.stats, name)) for label, name in HTTP_COUNTERS)
     log_ = state.access_log
     lines += ["", "HTTP log", *table_lines([("Entries", str(len(log_.entries))), ("Bytes", str(log_.bytes))])]
     listening = getattr(state, "listening", None)
@@ -279,7 +278,13 @@ def show_http(session: Session, args: Arguments) -> Result:
     return "\n".join(lines)
 
 
-_HTTP_LABELS = {"rx_bytes": "Rx bytes", "tx_bytes": "Tx bytes", "status_unknown": "Status unknown"}
+def _http_counter(stats: Any, name: str) -> str:
+    """One of `HTTP_COUNTERS` in the words of the web's HTTP statistics."""
+    value = getattr(stats, name)
+    if name in HTTP_BYTE_COUNTERS:
+        return byte_size_text(value) + (f" ({value} bytes)" if value >= 1000 else "")
+    others = stats.other_answers() if name == "status_unknown" else ""
+    return f"{value} ({others})" if others else str(value)
 
 
 @SHOW.command("auth", "the authentication directives and their users (never a password)")

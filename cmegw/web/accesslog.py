@@ -38,7 +38,7 @@ MAX_LOG_BYTES = 4 * 1024 * 1024
 #: The live updates of the pages (web/static/live.js) send this header with their fetches.
 LIVE_HEADER = b"x-cmegw-live"
 #: Paths of the static files (the stylesheet, scripts and icons every page loads).
-STATIC_PREFIXES = ("/static/", "/ops/", "/favicon")
+STATIC_PREFIXES = ("/static/", "/favicon")
 #: Lines shown per page of the Log tab.
 LOG_PAGE_SIZE = 100
 

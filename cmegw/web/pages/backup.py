@@ -100,7 +100,7 @@ def routes(app: Klein, admin: Admin) -> None:
         except RestoreError as e:
             return page(request, content(admin, request, f"Not restored: {e}."), code=400,
                         notice=Notice("error", f"Nothing was changed: {e}."))
-        return page(request, content(admin, request), notice=restore_message(result, sent.filename))
+        return admin.see_other(request, PAGE_PATH, restore_message(result, sent.filename))
 
     @app.route(API_PATH, methods=["PUT", "POST"], endpoint="api_config_file_put")
     @api.json_handler

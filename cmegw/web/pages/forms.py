@@ -240,8 +240,9 @@ def field_id(name: str) -> str:
     return "f-" + "".join(c if c.isalnum() else "-" for c in name)
 
 
-def render_field(field: Field, state: FormState) -> Tag:
-    fid = field_id(field.name)
+def render_field(field: Field, state: FormState, id_prefix: str = "") -> Tag:
+    """One field of a form; `id_prefix` keeps the ids apart when a page has the same form twice."""
+    fid = field_id(id_prefix + field.name)
     value = state.values.get(field.name, "")
     error = state.errors.get(field.name)
     described = []
@@ -412,7 +413,7 @@ def apply_form(admin: AdminView, request: IRequest, fields: Sequence[Field],
                     state.errors[field] = error_message(other)
         if where:
             state.errors.setdefault(where, error_message(e))
-            state.notice = Notice("error", "Nothing was saved: correct the field marked below.")
+            state.notice = Notice("error", f"Nothing was saved: correct {marked_fields(state)}.")
         else:
             state.notice = Notice("error", f"Nothing was saved: {e}")
         return state, False
@@ -428,6 +429,12 @@ def apply_form(admin: AdminView, request: IRequest, fields: Sequence[Field],
     fresh = saved_state() if saved_state else settings_state(admin, fields)
     fresh.notice = change_message(labels, changed)
     return fresh, True
+
+
+def marked_fields(state: FormState) -> str:
+    """What a refused form's notice points at: "the field marked below", or "the 2 fields marked below"."""
+    count = len(state.errors)
+    return "the field marked below" if count <= 1 else f"the {count} fields marked below"
 
 
 def save_form(admin: AdminView, request: IRequest, page: Callable[..., "Layout"], fields: Sequence[Field],

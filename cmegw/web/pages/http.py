@@ -9,7 +9,6 @@ with the JSON API); they raise `ConfigError` with the model's message.
 
 from __future__ import annotations
 
-from http.client import responses as HTTP_REASONS
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -48,7 +47,8 @@ from cmegw.web.pages.forms import (
     setting_field,
     uploads,
 )
-from cmegw.web.pages.widgets import Notice, button, byte_size, byte_size_text, card, hidden, kv_table
+from cmegw.stats import HTTP_BYTE_COUNTERS, HTTP_COUNTERS, byte_size_text
+from cmegw.web.pages.widgets import Notice, button, byte_size, card, hidden, kv_table
 from cmegw.web.signout import SIGN_OUT_PATH
 
 #: The Log tab's own style (wrapped lines, the filter row).
@@ -56,18 +56,6 @@ LOG_STYLE = tags.link(rel="stylesheet", href="/static/log.css")
 
 TABS = (("Statistics", "/http"), ("Configuration", "/http/configuration"),
         ("Authentication", "/http/authentication"), ("Certificate", "/http/certificate"))
-
-#: (label, attribute of HttpStatistics) in the device's order.  The device's "Work queue full" and
-#: "Memory error" are left out (cmegw has no such limits: always 0, in the API still).
-STATISTICS = (
-    ("200 OK", "status_200"),
-    ("400 Bad Request", "status_400"),
-    ("401 Unauthorized", "status_401"),
-    ("404 Not Found", "status_404"),
-    ("408 Request Timeout", "status_408"),
-    ("413 Request Entity Too Large", "status_413"),
-    ("501 Not Implemented", "status_501"),
-)
 
 CONFIG_FIELDS = mark_restart([
     setting_field("http.enabled", "checkbox"),
@@ -123,15 +111,15 @@ def directives_view(config: Config) -> list[dict[str, Any]]:
             for d in config.auth]
 
 
-def other_answers(stats: Any) -> Any:
-    """The answers the device's list does not name (redirects, 403, 405, ...), each status said."""
-    listed = {int(name.rsplit("_", 1)[1]) for _, name in STATISTICS}
-    others = sorted((code, count) for code, count in getattr(stats, "by_status", {}).items() if code not in listed)
-    if not others:
-        return str(stats.status_unknown)
-    return tags.span(str(stats.status_unknown), " ", tags.small(
-        "(" + ", ".join(f"{code} {HTTP_REASONS.get(code, '')}: {count}".replace(" :", ":") for code, count in others)
-        + ")", class_="muted"))
+def counter_cell(stats: Any, name: str) -> Any:
+    """One of `cmegw.stats.HTTP_COUNTERS`: bytes as people read them, other answers with each status said."""
+    value = getattr(stats, name, None)
+    if value is None:
+        return "—"
+    if name in HTTP_BYTE_COUNTERS:
+        return byte_size(value)
+    others = stats.other_answers() if name == "status_unknown" else ""
+    return tags.span(str(value), " ", tags.small(f"({others})", class_="muted")) if others else str(value)
 
 
 def change_password_link(name: str, uri: str = "/") -> str:
@@ -161,11 +149,8 @@ def statistics_content(admin: Admin, request: IRequest) -> Tag:
     if web is None:
         return card("Statistics", tags.p("The web server part is not running in this process."))
     stats = web.stats
-    counters = card("Statistics", kv_table(
-        [("Received", byte_size(stats.rx_bytes)), ("Sent", byte_size(stats.tx_bytes))]
-        + [(label, getattr(stats, name, "—")) for label, name in STATISTICS]
-        + [("Other answers", other_answers(stats)), ("Connections lost (socket errors)", stats.socket_errors)]),
-        id="http-statistics")
+    counters = card("Statistics", kv_table([(label, counter_cell(stats, name)) for label, name in HTTP_COUNTERS]),
+                    id="http-statistics")
     live(counters)
     log = web.access_log
     running = admin.gateway.state.config.http
@@ -251,7 +236,7 @@ def authentication_content(admin: Admin, request: IRequest, states: dict[str, Fo
     states = states or {}
     config: Config = admin.gateway.store.config
     rows = []
-    for d in config.auth:
+    for number, d in enumerate(config.auth):
         users = []
         for u in d.users:
             users.append(tags.li(tags.span(u.name, class_="user"), " ", tags.a(
@@ -271,7 +256,8 @@ def authentication_content(admin: Admin, request: IRequest, states: dict[str, Fo
         user_state = states.get(key) or FormState(values={"name": asked or ""})
         add_user_form = post_form(
             admin, request, "/http/authentication/user", hidden("uri", d.uri),
-            tags.div(*[render_field(f, user_state) for f in USER_FIELDS], class_="fields compact"),
+            tags.div(*[render_field(f, user_state, f"directive{number}-" if number else "") for f in USER_FIELDS],
+                     class_="fields compact"),
             tags.div(button("Add user / set password", "secondary"), class_="actions"),
             class_="settings", novalidate="novalidate")
         rows.append(card(f"Directive {d.uri}", kv_table([
@@ -357,9 +343,11 @@ def routes(app: Klein, admin: Admin) -> None:
         unless `redirect` is false: the signed-in user's own new password, whose
         result a GET with the old credentials could no longer fetch.
         """
+        old = admin.gateway.store.config
         try:
-            new = make(admin.gateway.store.config)
-            save(admin, new)
+            new = make(old)
+            if new is not old:
+                save(admin, new)
         except (ConfigError, ConfigFileError, OSError) as e:
             state = FormState(values=keep)
             message = error_message(e) if isinstance(e, ConfigError) else str(e)
@@ -373,7 +361,8 @@ def routes(app: Klein, admin: Admin) -> None:
             else:
                 state.notice = Notice("error", f"Nothing was changed: {message}")
             return auth_page(request, {key: state}, state.notice, code=400)
-        notice = Notice("ok", [*(done if isinstance(done, list) else [done]), " Applies at once."])
+        notice = Notice("ok", [*(done if isinstance(done, list) else [done]), " Applies at once."]) \
+            if new is not old else Notice("info", done)
         if not redirect:
             return auth_page(request, notice=notice)
         return admin.see_other(request, "/http/authentication", notice)
@@ -396,8 +385,9 @@ def routes(app: Klein, admin: Admin) -> None:
     @route.post("/http/authentication/directive/type")
     def http_directive_type(request: IRequest) -> Any:
         uri, kind = form_value(request, "uri"), form_value(request, "auth_type")
-        return change(request, lambda c: set_auth_type(c, uri, kind), f"Directive {uri} now uses {kind}.",
-                      "type", [], {})
+        same = any(d.uri == uri and d.auth_type == kind for d in admin.gateway.store.config.auth)
+        done = f"Directive {uri} uses {kind} already: nothing changed." if same else f"Directive {uri} now uses {kind}."
+        return change(request, lambda c: set_auth_type(c, uri, kind), done, "type", [], {})
 
     @route.post("/http/authentication/user")
     def http_user_add(request: IRequest) -> Any:

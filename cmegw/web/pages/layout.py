@@ -90,6 +90,17 @@ def live(tag: Tag, seconds: int = LIVE_SECONDS) -> Tag:
     return tag
 
 
+def reload_without_script(request: IRequest, seconds: int) -> Any:
+    """
+    The page reloads itself every `seconds` when script is off (a <noscript>
+    meta refresh); only in a GET's answer, whose reload asks for the page again:
+    the answer of a refused form would send the form again.
+    """
+    if request.method not in (b"GET", b"HEAD"):
+        return ""
+    return tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(seconds)}))
+
+
 def drawn_at(seconds: float) -> Tag:
     """The line that says when the page was drawn (the script says when it was last updated)."""
     moment = time.localtime(seconds)

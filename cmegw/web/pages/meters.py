@@ -40,10 +40,10 @@ from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.http import security_headers
 from cmegw.web.pages.admin import Admin, PageRoutes
-from cmegw.web.pages.layout import LIVE_SECONDS, live
+from cmegw.web.pages.layout import LIVE_SECONDS, live, reload_without_script
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE, identity_table, reading_parts
-from cmegw.web.pages.readout_views import METER_TABS
+from cmegw.web.pages.readout_views import METER_TABS, reading_json
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
 
 #: Seconds between reloads of the page while a scan runs.
@@ -243,14 +243,22 @@ def meters_content(admin: Admin, request: IRequest, pages: MeterPages) -> Tag:
 # -- routes ---------------------------------------------------------------------------------------
 
 
+def address_problem(text: str, problem: str) -> str:
+    """Why the Read form's address was refused, in the words of the form (the decoder's echo left out)."""
+    if not text.strip():
+        return "Type the meter's address: a primary address (0 to 250) or a secondary address (12345678-KAM-19-04)."
+    if problem.startswith("primary address"):
+        return f"Not read: {problem}."
+    return (f"Not read: {text.strip()!r} is not a meter address; type a primary address (0 to 250) or a secondary "
+            "address (12345678-KAM-19-04, or its 16 hex digits).")
+
+
 def routes(app: Klein, admin: Admin) -> None:
     route = PageRoutes(app, admin)
     pages = MeterPages(admin)
 
     def page(request: IRequest, code: int = 200, notice: Notice | None = None) -> Any:
-        refresh = tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)})) \
-            if pages.scanning() else ""
-        head = [READINGS_STYLE, refresh]
+        head = [READINGS_STYLE, reload_without_script(request, REFRESH_SECONDS) if pages.scanning() else ""]
         return admin.page(request, section="meters", title="Meters", content=meters_content(admin, request, pages),
                           code=code, notice=notice, head=head, active="/meters", tabs=METER_TABS)
 
@@ -297,8 +305,7 @@ def routes(app: Klein, admin: Admin) -> None:
 
         def failed(failure: Any) -> Any:
             if failure.check(ValueError):
-                return page(request, 400, Notice("error", f"{text!r} is not a meter address: "
-                                                          f"{failure.getErrorMessage()}"))
+                return page(request, 400, Notice("error", address_problem(text, failure.getErrorMessage())))
             failure.trap(MeterError)  # the line's error, kept for its page
             return admin.see_other(request, f"/meters#reading-{master.number}",
                                    Notice("error", failure.getErrorMessage()))
@@ -330,7 +337,7 @@ def routes(app: Klein, admin: Admin) -> None:
             return page(request, 404, Notice("error", "No reading to download: read a meter first."))
         if kind == "csv":
             return download(request, reading_csv(reading), b"text/csv; charset=utf-8", f"reading-line{n}.csv")
-        body = json.dumps(reading.as_dict(), indent=2).encode() + b"\n"
+        body = json.dumps(reading_json(reading.as_dict(), reading.read_at), indent=2).encode() + b"\n"
         return download(request, body, b"application/json; charset=utf-8", f"reading-line{n}.json")
 
     # -- JSON API
@@ -394,7 +401,8 @@ def routes(app: Klein, admin: Admin) -> None:
             failure.trap(MeterError)
             return json_error(request, 502, failure.getErrorMessage())
 
-        d.addCallbacks(lambda reading: json_response(request, reading.as_dict()), failed)
+        d.addCallbacks(lambda reading: json_response(request, reading_json(reading.as_dict(), reading.read_at)),
+                       failed)
         return d
 
     @route.get("/api/meters/<int:n>/reading")
@@ -404,4 +412,4 @@ def routes(app: Klein, admin: Admin) -> None:
         reading = pages.readings.get(n)
         if reading is None:
             raise ApiError(404, pages.errors.get(n) or f"no meter of line {n} has been read")
-        return reading.as_dict()
+        return reading_json(reading.as_dict(), reading.read_at)

@@ -5,7 +5,7 @@ its authentication directives) by `routes(app, admin)`:
 
 - ``/metrics``: the Prometheus text format (`cmegw.ops.metrics`);
 - ``/trace``, ``/trace/N``: the traffic trace of line N: on, off, clear, a
-  live view (``/ops/trace-live.js`` asks ``/trace/N.json`` for what is new),
+  live view (``/static/trace-live.js`` asks ``/trace/N.json`` for what is new),
   downloads as text (``/trace/N.txt``) and JSON (``/trace/N.json``);
 - ``/graphs``: the last hour as SVG charts with their numbers
   (``/graphs/KEY.svg`` one chart alone).
@@ -16,7 +16,6 @@ its authentication directives) by `routes(app, admin)`:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from klein import Klein
@@ -36,17 +35,9 @@ PAGE_ROWS = 200
 LIVE_ROWS = 2000
 
 
-#: The files of web/static that ``/ops/NAME`` also serves, with their content types.
-PACKAGED = {"trace-live.js": b"application/javascript; charset=utf-8", "ops.css": b"text/css; charset=utf-8"}
-
-
-def packaged(root: Path, name: str) -> bytes:
-    """A static file of the pages of operations (trace-live.js, ops.css) in the web files' folder `root`."""
-    return (root / "static" / name).read_bytes()
-
-
-#: The pages' own style sheet, linked in their head (the policy allows same-origin styles only).
-STYLE = tags.link(rel="stylesheet", href="/ops/ops.css")
+#: The pages' own style sheet, linked in their head (the policy allows same-origin styles only); like every
+#: static file it is in web/static, served to anyone (a page keeps its style after a password change).
+STYLE = tags.link(rel="stylesheet", href="/static/ops.css")
 
 
 def _line(admin: Any, n: int) -> bool:
@@ -83,18 +74,6 @@ def routes(app: Klein, admin: Admin) -> None:
     @app.route("/metrics", methods=["GET", "HEAD"])
     def ops_metrics(request: IRequest) -> Any:
         return metrics
-
-    files = {name: (packaged(admin.root, name), kind) for name, kind in PACKAGED.items()}
-
-    @route.get("/ops/<string:name>")
-    def ops_file(request: IRequest, name: str) -> bytes:
-        if name not in files:
-            request.setResponseCode(404)
-            return b"not found"
-        body, kind = files[name]
-        request.setHeader(b"content-type", kind)
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        return body
 
     def trace_controls(request: IRequest, n: int) -> Tag:
         line_trace = gateway.state.traces.get(n)
@@ -137,7 +116,7 @@ def routes(app: Klein, admin: Admin) -> None:
                         "Lines starting with # are the telegrams found in the bytes.", class_="muted")),
             card("Live", live, tags.noscript(tags.p("Without JavaScript this view does not follow: reload "
                                                     "the page to see what is new.")), wide=True),
-            tags.script(src="/ops/trace-live.js", defer="defer"))
+            tags.script(src="/static/trace-live.js", defer="defer"))
         return admin.page(request, section="serial", title=f"Trace of line {n}", content=content, head=STYLE)
 
     @route.post("/trace/<int:n>")

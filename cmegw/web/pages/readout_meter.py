@@ -17,8 +17,9 @@ from twisted.web.template import Tag, tags
 
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.charts import chart_figure, register_series
-from cmegw.web.pages.forms import FormState, applies_text, post_form, settings_form, settings_state
 from cmegw.readout.views import reading_view
+from cmegw.web.pages.forms import FormState, applies_text, post_form, settings_form, settings_state
+from cmegw.web.pages.layout import LIVE_SECONDS, live
 from cmegw.web.pages.reading_view import reading_parts
 from cmegw.web.pages.readout_views import alarm_text, interval_text, meter_fields, next_read_text, status_flags
 from cmegw.web.pages.widgets import button, card, hidden, kv_table
@@ -121,8 +122,12 @@ def settings_card(admin: Admin, request: IRequest, key: str, state: FormState | 
                 id="settings")
 
 
-def meter_content(admin: Admin, request: IRequest, key: str, state: FormState | None = None) -> defer.Deferred:
-    """The meter's page; fires once its readings of the range are read from the store."""
+def meter_content(admin: Admin, request: IRequest, key: str, state: FormState | None = None,
+                  live_seconds: int = LIVE_SECONDS) -> defer.Deferred:
+    """
+    The meter's page; fires once its readings of the range are read from the
+    store.  Its status and last reading update by themselves every `live_seconds`.
+    """
     readout = admin.gateway.state.readout
     status = readout.meters.get(key) if readout is not None else None
     current, seconds = chosen_range(request)
@@ -133,7 +138,8 @@ def meter_content(admin: Admin, request: IRequest, key: str, state: FormState | 
         else:
             history = card("History", tags.p(problem or "The readouts are not running: the reading store is closed.",
                                              class_="muted"), id="history", wide=True)
-        return tags.div(identity_card(admin, key, status), last_reading_card(admin, status), history,
+        return tags.div(live(identity_card(admin, key, status), live_seconds),
+                        live(last_reading_card(admin, status), live_seconds), history,
                         settings_card(admin, request, key, state), class_="cards")
 
     if readout is None:

@@ -39,6 +39,7 @@ from cmegw.readout.views import (  # noqa: F401 (the pages' names for them)
     age_text,
     local_time,
     manufacturer_text,
+    reading_view,
     version_text,
 )
 from cmegw.readout.manufacturers import manufacturer_name
@@ -143,6 +144,17 @@ def meter_identity(decoded: Mapping[str, Any]) -> dict[str, Any]:
     found["manufacturer_name"] = manufacturer_name(str(info.get("manufacturer") or ""))
     found["version_text"] = version_text(info.get("version"))
     return found
+
+
+def reading_json(reading: Mapping[str, Any], read_time: float | None = None) -> dict[str, Any]:
+    """
+    A reading's JSON (`cmegw.mbus.results.Reading.as_dict()`) with the words the
+    pages show beside its raw fields: the meter's ``manufacturer_name`` and
+    ``version_text``, its main registers as ``values``, its ``status_flags``.
+    """
+    view = reading_view(reading, read_time)
+    return {**reading, "meter": {**(reading.get("meter") or {}), **meter_identity(reading)},
+            "values": [register_view(r) for r in view.main], "status_flags": list(view.status)}
 
 
 def meter_view(config: Config, key: str, status: Any, now: float) -> dict[str, Any]:

@@ -35,7 +35,9 @@ from cmegw.config.store import ConfigFileError
 from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
 from cmegw.web.pages import readout_delivery
 from cmegw.web.pages.admin import Admin, PageRoutes
-from cmegw.web.pages.forms import Field, FormState, error_message, form_value, post_form, render_field, save_form, uploads
+from cmegw.web.pages.forms import (Field, FormState, error_message, form_value, marked_fields, post_form,
+                                   render_field, save_form, uploads)
+from cmegw.web.pages.layout import LIVE_SECONDS, live, reload_without_script
 from cmegw.web.pages.meters import REFRESH_SECONDS, download
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE
 from cmegw.web.pages.readout_meter import chosen_range, meter_content
@@ -59,6 +61,10 @@ ADD_FIELDS = [Field("add.id", "Meter ID", placeholder="heat-1",
     for f in meter_fields("new") if not f.name.endswith(".enabled")]
 
 
+#: The list page's forms, whose addresses (``/readouts/add``) a meter's page address would otherwise take.
+LIST_FORMS = ("add", "import", "read", "adopt")
+
+
 def readout_of(admin: Admin) -> Any:
     return admin.gateway.state.readout
 
@@ -66,6 +72,16 @@ def readout_of(admin: Admin) -> Any:
 def busy(admin: Admin) -> bool:
     readout = readout_of(admin)
     return readout is not None and any(s.queued or s.reading for s in readout.meters.values())
+
+
+def live_seconds(admin: Admin) -> int:
+    """How often the pages' status parts update: faster while reads are busy."""
+    return REFRESH_SECONDS if busy(admin) else LIVE_SECONDS
+
+
+def refresh(admin: Admin, request: IRequest) -> Any:
+    """Without script, a page reloads itself while reads are busy (`reload_without_script`)."""
+    return reload_without_script(request, REFRESH_SECONDS) if busy(admin) else ""
 
 
 # -- the list -----------------------------------------------------------------------------------------
@@ -152,13 +168,14 @@ def list_content(admin: Admin, request: IRequest, add: FormState | None = None,
     if readout is None:
         head.append(tags.div("The readouts are not running (the gateway is stopped or starting): the list can be "
                              "changed, nothing is read.", class_="banner banner-warn", role="status"))
-    summary = f"{len(config.meters)} meters" + (f", {len(alarms)} in alarm" if alarms else "")
+    summary = f"{len(config.meters)} meter{'' if len(config.meters) == 1 else 's'}" + (f", {len(alarms)} in alarm" if alarms else "")
     listing = card(
         f"Meter list ({summary})", list_table(admin, request),
         tags.div(post_form(admin, request, "/readouts/read", button("Read all now"), class_="inline")
                  if config.meters else "",
                  tags.a("Download the list (CSV)", href="/readouts/meters.csv"), class_="actions"),
         id="meter-list", wide=True)
+    live(listing, live_seconds(admin))
     add = add or FormState(values={"add.line": str(next(iter(config.lines)))})
     adding = card("Add a meter", post_form(
         admin, request, "/readouts/add", tags.div(*[render_field(f, add) for f in ADD_FIELDS], class_="fields"),
@@ -210,10 +227,13 @@ def add_meter(admin: Admin, request: IRequest) -> tuple[FormState, str]:
     for name, value in changes.items():
         try:
             apply_settings(base, {name: value})
-        except ConfigError as e:
-            state.errors["add." + name.rsplit(".", 1)[1]] = error_message(e)
+        except ConfigError as e:  # the id stood in for while it is wrong is no name of the user's
+            message = error_message(e)
+            if probe != key:
+                message = message.replace(f"meter {probe}", "the new meter")
+            state.errors["add." + name.rsplit(".", 1)[1]] = message
     if state.errors:
-        state.notice = Notice("error", "Nothing was added: correct the field marked below.")
+        state.notice = Notice("error", f"Nothing was added: correct {marked_fields(state)}.")
         return state, ""
     problem = save(admin, apply_settings(base, changes))
     if problem:
@@ -259,7 +279,7 @@ def queue_reads(admin: Admin, keys: list[str] | None) -> tuple[int, Notice]:
         message = error.value.args[0] if error.value.args else error.getErrorMessage()
         return code, Notice("error", f"Nothing was read: {message}")
     what = f"Reading {keys[0]}" if keys and len(keys) == 1 else "Reading every meter of the list"
-    return 200, Notice("info", f"{what} now; this page reloads every {REFRESH_SECONDS} s until the reads are done.")
+    return 200, Notice("info", f"{what} now; this page follows the reads by itself.")
 
 
 # -- routes -------------------------------------------------------------------------------------------
@@ -269,18 +289,16 @@ def routes(app: Klein, admin: Admin) -> None:
     route = PageRoutes(app, admin, "meters", "Meters", METER_TABS)
     readout_delivery.routes(route)
 
-    def refresh() -> Any:
-        return tags.meta(**{"http-equiv": "refresh", "content": str(REFRESH_SECONDS)}) if busy(admin) else ""
-
     def list_page(request: IRequest, code: int = 200, notice: Notice | None = None, **content: Any) -> Any:
         return admin.page(request, section="meters", title="Meter list", tabs=METER_TABS, active="/readouts",
-                          content=list_content(admin, request, **content), code=code, notice=notice, head=refresh())
+                          content=list_content(admin, request, **content), code=code, notice=notice,
+                          head=refresh(admin, request))
 
     def meter_page(request: IRequest, key: str, code: int = 200, notice: Notice | None = None,
                    state: FormState | None = None) -> Any:
         return admin.page(request, section="meters", title=f"Meter {key}", tabs=METER_TABS, active="/readouts",
-                          content=meter_content(admin, request, key, state), code=code, notice=notice,
-                          head=[READINGS_STYLE, refresh()])
+                          content=meter_content(admin, request, key, state, live_seconds(admin)), code=code,
+                          notice=notice, head=[READINGS_STYLE, refresh(admin, request)])
 
     def known(key: str) -> bool:
         readout = readout_of(admin)
@@ -340,6 +358,8 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/readouts/<string:key>")
     def readouts_meter(request: IRequest, key: str) -> Any:
+        if not known(key) and key in LIST_FORMS:  # a bookmark or reload of a form's address: its page
+            return admin.see_other(request, "/readouts")
         if not known(key):
             return unknown(request, key)
         return meter_page(request, key)

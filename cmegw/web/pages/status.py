@@ -19,7 +19,7 @@ import cmegw
 from cmegw.stats import TUNNEL_CONNECTED, format_duration
 from cmegw.ops.graphs import graphs_panel
 from cmegw.web.pages.admin import Admin, PageRoutes
-from cmegw.web.pages.layout import live
+from cmegw.web.pages.layout import live, reload_without_script
 from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
 from cmegw.web.pages.widgets import card, kv_table
 
@@ -139,7 +139,7 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/status")
     def status_page(request: IRequest) -> Any:
-        refresh = tags.noscript(tags.meta(**{"http-equiv": "refresh", "content": str(NO_SCRIPT_REFRESH)}))
+        refresh = reload_without_script(request, NO_SCRIPT_REFRESH)
         last_hour = live(card("Last hour", graphs_panel(admin.gateway.state),
                               tags.p(tags.a("All graphs", href="/graphs")), wide=True, id="status-graphs"))
         return admin.page(request, section="status", title="Status",

@@ -352,10 +352,13 @@ def system_content(admin: Admin, request: IRequest, update_errors: dict[str, str
 
 def routes(app: Klein, admin: Admin) -> None:
     route = PageRoutes(app, admin)
+
     def page(request: IRequest, content: Any, code: int = 200, notice: Any = None) -> Any:
+        """The System page; while an update installs, it reloads itself (a GET's answer only: never re-posts)."""
+        busy = admin.updater is not None and admin.updater.busy and request.method == b"GET"
         return admin.page(request, section="system", title="System", content=content, code=code, notice=notice,
-                          tabs=TABS, active="/system", head=tags.meta(**{"http-equiv": "refresh", "content": "5"})
-                          if admin.updater is not None and admin.updater.busy else "")
+                          tabs=TABS, active="/system",
+                          head=tags.meta(**{"http-equiv": "refresh", "content": "5"}) if busy else "")
 
     @route.get("/system")
     def system_page(request: IRequest) -> Any:

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Sequence
 import attrs
 from twisted.web.template import Tag, tags
 
+from cmegw.stats import byte_size_text
+
 
 @attrs.frozen
 class Notice:
@@ -55,18 +57,6 @@ def grid_table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: bo
 def unavailable(value: Any) -> Any:
     """A kernel counter the driver does not keep is shown as such, never as 0."""
     return tags.span("unavailable", class_="muted") if value is None else value
-
-
-#: The units of `byte_size`, 1000 apart (as disks and networks count).
-BYTE_UNITS = ("bytes", "kB", "MB", "GB", "TB")
-
-
-def byte_size_text(count: int) -> str:
-    """A byte count as people read it: 1.23 MB."""
-    size, unit = float(count), 0
-    while size >= 1000 and unit < len(BYTE_UNITS) - 1:
-        size, unit = size / 1000, unit + 1
-    return f"{count} {'byte' if count == 1 else 'bytes'}" if unit == 0 else f"{size:.3g} {BYTE_UNITS[unit]}"
 
 
 def byte_size(count: int) -> Tag:
