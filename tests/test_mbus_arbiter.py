@@ -177,6 +177,24 @@ class TransactionTests(TestCase):
         self.assertEqual(box[0].outcome, REPLY_OK, "not silence, then a stray E5 for the next request")
         self.assertEqual(self.arbiter.stats.stray_bytes, 0)
 
+    def test_a_late_replys_tail_delays_the_next_request(self) -> None:
+        """Bytes after a reply was taken as cut short: the next request waits for the line to be quiet."""
+        first, second = frames.req_ud2(5), frames.req_ud2(6)
+        box = outcome(self.arbiter.transact(first))
+        outcome(self.arbiter.transact(second))
+        self.line.feed(RSP[:20])
+        self.clock.advance(defragmentation_timeout(self.baud, SLACK) + EPS)
+        self.assertEqual(len(box), 1, "taken as cut short")
+        quiet = defragmentation_timeout(self.baud, SLACK) + INTER_TELEGRAM_BITS / self.baud
+        self.clock.advance(quiet / 2)
+        self.assertEqual(bytes(self.line.written), first, "the rest of a reply cut short may still come")
+        self.line.feed(RSP[20:40])  # its tail, late: the next request must not go out into it
+        self.clock.advance(quiet - 0.001)
+        self.assertEqual(bytes(self.line.written), first, "the second request waits")
+        self.assertEqual(self.arbiter.stats.stray_bytes, 20)
+        self.clock.advance(0.001 + EPS)
+        self.assertEqual(bytes(self.line.written), first + second)
+
     def test_timeout_follows_a_live_baud_change(self) -> None:
         self.line.apply(LineConfig(baud_rate=300))
         box = outcome(self.arbiter.transact(frames.snd_nke(7)))
@@ -221,7 +239,7 @@ class TransactionTests(TestCase):
         self.clock.advance(defragmentation_timeout(self.baud, SLACK) + EPS)
         self.assertEqual(box[0].outcome, REPLY_GARBLED)
         box = outcome(self.arbiter.transact(frames.snd_nke(5), settle=0.02))
-        self.clock.advance(IDLE)
+        self.clock.advance(defragmentation_timeout(self.baud, SLACK) + IDLE + EPS)  # after a garbled answer: quiet
         self.line.feed(frames.ACK)
         self.assertEqual(box, [])
         self.clock.advance(0.02 + EPS)

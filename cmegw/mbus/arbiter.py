@@ -399,6 +399,7 @@ class BusArbiter(service.Service):
         transaction = self._current
         if transaction is None:
             self.stats.stray_bytes += len(data)
+            self._heard_unasked()
             return
         now = self.clock.seconds()
         if transaction.heard_at is not None:
@@ -419,6 +420,21 @@ class BusArbiter(service.Service):
             timer.reset(delay)
         else:
             transaction.timer = self.clock.callLater(delay, self._expired)
+
+    def _heard_unasked(self) -> None:
+        """
+        Bytes no transaction asked for (the tail of a reply that came too
+        late): the next request waits until the line has been quiet for a
+        defragmentation timeout and the idle, or it would meet that tail.
+        """
+        now = self.clock.seconds()
+        baud = self.line.config.baud_rate
+        quiet = now + defragmentation_timeout(baud, self.slack()) + INTER_TELEGRAM_BITS / baud
+        if quiet <= self._bus_free_at:
+            return
+        self._bus_free_at = quiet
+        if self._start_call is not None and self._start_call.active():
+            self._start_call.reset(quiet - now)
 
     def _expired(self) -> None:
         """
@@ -445,6 +461,8 @@ class BusArbiter(service.Service):
         self._count(reply)
         last_on_line = transaction.heard_at if transaction.heard_at is not None else transaction.sent_at
         self._bus_free_at = max(now, last_on_line + INTER_TELEGRAM_BITS / baud)
+        if reply.outcome in (REPLY_TRUNCATED, REPLY_GARBLED):
+            self._heard_unasked()  # the rest of a reply cut short may still come: let it pass first
         if not transaction.deferred.called:
             transaction.deferred.callback(reply)
         self._advance()
