@@ -125,7 +125,7 @@ class ConsoleProcessTests(TestCase):
                          rf"tunnel\.1\.listen\s+tcp:{self.tunnel_port}:interface=127.0.0.1")
         self.assertIn("the command line sets it for this run; the file holds tcp:10001",
                       self.command(child, "help set tunnel.1.listen"))
-        self.assertRegex(self.command(child, "show http"), r"Rx bytes\s+\d+")
+        self.assertRegex(self.command(child, "show http"), r"Received\s+\d[\d\u202f ]*\s*(bytes|kB|MB)")
         self.assertIn("The HTTP access log is empty.", self.command(child, "show log"))
         child.send("exit\r")
         child.expect("Bye.")

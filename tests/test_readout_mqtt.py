@@ -296,7 +296,7 @@ class PlainBrokerTests(BrokerTestCase):
         self.assertEqual(target.status.state, TARGET_OFF)
         messages = yield subscription.done
         self.assertEqual([m.payload for m in messages], [b"online", b"offline"])
-        self.assertIn("disconnected", self.broker.log)  # a clean DISCONNECT, no will
+        yield wait(lambda: "disconnected" in self.broker.log, "the broker's log of a clean DISCONNECT (no will)")
         self.assertNotIn("closed its connection", self.broker.log)
 
     @defer.inlineCallbacks
