@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gwbench_config import REFUSED as CONFIG_REFUSED, ConfigMergeError, merged as merged_config  # noqa: E402
+
 # --------------------------------------------------------------------------- M-Bus frames
 
 #: REQ_UD2 to primary address 1 (short frame: start, C, A, checksum, stop).
@@ -145,7 +148,8 @@ connection: &gwbench
 """
 
 CMEGW_CONFIG = """\
-# written by bench/gwbench.py: the full service (tunnel, web on HTTP and HTTPS, console), all on 127.0.0.1
+# written by bench/gwbench.py into the factory defaults (gwbench_config.merged): the full service
+# (tunnel, web on HTTP and HTTPS, console), all on 127.0.0.1
 [line.1]
 device = "{device}"
 
@@ -1305,14 +1309,30 @@ def start_gateway(name: str, args: argparse.Namespace, tmp: Path, device: str) -
                    "--thread-relay" if args.pyrelay_threads else "--relay", device, str(port)]
     else:
         config = tmp / "cmegw.toml"
-        config.write_text(CMEGW_CONFIG.format(port=port, device=device, http_port=free_port(),
-                                                https_port=free_port(), console_port=free_port()))
+        try:
+            config.write_text(merged_config(CMEGW_CONFIG.format(port=port, device=device, http_port=free_port(),
+                                                                https_port=free_port(), console_port=free_port())))
+        except ConfigMergeError as e:
+            raise BenchError(f"cannot write cmegw's configuration: {e}") from None
         command = cmegw_command(args.cmegw_cmd, {
             "python": sys.executable, "config": str(config), "device": device,
             "port": str(port), "tmpdir": str(tmp)})
     gateway = GatewayProcess(name, command, port, tmp / f"{name}.log")
     gateway.start()
+    if name == "cmegw":
+        check_config_taken(gateway)
     return gateway
+
+
+def check_config_taken(gateway: GatewayProcess) -> None:
+    """Stop with the log's words if cmegw refused its file (it would run on the factory defaults' addresses)."""
+    try:
+        refused = CONFIG_REFUSED in gateway.log_path.read_text(errors="replace")
+    except OSError:
+        refused = False
+    if refused:
+        gateway.stop()
+        raise BenchError(f"{gateway.name} refused the configuration gwbench wrote\n" + gateway.log_tail())
 
 
 def describe_host() -> dict[str, Any]:
