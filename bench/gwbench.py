@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gwbench_config import REFUSED as CONFIG_REFUSED, ConfigMergeError, merged as merged_config  # noqa: E402
+from gwbench_memory import render as render_memory  # noqa: E402
 
 # --------------------------------------------------------------------------- M-Bus frames
 
@@ -612,6 +613,8 @@ class GatewayProcess:
     port: int
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    #: A log line that means the gateway refused its configuration: start() stops it at once then.
+    refusal: str = ""
 
     def start(self) -> None:
         """Start the process and wait until it listens; stopped again if it never does."""
@@ -636,6 +639,8 @@ class GatewayProcess:
             if self.process.poll() is not None:
                 raise BenchError(f"{self.name} exited with status {self.process.returncode}\n"
                                  + self.log_tail())
+            if self.refusal and self.refusal in self.log_path.read_text(errors="replace"):
+                raise BenchError(f"{self.name} refused the configuration it was given\n" + self.log_tail())
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
@@ -1278,6 +1283,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cmegw-cmd", default=CMEGW_COMMAND, metavar="TEMPLATE",
                         help="how to start cmegw; {python} {config} {device} {port} {tmpdir} "
                         "are filled in (default: %(default)s)")
+    parser.add_argument("--memory-table", type=int, default=20, metavar="N",
+                        help="after the rounds, the N modules that allocate the most in cmegw's service, "
+                             "from bench/gwbench_memory.py (0: off; default 20)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the short warm-up round whose figures are dropped")
     parser.add_argument("--keep-tmp", action="store_true",
@@ -1317,22 +1325,35 @@ def start_gateway(name: str, args: argparse.Namespace, tmp: Path, device: str) -
         command = cmegw_command(args.cmegw_cmd, {
             "python": sys.executable, "config": str(config), "device": device,
             "port": str(port), "tmpdir": str(tmp)})
-    gateway = GatewayProcess(name, command, port, tmp / f"{name}.log")
+    # cmegw refusing its file would run on the factory defaults (every address): stopped at once then.
+    gateway = GatewayProcess(name, command, port, tmp / f"{name}.log", refusal=CONFIG_REFUSED if name == "cmegw" else "")
     gateway.start()
-    if name == "cmegw":
-        check_config_taken(gateway)
     return gateway
 
 
-def check_config_taken(gateway: GatewayProcess) -> None:
-    """Stop with the log's words if cmegw refused its file (it would run on the factory defaults' addresses)."""
+def memory_table(args: argparse.Namespace, tmp: Path) -> dict[str, Any] | None:
+    """cmegw's service once more, in bench/gwbench_memory.py with tracemalloc, on a pty of its own."""
+    if args.memory_table <= 0 or args.cmegw_cmd != CMEGW_COMMAND:
+        return None
+    peer = PtyPeer("memory")
     try:
-        refused = CONFIG_REFUSED in gateway.log_path.read_text(errors="replace")
-    except OSError:
-        refused = False
-    if refused:
-        gateway.stop()
-        raise BenchError(f"{gateway.name} refused the configuration gwbench wrote\n" + gateway.log_tail())
+        config = tmp / "cmegw-memory.toml"
+        config.write_text(merged_config(CMEGW_CONFIG.format(port=free_port(), device=peer.device,
+                                                            http_port=free_port(), https_port=free_port(),
+                                                            console_port=free_port())))
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("gwbench_memory.py")), "--json",
+                               "--config", str(config), "--device", peer.device, "--top", str(args.memory_table)],
+                              capture_output=True, text=True, timeout=120, cwd=tmp, preexec_fn=_die_with_parent)
+    except (OSError, subprocess.TimeoutExpired, ConfigMergeError) as e:
+        print(f"! no memory table: {e}", file=sys.stderr)
+        return None
+    finally:
+        peer.stop()
+    if done.returncode != 0:
+        print(f"! no memory table: {done.stderr.strip()[-400:]}", file=sys.stderr)
+        return None
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def describe_host() -> dict[str, Any]:
@@ -1414,6 +1435,11 @@ def main(argv: list[str] | None = None) -> int:
         figures = summarise(paths)
         print()
         print(report(figures, context))
+        memory = memory_table(args, tmp) if any(p.name == "cmegw" for p in paths) else None
+        if memory is not None:
+            figures["cmegw_memory"] = memory
+            print()
+            print(render_memory(memory))
         if args.json:
             ratios, targets = judge(figures)
             args.json.write_text(json.dumps(

@@ -29,7 +29,6 @@ from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics
 from cmegw.tunnel.accept import TunnelService
 from cmegw.tunnel.connect import ConnectTunnelService
 from cmegw.tunnel.ownership import LineOwnership
-from cmegw.tunnel.sharing import SharingTunnelService
 
 log = Logger(namespace="cmegw.service")
 
@@ -191,6 +190,8 @@ class GatewayService(service.MultiService):
     def _tunnel(self, n: int, config: Any, stats: TunnelStatistics, ownership: LineOwnership) -> TunnelService:
         """Tunnel `n` on its line's arbiter: transparent (the device's tunnel, RFC 2217 if on) or sharing."""
         if config.sharing:
+            from cmegw.tunnel.sharing import SharingTunnelService
+
             return SharingTunnelService(n, config, self.arbiters[n], self.reactor, stats,
                                         https_files=self._https_files, ownership=ownership)
         return TunnelService(n, config, self.arbiters[n].port, self.reactor, stats,  # type: ignore[arg-type]
