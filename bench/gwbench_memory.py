@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 #: Frames kept per allocation: enough to find the first one outside the import machinery.
-TRACE_FRAMES = 64
+TRACE_FRAMES = 32
 
 #: Frames of the import machinery: an allocation is counted for the first frame outside them.
 IMPORT_FRAMES = ("<frozen importlib", "importlib/__init__", "<frozen zipimport")
@@ -67,16 +67,20 @@ def allocation_table(snapshot: tracemalloc.Snapshot, depth: int = 2) -> list[tup
     """(group, bytes, blocks) of the traced memory still held, largest first."""
     roots = sorted({p.rstrip("/") for p in sys.path if p and p.startswith("/")})
     sizes: dict[str, list[int]] = {}
-    for trace in snapshot.traces:
-        frames = list(reversed(trace.traceback))  # innermost first (tracemalloc keeps the oldest first)
+    groups: dict[str, str] = {}
+    for stat in snapshot.statistics("traceback"):  # one row per distinct traceback
+        frames = list(reversed(stat.traceback))  # innermost first (tracemalloc keeps the oldest first)
         filename = frames[0].filename
         for frame in frames:
             if not frame.filename.startswith(IMPORT_FRAMES) and "importlib/_bootstrap" not in frame.filename:
                 filename = frame.filename
                 break
-        entry = sizes.setdefault(group_of(module_of(filename, roots), depth), [0, 0])
-        entry[0] += trace.size
-        entry[1] += 1
+        group = groups.get(filename)
+        if group is None:
+            group = groups[filename] = group_of(module_of(filename, roots), depth)
+        entry = sizes.setdefault(group, [0, 0])
+        entry[0] += stat.size
+        entry[1] += stat.count
     return sorted(((name, size, count) for name, (size, count) in sizes.items()), key=lambda row: -row[1])
 
 
