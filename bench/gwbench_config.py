@@ -18,6 +18,32 @@ from pathlib import Path
 #: What cmegw logs when it refuses the file it was given (it then runs on the factory defaults).
 REFUSED = "configuration file was not loaded"
 
+#: One line with its tunnel, as the benches set them: any client replaces the last one, no
+#: keep-alive, no idle disconnect.  `device` is a whole TOML line (``device = "..."`` or ``simulate = true``).
+LINE_AND_TUNNEL = """
+[line.{n}]
+{device}
+
+[tunnel.{n}]
+listen = "tcp:{port}:interface=127.0.0.1"
+on_busy = "replace"
+keepalive = 0
+disconnect_timeout = 0
+"""
+
+#: The web administration on HTTP and HTTPS and the telnet console, on 127.0.0.1.
+LOCAL_FACES = """
+[http]
+enabled = true
+interface = "127.0.0.1"
+http_port = {http_port}
+https_port = {https_port}
+
+[console]
+enabled = true
+listen = "tcp:{console_port}:interface=127.0.0.1"
+"""
+
 HEADER = re.compile(r"^\s*\[\[?([^\]]+)\]\]?\s*(#.*)?$")
 
 

@@ -24,9 +24,12 @@ Standard library only; it reuses gwbench.py's peers, clients and process handlin
 from __future__ import annotations
 
 import argparse
+import hashlib
+import http.client
 import json
 import multiprocessing
 import os
+import re
 import select
 import shutil
 import signal
@@ -34,14 +37,13 @@ import socket
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gwbench as gw  # noqa: E402
-from gwbench_config import REFUSED as CONFIG_REFUSED, merged as merged_config  # noqa: E402
+from gwbench_config import LINE_AND_TUNNEL, LOCAL_FACES, REFUSED as CONFIG_REFUSED  # noqa: E402
+from gwbench_config import merged as merged_config  # noqa: E402
 
 #: Meter 1 of the default simulated bus (a heat meter), asked for its data.
 REQ_UD2_METER_1 = bytes.fromhex("10 7B 01 7C 16")
@@ -54,36 +56,15 @@ SCAN_POLL_S = 1.0
 
 TWISTD = ("{python} -c 'from twisted.scripts.twistd import run; run()' -n --pidfile= cmegw --config {config}")
 
-HEAD = """\
-# written by bench/gwbench_lines.py: line 1 on a pty with an echoing peer, lines 2.. simulated
-[http]
-enabled = true
-interface = "127.0.0.1"
-http_port = {http_port}
-https_port = {https_port}
-
-[console]
-enabled = true
-listen = "tcp:{console_port}:interface=127.0.0.1"
-"""
-
-LINE = """
-[line.{n}]
-{device}
-[tunnel.{n}]
-listen = "tcp:{port}:interface=127.0.0.1"
-on_busy = "replace"
-keepalive = 0
-disconnect_timeout = 0
-"""
+HEAD = "# written by bench/gwbench_lines.py: line 1 on a pty with an echoing peer, lines 2.. simulated\n"
 
 
 def write_config(path: Path, echo_device: str, ports: list[int], http_port: int) -> None:
     """Line 1 on `echo_device`, lines 2.. simulated; tunnel n on ports[n - 1]."""
-    text = HEAD.format(http_port=http_port, https_port=gw.free_port(), console_port=gw.free_port())
+    text = HEAD + LOCAL_FACES.format(http_port=http_port, https_port=gw.free_port(), console_port=gw.free_port())
     for n, port in enumerate(ports, 1):
         device = f'device = "{echo_device}"' if n == 1 else "simulate = true"
-        text += LINE.format(n=n, device=device, port=port)
+        text += LINE_AND_TUNNEL.format(n=n, device=device, port=port)
     path.write_text(merged_config(text))
 
 
@@ -127,6 +108,7 @@ def connect(port: int) -> socket.socket:
 def read_loop(ports: list[int], seconds: float, conn: Any) -> None:
     """One reader per port, REQ_UD2 after REQ_UD2 for `seconds`; sends (completion times, errors)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the bench's handler, inherited through fork
     socks = {}
     for port in ports:
         sock = connect(port)
@@ -300,21 +282,46 @@ def lines_report(rows: list[dict[str, Any]]) -> str:
 
 # --------------------------------------------------------------------------- soak
 
+def _digest_header(challenge: str, method: str, uri: str, user: str, password: str) -> str:
+    """The Authorization header answering one Digest challenge (RFC 7616, qop=auth, MD5 or SHA-256)."""
+    fields = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
+    algorithm = fields.get("algorithm", "MD5")
+    digest = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
+
+    def h(text: str) -> str:
+        return digest(text.encode()).hexdigest()
+
+    cnonce, count = os.urandom(8).hex(), "00000001"
+    ha1 = h(f"{user}:{fields['realm']}:{password}")
+    ha2 = h(f"{method}:{uri}")
+    response = h(f"{ha1}:{fields['nonce']}:{count}:{cnonce}:auth:{ha2}")
+    return (f'Digest username="{user}", realm="{fields["realm"]}", nonce="{fields["nonce"]}", uri="{uri}", '
+            f'algorithm={algorithm}, qop=auth, nc={count}, cnonce="{cnonce}", response="{response}"'
+            + (f', opaque="{fields["opaque"]}"' if "opaque" in fields else ""))
+
+
 def start_scan(http_port: int, line: int) -> str:
     """POST /api/meters/LINE/scan as admin (the factory account, Digest); the answer's status or the problem."""
-    passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-    passwords.add_password(None, f"http://127.0.0.1:{http_port}/", "admin", "admin")
-    opener = urllib.request.build_opener(urllib.request.HTTPDigestAuthHandler(passwords))
-    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/meters/{line}/scan", method="POST",
-                                     data=json.dumps({"kind": "primary"}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    uri = f"/api/meters/{line}/scan"
+    body = json.dumps({"kind": "primary"}).encode()
+    headers = {"Content-Type": "application/json"}
     try:
-        with opener.open(request, timeout=10) as answer:
-            return str(answer.status)
-    except urllib.error.HTTPError as e:
-        return f"{e.code} {e.read()[:120]!r}"
+        for _attempt in range(2):
+            connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+            try:
+                connection.request("POST", uri, body=body, headers=headers)
+                answer = connection.getresponse()
+                text = answer.read()[:120]
+                challenges = [v for k, v in answer.getheaders() if k.lower() == "www-authenticate"
+                              and v.lower().startswith("digest ")]
+            finally:
+                connection.close()
+            if answer.status != 401 or "Authorization" in headers or not challenges:
+                return f"{answer.status}" + ("" if answer.status < 300 else f" {text!r}")
+            headers["Authorization"] = _digest_header(challenges[0], "POST", uri, "admin", "admin")
     except OSError as e:
         return f"no answer ({e})"
+    return "refused"
 
 
 def soak(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
@@ -375,31 +382,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run(args: argparse.Namespace, tmp: Path) -> int:
+    if args.mode == "lines":
+        rows = []
+        for count in args.lines:
+            print(f"gwbench_lines: {count} lines (line 1 echo, {count - 1} simulated, read in a loop) ...",
+                  flush=True)
+            rows.append(measure_lines(count, args, tmp))
+        print(lines_report(rows))
+        result: Any = rows
+    else:
+        result = soak(args, tmp)
+    if args.json:
+        args.json.write_text(json.dumps({"context": gw.describe_host(), "mode": args.mode, "figures": result},
+                                        indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, gw._terminate)
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-lines-"))
     try:
-        if args.mode == "lines":
-            rows = []
-            for count in args.lines:
-                print(f"gwbench_lines: {count} lines (line 1 echo, {count - 1} simulated, read in a loop) ...",
-                      flush=True)
-                rows.append(measure_lines(count, args, tmp))
-            print(lines_report(rows))
-            result: Any = rows
-        else:
-            result = soak(args, tmp)
-        if args.json:
-            args.json.write_text(json.dumps({"context": gw.describe_host(), "mode": args.mode, "figures": result},
-                                            indent=2) + "\n")
-        return 0
-    except gw.BenchError as e:
-        print(f"gwbench_lines: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("gwbench_lines: interrupted", file=sys.stderr)
-        return 130
+        return gw.guarded("gwbench_lines", lambda: run(args, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
