@@ -151,6 +151,16 @@ class SettleHeapTests(TestCase):
         clock.advance(1)
         self.assertEqual(settled, [])
 
+    def test_settle_heap_again_frees_what_was_frozen_and_dropped(self):
+        code = ("import gc, weakref, cmegw.service as s\n"
+                "class Part: pass\n"
+                "part = Part(); part.cycle = part; alive = weakref.ref(part)\n"
+                "s.settle_heap(); del part; gc.collect(); kept = alive() is not None\n"
+                "s.settle_heap(); print(kept, alive() is None)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        self.assertEqual(out.stdout.split(), ["True", "True"], out.stderr)
+
     def test_settle_heap_freezes_what_start_up_left(self):
         code = "import gc, cmegw.service; cmegw.service.settle_heap(); print(gc.get_freeze_count() > 1000)"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
