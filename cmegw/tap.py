@@ -75,7 +75,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         reactor = default_reactor()
     store = ConfigStore(Path(options["config"]))
     store.load()
-    return GatewayService(store, reactor, options.overrides(), parts=part_factories())
+    return GatewayService(store, reactor, options.overrides(), parts=part_factories(), settle=True)
 
 
 def default_reactor() -> Any:

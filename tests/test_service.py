@@ -1,17 +1,21 @@
 """Tests for cmegw.service: composition, live changes, restart and factory reset."""
 
 import os
+import subprocess
+import sys
 import termios
 from pathlib import Path
 
 from twisted.internet import defer, reactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
+from cmegw import service as service_module
 from cmegw.config.settings import apply_setting
 from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 from cmegw.stats import LINE_ERROR, LINE_OPEN, format_duration
-from tests.support import defaults_with, open_pty, read_fd
+from tests.support import REPO, defaults_with, open_pty, read_fd
 
 
 class GatewayServiceTests(TestCase):
@@ -124,6 +128,57 @@ class StartupTests(TestCase):
         gateway.startService()
         self.addCleanup(gateway.stopService)
         self.assertIn("setting line.1.baud_rate: Baud rate of line 1: 12 is not allowed", gateway.status.config_problem)
+
+
+class SettleHeapTests(TestCase):
+    """After a start, the daemon's service freezes its start-up heap (`cmegw.service.settle_heap`)."""
+
+    def started(self, settle):
+        d = Path(self.mktemp())
+        d.mkdir()
+        store = ConfigStore(d / "cmegw.toml")
+        store.load()
+        settled = []
+        self.patch(service_module, "settle_heap", lambda: settled.append(True))
+        clock = MemoryReactorClock()
+        gateway = GatewayService(store, clock, Overrides(device=str(d / "ttyUSB9"), tunnel="tcp:0:interface=127.0.0.1"),
+                                 settle=settle)
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        return gateway, clock, settled
+
+    def test_settles_once_the_reactor_turns(self):
+        gateway, clock, settled = self.started(settle=True)
+        self.assertEqual(settled, [], "not while the parts start")
+        clock.advance(0)
+        self.assertEqual(settled, [True])
+
+    def test_not_without_settle(self):
+        gateway, clock, settled = self.started(settle=False)
+        clock.advance(1)
+        self.assertEqual(settled, [])
+
+    def test_a_stop_first_cancels_it(self):
+        gateway, clock, settled = self.started(settle=True)
+        gateway.stopService()
+        clock.advance(1)
+        self.assertEqual(settled, [])
+
+    def test_settle_heap_again_frees_what_was_frozen_and_dropped(self):
+        code = ("import gc, weakref, cmegw.service as s\n"
+                "class Part: pass\n"
+                "part = Part(); part.cycle = part; alive = weakref.ref(part)\n"
+                "s.settle_heap(); del part; gc.collect(); kept = alive() is not None\n"
+                "s.settle_heap(); print(kept, alive() is None)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        self.assertEqual(out.stdout.split(), ["True", "True"], out.stderr)
+
+    def test_settle_heap_freezes_what_start_up_left(self):
+        code = "import gc, cmegw.service; cmegw.service.settle_heap(); print(gc.get_freeze_count() > 1000)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        self.assertEqual(out.stdout.split(), ["True"], out.stderr)
 
 
 class FormatTests(TestCase):
