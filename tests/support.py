@@ -280,3 +280,18 @@ def local_time_in_utc(testcase: Any) -> None:
         time.tzset()
 
     testcase.addCleanup(restore)
+
+
+def simulated_gateway(test: Any, folder: Path) -> GatewayProcess:
+    """A real ``twistd cmegw --simulate`` on loopback ports, stopped at the test's end; its HTTP port is `.http`."""
+    (folder / "gw").mkdir(parents=True, exist_ok=True)
+    http = free_port()
+    loopback = ":interface=127.0.0.1"
+    gateway = GatewayProcess(folder / "gw", [
+        "--simulate", "--http", f"tcp:{http}{loopback}", "--https", f"tcp:{free_port()}{loopback}",
+        "--console", f"tcp:{free_port()}{loopback}", "--tunnel", f"tcp:{free_port()}{loopback}",
+        "--config", str(folder / "gw" / "cmegw.toml")])
+    test.addCleanup(gateway.stop)
+    gateway.start(wait_ports=[http])
+    gateway.http = http  # type: ignore[attr-defined]
+    return gateway

@@ -13,18 +13,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from cmegw.mbus import frames
-from cmegw.mbus.frames import FrameError
+from tests.test_mbus_meterbus import parses
 from cmegw.mbus.meterbus import BITS_PER_CHARACTER, MeterBus, default_meters
 from cmegw.mbus.pacing import Adapter, Turnaround, Wire
 from cmegw.mbus.simulator import SimulatedBus, paced_bus
-
-
-def parses(reply: bytes | None) -> bool:
-    try:
-        frames.parse_frame(reply or b"")
-    except FrameError:
-        return False
-    return True
 
 
 def open_slave(path: str) -> int:

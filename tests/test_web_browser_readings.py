@@ -16,7 +16,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import GatewayProcess, free_port
+from tests.support import simulated_gateway
 from tests.test_web_browser import STEP_TIMEOUT, _playwright, launch_chromium
 
 #: True once the meter page's live Last reading card shows the registers (it updates by itself, no reload).
@@ -30,15 +30,8 @@ class ReadingsBrowserTests(unittest.TestCase):
     def setUp(self) -> None:
         _playwright()  # skips before anything starts when Chromium or Playwright is missing
         self.folder = Path(self.mktemp()).resolve()
-        (self.folder / "gw").mkdir(parents=True)
-        self.http = free_port()
-        loopback = ":interface=127.0.0.1"
-        self.gateway = GatewayProcess(self.folder / "gw", [
-            "--simulate", "--http", f"tcp:{self.http}{loopback}", "--https", f"tcp:{free_port()}{loopback}",
-            "--console", f"tcp:{free_port()}{loopback}", "--tunnel", f"tcp:{free_port()}{loopback}",
-            "--config", str(self.folder / "gw" / "cmegw.toml")])
-        self.addCleanup(self.gateway.stop)
-        self.gateway.start(wait_ports=[self.http])
+        self.gateway = simulated_gateway(self, self.folder)
+        self.http = self.gateway.http
         self.browser = launch_chromium(self, _playwright())
 
     def page(self, size: str):

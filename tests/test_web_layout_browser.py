@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from tests.support import GatewayProcess, free_port, require_program
+from tests.support import require_program, simulated_gateway
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, STEP_TIMEOUT, _playwright
 
 DESKTOP = {"width": 1366, "height": 900}
@@ -78,15 +78,8 @@ class LayoutTests(unittest.TestCase):
         sync_playwright = _playwright()
         self.curl = require_program("curl")
         self.folder = Path(self.mktemp()).resolve()
-        self.folder.mkdir(parents=True)
-        self.http = free_port()
-        loopback = ":interface=127.0.0.1"
-        self.gateway = GatewayProcess(self.folder / "gw", [
-            "--simulate", "--http", f"tcp:{self.http}{loopback}", "--https", f"tcp:{free_port()}{loopback}",
-            "--console", f"tcp:{free_port()}{loopback}", "--tunnel", f"tcp:{free_port()}{loopback}",
-            "--config", str(self.folder / "gw" / "cmegw.toml")])
-        self.addCleanup(self.gateway.stop)
-        self.gateway.start(wait_ports=[self.http])
+        self.gateway = simulated_gateway(self, self.folder)
+        self.http = self.gateway.http
         self.read_meters()
         self.playwright = sync_playwright().start()
         self.addCleanup(self.playwright.stop)
