@@ -86,7 +86,8 @@ class MetersPageTests(TestCase):
         self.assertIn("No meters found yet.", page)
         response, page = self.form("/meters/scan", {"line": "1", "kind": "secondary"})
         self.assertEqual(response.code, 200)
-        self.assertIn("The secondary scan of line 1 started.", page)
+        self.assertRegex(page, r"The secondary scan of line 1 started at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; its "
+                               "progress and result show below.")
         self.assertIn('http-equiv="refresh"', page, "the page follows a running scan")
         self.assertIn('id="scan-1" data-live="2"', page, "its parts update live every 2 s")
         self.assertIn("Stop the scan", page)

@@ -50,6 +50,14 @@ class SerialFormTests(PagesTestBase):
             self.assertIn(text, body)
 
     @defer.inlineCallbacks
+    def test_byte_counts_read_as_sizes(self) -> None:
+        line = self.gateway.state.lines[1]
+        line.rx_bytes, line.tx_bytes = 1_234_567, 5
+        _, body = yield self.get("/serial")
+        self.assertIn('<span title="1\u202f234\u202f567 bytes" class="bytes">1.23 MB</span>', body)
+        self.assertIn('>5 bytes</span>', body)
+
+    @defer.inlineCallbacks
     def test_extra_slack_saved(self) -> None:
         response, body = yield self.post("/serial/configuration", {"_group": "1", "line.1.baud_rate": "2400",
                                                                    "line.1.extra_slack": "0.3"})

@@ -35,7 +35,7 @@ from twisted.web.template import Tag, tags
 
 from cmegw.mbus.master import MeterError, ScanRunning, parse_meter_address
 from cmegw.mbus.results import MeterInfo, Reading, Scan
-from cmegw.readout.views import manufacturer_text, reading_view, version_text
+from cmegw.readout.views import local_time, manufacturer_text, reading_view, version_text
 from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.http import security_headers
@@ -280,7 +280,9 @@ def routes(app: Klein, admin: Admin) -> None:
         except (ValueError, ScanRunning) as e:
             return page(request, 409 if isinstance(e, ScanRunning) else 400, Notice("error", str(e)))
         return admin.see_other(request, f"/meters#scan-{master.number}",
-                               Notice("info", f"The {scan.kind} scan of line {master.number} started."))
+                               Notice("info", f"The {scan.kind} scan of line {master.number} started at "
+                                              f"{local_time(admin.clock.seconds())}; its progress and result "
+                                              "show below."))
 
     @route.post("/meters/stop")
     def meters_stop(request: IRequest) -> Any:

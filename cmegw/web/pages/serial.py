@@ -18,7 +18,7 @@ from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import Field, FormState, applies_text, setting_field, settings_form, settings_state
 from cmegw.web.pages.ops import STYLE as GRAPHS_STYLE
-from cmegw.web.pages.widgets import card, grid_table, unavailable
+from cmegw.web.pages.widgets import byte_size, card, grid_table, unavailable
 
 TABS = (("Statistics", "/serial"), ("Configuration", "/serial/configuration"), ("Trace", "/trace"))
 
@@ -38,6 +38,11 @@ def line_fields(n: int) -> list[Field]:
                                "of a sparse bus. A garbled answer is always tried again.")]
 
 
+def counter_cell(label: str, value: int | None) -> object:
+    """A line counter as the page shows it: byte counts as people read them (the exact count in the title)."""
+    return byte_size(value) if value is not None and label.endswith(" bytes") else unavailable(value)
+
+
 def statistics_content(admin: Admin) -> Tag:
     stats = admin.gateway.state.lines
     numbers = list(admin.gateway.state.config.lines)
@@ -45,7 +50,7 @@ def statistics_content(admin: Admin) -> Tag:
     rows = []
     per_line = {n: dict(line_rows(stats[n])) for n in numbers if n in stats}
     for label, _ in STATISTICS:
-        rows.append([label] + [unavailable(per_line[n][label]) if n in per_line else "—" for n in numbers])
+        rows.append([label] + [counter_cell(label, per_line[n][label]) if n in per_line else "—" for n in numbers])
     rows.append(["State"] + [stats[n].state if n in stats else "stopped" for n in numbers])
     rows.append(["Device"] + [stats[n].device if n in stats else "—" for n in numbers])
     rows.append(["Baud rate"] + [stats[n].baud_rate if n in stats else "—" for n in numbers])
