@@ -4,7 +4,8 @@ tests/test_web_browser.py drives it) against a real ``twistd cmegw
 --simulate``: a meter read from the Meters page and a meter added to the
 list, read now (the page follows the read by itself; a reload never sends
 the form again), with its chart, at a desktop's 1366x900 and a phone's
-390x844, and the M-Bus Serial page's bus graphs.  Screenshots are kept as artefacts in
+390x844, the M-Bus Serial page's bus graphs, and a baud mismatch practised (the meters fall
+silent at 9600, the Serial page says why).  Screenshots are kept as artefacts in
 ``browser-artefacts/`` (beside test_web_browser.py's).
 """
 
@@ -112,6 +113,33 @@ class ReadingsBrowserTests(unittest.TestCase):
             self.assertIsNotNone(graph)
             self.assertIn("Line 1: bus busy", page.content())
             self.screenshot(page, f"serial-graphs-{size}")
+
+    def test_a_baud_mismatch_is_practised_and_warned(self) -> None:
+        """The simulated meters answer at 2400 baud only: at 9600 they fall silent and the Serial page says why."""
+        page = self.page("desktop")
+        page.goto(self.url("/meters"))
+        page.select_option("#kind-1", "secondary")
+        page.click("#scan-1 form[action='/meters/scan'] button[type=submit]")
+        page.wait_for_url(self.url("/meters#scan-1"))
+        # The secondary search keeps wire time (about 12 s at 2400 baud); the card follows it by itself.
+        page.wait_for_function("() => /Meters found\\s+4/.test(document.getElementById('scan-1').innerText)"
+                               " && document.querySelector(\"#scan-1 form[action='/meters/scan']\") !== null",
+                               timeout=90_000, polling=500)
+        page.goto(self.url("/serial/configuration"))
+        page.select_option("#f-line-1-baud-rate", "9600")
+        page.click("#line-1 button[type=submit]")
+        page.wait_for_selector(".notice-ok")
+        warning = page.inner_text("#line-1 .notice-warn")
+        self.assertIn("The last scan found 4 meters at 2400 baud; the line runs at 9600 baud now", warning)
+        for size in SIZES:
+            page.set_viewport_size(SIZES[size])
+            self.screenshot(page, f"baud-mismatch-{size}")
+        page.goto(self.url("/meters"))
+        page.fill("#address-1", "1")
+        page.click("#reading-1 form:has(#address-1) button[type=submit]")
+        page.wait_for_selector(".notice-error")
+        self.assertIn("the meter at address 1 did not answer", page.inner_text(".notice-error"),
+                      "silent at another baud rate, said in words")
 
     def tearDown(self) -> None:
         artefacts = Path("browser-artefacts")
