@@ -21,20 +21,14 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.internet.task import Clock
 
-from cmegw.testing import simulated_readings
-from cmegw.readout.reading import stored_form
+from cmegw.testing import stored_readings
 from cmegw.readout.store import ReadingStore, encode_body
 
 T0 = 1_710_253_380.0
 
 
 def meter_readings() -> list[tuple[str, list[str], dict]]:
-    """(name, telegrams as hex, decoded) of each simulated meter's readout, as the readout service stores it."""
-    found = []
-    for primary, reading in simulated_readings(T0).items():
-        telegrams, decoded = stored_form(reading, f"meter-{primary}", 1)
-        found.append((f"meter-{primary}", list(telegrams), decoded))
-    return found
+    return stored_readings(T0)
 
 
 def file_bytes(path: Path) -> int:

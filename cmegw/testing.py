@@ -125,6 +125,17 @@ def simulated_readings(read_at: float = 0.0) -> dict[int, Any]:
     return {meter.primary: run_clock(clock, master.read(meter.primary)) for meter in meters}
 
 
+def stored_readings(read_at: float = 0.0) -> list[tuple[str, list[str], dict]]:
+    """(name, telegrams as hex, decoded) of each simulated meter's readout, as the readout service stores it."""
+    from cmegw.readout.reading import stored_form
+
+    found = []
+    for primary, reading in simulated_readings(read_at).items():
+        telegrams, decoded = stored_form(reading, f"meter-{primary}", 1)
+        found.append((f"meter-{primary}", list(telegrams), decoded))
+    return found
+
+
 def run_clock(clock: task.Clock, d: defer.Deferred, limit: int = 1_000_000) -> Any:
     """Advance the clock call by call until `d` fires; its result (a Failure is returned, not raised)."""
     box: list[Any] = []

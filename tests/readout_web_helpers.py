@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 from treq.testing import StubTreq
 from twisted.internet import defer, task
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from cmegw.config.model import Config
@@ -28,7 +27,7 @@ from cmegw.state import BusView
 from cmegw.testing import BusLine, FakeReadout, fake_state, simulated_readings
 from cmegw.web.app import admin_resource
 from tests.support import local_time_in_utc
-from tests.web_helpers import HOST
+from tests.web_helpers import HOST, settle_treq
 
 BASE = "http://127.0.0.1:8080"
 #: 2024-03-12 14:23:00 UTC
@@ -149,18 +148,8 @@ class ReadoutWebCase(TestCase):
     bus_step = 0.0
 
     def settle(self, d: defer.Deferred) -> Any:
-        box: list[Any] = []
-        d.addBoth(box.append)
-        for _ in range(10_000 if self.bus_step else 1000):
-            self.http.flush()
-            if box:
-                break
-            if self.bus_step:
-                self.clock.advance(self.bus_step)
-        self.assertTrue(box, "no response: a hang")
-        if isinstance(box[0], Failure):
-            box[0].raiseException()
-        return box[0]
+        advance = (lambda: self.clock.advance(self.bus_step)) if self.bus_step else None
+        return settle_treq(self, self.http, d, advance, turns=10_000 if self.bus_step else 1000)
 
     def request(self, method: str, path: str, **kw: Any) -> tuple[Any, str]:
         response = self.settle(self.http.request(method, BASE + path, **kw))

@@ -23,8 +23,7 @@ from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SkipTest, TestCase
 
-from cmegw.testing import simulated_readings
-from cmegw.readout.reading import stored_form
+from cmegw.testing import stored_readings
 from cmegw.readout.store import CSV_COLUMNS, ReadingStore, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,12 +31,7 @@ T0 = 1_710_253_380.0  # 2024-03-12 14:23:00 UTC
 
 
 def meter_readings() -> list[tuple[str, list[str], dict]]:
-    """(name, telegrams as hex, decoded) of each simulated meter's readout, as the readout service stores it."""
-    found = []
-    for primary, reading in simulated_readings(T0).items():
-        telegrams, decoded = stored_form(reading, f"meter-{primary}", 1)
-        found.append((f"meter-{primary}", list(telegrams), decoded))
-    return found
+    return stored_readings(T0)
 
 
 def result(d: defer.Deferred):

@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 
 from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from cmegw.config.store import ConfigStore
@@ -29,6 +28,7 @@ from cmegw.state import BusView
 from cmegw.web.app import admin_resource
 from tests.support import open_pty
 from tests.test_mbus_master import BusLine
+from tests.web_helpers import settle_treq, to_next_call
 
 BASE = "http://127.0.0.1:8080"
 JSON = {b"content-type": [b"application/json"]}
@@ -55,20 +55,7 @@ class MetersPageTests(TestCase):
         self.http = StubTreq(admin_resource(self.gateway, clock=self.clock, web=lambda: None))
 
     def settle(self, d: defer.Deferred) -> Any:
-        box: list[Any] = []
-        d.addBoth(box.append)
-        for _ in range(200_000):
-            self.http.flush()
-            if box:
-                break
-            calls = self.clock.getDelayedCalls()
-            if not calls:
-                break
-            self.clock.advance(max(0.0, min(c.getTime() for c in calls) - self.clock.seconds()))
-        self.assertTrue(box, "no response: a hang")
-        if isinstance(box[0], Failure):
-            box[0].raiseException()
-        return box[0]
+        return settle_treq(self, self.http, d, to_next_call(self.clock), turns=200_000)
 
     def request(self, method: str, path: str, **kw: Any) -> tuple[Any, str]:
         response = self.settle(self.http.request(method, BASE + path, **kw))

@@ -16,7 +16,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 import attrs
@@ -27,6 +27,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
@@ -373,3 +374,32 @@ class PagesTestBase(unittest.TestCase):
         response = yield self.http.request(method, BASE + path, data=data, headers=all_headers)
         text = yield response.text()
         return response, (json.loads(text) if text.strip().startswith(("{", "[")) else text)
+
+
+def settle_treq(test: Any, http: StubTreq, d: defer.Deferred, advance: Callable[[], bool] | None = None,
+                turns: int = 1000) -> Any:
+    """
+    The result of a StubTreq request's Deferred: flushed up to `turns` times,
+    `advance()` moving the test's clock between turns (False: nothing left).
+    """
+    box: list[Any] = []
+    d.addBoth(box.append)
+    for _ in range(turns):
+        http.flush()
+        if box or (advance is not None and advance() is False):
+            break
+    test.assertTrue(box, "no response: a hang")
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+def to_next_call(clock: Clock) -> Callable[[], bool]:
+    """An `advance` for `settle_treq`: the clock to its next delayed call (False when none is left)."""
+    def advance() -> bool:
+        calls = clock.getDelayedCalls()
+        if not calls:
+            return False
+        clock.advance(max(0.0, min(c.getTime() for c in calls) - clock.seconds()))
+        return True
+    return advance

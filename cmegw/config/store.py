@@ -73,7 +73,6 @@ def check_complete(data: dict[str, Any], where: str) -> None:
                               f"{', '.join(missing)} {verb} missing (a cut-short or partly copied file?)")
 
 
-@labelled_errors
 def parse_config(text: str, where: str) -> Config:
     """
     Read a whole configuration file: valid TOML, every section of the
