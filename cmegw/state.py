@@ -70,6 +70,11 @@ class BusView:
         """The meters the last scan of each kind found (``primary``, ``secondary``)."""
         return self._master.results
 
+    @property
+    def found_meters(self) -> int:
+        """How many meters the line's master knows: the largest result of its scans."""
+        return max((len(found) for found in self.results.values()), default=0)
+
 
 class History:
     """Aligned graph samples: a time axis and one bounded deque of values (None: no value) per series."""

@@ -22,7 +22,6 @@ import re
 from typing import Any, Sequence
 
 import attrs
-import tomlkit
 
 from cmegw.config.model import Config, ConfigError
 from cmegw.config.settings import get_setting, is_secret, needs_restart, setting_names
@@ -58,6 +57,8 @@ def _table(data: Any, path: list[str]) -> Any:
 
 def backup_text(config: Config, saved_text: str, *, version: str, when: str) -> str:
     """`saved_text` (the file holding `config`) without its secrets, under a header that says so."""
+    import tomlkit  # imported by the first backup, as by the store's first save
+
     doc = tomlkit.parse(saved_text)
     for name in secret_names(config):
         *path, field = name.split(".")

@@ -5,7 +5,8 @@ The configuration file: loaded and validated at start, saved atomically.
 The file is TOML an administrator edits by hand.  A save rewrites it with
 tomlkit so the operator's comments and order survive, through a temporary
 file that is fsynced and renamed over the old one; a copy of the last file
-that loaded cleanly is kept beside it (``NAME.last-good``).  A file that does
+that loaded cleanly is kept beside it (``NAME.last-good``).  The file is read
+with tomllib; tomlkit is imported by the first save.  A file that does
 not load is never overwritten: the gateway starts on the last good copy (or
 the factory defaults) and says why.
 """
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import attrs
-import tomlkit
 from twisted.logger import Logger
 
 from cmegw.config.auth import check_root_directive
@@ -264,6 +264,8 @@ class ConfigStore:
 
     def render(self, config: Config) -> str:
         """The file's text holding `config`, with the comments and order of the file as last read or saved."""
+        import tomlkit  # only a save needs it (1.4 MB): a start that only reads the file never loads it
+
         try:
             doc = tomlkit.parse(self._text) if self._text else tomlkit.document()
         except Exception:

@@ -279,7 +279,7 @@ class GatewayCollector:
                     metric = MBUS_NAMES.get(name, f"cmegw_mbus_{name}")
                     add(metric, f"M-Bus bus: {name.replace('_', ' ')}.", gauge, n, value)
         for n, bus in sorted(self.state.bus.items()):
-            add("cmegw_mbus_meters", "Meters the last scan found.", True, n, found_meters(bus))
+            add("cmegw_mbus_meters", "Meters the last scan found.", True, n, bus.found_meters)
             for name, value in _fields(bus.master_stats):
                 if _number(value):
                     add("cmegw_mbus_master_" + name.removesuffix("_total"), f"M-Bus master: {name}.", False, n,
@@ -370,11 +370,6 @@ class GatewayCollector:
         yield GaugeMetricFamily("cmegw_store_problem",
                                 "1 while the reading store has a problem (disk full, file not writable).",
                                 value=1 if summary.get("problem") else 0)
-
-
-def found_meters(bus: Any) -> int:
-    """How many meters a line's master knows: the largest result of its scans."""
-    return max((len(found) for found in bus.results.values()), default=0)
 
 
 def registry_for(state: Any) -> CollectorRegistry:

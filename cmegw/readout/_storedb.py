@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import attrs
 
-from cmegw.readout.reading import StoredReading
+from cmegw.readout.reading import StoredReading, StoreError
 
 #: PRAGMA user_version of the schema this code writes.
 SCHEMA_VERSION = 1
@@ -51,10 +51,6 @@ CREATE INDEX queue_target_time ON queue (target, time, reading);
 """
 
 _COLUMNS = "r.id, r.meter, r.time, r.ok, r.error, r.body"
-
-
-class StoreError(Exception):
-    """The reading store cannot do its job; the message names the file and what to do."""
 
 
 @attrs.frozen
@@ -92,10 +88,9 @@ def _reading(row: tuple) -> StoredReading:
 class Database:
     """The connection and the held readings; every method on the store's one thread."""
 
-    def __init__(self, path: Path, hold_limit: int,
-                 connect: Callable[..., sqlite3.Connection] = sqlite3.connect) -> None:
+    def __init__(self, path: Path, hold_limit: int, connect: Callable[..., sqlite3.Connection] | None = None) -> None:
         self.path = path
-        self._connect = connect
+        self._connect = connect or sqlite3.connect
         self.hold_limit = hold_limit
         self.held: deque[_Held] = deque()
         self.dropped = 0

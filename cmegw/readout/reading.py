@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_readout_store -*-
 """
 What the readout parts pass between them: a `StoredReading`, a delivery
-target's `TargetStatus`, and the `DeliveryTarget` interface.
+target's `TargetStatus`, the `DeliveryTarget` interface, and the reading
+store's `StoreError` (here, so that the store's face and its SQLite side share
+it without the face importing sqlite3 before the store is opened).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ TARGET_OFF = "off"
 TARGET_CONNECTING = "connecting"
 TARGET_CONNECTED = "connected"
 TARGET_DOWN = "down"
+
+
+class StoreError(Exception):
+    """The reading store cannot do its job; the message names the file and what to do."""
 
 
 @attrs.frozen

@@ -15,7 +15,9 @@ A reading's telegrams and decoded form are kept as one zlib-compressed JSON
 document (about a fifth of the plain JSON); meter, time, ok and error are
 columns.  A full disk or a failing write never loses a reading at once: it is
 held in memory (bounded) and written with the next add or `flush`, and
-`problem` says so.
+`problem` says so.  The SQLite side (`cmegw.readout._storedb`, and sqlite3 with
+it) is imported by the first `ReadingStore.open`: a gateway without a meter or
+a target never opens the store.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ import csv
 import datetime
 import io
 import json
-import sqlite3
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 from twisted.internet import defer
@@ -36,9 +37,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from cmegw.readout._storedb import Database, Outcome, StoreError
-from cmegw.readout.reading import StoredReading
+from cmegw.readout.reading import StoredReading, StoreError
 from cmegw.stats import Counters
+
+if TYPE_CHECKING:
+    from cmegw.readout._storedb import Outcome
 
 __all__ = ["ReadingStore", "StoreError", "StoreStatistics", "HOLD_LIMIT", "CSV_COLUMNS"]
 
@@ -52,8 +55,6 @@ CSV_COLUMNS = (
     "id", "meter", "time_utc", "ok", "register", "quantity", "description", "value", "unit",
     "storage", "tariff", "subunit", "function", "timestamp", "error",
 )
-
-T = TypeVar("T")
 
 
 @attrs.define
@@ -95,7 +96,7 @@ class ReadingStore:
         *,
         inline: bool = False,
         hold_limit: int = HOLD_LIMIT,
-        connect: Callable[..., sqlite3.Connection] = sqlite3.connect,
+        connect: Callable[..., Any] | None = None,
     ) -> None:
         if inline and threadpool is not None:
             raise ValueError("an inline store uses no thread pool")
@@ -106,7 +107,10 @@ class ReadingStore:
         self._inline = inline
         self._given_pool = threadpool
         self._pool: ThreadPool | None = None
-        self._db = Database(self.path, hold_limit, connect)
+        self._hold_limit = hold_limit
+        self._connect = connect
+        #: The `cmegw.readout._storedb.Database`, made by the first `open`.
+        self._db: Any = None
         self._open = False
         self.stats = StoreStatistics()
         #: What keeps readings from the disk, in words a field engineer understands; None while all is well.
@@ -122,8 +126,12 @@ class ReadingStore:
             # a stopped ThreadPool cannot start again: a store that made its own makes one per open
             self._pool = self._given_pool or ThreadPool(1, 1, name="cmegw-reading-store")
             self._pool.start()
+        if self._db is None:
+            from cmegw.readout._storedb import Database
+
+            self._db = Database(self.path, self._hold_limit, self._connect)
         self._open = True
-        d = self._run(self._db.open)
+        d = self._run("open")
 
         def opened(size: int) -> None:
             self.stats.bytes = size
@@ -139,7 +147,7 @@ class ReadingStore:
         """Wait for the queued work, write what is held if it can, close the file, stop the thread."""
         if not self._open:
             return defer.succeed(None)
-        d = self._run(self._db.close)
+        d = self._run("close")
         self._open = False
 
         def closed(lost: int) -> None:
@@ -157,9 +165,11 @@ class ReadingStore:
         if self._pool is not None and self._pool.started:
             self._pool.stop()
 
-    def _run(self, f: Callable[..., T], *args: Any) -> defer.Deferred:
+    def _run(self, name: str, *args: Any) -> defer.Deferred:
+        """The database's method `name` on the store's thread (or inline)."""
         if not self._open:
             return defer.fail(StoreError(f"the reading store {self.path} is not open"))
+        f = getattr(self._db, name)
         if self._inline or self._pool is None:
             return defer.maybeDeferred(f, *args)
         return deferToThreadPool(self._reactor, self._pool, f, *args)
@@ -187,7 +197,7 @@ class ReadingStore:
             return defer.fail(StoreError(f"the reading of {meter} cannot be stored: {e}"))
         reading = StoredReading(0, meter, float(time), bool(ok), tuple(telegrams), decoded, error)
         queue = tuple(dict.fromkeys(targets)) if ok else ()
-        return self._run(self._db.add, reading, body, queue).addCallback(self._outcome)
+        return self._run("add", reading, body, queue).addCallback(self._outcome)
 
     def flush(self) -> defer.Deferred:
         """Try again to write the readings held in memory; fires with how many are still held."""
@@ -195,7 +205,7 @@ class ReadingStore:
             self._outcome(outcome)
             return outcome.held
 
-        return self._run(self._db.flush).addCallback(flushed)
+        return self._run("flush").addCallback(flushed)
 
     def _outcome(self, outcome: Outcome) -> StoredReading | None:
         stats = self.stats
@@ -219,23 +229,23 @@ class ReadingStore:
         Up to ``limit`` readings queued for ``target``, oldest first (by time,
         then id); with ``after_id``, those after that reading in this order.
         """
-        return self._run(self._db.pending, target, limit, after_id)
+        return self._run("pending", target, limit, after_id)
 
     def delivered(self, target: str, ids: Sequence[int]) -> defer.Deferred:
         """Take these readings off ``target``'s queue."""
-        return self._run(self._db.delivered, target, tuple(ids))
+        return self._run("delivered", target, tuple(ids))
 
     def backlog(self, target: str) -> defer.Deferred:
         """Fires with (readings queued for ``target``, time of the oldest of them or None)."""
-        return self._run(self._db.backlog, target)
+        return self._run("backlog", target)
 
     def backlogs(self) -> defer.Deferred:
         """Fires with {target: (count, oldest time)} for every target with a queue."""
-        return self._run(self._db.backlogs)
+        return self._run("backlogs")
 
     def drop_target(self, target: str) -> defer.Deferred:
         """Forget the queue of a removed target; fires with how many readings were on it."""
-        return self._run(self._db.drop_target, target)
+        return self._run("drop_target", target)
 
     # -- history
 
@@ -251,7 +261,7 @@ class ReadingStore:
         The ``limit`` newest readings (of ``meter``, or all) with
         ``since <= time < until``, in time order (newest last).
         """
-        return self._run(self._db.readings, meter, since, until, limit, ok_only)
+        return self._run("readings", meter, since, until, limit, ok_only)
 
     def last(self, meter: str) -> defer.Deferred:
         """Fires with the newest reading of ``meter`` (good or failed), or None."""
@@ -259,11 +269,11 @@ class ReadingStore:
 
     def recent_results(self, meter: str, n: int) -> defer.Deferred:
         """Fires with the ``ok`` of the last ``n`` reads of ``meter``, newest first."""
-        return self._run(self._db.recent_results, meter, n)
+        return self._run("recent_results", meter, n)
 
     def meters(self) -> defer.Deferred:
         """Fires with the names of the meters that have readings, sorted."""
-        return self._run(self._db.meters)
+        return self._run("meters")
 
     def export_json(self, meter: str | None = None, since: float | None = None,
                    until: float | None = None, limit: int | None = None) -> defer.Deferred:
@@ -304,7 +314,7 @@ class ReadingStore:
         """
         if now is None:
             now = self._reactor.seconds()
-        return self._run(self._db.prune, now, max_age_s, max_bytes).addCallback(self._pruned)
+        return self._run("prune", now, max_age_s, max_bytes).addCallback(self._pruned)
 
     def _pruned(self, result: tuple[int, int]) -> int:
         removed, size = result

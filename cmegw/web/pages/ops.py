@@ -3,7 +3,8 @@
 The pages of operations, mounted into the admin application (and so under
 its authentication directives) by `routes(app, admin)`:
 
-- ``/metrics``: the Prometheus text format (`cmegw.ops.metrics`);
+- ``/metrics``: the Prometheus text format (`cmegw.ops.metrics`, with
+  prometheus_client imported by the first scrape);
 - ``/trace``, ``/trace/N``: the traffic trace of line N: on, off, clear, a
   live view (``/static/trace-live.js`` asks ``/trace/N.json`` for what is new),
   downloads as text (``/trace/N.txt``) and JSON (``/trace/N.json``);
@@ -15,6 +16,7 @@ its authentication directives) by `routes(app, admin)`:
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -23,7 +25,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, flattenString, tags
 
 from cmegw.ops import graphs, trace
-from cmegw.ops.metrics import metrics_resource
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import form_value, post_form
@@ -69,11 +70,16 @@ def trace_rows(line_trace: trace.LineTrace | None) -> list[Tag]:
 def routes(app: Klein, admin: Admin) -> None:
     route = PageRoutes(app, admin)
     gateway = admin.gateway
-    metrics = metrics_resource(gateway.state)
+
+    @functools.cache
+    def metrics() -> Any:
+        from cmegw.ops.metrics import metrics_resource  # prometheus_client: 1.4 MB a gateway never scraped spares
+
+        return metrics_resource(gateway.state)
 
     @app.route("/metrics", methods=["GET", "HEAD"])
     def ops_metrics(request: IRequest) -> Any:
-        return metrics
+        return metrics()
 
     def trace_controls(request: IRequest, n: int) -> Tag:
         line_trace = gateway.state.traces.get(n)
