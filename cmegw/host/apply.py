@@ -11,7 +11,8 @@ Commands run as child processes through the reactor (never blocking it),
 each with a time limit (`cmegw.host.commands`).  What happened last is kept
 as a `HostNetworkResult` that the Network pages, the JSON API and the console
 show.  A failure is told in words and never raises, and nothing here touches
-the configuration.
+the configuration.  A backend's module is imported when it is first used: a
+gateway that leaves the host's network alone never loads them.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from twisted.logger import Logger
 
 from cmegw.config.model import NetworkConfig
 from cmegw.host.commands import CommandRun, CommandRunner, Refused, Steps
-from cmegw.host.networkd import NETWORKD_DIRECTORY, NetworkdBackend
-from cmegw.host.networkmanager import NetworkManagerBackend
 
 log = Logger(namespace="cmegw.netapply")
 
@@ -85,18 +84,34 @@ class NetworkApplier:
     settings it is given have ``apply_to_host`` on.
     """
 
-    def __init__(self, reactor: Any, *, networkd_directory: Path = NETWORKD_DIRECTORY,
+    def __init__(self, reactor: Any, *, networkd_directory: Path | None = None,
                  runner: CommandRunner | None = None,
                  find_interface: Callable[[], str] = default_interface) -> None:
         self.reactor = reactor
         self.runner = runner or CommandRunner(reactor)
-        self.backends: dict[str, Any] = {
-            "networkd": NetworkdBackend(self.runner, networkd_directory),
-            "networkmanager": NetworkManagerBackend(self.runner),
-        }
+        #: Where the networkd backend writes (None: `cmegw.host.networkd.NETWORKD_DIRECTORY`).
+        self.networkd_directory = networkd_directory
+        self._backends: dict[str, Any] = {}
         self.find_interface = find_interface
         self.last: HostNetworkResult | None = None
         self._lock = defer.DeferredLock()
+
+    def backend(self, name: str) -> Any:
+        """The backend `name` (``networkd``, ``networkmanager``), made at its first use."""
+        found = self._backends.get(name)
+        if found is None:
+            if name == "networkd":
+                from cmegw.host.networkd import NETWORKD_DIRECTORY, NetworkdBackend
+
+                found = NetworkdBackend(self.runner, self.networkd_directory or NETWORKD_DIRECTORY)
+            elif name == "networkmanager":
+                from cmegw.host.networkmanager import NetworkManagerBackend
+
+                found = NetworkManagerBackend(self.runner)
+            else:
+                raise KeyError(f"there is no host network backend {name!r}")
+            self._backends[name] = found
+        return found
 
     def apply(self, net: NetworkConfig) -> defer.Deferred:
         """Apply `net` to the host; fires with a `HostNetworkResult`, never fails."""
@@ -120,7 +135,7 @@ class NetworkApplier:
     @defer.inlineCallbacks
     def _run(self, action: str, net: NetworkConfig) -> Any:
         at = self.reactor.seconds()
-        backend = self.backends[net.backend]
+        backend = self.backend(net.backend)
         steps = Steps(self.runner)
         files: list[str] = []
         interface = net.interface

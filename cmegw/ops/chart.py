@@ -10,7 +10,6 @@ over time (`cmegw.web.pages.charts`) both draw with `line_chart`.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from typing import Any, Sequence
 
@@ -122,6 +121,8 @@ def runs(points: Points) -> list[list[tuple[float, float]]]:
     """The points split where a value is missing or nothing was measured for a while."""
     known = [p for p in points if p[1] is not None]
     gaps = [b[0] - a[0] for a, b in zip(known, known[1:])]
+    import statistics  # with fractions and decimal: loaded by the first chart drawn, not at start
+
     limit = statistics.median(gaps) * GAP_FACTOR if len(gaps) >= 2 else 0.0
     out: list[list[tuple[float, float]]] = [[]]
     for t, v in points:
