@@ -40,6 +40,8 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gwbench_config import LINE_AND_TUNNEL, LOCAL_FACES, REFUSED as CONFIG_REFUSED, ConfigMergeError  # noqa: E402
 from gwbench_config import merged as merged_config  # noqa: E402
+from gwbench_floor import SETTLE_S as FLOOR_SETTLE_S, compiled, floor_command, floor_env  # noqa: E402
+from gwbench_floor import floor_figures, render_floor  # noqa: E402
 from gwbench_memory import render as render_memory  # noqa: E402
 
 # --------------------------------------------------------------------------- M-Bus frames
@@ -1124,6 +1126,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-table", type=int, default=20, metavar="N",
                         help="after the rounds, the N modules that allocate the most in cmegw's service, "
                              "from bench/gwbench_memory.py (0: off; default 20)")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the dependency floor (bench/gwbench_floor.py) measured after the rounds")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the short warm-up round whose figures are dropped")
     parser.add_argument("--keep-tmp", action="store_true",
@@ -1198,6 +1202,24 @@ def memory_table(args: argparse.Namespace, tmp: Path) -> dict[str, Any] | None:
     return figures
 
 
+def floor_peak_mb(tmp: Path) -> float | None:
+    """The dependency floor's peak RSS in MB (bench/gwbench_floor.tac under twistd, on a pty of its own)."""
+    peer = PtyPeer("floor")
+    ports = [free_port() for _ in range(3)]
+    floor = GatewayProcess("floor", floor_command(sys.executable), ports[0], tmp / "floor.log",
+                           env=floor_env(peer.device, *ports))
+    try:
+        floor.start()
+        time.sleep(FLOOR_SETTLE_S)
+        return round(floor.peak_rss_kb() / 1024, 1) if floor.alive() else None
+    except BenchError as e:
+        print(f"! no dependency floor: {e}", file=sys.stderr)
+        return None
+    finally:
+        floor.stop()
+        peer.stop()
+
+
 def describe_host() -> dict[str, Any]:
     cpu = ""
     try:
@@ -1269,6 +1291,12 @@ def _measure(args: argparse.Namespace, tmp: Path, context: dict[str, Any], peers
         figures["cmegw_memory"] = memory
         print()
         print(render_memory(memory))
+    cmegw_path = next((p for p in paths if p.name == "cmegw" and p.result.peak_rss_kb is not None), None)
+    if cmegw_path is not None and not args.no_floor:
+        figures["floor"] = floor_figures(round(cmegw_path.result.peak_rss_kb / 1024, 1), floor_peak_mb(tmp),
+                                         ABSOLUTE_TARGETS["peak_rss_mb"])
+        print()
+        print(render_floor(figures["floor"], compiled(context.get("cmegw_module", ""))))
     if args.json:
         ratios, targets = judge(figures)
         args.json.write_text(json.dumps(
