@@ -54,10 +54,17 @@ class Console:
                  logins: Any = None) -> None:
         self.gateway = gateway
         self.clock = clock if clock is not None else gateway.reactor
-        self.table = table if table is not None else commands()
+        self._table = table
         self.sessions: set[ConsoleProtocol] = set()
         #: The login limiter shared with the web and SSH (`cmegw.login.LoginLimiter`, ``state.logins``).
         self.logins = logins if logins is not None else gateway.state.logins
+
+    @property
+    def table(self) -> CommandTable:
+        """The commands (`cmegw.console.commands.commands`: its extension groups load at the first session's use)."""
+        if self._table is None:
+            self._table = commands()
+        return self._table
 
     @property
     def realm(self) -> str:

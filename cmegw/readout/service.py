@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from cmegw.config.model import Config
-from cmegw.readout.delivery import Forwarder
 from cmegw.readout.reading import StoredReading, TargetStatus, gateway_id, stored_form  # noqa: F401 (gateway_id: here too)
 from cmegw.readout.scheduler import MeterStatus, ReadMeter, Scheduler
 from cmegw.readout.store import ReadingStore
+
+if TYPE_CHECKING:
+    from cmegw.readout.delivery import Forwarder
 
 log = Logger(namespace="cmegw.readout")
 
@@ -121,6 +123,8 @@ class ReadoutService(service.Service):
         yield self.store.close()
 
     def _start_targets(self, targets: Sequence[Any]) -> None:
+        from cmegw.readout.delivery import Forwarder  # the forwarders exist once a target does
+
         for target in targets:
             self.targets[target.name] = target
             forwarder = self.forwarders[target.name] = Forwarder(self.store, target, self.reactor)
