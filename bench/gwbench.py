@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gwbench_config import LINE_AND_TUNNEL, LOCAL_FACES, REFUSED as CONFIG_REFUSED, ConfigMergeError  # noqa: E402
 from gwbench_config import merged as merged_config  # noqa: E402
 from gwbench_memory import render as render_memory  # noqa: E402
+from gwbench_tail import figures as tail_figures, interleave, render as render_tail  # noqa: E402
 
 # --------------------------------------------------------------------------- M-Bus frames
 
@@ -118,7 +119,7 @@ STOP_TIMEOUT_S = 3.0
 WARMUP_FRACTION = 0.1
 WARMUP_SECONDS = 0.5
 LOG_TAIL_LINES = 25
-PHASES = ("echo", "mbus", "to_serial", "from_serial", "accept")
+PHASES = ("echo", "mbus", "to_serial", "from_serial", "accept", "tail")
 
 #: What the project judges by: cmegw / ser2net, and cmegw's own absolute figures (issue 16's
 #: latency and memory targets: added p50 at parity with ser2net tuned, p99 within 1.5x; 50 MB).
@@ -891,6 +892,29 @@ def run_round(args: argparse.Namespace, paths: list[BenchPath], round_no: int) -
                 print(f"  ! {path.name}: {note}", file=sys.stderr, flush=True)
 
 
+def run_tail(args: argparse.Namespace, paths: list[BenchPath]) -> dict[str, Any] | None:
+    """The tail phase (gwbench_tail.py): echo blocks on every path's open connection, interleaved."""
+    channels: dict[str, Channel] = {}
+    requests = echo_requests(args.tail_block + args.tail_settle, args.echo_bytes)
+
+    def measure(name: str, count: int) -> list[int]:
+        return round_trips(channels[name].fd, requests[:count], requests[:count])
+
+    try:
+        for path in paths:
+            if path.alive():
+                channels[path.name] = path.open()
+        blocks = interleave(list(channels), measure, args.tail_sets, args.tail_block + args.tail_settle,
+                            args.round_trips // 4)
+    except (BenchError, OSError) as e:
+        print(f"  ! tail: {e}", file=sys.stderr, flush=True)
+        return None
+    finally:
+        for channel in channels.values():
+            channel.close()
+    return tail_figures(blocks, args.tail_block, args.tail_settle, args.tail_window)
+
+
 def progress_line(round_no: int, rounds: int, paths: list[BenchPath]) -> str:
     parts = []
     for path in paths:
@@ -1128,6 +1152,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the short warm-up round whose figures are dropped")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="keep the temporary directory (configurations, gateway logs)")
+    parser.add_argument("--tail-sets", type=int, default=400,
+                        help="tail phase: interleaved sets, one block per path each (default 400)")
+    parser.add_argument("--tail-block", type=int, default=100,
+                        help="tail phase: counted echo round trips per block (default 100)")
+    parser.add_argument("--tail-settle", type=int, default=5,
+                        help="tail phase: round trips at each block's start not counted (default 5)")
+    parser.add_argument("--tail-window", type=int, default=10,
+                        help="tail phase: sets per window of the per-window ratios (default 10)")
+    parser.add_argument("--pin", metavar="CPUS", type=lambda text: {int(c) for c in text.split(",")},
+                        help="run the client, the peers and every gateway on these CPUs (e.g. 0 or 0,1)")
     parser.add_argument("--ser2net-bufsize", type=int, default=SER2NET_BUFSIZE,
                         help="ser2net's dev-to-net and net-to-dev buffer (default %(default)s)")
     args = parser.parse_args(argv)
@@ -1255,6 +1289,7 @@ def _measure(args: argparse.Namespace, tmp: Path, context: dict[str, Any], peers
     print(f"gwbench: {', '.join(p.name for p in paths)}; {args.rounds} rounds "
           f"(temporary files in {tmp})", flush=True)
     run_rounds(args, paths)
+    tail = run_tail(args, paths) if "tail" in args.phases and args.tail_sets > 0 else None
     for path in paths:
         if path.gateway is not None and path.gateway.alive():
             path.result.peak_rss_kb = path.gateway.peak_rss_kb()
@@ -1264,6 +1299,9 @@ def _measure(args: argparse.Namespace, tmp: Path, context: dict[str, Any], peers
     figures = summarise(paths)
     print()
     print(report(figures, context))
+    if tail is not None:
+        print()
+        print(render_tail(tail))
     memory = memory_table(args, tmp) if any(p.name == "cmegw" for p in paths) else None
     if memory is not None:
         figures["cmegw_memory"] = memory
@@ -1272,7 +1310,7 @@ def _measure(args: argparse.Namespace, tmp: Path, context: dict[str, Any], peers
     if args.json:
         ratios, targets = judge(figures)
         args.json.write_text(json.dumps(
-            {"context": context, "figures": figures, "ratios": ratios, "targets": targets,
+            {"context": context, "figures": figures, "ratios": ratios, "targets": targets, "tail": tail,
              "ser2net_config": SER2NET_CONFIG, "ser2net_bufsize": args.ser2net_bufsize,
              "cmegw_config": CMEGW_CONFIG, "cmegw_command": args.cmegw_cmd},
             indent=2) + "\n")
@@ -1294,13 +1332,16 @@ def guarded(name: str, run: Callable[[], int]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.pin:
+        os.sched_setaffinity(0, args.pin)  # inherited by the peers and the gateways: the same CPUs for all
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
     context: dict[str, Any] = {**describe_host(), "rounds": args.rounds,
                                "round_trips": args.round_trips, "seconds": args.seconds,
                                "max_mb": args.max_mb, "echo_bytes": args.echo_bytes,
-                               "rsp_ud_bytes": len(RSP_UD), "notes": []}
+                               "rsp_ud_bytes": len(RSP_UD), "notes": [],
+                               "cpus_used": sorted(os.sched_getaffinity(0))}
     peers: list[PtyPeer] = []
     gateways: list[GatewayProcess] = []
     try:
