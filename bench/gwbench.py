@@ -895,24 +895,34 @@ def run_round(args: argparse.Namespace, paths: list[BenchPath], round_no: int) -
 def run_tail(args: argparse.Namespace, paths: list[BenchPath]) -> dict[str, Any] | None:
     """The tail phase (gwbench_tail.py): echo blocks on every path's open connection, interleaved."""
     channels: dict[str, Channel] = {}
-    requests = echo_requests(args.tail_block + args.tail_settle, args.echo_bytes)
+    by_name = {path.name: path for path in paths}
+    warmup = max(args.round_trips // 4, 100)
+    requests = echo_requests(max(args.tail_block + args.tail_settle, warmup), args.echo_bytes)
+    cpu = {path.name: [0.0, 0] for path in paths}  # gateway CPU seconds, round trips
 
     def measure(name: str, count: int) -> list[int]:
-        return round_trips(channels[name].fd, requests[:count], requests[:count])
+        before = by_name[name].cpu_seconds()
+        samples = round_trips(channels[name].fd, requests[:count], requests[:count])
+        cpu[name][0] += by_name[name].cpu_seconds() - before
+        cpu[name][1] += count
+        return samples
 
     try:
         for path in paths:
             if path.alive():
                 channels[path.name] = path.open()
-        blocks = interleave(list(channels), measure, args.tail_sets, args.tail_block + args.tail_settle,
-                            args.round_trips // 4)
+        blocks = interleave(list(channels), measure, args.tail_sets, args.tail_block + args.tail_settle, warmup)
     except (BenchError, OSError) as e:
         print(f"  ! tail: {e}", file=sys.stderr, flush=True)
         return None
     finally:
         for channel in channels.values():
             channel.close()
-    return tail_figures(blocks, args.tail_block, args.tail_settle, args.tail_window)
+    tail = tail_figures(blocks, args.tail_block, args.tail_settle, args.tail_window)
+    for name, entry in tail["paths"].items():
+        if by_name[name].gateway is not None and cpu[name][1]:
+            entry["cpu_us_per_round_trip"] = cpu[name][0] * 1e6 / cpu[name][1]
+    return tail
 
 
 def progress_line(round_no: int, rounds: int, paths: list[BenchPath]) -> str:

@@ -28,6 +28,10 @@ from typing import Any, Callable
 P50_TARGET = 1.0
 P99_TARGET = 1.5
 
+#: The ratios shown: each gateway to ser2net tuned, cmegw to the floor of a Python relay and to an older tree.
+PAIRS = (("cmegw", "ser2net"), ("before", "ser2net"), ("pyrelay", "ser2net"), ("cmegw", "pyrelay"),
+         ("cmegw", "before"))
+
 #: measure(path, count) -> the nanoseconds of `count` echo round trips on that path's open channel.
 Measure = Callable[[str, int], list[int]]
 
@@ -95,12 +99,10 @@ def figures(blocks: dict[str, list[list[int]]], block: int, settle: int, window:
             entry["window_added_p50_us"] = _spread([p50 for p50, _ in per_window[name]])
             entry["window_added_p99_us"] = _spread([p99 for _, p99 in per_window[name]])
         out["paths"][name] = entry
-    for base in ("ser2net", "pyrelay"):
-        for name in per_window:
-            if name == base or base not in per_window or name == "ser2net":
-                continue
+    for name, base in PAIRS:
+        if name in per_window and base in per_window:
             out["ratios"][f"{name}/{base}"] = _window_ratios(per_window[name], per_window[base], out["paths"][name],
-                                                          out["paths"][base])
+                                                             out["paths"][base])
     return out
 
 
@@ -133,6 +135,7 @@ def render(tail: dict[str, Any]) -> str:
             cells.append("-" if v is None else v if isinstance(v, str) else f"{v:.1f}")
         lines.append(f"{label:40}" + "".join(f"{c:>{width}}" for c in cells))
 
+    row("  round trips counted", lambda e: str(e["count"]))
     row("  p50, pooled (us)", lambda e: e["p50_us"])
     row("  p99, pooled (us)", lambda e: e["p99_us"])
     row("  added p50, pooled (us)", lambda e: e.get("added_p50_us"))
@@ -140,6 +143,7 @@ def render(tail: dict[str, Any]) -> str:
     for q in ("p50", "p99"):
         row(f"  added {q} per window, median (us)", lambda e, q=q: e.get(f"window_added_{q}_us", {}).get("median"))
         row(f"  added {q} per window, q1..q3 (us)", lambda e, q=q: _range(e.get(f"window_added_{q}_us"), "q1", "q3", 0))
+    row("  gateway CPU per round trip (us)", lambda e: e.get("cpu_us_per_round_trip"))
     for pair, ratio in tail["ratios"].items():
         for q in ("p50", "p99"):
             r = ratio[q]
@@ -151,7 +155,26 @@ def render(tail: dict[str, Any]) -> str:
             lines.append(f"{pair} added {q}: per window median {r['median']:.2f} (q1..q3 {_range(r, 'q1', 'q3', 2)}, "
                          f"range {_range(r, 'min', 'max', 2)}), {r['met']} of {r['windows']} windows {sign}"
                          + (f" ({r['no_ratio']} n/a)" if r["no_ratio"] else "") + f"; pooled {pooled}")
+    lines += verdicts(tail)
     return "\n".join(lines)
+
+
+def verdicts(tail: dict[str, Any]) -> list[str]:
+    """
+    Issue 16's two targets in words.  A target holds when both the pooled ratio and the median of
+    the per-window ratios meet it; the windows that met it say how steady that is.
+    """
+    ratio = tail["ratios"].get("cmegw/ser2net")
+    if ratio is None:
+        return []
+    out = []
+    for q, words in (("p99", "added p99 within 1.5x of ser2net tuned"), ("p50", "added p50 at parity with ser2net tuned")):
+        r = ratio[q]
+        holds = r["pooled"] is not None and r["count"] and r["pooled"] <= r["target"] and r["median"] <= r["target"]
+        detail = (f"pooled {r['pooled']:.2f}, per-window median {r['median']:.2f}, {r['met']} of {r['windows']} windows"
+                  if r["pooled"] is not None and r["count"] else "no ratio")
+        out.append(f"issue 16: {words}: {'holds' if holds else 'DOES NOT HOLD'} in this run ({detail})")
+    return out
 
 
 def _range(spread: dict[str, Any] | None, low: str, high: str, digits: int) -> str | None:
