@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gwbench_config import LINE_AND_TUNNEL, LOCAL_FACES, REFUSED as CONFIG_REFUSED, ConfigMergeError  # noqa: E402
 from gwbench_config import merged as merged_config  # noqa: E402
 from gwbench_memory import render as render_memory  # noqa: E402
-from gwbench_tail import figures as tail_figures, interleave, render as render_tail  # noqa: E402
+from gwbench_tail import add_options as add_tail_options, figures as tail_figures, interleave  # noqa: E402
+from gwbench_tail import render as render_tail  # noqa: E402
 
 # --------------------------------------------------------------------------- M-Bus frames
 
@@ -1162,14 +1163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the short warm-up round whose figures are dropped")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="keep the temporary directory (configurations, gateway logs)")
-    parser.add_argument("--tail-sets", type=int, default=400,
-                        help="tail phase: interleaved sets, one block per path each (default 400)")
-    parser.add_argument("--tail-block", type=int, default=100,
-                        help="tail phase: counted echo round trips per block (default 100)")
-    parser.add_argument("--tail-settle", type=int, default=5,
-                        help="tail phase: round trips at each block's start not counted (default 5)")
-    parser.add_argument("--tail-window", type=int, default=10,
-                        help="tail phase: sets per window of the per-window ratios (default 10)")
+    add_tail_options(parser)
     parser.add_argument("--pin", metavar="CPUS", type=lambda text: {int(c) for c in text.split(",")},
                         help="run the client, the peers and every gateway on these CPUs (e.g. 0 or 0,1)")
     parser.add_argument("--ser2net-bufsize", type=int, default=SER2NET_BUFSIZE,

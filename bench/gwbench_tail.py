@@ -21,6 +21,7 @@ library only; gwbench hands in its own client (`measure`), so this module import
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from typing import Any, Callable
 
@@ -32,8 +33,19 @@ P99_TARGET = 1.5
 PAIRS = (("cmegw", "ser2net"), ("before", "ser2net"), ("pyrelay", "ser2net"), ("cmegw", "pyrelay"),
          ("cmegw", "before"))
 
+#: gwbench's options of the tail phase: flag, default, meaning.
+OPTIONS = (("--tail-sets", 400, "interleaved sets, one block per path each"),
+           ("--tail-block", 100, "counted echo round trips per block"),
+           ("--tail-settle", 5, "round trips at each block's start not counted"),
+           ("--tail-window", 10, "sets per window of the per-window ratios"))
+
 #: measure(path, count) -> the nanoseconds of `count` echo round trips on that path's open channel.
 Measure = Callable[[str, int], list[int]]
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    for flag, default, meaning in OPTIONS:
+        parser.add_argument(flag, type=int, default=default, help=f"tail phase: {meaning} (default {default})")
 
 
 def rotated(names: list[str], by: int) -> list[str]:
