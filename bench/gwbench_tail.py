@@ -100,7 +100,9 @@ def figures(blocks: dict[str, list[list[int]]], block: int, settle: int, window:
     for name, path_windows in grouped.items():
         pooled = [x for w in path_windows for x in w]
         entry: dict[str, Any] = {"count": len(pooled), "p50_us": percentile(pooled, 0.5) / 1e3,
-                                 "p99_us": percentile(pooled, 0.99) / 1e3}
+                                 "p99_us": percentile(pooled, 0.99) / 1e3, "p999_us": percentile(pooled, 0.999) / 1e3}
+        if settle:  # the first round trip after the path's pause (not counted above)
+            entry["first_p50_us"] = percentile([b[0] for b in blocks[name][:sets]], 0.5) / 1e3
         if name != "direct" and direct is not None:
             base = [x for w in direct for x in w]
             entry["added_p50_us"] = entry["p50_us"] - percentile(base, 0.5) / 1e3
@@ -150,12 +152,14 @@ def render(tail: dict[str, Any]) -> str:
     row("  round trips counted", lambda e: str(e["count"]))
     row("  p50, pooled (us)", lambda e: e["p50_us"])
     row("  p99, pooled (us)", lambda e: e["p99_us"])
+    row("  p99.9, pooled (us)", lambda e: e["p999_us"])
     row("  added p50, pooled (us)", lambda e: e.get("added_p50_us"))
     row("  added p99, pooled (us)", lambda e: e.get("added_p99_us"))
     for q in ("p50", "p99"):
         row(f"  added {q} per window, median (us)", lambda e, q=q: e.get(f"window_added_{q}_us", {}).get("median"))
         row(f"  added {q} per window, q1..q3 (us)", lambda e, q=q: _range(e.get(f"window_added_{q}_us"), "q1", "q3", 0))
     row("  gateway CPU per round trip (us)", lambda e: e.get("cpu_us_per_round_trip"))
+    row("  first round trip of a block, p50 (us)", lambda e: e.get("first_p50_us"))
     for pair, ratio in tail["ratios"].items():
         for q in ("p50", "p99"):
             r = ratio[q]

@@ -44,6 +44,7 @@ class FiguresTests(SynchronousTestCase):
         self.assertEqual(cmegw["count"], 8, "the first round trip of every block is not counted")
         self.assertEqual((cmegw["p50_us"], cmegw["p99_us"]), (90.0, 90.0))
         self.assertEqual((cmegw["added_p50_us"], cmegw["added_p99_us"]), (60.0, 60.0))
+        self.assertEqual(cmegw["first_p50_us"], 1000.0, "the first round trips, apart")
         ratio = figures["ratios"]["cmegw/ser2net"]
         self.assertAlmostEqual(ratio["p99"]["median"], 60 / 50)
         self.assertAlmostEqual(ratio["p99"]["pooled"], 60 / 50)
