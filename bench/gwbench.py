@@ -43,6 +43,8 @@ from gwbench_config import merged as merged_config  # noqa: E402
 from gwbench_floor import SETTLE_S as FLOOR_SETTLE_S, compiled, floor_command, floor_env  # noqa: E402
 from gwbench_floor import floor_figures, render_floor  # noqa: E402
 from gwbench_memory import render as render_memory  # noqa: E402
+from gwbench_tail import add_options as add_tail_options, figures as tail_figures, interleave  # noqa: E402
+from gwbench_tail import render as render_tail  # noqa: E402
 
 # --------------------------------------------------------------------------- M-Bus frames
 
@@ -120,7 +122,7 @@ STOP_TIMEOUT_S = 3.0
 WARMUP_FRACTION = 0.1
 WARMUP_SECONDS = 0.5
 LOG_TAIL_LINES = 25
-PHASES = ("echo", "mbus", "to_serial", "from_serial", "accept")
+PHASES = ("echo", "mbus", "to_serial", "from_serial", "accept", "tail")
 
 #: What the project judges by: cmegw / ser2net, and cmegw's own absolute figures (issue 16's
 #: latency and memory targets: added p50 at parity with ser2net tuned, p99 within 1.5x; 50 MB).
@@ -893,6 +895,39 @@ def run_round(args: argparse.Namespace, paths: list[BenchPath], round_no: int) -
                 print(f"  ! {path.name}: {note}", file=sys.stderr, flush=True)
 
 
+def run_tail(args: argparse.Namespace, paths: list[BenchPath]) -> dict[str, Any] | None:
+    """The tail phase (gwbench_tail.py): echo blocks on every path's open connection, interleaved."""
+    channels: dict[str, Channel] = {}
+    by_name = {path.name: path for path in paths}
+    warmup = max(args.round_trips // 4, 100)
+    requests = echo_requests(max(args.tail_block + args.tail_settle, warmup), args.echo_bytes)
+    cpu = {path.name: [0.0, 0] for path in paths}  # gateway CPU seconds, round trips
+
+    def measure(name: str, count: int) -> list[int]:
+        before = by_name[name].cpu_seconds()
+        samples = round_trips(channels[name].fd, requests[:count], requests[:count])
+        cpu[name][0] += by_name[name].cpu_seconds() - before
+        cpu[name][1] += count
+        return samples
+
+    try:
+        for path in paths:
+            if path.alive():
+                channels[path.name] = path.open()
+        blocks = interleave(list(channels), measure, args.tail_sets, args.tail_block + args.tail_settle, warmup)
+    except (BenchError, OSError) as e:
+        print(f"  ! tail: {e}", file=sys.stderr, flush=True)
+        return None
+    finally:
+        for channel in channels.values():
+            channel.close()
+    tail = tail_figures(blocks, args.tail_block, args.tail_settle, args.tail_window)
+    for name, entry in tail["paths"].items():
+        if by_name[name].gateway is not None and cpu[name][1]:
+            entry["cpu_us_per_round_trip"] = cpu[name][0] * 1e6 / cpu[name][1]
+    return tail
+
+
 def progress_line(round_no: int, rounds: int, paths: list[BenchPath]) -> str:
     parts = []
     for path in paths:
@@ -1132,6 +1167,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the short warm-up round whose figures are dropped")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="keep the temporary directory (configurations, gateway logs)")
+    add_tail_options(parser)
+    parser.add_argument("--pin", metavar="CPUS", type=lambda text: {int(c) for c in text.split(",")},
+                        help="run the client, the peers and every gateway on these CPUs (e.g. 0 or 0,1)")
     parser.add_argument("--ser2net-bufsize", type=int, default=SER2NET_BUFSIZE,
                         help="ser2net's dev-to-net and net-to-dev buffer (default %(default)s)")
     args = parser.parse_args(argv)
@@ -1277,6 +1315,7 @@ def _measure(args: argparse.Namespace, tmp: Path, context: dict[str, Any], peers
     print(f"gwbench: {', '.join(p.name for p in paths)}; {args.rounds} rounds "
           f"(temporary files in {tmp})", flush=True)
     run_rounds(args, paths)
+    tail = run_tail(args, paths) if "tail" in args.phases and args.tail_sets > 0 else None
     for path in paths:
         if path.gateway is not None and path.gateway.alive():
             path.result.peak_rss_kb = path.gateway.peak_rss_kb()
@@ -1286,6 +1325,9 @@ def _measure(args: argparse.Namespace, tmp: Path, context: dict[str, Any], peers
     figures = summarise(paths)
     print()
     print(report(figures, context))
+    if tail is not None:
+        print()
+        print(render_tail(tail))
     memory = memory_table(args, tmp) if any(p.name == "cmegw" for p in paths) else None
     if memory is not None:
         figures["cmegw_memory"] = memory
@@ -1300,7 +1342,7 @@ def _measure(args: argparse.Namespace, tmp: Path, context: dict[str, Any], peers
     if args.json:
         ratios, targets = judge(figures)
         args.json.write_text(json.dumps(
-            {"context": context, "figures": figures, "ratios": ratios, "targets": targets,
+            {"context": context, "figures": figures, "ratios": ratios, "targets": targets, "tail": tail,
              "ser2net_config": SER2NET_CONFIG, "ser2net_bufsize": args.ser2net_bufsize,
              "cmegw_config": CMEGW_CONFIG, "cmegw_command": args.cmegw_cmd},
             indent=2) + "\n")
@@ -1322,13 +1364,16 @@ def guarded(name: str, run: Callable[[], int]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.pin:
+        os.sched_setaffinity(0, args.pin)  # inherited by the peers and the gateways: the same CPUs for all
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
     context: dict[str, Any] = {**describe_host(), "rounds": args.rounds,
                                "round_trips": args.round_trips, "seconds": args.seconds,
                                "max_mb": args.max_mb, "echo_bytes": args.echo_bytes,
-                               "rsp_ud_bytes": len(RSP_UD), "notes": []}
+                               "rsp_ud_bytes": len(RSP_UD), "notes": [],
+                               "cpus_used": sorted(os.sched_getaffinity(0))}
     peers: list[PtyPeer] = []
     gateways: list[GatewayProcess] = []
     try:

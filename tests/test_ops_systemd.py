@@ -245,6 +245,14 @@ class SystemdNotifyTests(GatewayTestCase):
         self.clock.advance(systemd.STATUS_INTERVAL)
         self.assertEqual(len(self.listener.fields("STATUS")), count, "sent only when it changes")
 
+    def test_no_status_timer_without_systemd(self):
+        """Without $NOTIFY_SOCKET the STATUS= line is never sent: nothing looks at it every 5 s."""
+        gateway = self.make_gateway()
+        clock = task.Clock()
+        gateway.add_part(lambda gw: SystemdNotify(gw, Notifier(None), None, clock=clock))
+        gateway.startService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_status_of_a_missing_adapter(self):
         gateway = self.make_gateway(device=str(Path(self.mktemp()) / "ttyUSB9"))
         self.add_notify(gateway)

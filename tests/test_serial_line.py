@@ -10,6 +10,7 @@ from twisted.trial.unittest import TestCase
 from cmegw.config.model import LineConfig
 from cmegw.serial.adapter import KIND_PTY, KIND_UART, SCHEDULING_MARGIN, AdapterInfo
 from cmegw.serial.line import SerialLine, read_icount
+from cmegw.serial import line as line_module
 from cmegw.stats import LINE_ERROR, LINE_OPEN
 from tests.support import open_pty
 
@@ -138,6 +139,14 @@ class SerialLineTests(LineTestCase):
         self.assertIsNone(line.stats.parity_errors)
         self.assertIsNone(line.stats.framing_errors)
         self.assertEqual(line.stats.queued_rx, 0)
+
+    def test_counters_not_asked_again_of_a_driver_without(self):
+        """A driver that had no counters at the open is not asked every second (the refresh runs between bytes)."""
+        line = self.start()
+        self.patch(line_module, "read_icount", lambda fd: self.fail("TIOCGICOUNT asked again"))
+        line._refresh()
+        self.assertIsNone(line.stats.overrun_errors)
+        self.assertEqual(line.stats.queued_tx, 0)
 
     def test_exclusive(self):
         self.start()

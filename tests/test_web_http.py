@@ -179,8 +179,14 @@ class MaxTimeoutTests(SynchronousTestCase):
         site, _, clock = make_site(max_timeout=10)
         channel, transport = connect(site)
         channel.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(clock.getDelayedCalls(), [c for c in clock.getDelayedCalls() if c.func.__name__ ==
-                                                  "_updateLogDateTime"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_no_log_date_timer(self) -> None:
+        """A started site runs no timer of its own (Twisted's once-a-second log date is not used)."""
+        site, _, clock = make_site()
+        site.doStart()
+        self.addCleanup(site.doStop)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class MaxBytesTests(SynchronousTestCase):

@@ -184,7 +184,8 @@ class SystemdNotify(service.Service):
         self._send_status(f"starting: {status_text(self.gateway.state)}")
         self._waiting = self.gateway.when_listening()
         self._waiting.addCallbacks(self._listening, self._not_listening)
-        self._status.start(STATUS_INTERVAL, now=False)
+        if self.notifier.enabled:  # without systemd nobody reads the STATUS= line: not built every 5 s
+            self._status.start(STATUS_INTERVAL, now=False)
 
     def _listening(self, _: Any) -> None:
         self._waiting = None

@@ -382,8 +382,10 @@ class SerialLine(service.Service):
         if transport is None:
             return
         fd = transport.fileno()
-        counts = read_icount(fd)
         base = self._icount_base
+        # A driver without counters at the open (a pty, some USB adapters) has none later either:
+        # not asked again every second (the refresh runs between the tunnel's bytes).
+        counts = read_icount(fd) if base is not None else None
         if counts is None or base is None:
             s = self.stats
             s.rx_breaks = s.parity_errors = s.framing_errors = s.overrun_errors = s.buffer_errors = None

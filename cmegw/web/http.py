@@ -442,6 +442,14 @@ class GatewaySite(server.Site):
         """ALPN: the channels speak HTTP/1.1 only."""
         return [b"http/1.1"]
 
+    def _updateLogDateTime(self) -> None:
+        """
+        No once-a-second timer for Twisted's cached log date (``HTTPFactory``
+        starts one with the factory): this site's access log (`log`) stamps
+        each record itself, and the timer would only run between the
+        tunnel's bytes.
+        """
+
     def log(self, request: Any) -> None:
         """Called once per answered request (by ``Request.finish``)."""
         self.stats.count_response(request.code)
