@@ -66,6 +66,11 @@ class GatewayService(service.MultiService):
     The gateway: lines and tunnels from the configuration, plus the parts
     (web, console, ...) given as `parts` (or added with `add_part`), all
     built together by `_build` at every start and restart.
+
+    A simulated line's bus comes from `simulator_factory(reactor, line)`:
+    its ``start()`` gives the pty's path (or a Deferred of it) and its
+    ``stop()`` ends it (may return a Deferred); the default runs it in a
+    process of its own, `in_process_simulator` in this one.
     """
 
     def __init__(self, store: ConfigStore, reactor: Any, overrides: Overrides = Overrides(),

@@ -8,7 +8,10 @@ L{SimulatorProcess} starts C{python -m cmegw.mbus.simulator --paced} with
 the reactor it is given, learns the pty's path from the first line of the
 child's output, and stops the child with SIGTERM (SIGKILL after a grace
 period).  The child's standard input is a pipe from the gateway: when the
-gateway dies, even by SIGKILL, the pipe ends and the child stops.
+gateway dies, even by SIGKILL, the pipe ends and the child stops.  The child
+has a process group of its own, so a signal to the gateway's group (Ctrl-C,
+a test's kill of the group) reaches the gateway only, which closes its line
+before it stops the bus.
 
 The child holds the pty's master and a descriptor of its slave; the gateway
 opens the slave by its path.  Terminal settings belong to the pty, not to a

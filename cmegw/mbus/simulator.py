@@ -6,7 +6,8 @@ L{MeterBus} (in L{cmegw.mbus.meterbus}) is pure: C{handle(request) -> reply}.  L
 behind a pseudo-terminal so the gateway opens it like a USB level converter; with a
 L{cmegw.mbus.pacing.Wire} it keeps wire time (L{paced_bus}: as the gateway's built-in bus).
 
-Run C{python -m cmegw.mbus.simulator [--paced]} to get a bus on a pty from a shell.
+Run C{python -m cmegw.mbus.simulator [--paced]} to get a bus on a pty from a shell; the
+gateway runs its built-in bus so, with C{--gateway-child} (L{cmegw.mbus.simprocess}).
 """
 
 from __future__ import annotations
