@@ -87,7 +87,7 @@ class LifeCycleTests(TestCase):
         self.started()
         _, args, env = self.clock.spawned[0]
         self.assertEqual(args, [sys.executable, "-m", "cmegw.mbus.simulator", "--paced", "--seed", "2",
-                                "--gateway-child"])
+                                "--fixed-clock", "--gateway-child"])
         here = str(Path(__file__).resolve().parents[1])
         self.assertEqual(env["PYTHONPATH"].split(os.pathsep)[0], here, "the child imports this cmegw")
 

@@ -48,8 +48,9 @@ class SimulatorFailed(Exception):
 
 
 def simulator_command(line: int) -> list[str]:
-    """The child's argument list: the paced bus with the default meters, seeded by the line's number."""
-    return [sys.executable, "-m", "cmegw.mbus.simulator", "--paced", "--seed", str(line), "--gateway-child"]
+    """The child's argument list: the paced bus, its default meters' clocks fixed, seeded by the line's number."""
+    return [sys.executable, "-m", "cmegw.mbus.simulator", "--paced", "--seed", str(line), "--fixed-clock",
+            "--gateway-child"]
 
 
 def _child_environment() -> dict[str, str]:

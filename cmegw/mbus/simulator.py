@@ -312,6 +312,9 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="with --paced: seed of the answer delays")
     parser.add_argument("--link", metavar="PATH",
                         help="also make a symlink at PATH to the pty")
+    parser.add_argument("--fixed-clock", action="store_true",
+                        help="the meters' clocks read 2024-03-12 14:23, as on the gateway's built-in bus "
+                             "(default: now)")
     parser.add_argument("--gateway-child", action="store_true",
                         help="run as the gateway's bus: in a process group of its own (a signal to the "
                              "gateway's group, such as Ctrl-C, is the gateway's to handle: it stops its line, "
@@ -323,7 +326,7 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     if reactor is None:
         from twisted.internet import reactor
 
-    meters = default_meters(datetime.datetime.now())
+    meters = default_meters(None if options.fixed_clock else datetime.datetime.now())
     wire = None
     if options.paced:
         wire = Wire(reactor, Turnaround(), Adapter(options.latency / 1000), options.seed)
