@@ -12,6 +12,7 @@ import re
 import select
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,23 @@ class ChildProcessTests(TestCase):
         self.store.change(apply_setting(self.store.config, "line.1.baud_rate", "2400"))
         reading = yield gateway.read_meter(1, 1)
         self.assertEqual(reading.primary, 1)
+
+    @defer.inlineCallbacks
+    def test_a_held_up_gateway_still_hears_its_meter(self) -> None:
+        """
+        The gateway's reactor is held up (a loaded box) longer than a reply
+        window while its request is on the bus: the meter, in its own
+        process, answers on time, and the reply waits in the pty until the
+        gateway reads it (in the gateway's own process the meter would have
+        heard the request late, and the read would be counted silent).
+        """
+        gateway = self.gateway()
+        yield when_open(gateway.lines[1])
+        reading = gateway.read_meter(1, 5)
+        reactor.callLater(0.02, time.sleep, 0.6)  # the held-up reactor itself, not a wait of the test
+        reading = yield reading
+        self.assertEqual(reading.primary, 5)
+        self.assertEqual(gateway.arbiters[1].stats.silent, 0, "no silence counted")
 
     @defer.inlineCallbacks
     def test_restart_leaves_no_child(self) -> None:
