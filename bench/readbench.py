@@ -154,6 +154,13 @@ def schedule(seconds: float, folder: Path) -> dict[str, Any]:
                           start_new_session=True)
     waits: list[float] = []
     try:
+        log = folder / "twistd.log"
+        for _ in range(200):  # bounded: 20 s for line 1 to open on the simulated bus (a process of its own)
+            if log.exists() and "Line 1: opened" in log.read_text(errors="replace"):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("line 1 never opened on the simulated bus")
         for _ in range(200):  # bounded: 20 s for the tunnel to listen
             try:
                 client = socket.create_connection(("127.0.0.1", tunnel), timeout=2)

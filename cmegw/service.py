@@ -66,6 +66,11 @@ class GatewayService(service.MultiService):
     The gateway: lines and tunnels from the configuration, plus the parts
     (web, console, ...) given as `parts` (or added with `add_part`), all
     built together by `_build` at every start and restart.
+
+    A simulated line's bus comes from `simulator_factory(reactor, line)`:
+    its ``start()`` gives the pty's path (or a Deferred of it) and its
+    ``stop()`` ends it (may return a Deferred); the default runs it in a
+    process of its own, `in_process_simulator` in this one.
     """
 
     def __init__(self, store: ConfigStore, reactor: Any, overrides: Overrides = Overrides(),
@@ -144,13 +149,8 @@ class GatewayService(service.MultiService):
     def _build(self) -> None:
         config = self.running_config
         for n, line_config in config.lines.items():
-            device = None
-            if line_config.simulate:
-                simulator = self.simulator_factory(self.reactor, n)
-                device = simulator.start()
-                self.simulators[n] = simulator
-                log.info("Line {n}: simulated M-Bus on {device}", n=n, device=device)
-            line = SerialLine(n, line_config, self.reactor, LineStatistics(), device=device)
+            ready = self._start_simulator(n) if line_config.simulate else None
+            line = SerialLine(n, line_config, self.reactor, LineStatistics(), device_ready=ready)
             line.setServiceParent(self)
             self.lines[n] = line
             if n in self.traces and self.traces[n].enabled:
@@ -177,6 +177,18 @@ class GatewayService(service.MultiService):
         self._publish()
         for factory in self._part_factories:
             factory(self).setServiceParent(self)
+
+    def _start_simulator(self, n: int) -> defer.Deferred:
+        """Line `n`'s simulated bus: fires with its pty's path (at once in-process, once its process runs)."""
+        simulator = self.simulators[n] = self.simulator_factory(self.reactor, n)
+
+        def started(device: str) -> str:
+            pid = getattr(simulator, "pid", None)
+            log.info("Line {n}: simulated M-Bus on {device}{process}", n=n, device=device,
+                     process=f" (process {pid})" if pid else "")
+            return device
+
+        return defer.maybeDeferred(simulator.start).addCallback(started)
 
     def _readout(self, config: Config) -> Any:
         """The meter list's schedule, reading store and delivery, reading through the lines' masters."""
@@ -253,9 +265,9 @@ class GatewayService(service.MultiService):
             self._settling.cancel()
         self._settling = None
         yield defer.maybeDeferred(super().stopService)
-        for simulator in self.simulators.values():
-            simulator.stop()
-        self.simulators.clear()
+        simulators, self.simulators = list(self.simulators.values()), {}
+        yield defer.gatherResults([defer.maybeDeferred(simulator.stop) for simulator in simulators],
+                                  consumeErrors=True)
 
     # -- changes ----------------------------------------------------------------
 
@@ -336,10 +348,12 @@ class GatewayService(service.MultiService):
     def when_listening(self) -> defer.Deferred:
         """
         Fires once every listener is up: each part that offers
-        ``when_listening()`` (tunnels, web, console) has fired its own.  A
-        listener that keeps failing keeps this waiting (cancel it).
+        ``when_listening()`` (tunnels, web, console) has fired its own, and
+        each simulated bus has started (or failed to).  A listener that keeps
+        failing keeps this waiting (cancel it).
         """
         parts = [defer.maybeDeferred(child.when_listening) for child in self if hasattr(child, "when_listening")]
+        parts += [line.when_device_known() for line in self.lines.values()]
         return defer.gatherResults(parts, consumeErrors=True).addCallback(lambda _: None)
 
     def reload_config(self) -> None:
@@ -456,7 +470,17 @@ def settle_heap() -> None:
 
 
 def default_simulator(reactor: Any, line: int) -> Any:
-    """The built-in simulated M-Bus with its default meters on a pty pair, at the pace of a real line."""
+    """
+    The built-in simulated M-Bus: its default meters on a pty, at the pace of
+    a real line, in a process of its own (`cmegw.mbus.simprocess`).
+    """
+    from cmegw.mbus.simprocess import SimulatorProcess
+
+    return SimulatorProcess(reactor, line)
+
+
+def in_process_simulator(reactor: Any, line: int) -> Any:
+    """The same bus in the gateway's own process (tests: its pty is there at once, its meters inspectable)."""
     from cmegw.mbus.meterbus import MeterBus, default_meters
     from cmegw.mbus.simulator import paced_bus
 

@@ -165,6 +165,9 @@ class GatewayProcess:
         try:
             for port in wait_ports:
                 self._wait(port)
+            if "--simulate" in self.args:
+                # The simulated bus runs in a process of its own: line 1 opens once that process answers.
+                self.wait_log(lambda log: "Line 1: opened" in log, "line 1 open on the simulated bus")
         except BaseException:
             self.stop()
             raise

@@ -15,6 +15,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import attrs
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,7 +30,7 @@ import cmegw
 from cmegw.config.store import ConfigStore
 from cmegw.ops import graphs
 from cmegw.ops.metrics import GatewayCollector, metrics_resource, registry_for
-from cmegw.service import GatewayService, Overrides
+from cmegw.service import GatewayService, Overrides, in_process_simulator
 from cmegw.config.model import Config
 from cmegw.readout.reading import TARGET_CONNECTED, TARGET_DOWN, TargetStatus
 from cmegw.mbus.arbiter import ArbiterStatistics
@@ -68,7 +69,7 @@ def promtool(text: str) -> subprocess.CompletedProcess:
 
 
 class GatewayCase(TestCase):
-    def make_gateway(self, overrides: Overrides | None = None) -> GatewayService:
+    def make_gateway(self, overrides: Overrides | None = None, **options: Any) -> GatewayService:
         directory = Path(self.mktemp())
         directory.mkdir()
         if overrides is None:
@@ -78,7 +79,7 @@ class GatewayCase(TestCase):
             overrides = Overrides(device=device, tunnel="tcp:0:interface=127.0.0.1")
         store = ConfigStore(directory / "cmegw.toml")
         store.load()
-        gateway = GatewayService(store, reactor, overrides)
+        gateway = GatewayService(store, reactor, overrides, **options)
         gateway.startService()
         self.addCleanup(gateway.stopService)
         return gateway
@@ -261,7 +262,9 @@ class ReadThroughTunnelTests(GatewayCase):
     def test_counters_move(self):
         if meterbus is None:
             raise SkipTest("pyMeterBus is not installed")
-        gateway = self.make_gateway(Overrides(simulate=True, tunnel="tcp:0:interface=127.0.0.1"))
+        # The bus in this process: its pty is there when the gateway has started (no child to wait for).
+        gateway = self.make_gateway(Overrides(simulate=True, tunnel="tcp:0:interface=127.0.0.1"),
+                                    simulator_factory=in_process_simulator)
         port = gateway.tunnels[1].port.getHost().port
         site = reactor.listenTCP(0, Site(metrics_resource(gateway.state)), interface="127.0.0.1")
         self.addCleanup(site.stopListening)

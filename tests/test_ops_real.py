@@ -175,7 +175,11 @@ class SocketActivationTests(TestCase):
             return output.text
 
         output.wait(lambda text: text.count("Listening on") == 4, "systemd-socket-activate listening")
-        # The first connection makes systemd-socket-activate exec twistd with the sockets.
+        # The first connection makes systemd-socket-activate exec twistd with the sockets; the simulated
+        # bus runs in a process of its own, which the gateway starts then: read once line 1 is open on it.
+        socket.create_connection(("127.0.0.1", tunnel), timeout=5).close()
+        output.wait(lambda text: "Line 1: opened" in text and " disconnected" in text,
+                    "line 1 open on the simulated bus, the first client gone")
         telegram = read_meter(tunnel, 1, timeout=START_TIMEOUT)
         self.assertIsNotNone(telegram, log())
         meter = next(m for m in default_meters() if m.primary == 1)

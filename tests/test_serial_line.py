@@ -196,3 +196,52 @@ class ReopenTimingTests(TestCase):
         line.running = False
         for call in clock.getDelayedCalls():
             call.cancel()
+
+
+class DeviceToComeTests(LineTestCase):
+    """A line whose device's path comes later (`device_ready`: the simulated bus's process starting)."""
+
+    def line(self, ready):
+        line = SerialLine(1, LineConfig(device="/dev/ttyUSB0"), reactor, device_ready=ready)
+        line.startService()
+        self.addCleanup(line.stopService)
+        return line
+
+    def test_opens_once_the_path_comes(self):
+        ready = defer.Deferred()
+        line = self.line(ready)
+        known = line.when_device_known()
+        self.assertFalse(line.is_open, "the configured device is not tried")
+        self.assertEqual(line.device, "")
+        self.assertNoResult(known)
+        ready.callback(str(self.link))
+        self.assertEqual((line.stats.state, line.device, line.stats.device), (LINE_OPEN, str(self.link),
+                                                                               str(self.link)))
+        self.successResultOf(known)
+        self.successResultOf(line.when_device_known())
+
+    def test_a_path_known_before_the_start_opens_at_the_start(self):
+        line = self.line(defer.succeed(str(self.link)))
+        self.assertEqual(line.stats.state, LINE_OPEN)
+
+    def test_a_device_that_never_comes_is_the_line_error(self):
+        ready = defer.Deferred()
+        line = self.line(ready)
+        known = line.when_device_known()
+        clock = task.Clock()
+        line.clock = clock
+        ready.errback(RuntimeError("the simulated bus did not start: it exited with code 1"))
+        self.successResultOf(known)
+        self.assertEqual((line.stats.state, line.stats.error),
+                         (LINE_ERROR, "the simulated bus did not start: it exited with code 1"))
+        self.assertEqual(clock.getDelayedCalls(), [], "nothing to reopen")
+        self.assertFalse(line.is_open)
+
+    def test_stopped_while_it_comes(self):
+        ready = defer.Deferred()
+        line = self.line(ready)
+        known = line.when_device_known()
+        line.stopService()
+        self.successResultOf(known)
+        ready.errback(RuntimeError("the simulated bus did not start: it was ended by signal 15"))
+        self.assertNotEqual(line.stats.state, LINE_ERROR, "a stop's end of the bus is no error")

@@ -9,7 +9,8 @@ M-Bus (EN 13757): the gateway's link layer and everything above it on a line.
   transparent port for the tunnel (L{transparent}).
 - L{master}: the gateway's own master (scans and reads), reporting L{results}.
 - L{meterbus}: simulated meters on a pure bus; L{pacing}: the wire time of a
-  simulated line (pure); L{simulator}: that bus on a pty, instant or paced.
+  simulated line (pure); L{simulator}: that bus on a pty, instant or paced;
+  L{simprocess}: the gateway's built-in bus in a process of its own.
 
 Importing this package imports none of them.
 """

@@ -6,7 +6,8 @@ L{MeterBus} (in L{cmegw.mbus.meterbus}) is pure: C{handle(request) -> reply}.  L
 behind a pseudo-terminal so the gateway opens it like a USB level converter; with a
 L{cmegw.mbus.pacing.Wire} it keeps wire time (L{paced_bus}: as the gateway's built-in bus).
 
-Run C{python -m cmegw.mbus.simulator [--paced]} to get a bus on a pty from a shell.
+Run C{python -m cmegw.mbus.simulator [--paced]} to get a bus on a pty from a shell; the
+gateway runs its built-in bus so, with C{--gateway-child} (L{cmegw.mbus.simprocess}).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tty
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet import abstract, fdesc
+from twisted.internet import abstract, fdesc, protocol, stdio
 from twisted.internet.interfaces import IDelayedCall
 
 from cmegw.mbus import frames
@@ -285,7 +286,18 @@ def _point_link(link: str, target: str) -> None:
     os.replace(temporary, link)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class _ParentWatch(protocol.Protocol):
+    """Standard input of a simulator started by the gateway: its end (the parent died, even by SIGKILL) stops it."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def connectionLost(self, reason: object = None) -> None:
+        if self._reactor.running:
+            self._reactor.stop()
+
+
+def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cmegw.mbus.simulator",
         description="A simulated M-Bus with four meters on a pseudo-terminal.",
@@ -300,19 +312,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="with --paced: seed of the answer delays")
     parser.add_argument("--link", metavar="PATH",
                         help="also make a symlink at PATH to the pty")
+    parser.add_argument("--fixed-clock", action="store_true",
+                        help="the meters' clocks read 2024-03-12 14:23, as on the gateway's built-in bus "
+                             "(default: now)")
+    parser.add_argument("--gateway-child", action="store_true",
+                        help="run as the gateway's bus: in a process group of its own (a signal to the "
+                             "gateway's group, such as Ctrl-C, is the gateway's to handle: it stops its line, "
+                             "then this bus) and stop when standard input ends (the gateway is gone)")
     options = parser.parse_args(argv)
+    if options.gateway_child:
+        os.setpgid(0, 0)
 
-    from twisted.internet import reactor
+    if reactor is None:
+        from twisted.internet import reactor
 
-    meters = default_meters(datetime.datetime.now())
+    meters = default_meters(None if options.fixed_clock else datetime.datetime.now())
     wire = None
     if options.paced:
         wire = Wire(reactor, Turnaround(), Adapter(options.latency / 1000), options.seed)
     bus = SimulatedBus(reactor, MeterBus(meters), options.delay, wire)
     path = bus.start(options.link)
-    print(path, flush=True)
-    for meter in bus.bus.meters:
-        print(f"  primary {meter.primary:3d}  secondary {meter.address}", flush=True)
+
+    def running() -> None:
+        # The first line is the pty's path, written once the reactor reads the pty: the bus answers from then on.
+        print(path, flush=True)
+        for meter in bus.bus.meters:
+            print(f"  primary {meter.primary:3d}  secondary {meter.address}  {meter.baud} baud", flush=True)
+        if options.gateway_child:
+            stdio.StandardIO(_ParentWatch(reactor), reactor=reactor)
+
+    reactor.callWhenRunning(running)
     reactor.addSystemEventTrigger("before", "shutdown", bus.stop)
     reactor.run()
     return 0

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import serial
 from twisted.application import service
-from twisted.internet import main, task
+from twisted.internet import defer, main, task
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.serialport import SerialPort
@@ -161,7 +161,8 @@ class SerialLine(service.Service):
     """An M-Bus serial line, from its `LineConfig`."""
 
     def __init__(self, number: int, config: LineConfig, reactor: Any, stats: LineStatistics | None = None,
-                 device: str | None = None, probe: AdapterProbe = prepare) -> None:
+                 device: str | None = None, probe: AdapterProbe = prepare,
+                 device_ready: defer.Deferred[str] | None = None) -> None:
         self.number = number
         self.config = config
         self.reactor = reactor
@@ -184,13 +185,22 @@ class SerialLine(service.Service):
         self._probe = probe
         #: The adapter found at the last open, or None before the first.
         self.adapter: AdapterInfo | None = None
+        #: True while the device's path is still to come (`device_ready`, e.g. a simulated bus's process starting).
+        self.waiting_for_device = device_ready is not None
+        #: Why the device never came (`device_ready` failed): the line then stays closed.
+        self.device_missing: str | None = None
+        self._awaiting_device: list[defer.Deferred[None]] = []
+        if device_ready is not None:
+            self.device_override = ""
         self.stats.device = self.device
         self.stats.baud_rate = config.baud_rate
         self._publish_slack()
+        if device_ready is not None:
+            device_ready.addCallbacks(self._device_arrived, self._device_failed)
 
     @property
     def device(self) -> str:
-        return self.device_override or self.config.device
+        return self.device_override if self.device_override is not None else self.config.device
 
     @property
     def is_open(self) -> bool:
@@ -200,11 +210,13 @@ class SerialLine(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self._open()
+        if not self.waiting_for_device and self.device_missing is None:
+            self._open()
         self._poll.start(STATISTICS_INTERVAL, now=False)
 
     def stopService(self) -> Any:
         super().stopService()
+        self._device_known()
         if self._poll.running:
             self._poll.stop()
         if self._reopen is not None and self._reopen.active():
@@ -257,6 +269,39 @@ class SerialLine(service.Service):
                 log.info("Line {n}: baud rate {baud}", n=self.number, baud=config.baud_rate)
             except (OSError, ValueError, termios.error, serial.SerialException) as e:
                 self._fail(f"cannot set {config.baud_rate} baud: {e}")
+
+    def when_device_known(self) -> defer.Deferred[None]:
+        """
+        Fires once the device's path is known (at once when it was given):
+        the line has tried to open it, or knows it never comes.
+        """
+        if not self.waiting_for_device:
+            return defer.succeed(None)
+        known: defer.Deferred[None] = defer.Deferred()
+        self._awaiting_device.append(known)
+        return known
+
+    def _device_known(self) -> None:
+        self.waiting_for_device = False
+        awaiting, self._awaiting_device = self._awaiting_device, []
+        for known in awaiting:
+            known.callback(None)
+
+    def _device_arrived(self, device: str) -> None:
+        """The device now exists at `device`: open it if the line runs."""
+        self.device_override = self.stats.device = device
+        if self.running and self.transport is None and self._reopen is None:
+            self._open()
+        self._device_known()
+
+    def _device_failed(self, reason: Failure) -> None:
+        """The device never came (its error says why): the line stays closed, with that error."""
+        if not self.waiting_for_device:
+            return  # stopped while it was coming: nothing to say
+        self.device_missing = self.stats.error = reason.getErrorMessage()
+        self.stats.state = LINE_ERROR
+        log.error("Line {n}: {why}", n=self.number, why=self.device_missing)
+        self._device_known()
 
     # -- producer / consumer plumbing ----------------------------------------
 
