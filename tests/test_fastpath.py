@@ -2,7 +2,6 @@
 
 import os
 import socket
-import threading
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -72,38 +71,6 @@ class GatewayReactorTests(TestCase):
         r.removeReader(reader)
         os.close(rfd)
         self.assertEqual(got, [b"ping"])
-
-    def test_timers_threads_and_errors_in_the_loop(self):
-        """The main loop's own turn: timers in order (new, due, cancelled, delayed), calls from threads, an error logged."""
-        r = GatewayReactor()
-        got = []
-
-        def boom():
-            got.append("boom")
-            raise ZeroDivisionError("a timed call failed")
-
-        def from_thread():
-            got.append("thread")
-            r.callLater(0, got.append, "new from a call")
-
-        r.callLater(0.02, got.append, "second")
-        r.callLater(0.01, got.append, "first")
-        r.callLater(0.015, boom)
-        r.callLater(0.03, got.append, "cancelled").cancel()
-        delayed = r.callLater(0.005, got.append, "delayed")
-        delayed.delay(0.06)
-        r.callLater(0.025, lambda: threading.Thread(target=r.callFromThread, args=(from_thread,)).start())
-        for _ in range(60):  # more cancelled calls than Twisted keeps: compacted, though none of them is due
-            r.callLater(1000, got.append, "never").cancel()
-        r.callLater(0.1, r.stop)
-        r.callLater(5, r.stop)
-        r.run(installSignalHandlers=False)
-        self.assertLess(len(r.getDelayedCalls()), 3)
-        self.assertLess(len(r._pendingTimedCalls), 10, "the cancelled calls are gone from the heap")
-        self.assertEqual(got[:3], ["first", "boom", "second"], "in time order, the cancelled one not at all")
-        self.assertEqual(sorted(got[3:]), ["delayed", "new from a call", "thread"])
-        self.assertLess(got.index("thread"), got.index("new from a call"))
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1, "logged, and the loop went on")
 
     def test_reactor_plugin(self):
         from twisted.application.reactors import getReactorTypes
