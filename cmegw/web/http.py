@@ -56,9 +56,7 @@ from twisted.web.iweb import IRequest
 
 from cmegw.config.model import HttpConfig
 from cmegw.stats import HttpStatistics
-from cmegw.web.accesslog import (  # noqa: F401 (escape_value, LOG_VALUE_LIMIT, SECRET_HEADERS: named here as before)
-    LOG_VALUE_LIMIT,
-    SECRET_HEADERS,
+from cmegw.web.accesslog import (
     AccessLog,
     AccessRecord,
     escape_value,
