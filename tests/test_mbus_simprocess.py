@@ -25,6 +25,7 @@ from cmegw.config.settings import apply_setting
 from cmegw.config.store import ConfigStore
 from cmegw.mbus.master import MeterError
 from cmegw.mbus.meterbus import default_meters
+from cmegw.mbus.simulator import BUS_NICENESS
 from cmegw.mbus.simprocess import KILL_WAIT, SimulatorFailed, SimulatorProcess
 from cmegw.serial.adapter import is_pty
 from cmegw.service import GatewayService, Overrides
@@ -233,6 +234,11 @@ class ChildProcessTests(TestCase):
         pid = simulator.pid
         self.assertTrue(alive(pid))
         self.assertNotEqual(os.getpgid(pid), os.getpgrp(), "the bus has a process group of its own")
+        ours, its = os.getpriority(os.PRIO_PROCESS, 0), os.getpriority(os.PRIO_PROCESS, pid)
+        if os.geteuid() == 0:
+            self.assertEqual(its, max(ours + BUS_NICENESS, -20), "the bus runs ahead of the gateway")
+        else:
+            self.assertLessEqual(its, ours)
         meter = default_meters()[0]
         reading = yield gateway.read_meter(1, meter.primary)
         self.assertEqual(reading.secondary, meter.address)

@@ -11,7 +11,9 @@ period).  The child's standard input is a pipe from the gateway: when the
 gateway dies, even by SIGKILL, the pipe ends and the child stops.  The child
 has a process group of its own, so a signal to the gateway's group (Ctrl-C,
 a test's kill of the group) reaches the gateway only, which closes its line
-before it stops the bus.
+before it stops the bus.  Where it may, the child runs at a lower niceness
+than the gateway (`cmegw.mbus.simulator.BUS_NICENESS`): a loaded box must
+not make its meters late.
 
 The child holds the pty's master and a descriptor of its slave; the gateway
 opens the slave by its path.  Terminal settings belong to the pty, not to a

@@ -31,6 +31,8 @@ from cmegw.mbus.meterbus import DEFAULT_BAUD, MeterBus, default_meters
 from cmegw.mbus.pacing import Adapter, Turnaround, Wire
 
 RESYNC_TIMEOUT = 0.2  # seconds of silence after which a partial telegram is dropped
+#: How much less nice than its parent the gateway's built-in bus runs (where it may).
+BUS_NICENESS = -10
 #: The latency timer of an FTDI adapter in low-latency mode (seconds).
 LOW_LATENCY_TIMER = 0.001
 
@@ -286,6 +288,21 @@ def _point_link(link: str, target: str) -> None:
     os.replace(temporary, link)
 
 
+def _take_priority() -> None:
+    """
+    Run ahead of the gateway and whatever else loads the box, as a real bus
+    does (its meters never wait for the host's CPU): a lower niceness where
+    the process may take one (root, CAP_SYS_NICE), else as it is.  Measured
+    with four CPU hogs on two cores: four clients sharing the bus lost a
+    reply in 4 runs of 4 at the gateway's niceness, in none of 4 at
+    BUS_NICENESS.
+    """
+    try:
+        os.nice(BUS_NICENESS)
+    except OSError:
+        pass
+
+
 class _ParentWatch(protocol.Protocol):
     """Standard input of a simulator started by the gateway: its end (the parent died, even by SIGKILL) stops it."""
 
@@ -322,6 +339,7 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     options = parser.parse_args(argv)
     if options.gateway_child:
         os.setpgid(0, 0)
+        _take_priority()
 
     if reactor is None:
         from twisted.internet import reactor
