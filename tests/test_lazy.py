@@ -105,6 +105,8 @@ used = report["used"]
 @defer.inlineCallbacks
 def use_each(_):
     report["started"] = sorted(sys.modules)
+    import mimetypes
+    report["mime_database_read"] = mimetypes.inited
     store.save()
     used["save"] = ConfigStore(path).load() == store.config
     from cmegw.console.framework import Session
@@ -169,6 +171,7 @@ class LoadedOnFirstUseTests(TestCase):
         self.assertIn("cmegw.web.app", started)
         self.assertIn("cmegw.console.protocol", started)
         self.assertEqual(sorted(name for name in LAZY_PARTS if name in started), [])
+        self.assertIs(report["mime_database_read"], False)  # the static files' types come from cmegw.web.app
         self.assertEqual(sorted(name for name in LAZY_PARTS if name not in loaded), [])
         self.assertIs(used["save"], True)
         self.assertIn("mbus", used["console"])
