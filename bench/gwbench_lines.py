@@ -49,7 +49,7 @@ from gwbench_config import merged as merged_config  # noqa: E402
 REQ_UD2_METER_1 = bytes.fromhex("10 7B 01 7C 16")
 TRANSACTION_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
-MAX_MINUTES = 120.0
+MAX_MINUTES = 240.0
 #: cmegw numbers its lines 1 to 32.
 MAX_LINES = 32
 SCAN_POLL_S = 1.0
