@@ -1097,7 +1097,8 @@ def report(figures: dict[str, Any], context: dict[str, Any]) -> str:
         lines += ["", "cmegw's own targets" + " " * 21 + "value   target"]
         for item in targets:
             lines.append(_judged_line(item, 1))
-    for other, meaning in (("pyrelay", "the floor of a Python relay"), ("before", "the --cmegw-before tree")):
+    for other, meaning in (("pyrelay", "the floor of a Python relay"), ("twrelay", "the floor of a Twisted relay"),
+                           ("before", "the --cmegw-before tree")):
         if "cmegw" in figures and other in figures:
             lines.append(f"cmegw / {other} ({meaning}): " + ", ".join(
                 f"{name} {q} {_ratio_text(figures['cmegw'], figures[other], kind, q)}"
@@ -1145,6 +1146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--with-pyrelay", action="store_true",
                         help="also measure pyrelay, a bare Python epoll relay (the floor for a "
                         "Python gateway)")
+    parser.add_argument("--with-twrelay", action="store_true",
+                        help="also measure twrelay, the least a Twisted relay can do (stock epoll "
+                        "reactor, SerialPort, writes at once): the floor of a Twisted gateway")
     parser.add_argument("--pyrelay-threads", action="store_true",
                         help="pyrelay as two threads in blocking reads and writes instead of an "
                         "epoll loop")
@@ -1195,6 +1199,8 @@ def start_gateway(name: str, args: argparse.Namespace, tmp: Path, device: str) -
     elif name == "pyrelay":
         command = [sys.executable, str(Path(__file__).with_name("gwbench_relay.py")),
                    "--thread-relay" if args.pyrelay_threads else "--relay", device, str(port)]
+    elif name == "twrelay":
+        command = [sys.executable, str(Path(__file__).with_name("gwbench_twrelay.py")), device, str(port)]
     else:
         config = tmp / f"{name}.toml"
         try:
@@ -1289,8 +1295,9 @@ def _measure(args: argparse.Namespace, tmp: Path, context: dict[str, Any], peers
     direct_peer = PtyPeer("direct")
     peers.append(direct_peer)
     paths = [BenchPath("direct", direct_peer)]
-    for name in ("ser2net", "cmegw", "before", "pyrelay"):
+    for name in ("ser2net", "cmegw", "before", "pyrelay", "twrelay"):
         if (args.only and args.only != name) or (name == "pyrelay" and not args.with_pyrelay) \
+                or (name == "twrelay" and not args.with_twrelay) \
                 or (name == "before" and not args.cmegw_before):
             continue
         if name == "ser2net":

@@ -29,9 +29,10 @@ from typing import Any, Callable
 P50_TARGET = 1.0
 P99_TARGET = 1.5
 
-#: The ratios shown: each gateway to ser2net tuned, cmegw to the floor of a Python relay and to an older tree.
-PAIRS = (("cmegw", "ser2net"), ("before", "ser2net"), ("pyrelay", "ser2net"), ("cmegw", "pyrelay"),
-         ("cmegw", "before"))
+#: The ratios shown: each gateway to ser2net tuned, cmegw to the floors of a Python relay and of a
+#: Twisted relay, and to an older tree.
+PAIRS = (("cmegw", "ser2net"), ("before", "ser2net"), ("pyrelay", "ser2net"), ("twrelay", "ser2net"),
+         ("cmegw", "pyrelay"), ("cmegw", "twrelay"), ("twrelay", "pyrelay"), ("cmegw", "before"))
 
 #: gwbench's options of the tail phase: flag, default, meaning.
 OPTIONS = (("--tail-sets", 400, "interleaved sets, one block per path each"),
@@ -190,6 +191,10 @@ def verdicts(tail: dict[str, Any]) -> list[str]:
         detail = (f"pooled {r['pooled']:.2f}, per-window median {r['median']:.2f}, {r['met']} of {r['windows']} windows"
                   if r["pooled"] is not None and r["count"] else "no ratio")
         out.append(f"issue 16: {words}: {'holds' if holds else 'DOES NOT HOLD'} in this run ({detail})")
+    floor, mine = tail["ratios"].get("twrelay/ser2net"), tail["ratios"].get("cmegw/twrelay")
+    if floor is not None and mine is not None and floor["p50"]["pooled"] and mine["p50"]["pooled"]:
+        out.append(f"issue 16: the floor of a Twisted relay (twrelay) adds {floor['p50']['pooled']:.2f}x ser2net's "
+                   f"p50 in this run; cmegw adds {mine['p50']['pooled']:.2f}x twrelay's (pooled)")
     return out
 
 
