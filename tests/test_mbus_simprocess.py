@@ -242,6 +242,8 @@ class ChildProcessTests(TestCase):
         meter = default_meters()[0]
         reading = yield gateway.read_meter(1, meter.primary)
         self.assertEqual(reading.secondary, meter.address)
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        self.assertNotIn("cryptography", maps, "the bus's process loads no TLS (pyOpenSSL, cryptography)")
         yield gateway.stopService()
         self.assertFalse(alive(pid))
         self.assertEqual(gateway.simulators, {})

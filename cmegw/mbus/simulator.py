@@ -303,6 +303,18 @@ def _take_priority() -> None:
         pass
 
 
+def _without_tls() -> None:
+    """
+    Run the bus's process without pyOpenSSL: it serves a pty and never TLS, but
+    Twisted's TCP support imports pyOpenSSL and cryptography wherever they are
+    installed (14 MB of each bus's RSS).  Marked absent before the reactor is
+    imported, they are what they are on a host without pyOpenSSL: Twisted's
+    TCP then simply has no TLS.
+    """
+    if "OpenSSL" not in sys.modules:
+        sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+
+
 class _ParentWatch(protocol.Protocol):
     """Standard input of a simulator started by the gateway: its end (the parent died, even by SIGKILL) stops it."""
 
@@ -340,6 +352,7 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     if options.gateway_child:
         os.setpgid(0, 0)
         _take_priority()
+        _without_tls()
 
     if reactor is None:
         from twisted.internet import reactor
