@@ -69,8 +69,10 @@ class GatewayService(service.MultiService):
 
     A simulated line's bus comes from `simulator_factory(reactor, line)`:
     its ``start()`` gives the pty's path (or a Deferred of it) and its
-    ``stop()`` ends it (may return a Deferred); the default runs it in a
-    process of its own, `in_process_simulator` in this one.
+    ``stop()`` ends it (may return a Deferred); one that restarts offers
+    ``on_restart(gone, back)`` (the line then waits, and moves to the new
+    pty).  The default runs it in a process of its own, started again when
+    it ends (`cmegw.mbus.simprocess`), `in_process_simulator` in this one.
     """
 
     def __init__(self, store: ConfigStore, reactor: Any, overrides: Overrides = Overrides(),
@@ -188,6 +190,9 @@ class GatewayService(service.MultiService):
                      process=f" (process {pid})" if pid else "")
             return device
 
+        if hasattr(simulator, "on_restart"):
+            simulator.on_restart(lambda why: self.lines[n].device_gone(why),
+                                 lambda device: self.lines[n].apply(self.lines[n].config, device=started(device)))
         return defer.maybeDeferred(simulator.start).addCallback(started)
 
     def _readout(self, config: Config) -> Any:
@@ -264,9 +269,9 @@ class GatewayService(service.MultiService):
         if self._settling is not None and self._settling.active():
             self._settling.cancel()
         self._settling = None
-        yield defer.maybeDeferred(super().stopService)
+        parts = defer.maybeDeferred(super().stopService)  # every part's stopService has run: the lines are closed
         simulators, self.simulators = list(self.simulators.values()), {}
-        yield defer.gatherResults([defer.maybeDeferred(simulator.stop) for simulator in simulators],
+        yield defer.gatherResults([parts] + [defer.maybeDeferred(simulator.stop) for simulator in simulators],
                                   consumeErrors=True)
 
     # -- changes ----------------------------------------------------------------
@@ -472,11 +477,11 @@ def settle_heap() -> None:
 def default_simulator(reactor: Any, line: int) -> Any:
     """
     The built-in simulated M-Bus: its default meters on a pty, at the pace of
-    a real line, in a process of its own (`cmegw.mbus.simprocess`).
+    a real line, in a process of its own, kept running (`cmegw.mbus.simprocess`).
     """
-    from cmegw.mbus.simprocess import SimulatorProcess
+    from cmegw.mbus.simprocess import SupervisedSimulator
 
-    return SimulatorProcess(reactor, line)
+    return SupervisedSimulator(reactor, line)
 
 
 def in_process_simulator(reactor: Any, line: int) -> Any:

@@ -1,8 +1,10 @@
 """
 Tests for cmegw.mbus.simprocess: the built-in simulated bus in a process of
-its own.  The life cycle is driven on a fake process reactor and a clock
-(instant); then a real child is started, read through a gateway's line at
-two baud rates, stopped with the service and with its parent's SIGKILL.
+its own, kept running.  The life cycles of a child and of the supervised bus
+are driven on a fake process reactor and a clock (instant); then a real child
+is started, read through a gateway's line at two baud rates, killed and
+started again, stopped with the service, with its parent's SIGKILL and with
+a signal to the whole unit, as systemd stops it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from twisted.internet import defer, error, reactor
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -26,29 +30,31 @@ from cmegw.config.store import ConfigStore
 from cmegw.mbus.master import MeterError
 from cmegw.mbus.meterbus import default_meters
 from cmegw.mbus.simulator import BUS_NICENESS
-from cmegw.mbus.simprocess import KILL_WAIT, SimulatorFailed, SimulatorProcess
+from cmegw.mbus.simprocess import KILL_WAIT, SimulatorFailed, SimulatorProcess, SupervisedSimulator
 from cmegw.serial.adapter import is_pty
-from cmegw.service import GatewayService, Overrides
-from cmegw.stats import LINE_ERROR
+from cmegw.service import GatewayService, Overrides, in_process_simulator
+from cmegw.stats import LINE_ERROR, LINE_OPEN
 from tests.support import START_TIMEOUT, GatewayProcess, free_port
 
 LOOPBACK = ":interface=127.0.0.1"
 
 
 class FakeProcess:
-    """What `spawnProcess` returns: the signals sent and whether stdin was closed."""
+    """What `spawnProcess` returns: the signals sent and whether stdin was closed, in `events` in order."""
 
-    pid = 4242
-
-    def __init__(self) -> None:
+    def __init__(self, pid: int = 4242) -> None:
+        self.pid = pid
         self.signals: list[str] = []
         self.stdin_closed = False
+        self.events: list[str] = []
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
+        self.events.append(name)
 
     def closeStdin(self) -> None:
         self.stdin_closed = True
+        self.events.append("close stdin")
 
 
 class ProcessClock(Clock):
@@ -64,7 +70,7 @@ class ProcessClock(Clock):
         if self.refuse is not None:
             raise self.refuse
         self.spawned.append((protocol, args, env))
-        process = FakeProcess()
+        process = FakeProcess(4242 + len(self.spawned) - 1)
         protocol.makeConnection(process)
         return process
 
@@ -135,8 +141,7 @@ class LifeCycleTests(TestCase):
         self.bus.outReceived(b"/dev/pts/7\n")
         stopped = self.bus.stop()
         again = self.bus.stop()
-        self.assertEqual(self.process.signals, ["TERM"], "asked once")
-        self.assertTrue(self.process.stdin_closed)
+        self.assertEqual(self.process.events, ["close stdin", "TERM"], "asked once: the standard input first")
         self.assertNoResult(stopped)
         self.bus.processEnded(ended(by=signal.SIGTERM))
         self.successResultOf(stopped)
@@ -174,6 +179,163 @@ class LifeCycleTests(TestCase):
         failure = self.failureResultOf(d, SimulatorFailed)
         self.assertEqual(failure.getErrorMessage(), "the simulated bus did not start: it was ended by signal 15")
         self.successResultOf(stopped)
+
+    def test_ending_in_words(self) -> None:
+        self.started()
+        self.bus.outReceived(b"/dev/pts/7\n")
+        self.assertEqual(self.bus.reported_at, 0.0)
+        self.bus.errReceived(b"Fatal Python error: Segmentation fault\n")
+        self.bus.processEnded(ended(by=signal.SIGSEGV))
+        self.assertEqual(self.bus.ending, "it was ended by signal 11: Fatal Python error: Segmentation fault")
+        self.successResultOf(self.bus.when_ended())
+
+
+class SupervisedTests(TestCase):
+    """SupervisedSimulator on a fake process reactor: children started again with a bounded backoff."""
+
+    def setUp(self) -> None:
+        self.clock = ProcessClock()
+        self.bus = SupervisedSimulator(self.clock, 2)
+        self.gone: list[str] = []
+        self.back: list[str] = []
+        self.bus.on_restart(self.gone.append, self.back.append)
+        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def child(self, index: int = -1) -> SimulatorProcess:
+        return self.clock.spawned[index][0]
+
+    def report(self, path: str) -> None:
+        self.child().outReceived(path.encode() + b"\n")
+
+    def running(self) -> defer.Deferred:
+        d = self.bus.start()
+        self.report("/dev/pts/7")
+        self.assertEqual(self.successResultOf(d), "/dev/pts/7")
+        return d
+
+    def errors(self) -> list[str]:
+        return [formatEvent(e) for e in self.log if e["log_level"] >= LogLevel.warn]
+
+    def kill(self) -> None:
+        self.child().processEnded(ended(by=signal.SIGKILL))
+
+    def test_a_killed_child_is_started_again_and_announced(self) -> None:
+        self.running()
+        self.assertEqual((self.bus.path, self.bus.pid), ("/dev/pts/7", 4242))
+        self.child().errReceived(b"some warning\nMemoryError\n")
+        self.kill()
+        why = "the simulated bus ended (it was ended by signal 9: MemoryError); restarting it in 1 s"
+        self.assertEqual(self.gone, [why])
+        self.assertEqual(self.errors(), [f"Line 2: {why}"])
+        self.assertEqual((self.bus.path, self.bus.pid), (None, None))
+        self.clock.advance(0.9)
+        self.assertEqual(len(self.clock.spawned), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.clock.spawned), 2)
+        self.assertEqual(self.back, [])
+        self.report("/dev/pts/9")
+        self.assertEqual(self.back, ["/dev/pts/9"])
+        self.assertEqual((self.bus.path, self.bus.pid, self.bus.starts), ("/dev/pts/9", 4243, 2))
+
+    def test_the_delay_doubles_up_to_its_bound_and_resets_after_a_long_run(self) -> None:
+        self.running()
+        delays = []
+        for _ in range(7):
+            self.kill()
+            delays.append(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds())
+            self.clock.advance(delays[-1])
+            self.report("/dev/pts/7")
+        self.assertEqual(delays, [1, 2, 4, 8, 16, 30, 30])
+        self.clock.advance(59.0)
+        self.kill()
+        self.assertTrue(self.gone[-1].endswith("restarting it in 30 s"), "59 s is not a while")
+        self.clock.advance(30.0)
+        self.report("/dev/pts/7")
+        self.clock.advance(60.0)
+        self.kill()
+        self.assertTrue(self.gone[-1].endswith("restarting it in 1 s"), "a run of 60 s resets the delay")
+
+    def test_a_restart_that_fails_is_tried_again_later(self) -> None:
+        self.running()
+        self.kill()
+        self.clock.advance(1.0)
+        self.child().errReceived(b"OSError: out of ptys\n")
+        self.child().processEnded(ended(1))
+        self.assertEqual(self.gone[-1], "the simulated bus did not start: it exited with code 1: OSError: out of "
+                                        "ptys; restarting it in 2 s")
+        self.clock.refuse = OSError(24, "Too many open files")
+        self.clock.advance(2.0)
+        self.assertIn("cannot run", self.gone[-1])
+        self.assertTrue(self.gone[-1].endswith("restarting it in 4 s"))
+        self.clock.refuse = None
+        self.clock.advance(4.0)
+        self.report("/dev/pts/3")
+        self.assertEqual(self.back, ["/dev/pts/3"])
+        self.assertEqual(self.bus.starts, 4)
+
+    def test_a_first_start_that_fails_fails_the_start_and_is_tried_again(self) -> None:
+        d = self.bus.start()
+        self.child().errReceived(b"no bus here\n")
+        self.child().processEnded(ended(1))
+        failure = self.failureResultOf(d, SimulatorFailed)
+        self.assertEqual(failure.getErrorMessage(),
+                         "the simulated bus did not start: it exited with code 1: no bus here; restarting it in 1 s")
+        self.assertEqual((self.gone, self.errors()), ([], []), "told once, by the start's failure")
+        self.clock.advance(1.0)
+        self.report("/dev/pts/4")
+        self.assertEqual(self.back, ["/dev/pts/4"])
+
+    def test_a_child_that_does_not_report_in_time_is_stopped_before_the_next(self) -> None:
+        self.running()
+        self.kill()
+        self.clock.advance(1.0)
+        self.clock.advance(20.0)
+        self.assertEqual(self.child().transport.events, ["close stdin", "TERM"])
+        self.assertEqual(len(self.clock.spawned), 2, "none beside a child still ending")
+        self.child().processEnded(ended(by=signal.SIGTERM))
+        self.assertEqual(self.gone[-1], "the simulated bus did not start: it did not report its pty within 20 s; "
+                                        "restarting it in 2 s")
+
+    def test_stop_ends_the_child_without_a_word(self) -> None:
+        self.running()
+        process = self.child().transport
+        stopped = self.bus.stop()
+        self.assertEqual(process.events, ["close stdin", "TERM"])
+        self.assertNoResult(stopped)
+        self.child().processEnded(ended(0))
+        self.successResultOf(stopped)
+        self.assertEqual((self.gone, self.errors(), self.clock.getDelayedCalls()), ([], [], []))
+
+    def test_stop_cancels_a_pending_restart(self) -> None:
+        self.running()
+        self.kill()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.successResultOf(self.bus.stop())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(60.0)
+        self.assertEqual(len(self.clock.spawned), 1)
+
+    def test_stop_ends_a_child_being_restarted(self) -> None:
+        self.running()
+        self.kill()
+        self.clock.advance(1.0)
+        process = self.child().transport
+        stopped = self.bus.stop()
+        self.assertEqual(process.events, ["close stdin", "TERM"])
+        self.child().processEnded(ended(by=signal.SIGTERM))
+        self.successResultOf(stopped)
+        self.assertEqual(len(self.gone), 1, "the kill only")
+        self.assertEqual(self.back, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_while_the_first_child_starts(self) -> None:
+        d = self.bus.start()
+        stopped = self.bus.stop()
+        self.failureResultOf(d, SimulatorFailed)
+        self.child().outReceived(b"/dev/pts/7\n")
+        self.child().processEnded(ended(0))
+        self.successResultOf(stopped)
+        self.assertEqual((self.gone, self.back, self.clock.getDelayedCalls()), ([], [], []))
 
 
 def pidfd_ended(pid: int, timeout: float = START_TIMEOUT) -> bool:
@@ -224,7 +386,7 @@ class ChildProcessTests(TestCase):
     def test_line_reads_through_the_child_and_the_child_ends_with_the_service(self) -> None:
         gateway = self.gateway()
         simulator = gateway.simulators[1]
-        self.assertIsInstance(simulator, SimulatorProcess)
+        self.assertIsInstance(simulator, SupervisedSimulator)
         line = gateway.lines[1]
         self.assertTrue(line.waiting_for_device)
         yield when_open(line)
@@ -292,14 +454,92 @@ class ChildProcessTests(TestCase):
     @defer.inlineCallbacks
     def test_a_child_that_fails_leaves_the_line_closed_with_the_reason(self) -> None:
         command = [sys.executable, "-c", "import sys; sys.exit('no bus here')"]
-        gateway = self.gateway(simulator_factory=lambda clock, n: SimulatorProcess(clock, n, command=command))
+        gateway = self.gateway(simulator_factory=lambda clock, n: SupervisedSimulator(
+            clock, n, child_factory=lambda clock, n: SimulatorProcess(clock, n, command=command)))
         line = gateway.lines[1]
-        yield gateway.simulators[1].when_ended().addTimeout(START_TIMEOUT, reactor)
+        yield line.when_device_known().addTimeout(START_TIMEOUT, reactor)
         self.assertEqual(line.stats.state, LINE_ERROR)
-        self.assertEqual(line.stats.error, "the simulated bus did not start: it exited with code 1: no bus here")
+        self.assertEqual(line.stats.error, "the simulated bus did not start: it exited with code 1: no bus here; "
+                                           "restarting it in 1 s")
         self.assertFalse(line.is_open)
         self.assertFalse(line.waiting_for_device)
+        # The restart due in 1 s is cancelled by the service's stop (trial fails a test that leaves a timer).
 
+    @defer.inlineCallbacks
+    def test_a_killed_child_is_started_again_and_the_line_moves_to_its_pty(self) -> None:
+        log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        gateway = self.gateway()
+        simulator, line = gateway.simulators[1], gateway.lines[1]
+        yield when_open(line)
+        first = simulator.pid
+        states: list[bool] = []
+        back: defer.Deferred = defer.Deferred()
+        line.on_state_change(lambda is_open: (states.append(is_open), is_open and back.callback(None)))
+        os.kill(first, signal.SIGKILL)
+        yield back.addTimeout(START_TIMEOUT, reactor)
+        self.assertTrue(pidfd_ended(first, 0))
+        self.assertEqual(states, [False, True])
+        second = simulator.pid
+        self.assertNotIn(second, (None, first))
+        self.assertTrue(alive(second))
+        self.assertEqual((line.stats.state, line.device), (LINE_OPEN, simulator.path))
+        self.assertTrue(is_pty(line.device))
+        reading = yield gateway.read_meter(1, 10)
+        self.assertEqual(reading.primary, 10)
+        said = [formatEvent(e) for e in log]
+        self.assertIn("Line 1: the simulated bus ended (it was ended by signal 9); restarting it in 1 s", said)
+        self.assertIn(f"Line 1: simulated M-Bus on {line.device} (process {second})", said)
+        yield gateway.stopService()
+        self.assertTrue(pidfd_ended(second, 0))
+
+    @defer.inlineCallbacks
+    def test_the_line_waits_while_its_bus_restarts(self) -> None:
+        """The service's part: the line follows a bus's `on_restart` (here in-process, told by the test)."""
+        restarting: list[InProcessRestartingBus] = []
+
+        def factory(clock: Any, n: int) -> InProcessRestartingBus:
+            restarting.append(InProcessRestartingBus(clock, n))
+            return restarting[-1]
+
+        gateway = self.gateway(simulator_factory=factory)
+        line, bus = gateway.lines[1], restarting[0]
+        yield when_open(line)
+        bus.go("the simulated bus ended (test); restarting it in 1 s")
+        self.assertEqual((line.is_open, line.stats.state, line.stats.error, line.device),
+                         (False, LINE_ERROR, "the simulated bus ended (test); restarting it in 1 s", ""))
+        self.assertEqual(line.stats.reopen_attempts, 0, "the old path is not tried again")
+        path = bus.come_back()
+        self.assertEqual((line.is_open, line.device), (True, path))
+        reading = yield gateway.read_meter(1, 2)
+        self.assertEqual(reading.primary, 2)
+
+
+class InProcessRestartingBus:
+    """The in-process bus with `on_restart`: the test makes it go (`go`) and come back on a new pty (`come_back`)."""
+
+    def __init__(self, clock: Any, n: int) -> None:
+        self.bus = in_process_simulator(clock, n)
+        self.listeners: list[tuple[Any, Any]] = []
+
+    def on_restart(self, gone: Any, back: Any) -> None:
+        self.listeners.append((gone, back))
+
+    def start(self) -> str:
+        return self.bus.start()
+
+    def stop(self) -> None:
+        self.bus.stop()
+
+    def go(self, why: str) -> None:
+        self.bus.stop()
+        for gone, _ in self.listeners:
+            gone(why)
+
+    def come_back(self) -> str:
+        path = self.bus.start()
+        for _, back in self.listeners:
+            back(path)
+        return path
 
 class GatewayChildTests(TestCase):
     """``twistd cmegw --simulate``: the bus's process ends with the gateway, however the gateway ends."""
@@ -336,3 +576,35 @@ class GatewayChildTests(TestCase):
         os.kill(gateway.process.pid, signal.SIGKILL)
         gateway.process.wait(timeout=START_TIMEOUT)
         self.assertTrue(pidfd_ended(pid), "the bus's standard input ended with its parent")
+
+    def test_a_stop_by_systemd_signals_every_process_and_nothing_is_said(self) -> None:
+        """
+        systemd's stop (KillMode=control-group) sends SIGTERM to every process
+        of the unit at once: the bus ignores it and ends when the gateway,
+        having closed its line, closes the bus's standard input.
+        """
+        gateway, pid = self.start()
+        assert gateway.process is not None
+        os.kill(pid, signal.SIGTERM)  # the bus first: the worst order
+        self.assertFalse(pidfd_ended(pid, 0.5), "the bus outlives a SIGTERM of its own")
+        os.killpg(gateway.process.pid, signal.SIGTERM)
+        self.assertEqual(gateway.process.wait(timeout=START_TIMEOUT), -signal.SIGTERM, "twistd's end on a SIGTERM")
+        self.assertTrue(pidfd_ended(pid))
+        log = gateway.log()
+        for failure in ("went away", "simulated bus ended", "restarting", "killing it", "Traceback"):
+            self.assertNotIn(failure, log)
+        self.assertIn("Main loop terminated", log)
+
+    def test_a_bus_killed_by_the_operator_is_started_again(self) -> None:
+        gateway, pid = self.start()
+        os.kill(pid, signal.SIGKILL)
+        found = gateway.wait_log(lambda log: re.search(r"Line 1: simulated M-Bus on (\S+) \(process (?!%d\))(\d+)\)"
+                                                       % pid, log), "the bus started again")
+        second = int(found.group(2))
+        self.addCleanup(self.end, second)
+        gateway.wait_log(lambda log: re.search(r"Line 1: (opened|\S+ is back at)", log.split(found.group(0))[-1]),
+                         "line 1 open on the new bus")
+        self.assertIn("Line 1: the simulated bus ended (it was ended by signal 9); restarting it in 1 s",
+                      gateway.log())
+        gateway.stop()
+        self.assertTrue(pidfd_ended(second))

@@ -245,3 +245,60 @@ class DeviceToComeTests(LineTestCase):
         self.successResultOf(known)
         ready.errback(RuntimeError("the simulated bus did not start: it was ended by signal 15"))
         self.assertNotEqual(line.stats.state, LINE_ERROR, "a stop's end of the bus is no error")
+
+
+class DeviceGoneTests(LineTestCase):
+    """`device_gone` and `apply(device=...)`: the line waits for a device's new path (a simulated bus restarting)."""
+
+    def test_gone_closes_without_reopening_and_apply_opens_the_new_path(self):
+        line = self.start()
+        clock = line.clock = task.Clock()
+        states = []
+        line.on_state_change(states.append)
+        line.device_gone("the simulated bus ended (it was ended by signal 9); restarting it in 1 s")
+        self.assertEqual((line.is_open, line.stats.state, line.stats.error, line.device, line.stats.device),
+                         (False, LINE_ERROR, "the simulated bus ended (it was ended by signal 9); restarting it in 1 s",
+                          "", ""))
+        self.assertEqual(states, [False])
+        self.assertEqual(clock.getDelayedCalls(), [], "the old path is not tried again")
+        self.unplug()
+        self.plug()
+        line.apply(line.config, device=str(self.link))
+        self.assertEqual((line.is_open, line.stats.state, line.stats.error, line.stats.device),
+                         (True, LINE_OPEN, "", str(self.link)))
+        self.assertEqual(states, [False, True])
+        self.assertTrue(line.write(b"\xe5"))
+        self.assertEqual(os.read(self.master, 10), b"\xe5")
+
+    @defer.inlineCallbacks
+    def test_gone_cancels_a_pending_reopen(self):
+        line = self.start(reopen_interval=3)
+        clock = line.clock = task.Clock()
+        self.unplug()
+        yield self.wait(lambda: line.stats.state == LINE_ERROR)
+        self.assertIn("went away", line.stats.error)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        line.device_gone("restarting")
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(line.stats.error, "restarting")
+
+    def test_a_new_device_cancels_the_reopen_of_the_old(self):
+        """Without it the old reopen would open the device a second time, which its lock refuses: a lost line."""
+        line = SerialLine(1, LineConfig(device=str(self.dir / "nothing"), reopen_interval=3), reactor)
+        clock = line.clock = task.Clock()
+        line.startService()
+        self.addCleanup(line.stopService)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        line.apply(line.config, device=str(self.link))
+        self.assertEqual(line.stats.state, LINE_OPEN)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_path_after_a_device_that_never_came(self):
+        ready = defer.Deferred()
+        line = SerialLine(1, LineConfig(device="/dev/ttyUSB0"), reactor, device_ready=ready)
+        line.startService()
+        self.addCleanup(line.stopService)
+        ready.errback(RuntimeError("the simulated bus did not start: it exited with code 1; restarting it in 1 s"))
+        self.assertEqual(line.stats.state, LINE_ERROR)
+        line.apply(line.config, device=str(self.link))
+        self.assertEqual((line.stats.state, line.device_missing), (LINE_OPEN, None))

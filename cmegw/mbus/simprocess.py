@@ -4,16 +4,24 @@ The gateway's built-in simulated M-Bus in a process of its own, as a real
 bus runs beside the box: a loaded gateway hears its meters late, as it
 would a real bus, but the meters still answer on time.
 
-L{SimulatorProcess} starts C{python -m cmegw.mbus.simulator --paced} with
-the reactor it is given, learns the pty's path from the first line of the
-child's output, and stops the child with SIGTERM (SIGKILL after a grace
-period).  The child's standard input is a pipe from the gateway: when the
-gateway dies, even by SIGKILL, the pipe ends and the child stops.  The child
-has a process group of its own, so a signal to the gateway's group (Ctrl-C,
-a test's kill of the group) reaches the gateway only, which closes its line
-before it stops the bus.  Where it may, the child runs at a lower niceness
-than the gateway (`cmegw.mbus.simulator.BUS_NICENESS`): a loaded box must
-not make its meters late.
+L{SimulatorProcess} is one child: it starts C{python -m cmegw.mbus.simulator
+--paced --gateway-child} with the reactor it is given, learns the pty's path
+from the first line of the child's output, and stops the child by closing its
+standard input (and SIGTERM, SIGKILL after a grace period).  The child's
+standard input is a pipe from the gateway: when the gateway dies, even by
+SIGKILL, the pipe ends and the child stops.  The child ignores SIGTERM,
+SIGINT and SIGHUP and has a process group of its own: a signal to the
+gateway's group (Ctrl-C) or to the whole unit (systemd's stop) reaches the
+gateway, which closes its line before it stops the bus; only SIGKILL ends
+the child behind the gateway's back.  Where it may, the child runs at a lower
+niceness than the gateway (`cmegw.mbus.simulator.BUS_NICENESS`): a loaded
+box must not make its meters late.
+
+L{SupervisedSimulator} is the bus the gateway runs: a child that ends while
+it should run (killed, crashed, or never started) is logged and started again
+after a delay that doubles from `RESTART_DELAY` up to `RESTART_DELAY_MAX`
+(back to the first once a child has run `RESTART_RESET` seconds); its
+listeners hear when the bus is gone and when it is back on a new pty.
 
 The child holds the pty's master and a descriptor of its slave; the gateway
 opens the slave by its path.  Terminal settings belong to the pty, not to a
@@ -27,7 +35,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
@@ -43,6 +51,11 @@ STOP_GRACE = 5.0
 KILL_WAIT = 5.0
 #: How much of the child's standard error is kept for the error message (bytes).
 STDERR_KEPT = 2000
+#: The first delay before a simulated bus that ended is started again (seconds); it doubles at each
+#: failure in a row up to RESTART_DELAY_MAX, and is the first again once a child has run RESTART_RESET.
+RESTART_DELAY = 1.0
+RESTART_DELAY_MAX = 30.0
+RESTART_RESET = 60.0
 
 
 class SimulatorFailed(Exception):
@@ -80,6 +93,10 @@ class SimulatorProcess(protocol.ProcessProtocol):
         self.path: str | None = None
         #: The child's process id while it runs.
         self.pid: int | None = None
+        #: When the child reported its pty (the reactor's seconds).
+        self.reported_at: float | None = None
+        #: How the child ended, in words (with its last line of standard error, if any), once it has.
+        self.ending: str | None = None
         self._stdout = b""
         self._stderr = b""
         self._started: defer.Deferred[str] | None = None
@@ -105,15 +122,16 @@ class SimulatorProcess(protocol.ProcessProtocol):
 
     def stop(self) -> defer.Deferred[None]:
         """
-        End the child: its standard input closes and it gets SIGTERM, then
+        End the child: its standard input closes (the gateway's child ends
+        on that) and it gets SIGTERM (another command may need it), then
         SIGKILL after `stop_grace` seconds; fires once it has ended (a killed
         child that still does not end is given up on after `KILL_WAIT`
         seconds, with an error in the log).
         """
         if self._running and not self._stopping:
             self._stopping = True
-            self._signal("TERM")
             self.transport.closeStdin()
+            self._signal("TERM")
             self._stop_timer = self.reactor.callLater(self.stop_grace, self._kill)
         return self.when_ended()
 
@@ -165,6 +183,7 @@ class SimulatorProcess(protocol.ProcessProtocol):
         if not newline:
             return
         self.path = first.decode(errors="replace").strip()
+        self.reported_at = self.reactor.seconds()
         self._stdout = b""
         started, self._started = self._started, None
         _cancel(self._start_timer)
@@ -174,12 +193,9 @@ class SimulatorProcess(protocol.ProcessProtocol):
         self._stderr = (self._stderr + data)[-STDERR_KEPT:]
 
     def processEnded(self, reason: Failure) -> None:
-        why = _ending(reason)
-        if self._started is not None:
-            last = self._stderr.decode(errors="replace").strip().splitlines()
-            self._fail(why + (f": {last[-1]}" if last else ""))
-        elif not self._stopping:
-            log.error("Line {n}: the simulated bus ended ({why}); the line has no bus now", n=self.line, why=why)
+        last = self._stderr.decode(errors="replace").strip().splitlines()
+        self.ending = _ending(reason) + (f": {last[-1]}" if last else "")
+        self._fail(self.ending)
         self._finish()
 
     def _finish(self) -> None:
@@ -193,6 +209,117 @@ class SimulatorProcess(protocol.ProcessProtocol):
         waiting, self._waiting = self._waiting, []
         for ended in waiting:
             ended.callback(None)
+
+
+class SupervisedSimulator:
+    """
+    One line's simulated bus, kept running: a L{SimulatorProcess} started
+    again whenever it ends while it should run.  `start` fires with the first
+    child's pty (or fails with `SimulatorFailed` when that child does not
+    start: a restart is due all the same); later children are announced to
+    the listeners of `on_restart`.  `stop` ends it for good: a pending
+    restart is cancelled, a child (running or starting) is stopped.
+    """
+
+    def __init__(self, reactor: Any, line: int,
+                 child_factory: Callable[[Any, int], SimulatorProcess] = SimulatorProcess,
+                 restart_delay: float = RESTART_DELAY, restart_delay_max: float = RESTART_DELAY_MAX,
+                 restart_reset: float = RESTART_RESET) -> None:
+        self.reactor = reactor
+        self.line = line
+        self.child_factory = child_factory
+        self.restart_delay = restart_delay
+        self.restart_delay_max = restart_delay_max
+        self.restart_reset = restart_reset
+        #: How many children have been started.
+        self.starts = 0
+        #: The current child (None before the start and between one child's end and the next's start).
+        self.child: SimulatorProcess | None = None
+        self._delay = restart_delay
+        self._first: defer.Deferred[str] | None = None
+        self._failure = ""
+        self._restart: Any = None
+        self._stopping = False
+        self._gone: list[Callable[[str], None]] = []
+        self._back: list[Callable[[str], None]] = []
+
+    @property
+    def path(self) -> str | None:
+        """The pty of the child that runs, or None (starting, restarting, stopped)."""
+        child = self.child
+        return child.path if child is not None and child.pid is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the child that runs, or None."""
+        return self.child.pid if self.child is not None else None
+
+    def on_restart(self, gone: Callable[[str], None], back: Callable[[str], None]) -> None:
+        """
+        Call `gone(why)` when the bus is gone after its start and is to start
+        again (`why`, in words, says so), and `back(path)` when a new child
+        reports its pty.
+        """
+        self._gone.append(gone)
+        self._back.append(back)
+
+    def start(self) -> defer.Deferred[str]:
+        """Start the first child: fires with its pty, or fails with `SimulatorFailed` (then it is started again)."""
+        first = self._first = defer.Deferred()
+        self._spawn()
+        return first
+
+    def stop(self) -> defer.Deferred[None]:
+        """End the bus: no restart from now on; fires once the child (if any) has ended."""
+        self._stopping = True
+        _cancel(self._restart)
+        self._restart = None
+        first, self._first = self._first, None
+        if first is not None:
+            first.errback(SimulatorFailed("the simulated bus did not start: it was stopped"))
+        child, self.child = self.child, None
+        return child.stop() if child is not None else defer.succeed(None)
+
+    def _spawn(self) -> None:
+        self._restart = None
+        child = self.child = self.child_factory(self.reactor, self.line)
+        self.starts += 1
+        self._failure = ""
+        child.start().addCallbacks(self._started, self._not_started, callbackArgs=(child,), errbackArgs=(child,))
+        child.when_ended().addCallback(self._ended, child)
+
+    def _started(self, path: str, child: SimulatorProcess) -> None:
+        if child is not self.child:
+            return
+        first, self._first = self._first, None
+        if first is not None:
+            first.callback(path)
+            return
+        for back in list(self._back):
+            back(path)
+
+    def _not_started(self, reason: Failure, child: SimulatorProcess) -> None:
+        if child is self.child:
+            self._failure = reason.getErrorMessage()
+
+    def _ended(self, _: None, child: SimulatorProcess) -> None:
+        if child is not self.child or self._stopping:
+            return
+        self.child = None
+        ran = child.reported_at is not None and self.reactor.seconds() - child.reported_at >= self.restart_reset
+        if ran:
+            self._delay = self.restart_delay
+        delay, self._delay = self._delay, min(self._delay * 2, self.restart_delay_max)
+        what = self._failure or f"the simulated bus ended ({child.ending or 'it exited'})"
+        why = f"{what}; restarting it in {delay:g} s"
+        self._restart = self.reactor.callLater(delay, self._spawn)
+        first, self._first = self._first, None
+        if first is not None:
+            first.errback(SimulatorFailed(why))  # the start's failure, said by whoever waits for it
+            return
+        log.error("Line {n}: {why}", n=self.line, why=why)
+        for gone in list(self._gone):
+            gone(why)
 
 
 def _cancel(timer: Any) -> None:

@@ -16,6 +16,7 @@ import argparse
 import collections
 import datetime
 import os
+import signal
 import sys
 import tempfile
 import termios
@@ -35,6 +36,8 @@ RESYNC_TIMEOUT = 0.2  # seconds of silence after which a partial telegram is dro
 BUS_NICENESS = -10
 #: The latency timer of an FTDI adapter in low-latency mode (seconds).
 LOW_LATENCY_TIMER = 0.001
+#: The signals the gateway's bus ignores: it ends when its standard input does (`--gateway-child`).
+GATEWAY_CHILD_IGNORES = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 _BAUD_BY_SPEED = {
@@ -345,12 +348,15 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
                         help="the meters' clocks read 2024-03-12 14:23, as on the gateway's built-in bus "
                              "(default: now)")
     parser.add_argument("--gateway-child", action="store_true",
-                        help="run as the gateway's bus: in a process group of its own (a signal to the "
-                             "gateway's group, such as Ctrl-C, is the gateway's to handle: it stops its line, "
-                             "then this bus) and stop when standard input ends (the gateway is gone)")
+                        help="run as the gateway's bus: in a process group of its own, deaf to SIGTERM, SIGINT "
+                             "and SIGHUP (a signal to the gateway's group, such as Ctrl-C, or to its whole "
+                             "systemd unit is the gateway's to handle: it stops its line, then this bus), and "
+                             "stop when standard input ends (the gateway stops it so, or is gone)")
     options = parser.parse_args(argv)
     if options.gateway_child:
         os.setpgid(0, 0)
+        for number in GATEWAY_CHILD_IGNORES:
+            signal.signal(number, signal.SIG_IGN)
         _take_priority()
         _without_tls()
 
@@ -374,7 +380,7 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
 
     reactor.callWhenRunning(running)
     reactor.addSystemEventTrigger("before", "shutdown", bus.stop)
-    reactor.run()
+    reactor.run(installSignalHandlers=not options.gateway_child)
     return 0
 
 

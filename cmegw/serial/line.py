@@ -219,9 +219,7 @@ class SerialLine(service.Service):
         self._device_known()
         if self._poll.running:
             self._poll.stop()
-        if self._reopen is not None and self._reopen.active():
-            self._reopen.cancel()
-        self._reopen = None
+        self._cancel_reopen()
         self._close()
         return None
 
@@ -250,17 +248,18 @@ class SerialLine(service.Service):
         return True
 
     def apply(self, config: LineConfig, device: str | None = None) -> None:
-        """Apply a changed configuration: baud rate live, a new device by reopening."""
+        """Apply a changed configuration: baud rate live, a new device (`device`: an override) by reopening."""
         old_device = self.device
         self.config = config
         if device is not None:
-            self.device_override = device
+            self.device_override, self.device_missing = device, None
         self.stats.baud_rate = config.baud_rate
         self._publish_slack()
         if self.device != old_device:
             self.stats.device = self.device
             log.info("Line {n}: device changed to {device}, reopening", n=self.number, device=self.device)
             self._close()
+            self._cancel_reopen()
             if self.running:
                 self._open()
         elif self.transport is not None:
@@ -269,6 +268,18 @@ class SerialLine(service.Service):
                 log.info("Line {n}: baud rate {baud}", n=self.number, baud=config.baud_rate)
             except (OSError, ValueError, termios.error, serial.SerialException) as e:
                 self._fail(f"cannot set {config.baud_rate} baud: {e}")
+
+    def device_gone(self, why: str) -> None:
+        """The device is gone until `apply` gives its new path (a simulated bus restarting): the line
+        closes, does not reopen the old path (another device's by then, maybe) and shows `why`."""
+        if self.transport is not None:
+            self._close()
+            for listener in list(self._listeners):
+                listener(False)
+        self._cancel_reopen()
+        self.device_override = self.stats.device = ""
+        self.device_missing = self.stats.error = why
+        self.stats.state = LINE_ERROR
 
     def when_device_known(self) -> defer.Deferred[None]:
         """
@@ -386,6 +397,11 @@ class SerialLine(service.Service):
         s.extra_slack = self.config.extra_slack
         s.slack = self.delivery_slack()
         s.adapter_slack = s.slack - s.extra_slack
+
+    def _cancel_reopen(self) -> None:
+        if self._reopen is not None and self._reopen.active():
+            self._reopen.cancel()
+        self._reopen = None
 
     def _close(self) -> None:
         transport, self.transport, self._protocol = self.transport, None, None
