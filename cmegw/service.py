@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import gc
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attrs
 from twisted.application import service
@@ -25,10 +25,12 @@ from cmegw.mbus.arbiter import BusArbiter
 from cmegw.mbus.master import Master, parse_meter_address
 from cmegw.serial.line import SerialLine
 from cmegw.state import BusView, GatewayState, TunnelView
-from cmegw.stats import GatewayStatus, LineStatistics, TunnelStatistics
+from cmegw.stats import ConnectStatistics, GatewayStatus, LineStatistics, TunnelStatistics
 from cmegw.tunnel.accept import TunnelService
-from cmegw.tunnel.connect import ConnectTunnelService
 from cmegw.tunnel.ownership import LineOwnership
+
+if TYPE_CHECKING:
+    from cmegw.tunnel.connect import ConnectTunnelService
 
 log = Logger(namespace="cmegw.service")
 
@@ -67,12 +69,11 @@ class GatewayService(service.MultiService):
     (web, console, ...) given as `parts` (or added with `add_part`), all
     built together by `_build` at every start and restart.
 
-    A simulated line's bus comes from `simulator_factory(reactor, line)`:
-    its ``start()`` gives the pty's path (or a Deferred of it) and its
-    ``stop()`` ends it (may return a Deferred); one that restarts offers
-    ``on_restart(gone, back)`` (the line then waits, and moves to the new
-    pty).  The default runs it in a process of its own, started again when
-    it ends (`cmegw.mbus.simprocess`), `in_process_simulator` in this one.
+    A simulated line's bus comes from `simulator_factory(reactor, line)`: its
+    ``start()`` gives the pty's path (or a Deferred of it), its ``stop()`` ends
+    it (may return a Deferred); one that restarts offers ``on_restart(gone,
+    back)`` (the line waits, then moves to the new pty).  The default runs it
+    in a process of its own, kept running (`cmegw.mbus.simprocess`).
     """
 
     def __init__(self, store: ConfigStore, reactor: Any, overrides: Overrides = Overrides(),
@@ -94,8 +95,11 @@ class GatewayService(service.MultiService):
         #: Per line: the arbiter between the line and its users, and the gateway's M-Bus master.
         self.arbiters: dict[int, BusArbiter] = {}
         self.masters: dict[int, Master] = {}
-        #: Per tunnel: its connect mode (dial-out), sharing the line with the accept-mode tunnel.
+        #: Per tunnel whose configuration turned connect mode on: its connect mode (dial-out, `_connector`); per
+        #: tunnel: who holds its line (given to accept and connect mode), and connect mode's published state.
         self.connectors: dict[int, ConnectTunnelService] = {}
+        self._ownerships: dict[int, LineOwnership] = {}
+        self._connect_stats: dict[int, ConnectStatistics] = {}
         self.simulators: dict[int, Any] = {}
         #: The scheduled readouts of the meter list, their store and delivery (`cmegw.readout.service`).
         self.readout: Any = None
@@ -133,8 +137,7 @@ class GatewayService(service.MultiService):
         """Publish the statistics objects of the parts just built."""
         state = self.state
         state.lines = {n: line.stats for n, line in self.lines.items()}
-        state.tunnels = {n: TunnelView(n, t.stats, getattr(t, "access", None),
-                                       self.connectors[n].connect_stats if n in self.connectors else None,
+        state.tunnels = {n: TunnelView(n, t.stats, getattr(t, "access", None), self._connect_stats.get(n),
                                        getattr(t.factory, "sharing", None))
                          for n, t in self.tunnels.items()}
         state.bus = {n: BusView(n, master) for n, master in self.masters.items()}
@@ -163,22 +166,30 @@ class GatewayService(service.MultiService):
             master = Master(n, arbiter, self.reactor)
             master.setServiceParent(self)
             self.masters[n] = master
-        self.connectors = {}
+        self.connectors, self._ownerships, self._connect_stats = {}, {}, {}
         for n, tunnel_config in config.tunnels.items():
-            ownership = LineOwnership(self.arbiters[n].port)
+            ownership = self._ownerships[n] = LineOwnership(self.arbiters[n].port)
+            self._connect_stats[n] = ConnectStatistics()
             tunnel = self._tunnel(n, tunnel_config, TunnelStatistics(), ownership)
             tunnel.setServiceParent(self)
             self.tunnels[n] = tunnel
-            connector = ConnectTunnelService(n, lambda n=n, first=tunnel: self.tunnels.get(n, first),
-                                             self.arbiters[n].port, self.reactor, tunnel.stats,
-                                             arbiter=self.arbiters[n], ownership=ownership)
-            connector.setServiceParent(self)
-            self.connectors[n] = connector
+            if tunnel_config.connect_mode != "disabled":
+                self._connector(n).setServiceParent(self)
         self.readout = self._readout(config)
         self.readout.setServiceParent(self)
         self._publish()
         for factory in self._part_factories:
             factory(self).setServiceParent(self)
+
+    def _connector(self, n: int) -> ConnectTunnelService:
+        """Tunnel `n`'s connect mode, built (its modules loaded) when its configuration first turns it on."""
+        from cmegw.tunnel.connect import ConnectTunnelService
+
+        first = self.tunnels[n]
+        connector = self.connectors[n] = ConnectTunnelService(
+            n, lambda: self.tunnels.get(n, first), self.arbiters[n].port, self.reactor, first.stats,
+            arbiter=self.arbiters[n], ownership=self._ownerships[n], connect_stats=self._connect_stats[n])
+        return connector
 
     def _start_simulator(self, n: int) -> defer.Deferred:
         """Line `n`'s simulated bus: fires with its pty's path (at once in-process, once its process runs)."""
@@ -242,7 +253,7 @@ class GatewayService(service.MultiService):
     def _replace_tunnel(self, n: int, config: Any) -> None:
         """Sharing switched on or off: the old tunnel stops listening, then the other kind listens."""
         old = self.tunnels[n]
-        new = self.tunnels[n] = self._tunnel(n, config, old.stats, self.connectors[n].ownership)
+        new = self.tunnels[n] = self._tunnel(n, config, old.stats, self._ownerships[n])
         stopped = defer.maybeDeferred(old.disownServiceParent)
         self._publish()
         stopped.addCallback(lambda _: new.setServiceParent(self) if self.tunnels.get(n) is new else None)
@@ -297,7 +308,10 @@ class GatewayService(service.MultiService):
                 self._replace_tunnel(n, section)
             else:
                 tunnel.apply(section)
-            self.connectors[n].apply(section)
+            if n in self.connectors:
+                self.connectors[n].apply(section)
+            elif section.connect_mode != "disabled":
+                self._connector(n).setServiceParent(self)
         previous = self.running_config
 
         def held(built: dict[int, Any], sections: dict[int, Any], wanted: dict[int, Any]) -> dict[int, Any]:
@@ -427,10 +441,7 @@ class GatewayService(service.MultiService):
         return self.readout.read_now(keys)
 
     def adopt_meters(self, n: int, found: Sequence[Any] | None = None, interval: str = "") -> list[str]:
-        """
-        Add the meters line `n`'s last scans found (or `found`) to the meter
-        list and save it; returns the ids added.
-        """
+        """Add the meters line `n`'s last scans found (or `found`) to the meter list and save it; the ids added."""
         from cmegw.readout.meterlist import adopt
 
         if found is None:
@@ -475,10 +486,7 @@ def settle_heap() -> None:
 
 
 def default_simulator(reactor: Any, line: int) -> Any:
-    """
-    The built-in simulated M-Bus: its default meters on a pty, at the pace of
-    a real line, in a process of its own, kept running (`cmegw.mbus.simprocess`).
-    """
+    """The built-in simulated M-Bus: its default meters on a pty, at a real line's pace, in its own process, kept running."""
     from cmegw.mbus.simprocess import SupervisedSimulator
 
     return SupervisedSimulator(reactor, line)

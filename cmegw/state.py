@@ -21,8 +21,7 @@ from cmegw.config.model import Config
 from cmegw.config.settings import get_setting, setting_names
 from cmegw.login import LoginLimiter
 from cmegw.mbus.timing import defragmentation_timeout, first_byte_timeout
-from cmegw.tunnel.dialing import CONNECT_CONNECTED
-from cmegw.stats import LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
+from cmegw.stats import CONNECT_CONNECTED, LINE_ERROR, TUNNEL_CONNECTED, GatewayStatus, LineStatistics, TunnelStatistics
 
 #: Seconds over which traffic makes the ACT indication flash.
 ACTIVITY_WINDOW = 2.0

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_stats -*-
+# -*- test-case-name: tests.test_stats,tests.test_tunnel_dialing -*-
 """
 Statistics and state that the parts publish and everybody else only reads.
 
@@ -8,6 +8,7 @@ metrics and the systemd status read them.  Nothing here does I/O.
 
 from __future__ import annotations
 
+import math
 from http.client import responses as HTTP_REASONS
 from typing import Any, Callable
 
@@ -133,6 +134,64 @@ class TunnelStatistics:
     def as_dict(self, now: float) -> dict[str, object]:
         d = attrs.asdict(self)
         d["accept_connection_time"] = self.accept_connection_time(now)
+        return d
+
+
+#: Connect mode's states (`ConnectStatistics.state`).
+CONNECT_DISABLED = "disabled"
+CONNECT_NO_HOSTS = "no hosts"
+CONNECT_IDLE = "idle"
+CONNECT_CONNECTING = "connecting"
+CONNECT_CONNECTED = "connected"
+CONNECT_RETRY = "retry"
+CONNECT_HELD = "line held"
+
+
+@attrs.define
+class ConnectStatistics:
+    """
+    The connect tunnel's state, for Status, M-Bus TCP/IP, the console and the API:
+    published for every tunnel, connect mode on or not (``disabled`` until it is).
+    """
+
+    state: str = CONNECT_DISABLED
+    #: The host (as configured) being dialled or connected, and its number 1..12.
+    host: str = ""
+    host_number: int = 0
+    #: The head-end's address while connected.
+    peer: str = ""
+    retry_at: float | None = None
+    #: Who holds the line while the connect tunnel waits for it.
+    holder: str = ""
+    attempts: int = 0
+    #: Rounds in a row in which no host answered (the back-off step).
+    failed_rounds: int = 0
+    tls_failures: int = 0
+    #: The latest failure: which host, why (in words), when (clock seconds).
+    last_error: str = ""
+    last_error_at: float | None = None
+    #: On-data bytes waiting for the connection.
+    buffered: int = 0
+
+    def text(self, now: float) -> str:
+        """The device's words: disabled / connecting to X / connected to X / waiting N s before retry."""
+        if self.state == CONNECT_CONNECTING:
+            return f"connecting to {self.host}"
+        if self.state == CONNECT_CONNECTED:
+            return f"connected to {self.host}"
+        if self.state == CONNECT_RETRY and self.retry_at is not None:
+            return f"waiting {max(0, math.ceil(self.retry_at - now - 1e-9))} s before retry"
+        if self.state == CONNECT_HELD:
+            return f"waiting for the line (in use by {self.holder})" if self.holder else "waiting for the line"
+        if self.state == CONNECT_IDLE:
+            return "waiting for data from the line"
+        if self.state == CONNECT_NO_HOSTS:
+            return "no host configured"
+        return self.state
+
+    def as_dict(self, now: float) -> dict[str, object]:
+        d = attrs.asdict(self)
+        d["text"] = self.text(now)
         return d
 
 

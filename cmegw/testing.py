@@ -316,7 +316,7 @@ class FakeGateway:
         from cmegw.state import TunnelView
         from cmegw.stats import TunnelStatistics
         from cmegw.tunnel.base import AccessStatistics
-        from cmegw.tunnel.dialing import ConnectStatistics
+        from cmegw.stats import ConnectStatistics
 
         config = self.state.config
         self.state.lines = {n: LineStatistics(state=LINE_OPEN, baud_rate=line.baud_rate, device=line.device)

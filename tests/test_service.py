@@ -69,6 +69,9 @@ class GatewayServiceTests(TestCase):
         self.assertEqual(self.gateway.state.pending_restart(), ["network.dhcp"])
 
     def test_timeout_applies_live(self):
+        self.assertNotIn(1, self.gateway.connectors, "connect mode is built once the configuration turns it on")
+        on = apply_setting(self.store.config, "tunnel.1.connect_hosts", "tcp:host=127.0.0.1:port=1")
+        self.store.change(apply_setting(on, "tunnel.1.connect_mode", "on-data"))
         self.store.change(apply_setting(self.store.config, "tunnel.1.disconnect_timeout", "3"))
         tunnel = self.gateway.tunnels[1]
         self.assertEqual(tunnel.factory.config.disconnect_timeout, 3)

@@ -127,7 +127,8 @@ class PublishedByTheServiceTests(TestCase):
         state = gateway.state
         self.assertIs(state.lines[1], gateway.lines[1].stats)
         self.assertIs(state.tunnels[1].stats, gateway.tunnels[1].stats)
-        self.assertIs(state.tunnels[1].connect, gateway.connectors[1].connect_stats)
+        self.assertEqual(state.tunnels[1].connect.text(0), "disabled", "published before connect mode is built")
+        self.assertEqual(gateway.connectors, {})
         self.assertIs(state.bus[1].stats, gateway.arbiters[1].stats)
         self.assertTrue(state.running)
         self.assertIsInstance(state.config, Config)

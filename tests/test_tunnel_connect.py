@@ -380,15 +380,20 @@ class GatewayWiringTests(TestCase):
         gateway = GatewayService(store, reactor)
         gateway.startService()
         self.addCleanup(gateway.stopService)
-        self.assertEqual(gateway.state.connect_stats[1].text(0), "disabled")
-        self.assertIs(gateway.tunnels[1].factory.ownership, gateway.connectors[1].ownership,
-                      "one ownership, given to both at construction")
-        self.assertIsNone(gateway.connectors[1].ownership.holder)
+        published = gateway.state.connect_stats[1]
+        self.assertEqual(published.text(0), "disabled")
+        self.assertEqual(gateway.connectors, {}, "connect mode is built once the configuration turns it on")
         new = apply_setting(store.config, "tunnel.1.connect_hosts", "tcp:host=127.0.0.1:port=1")
         new = apply_setting(new, "tunnel.1.connect_mode", "on-data")
         store.change(new)
+        connector = gateway.connectors[1]
+        self.assertTrue(connector.running, "started at once")
+        self.assertIs(connector.connect_stats, published, "it shows its state where the gateway published it")
         self.assertEqual(gateway.state.connect_stats[1].state, CONNECT_IDLE)
-        self.assertIs(gateway.tunnels[1].factory.ownership, gateway.connectors[1].ownership)
+        self.assertIs(gateway.tunnels[1].factory.ownership, connector.ownership,
+                      "one ownership, given to both at construction")
+        self.assertIsNone(connector.ownership.holder)
+        self.assertIs(connector.config, gateway.tunnels[1].config)
 
 
 class FrontEndTests(PagesTestBase):

@@ -2,7 +2,8 @@
 
 from twisted.trial.unittest import TestCase
 
-from cmegw.tunnel.dialing import ConnectStatistics, backoff_delay, host_order
+from cmegw.stats import ConnectStatistics
+from cmegw.tunnel.dialing import backoff_delay, host_order
 
 
 class DialingTests(TestCase):

@@ -14,7 +14,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 import cmegw
-from cmegw.web.pages.system import RESTART_DELAY, UpdateError, pidfile_of, verify_wheel
+from cmegw.web.pages.system import RESTART_DELAY, UpdateError
+from cmegw.web.pages.system_update import pidfile_of, verify_wheel
 from tests.web_helpers import PagesTestBase, make_wheel
 
 

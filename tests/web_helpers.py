@@ -41,7 +41,7 @@ from cmegw.web.auth import AuthGate, authenticated_user
 from cmegw.host.read import HostNetwork
 from cmegw.web.accesslog import AccessLog
 from cmegw.web.http import GatewaySite
-from cmegw.web.pages.system import SoftwareUpdater
+from cmegw.web.pages.system_update import SoftwareUpdater
 from tests.support import open_pty
 
 

@@ -6,7 +6,9 @@ Tunnels: the TCP side of each line.
 - `SharingTunnelService` (`cmegw.tunnel.sharing`): several head-ends on one
   bus through the line's arbiter.
 - `ConnectTunnelService` (`cmegw.tunnel.connect`): connect mode (the tunnel
-  dials), with `ConnectStatistics` and `LineOwnership`.
+  dials), with `LineOwnership`; the state it shows is `cmegw.stats.ConnectStatistics`,
+  published for every tunnel (the service builds connect mode only for a tunnel
+  whose configuration turns it on, so its modules load only then).
 - `cmegw.tunnel.base`: what they share (`TunnelProtocol`, keep-alive,
   `AccessStatistics`, `Section`); `allowlist`, `rfc2217`, `ownership`, `dialing`,
   `connectfactory`, `eventlog` and `tlsconfig` are their parts.
@@ -25,7 +27,6 @@ from cmegw.lazy import lazy_names
 
 _HOMES = {
     "AccessStatistics": "base",
-    "ConnectStatistics": "dialing",
     "ConnectTunnelService": "connect",
     "LineOwnership": "ownership",
     "Section": "base",

@@ -53,10 +53,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cmegw.config.model import ClientEndpoint, ConfigError, TunnelConfig, client_endpoint
-from cmegw.stats import TunnelStatistics
-from cmegw.tunnel.base import describe, retime
-from cmegw.tunnel.connectfactory import ConnectFactory, ConnectProtocol, default_endpoint
-from cmegw.tunnel.dialing import (
+from cmegw.stats import (
     CONNECT_CONNECTED,
     CONNECT_CONNECTING,
     CONNECT_DISABLED,
@@ -64,12 +61,12 @@ from cmegw.tunnel.dialing import (
     CONNECT_IDLE,
     CONNECT_NO_HOSTS,
     CONNECT_RETRY,
-    JITTER,
     ConnectStatistics,
-    backoff_delay,
-    connect_failure_text,
-    host_order,
+    TunnelStatistics,
 )
+from cmegw.tunnel.base import describe, retime
+from cmegw.tunnel.connectfactory import ConnectFactory, ConnectProtocol, default_endpoint
+from cmegw.tunnel.dialing import JITTER, backoff_delay, connect_failure_text, host_order
 from cmegw.tunnel.ownership import LineOwnership
 
 __all__ = [
@@ -105,13 +102,15 @@ class ConnectTunnelService(service.Service):
     accept-mode `TunnelService`, or a `cmegw.tunnel.base.Section`): connect
     mode reads its settings there and keeps no copy.  `ownership` is the
     `LineOwnership` the accept-mode factory was given too: one peer holds
-    the line at a time.
+    the line at a time.  `connect_stats` is the state it shows (the one the
+    gateway published for the tunnel before connect mode was built).
     """
 
     def __init__(self, number: int, tunnel: Callable[[], Any], line: Any, reactor: Any,
                  stats: TunnelStatistics | None = None, *, arbiter: Any = None,
                  ownership: LineOwnership | None = None, random: Callable[[], float] | None = None,
-                 endpoint: Callable[[Any, ClientEndpoint, Any], Any] = default_endpoint) -> None:
+                 endpoint: Callable[[Any, ClientEndpoint, Any], Any] = default_endpoint,
+                 connect_stats: ConnectStatistics | None = None) -> None:
         self.number = number
         self.tunnel = tunnel
         self.line = line
@@ -121,7 +120,7 @@ class ConnectTunnelService(service.Service):
         self.arbiter = arbiter
         self.random = random or _random.random
         self.make_endpoint = endpoint
-        self.connect_stats = ConnectStatistics()
+        self.connect_stats = connect_stats if connect_stats is not None else ConnectStatistics()
         self.ownership = ownership if ownership is not None else LineOwnership(line)
         self.factory = ConnectFactory(self)
         #: The connection settings (`_CONNECTION_SETTINGS`) connect mode was last started with.

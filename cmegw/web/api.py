@@ -37,7 +37,7 @@ from cmegw.web.pages.forms import changed_settings, same_origin
 from cmegw.web.pages import http as pages_http
 from cmegw.web.pages.network import renew_code
 from cmegw.web.pages.status import build_date, tunnel_state_text
-from cmegw.web.pages.system import UpdateError, boot_id, schedule_factory_reset, schedule_restart
+from cmegw.web.pages.system import UpdateError, boot_id, schedule_factory_reset, schedule_restart, update_state
 
 #: The largest JSON body read (bytes).
 MAX_JSON_BYTES = 1024 * 1024
@@ -172,7 +172,6 @@ def status_view(admin: Admin) -> dict[str, Any]:
                       "state": stats.state if stats else "stopped", "peer": stats.peer if stats else "",
                       "listening": stats.listening if stats else "",
                       "connect_mode": connect_text(gateway, n, admin.clock.seconds())}
-    updater = admin.updater
     return {
         "product_type": running.identity.product_type,
         "serial_number": running.identity.serial_number,
@@ -195,7 +194,7 @@ def status_view(admin: Admin) -> dict[str, Any]:
         },
         "lines": lines,
         "tunnels": tunnels,
-        "update": updater.state.as_dict() if updater is not None else None,
+        "update": update_state(admin).as_dict(),
     }
 
 
@@ -451,7 +450,7 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @endpoint("/api/update", ["GET"], "api_update")
     def update(request: IRequest) -> Any:
-        return {"running_version": cmegw.__version__, **admin.updater.state.as_dict()}
+        return {"running_version": cmegw.__version__, **update_state(admin).as_dict()}
 
     @endpoint("/api/update", ["POST"], "api_update_start")
     def update_start(request: IRequest) -> Any:

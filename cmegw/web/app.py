@@ -125,8 +125,9 @@ def admin_resource(gateway: Any, *, clock: Any = None, root: Path | None = None,
 
     The keyword arguments replace collaborators in tests: the clock for the
     delayed restart, the web files' folder, the host network reader, the web
-    part's state and the software updater (built from the `Admin`).
+    part's state and the software updater (built from the `Admin` when an
+    update is first asked for).
     """
-    admin = Admin(gateway, clock=clock, root=root, csrf=_CSRF, host_network=host_network, web=web)
-    admin.updater = (updater or pages_system.SoftwareUpdater)(admin)
+    admin = Admin(gateway, clock=clock, root=root, csrf=_CSRF, host_network=host_network, web=web,
+                  updater=updater or pages_system.software_updater)
     return build_app(admin).resource()

@@ -2,7 +2,8 @@
 The admin pages: what every page shares (`Admin`, the layout, forms with
 their CSRF token, widgets) and one module per page (``status``, ``network``,
 ``tcpip``, ``tunnel_tls``, ``serial``, ``meters``, ``http``, ``system``,
-``ops``), each mounting its routes with `PageRoutes`.
+``ops``), each mounting its routes with `PageRoutes`; ``system_update`` is the
+System page's software update, loaded when an update is first asked for.
 
 Only the shared parts are imported here; `cmegw.web.app` imports the page
 modules.

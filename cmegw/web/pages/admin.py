@@ -32,7 +32,7 @@ class Admin:
 
     def __init__(self, gateway: Any, *, clock: Any = None, root: Path | None = None,
                  csrf: CsrfGuard | None = None, host_network: Callable[[], Any] | None = None,
-                 web: Callable[[], Any] | None = None) -> None:
+                 web: Callable[[], Any] | None = None, updater: Callable[[Admin], Any] | None = None) -> None:
         from cmegw.host.read import read_host_network
 
         self.gateway = gateway
@@ -44,8 +44,20 @@ class Admin:
         self.host_network = host_network or read_host_network
         self._web = web or (lambda: gateway.state.web)
         self._templates: dict[str, XMLFile] = {}
-        #: The software updater of the System page (set by `admin_resource`).
-        self.updater: Any = None
+        self._make_updater = updater
+        self._updater: Any = None
+
+    @property
+    def updater(self) -> Any:
+        """The System page's software updater, built by `updater(admin)` on first use (None without one)."""
+        if self._updater is None and self._make_updater is not None:
+            self._updater = self._make_updater(self)
+        return self._updater
+
+    @property
+    def built_updater(self) -> Any:
+        """The software updater if an update was asked for since the start, else None (nothing is built)."""
+        return self._updater
 
     def web(self) -> Any:
         return self._web()
