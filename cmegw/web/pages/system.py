@@ -20,7 +20,6 @@ import re
 import sys
 from typing import Any, Callable
 
-import attrs
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -31,37 +30,17 @@ import cmegw
 from cmegw.web.http import UPLOAD_MAX_BYTES
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import Field, FormState, form_value, post_form, render_field, uploads
+from cmegw.web.pages.update_state import BUSY_PHASES, RESTART_DELAY, UpdateError, UpdateState
 from cmegw.web.pages.widgets import Notice, button, card, kv_table
 
 log = Logger(namespace="cmegw.web.system")
 
 #: The System section's tabs (the backup tab is cmegw.web.pages.backup's).
 TABS = (("Software", "/system"), ("Configuration backup", "/system/configuration"))
-#: Seconds between the answer to a restart and the restart itself.
-RESTART_DELAY = 1.0
 #: The longest the restart page polls before it gives up (seconds).
 POLL_LIMIT = 180
 
 
-#: The phases of `UpdateState` in which an update is under way.
-BUSY_PHASES = ("installing", "restarting")
-
-
-class UpdateError(Exception):
-    """The uploaded software cannot be installed; the message says why."""
-
-
-@attrs.define
-class UpdateState:
-    """Where the last update is: idle, installing, restarting or failed (with why)."""
-
-    phase: str = "idle"
-    message: str = ""
-    version: str = ""
-    output: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return attrs.asdict(self)
 
 
 def update_state(admin: Admin) -> UpdateState:

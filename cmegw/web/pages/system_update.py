@@ -36,7 +36,7 @@ from twisted.logger import Logger
 import cmegw
 from cmegw.host.commands import ProcessOutput
 from cmegw.web.pages.admin import Admin
-from cmegw.web.pages.system import BUSY_PHASES, RESTART_DELAY, UpdateError, UpdateState
+from cmegw.web.pages.update_state import BUSY_PHASES, RESTART_DELAY, UpdateError, UpdateState
 
 log = Logger(namespace="cmegw.web.system")
 
