@@ -88,6 +88,21 @@ class LoadedOnUseTests(TestCase):
         self.assertIn("cmegw.web.pages.system", modules, "the System page is there, its update machinery is not")
 
 
+#: The end of each fresh-process script below: once every listener is up, its ``use()`` runs (a Deferred or
+#: not), then the reactor stops and the script prints its ``report`` as JSON (with "error" if ``use`` failed).
+_REPORT_WHEN_LISTENING = """
+def stop_when_listening():
+    done = gateway.when_listening()
+    done.addCallback(use)
+    done.addErrback(lambda f: report.setdefault("error", f.getTraceback()))
+    done.addBoth(lambda _: reactor.stop())
+reactor.callWhenRunning(stop_when_listening)
+timeout = reactor.callLater(60, reactor.stop)
+reactor.run()
+print(json.dumps(report))
+"""
+
+
 #: Run in a fresh interpreter: the daemon's service on the factory defaults read from an existing file (as
 #: bench/gwbench's configuration is: web on HTTP and HTTPS, telnet console, the line on a pty, all on loopback
 #: port 0), started until every listener is up; the modules loaded then, and then each lazy part used once:
@@ -112,7 +127,7 @@ report = {"used": {}}
 used = report["used"]
 
 @defer.inlineCallbacks
-def use_each(_):
+def use(_):
     report["started"] = sorted(sys.modules)
     import mimetypes
     report["mime_database_read"] = mimetypes.inited
@@ -141,16 +156,7 @@ def use_each(_):
     used["chart"] = runs([(0, 1.0), (10, 2.0), (20, 3.0), (100, 4.0)])
     report["loaded"] = sorted(sys.modules)
 
-def stop_when_listening():
-    done = gateway.when_listening()
-    done.addCallback(use_each)
-    done.addErrback(lambda f: report.setdefault("error", f.getTraceback()))
-    done.addBoth(lambda _: reactor.stop())
-reactor.callWhenRunning(stop_when_listening)
-timeout = reactor.callLater(60, reactor.stop)
-reactor.run()
-print(json.dumps(report))
-"""
+""" + _REPORT_WHEN_LISTENING
 
 #: What the bench-like configuration does not use, each loaded on first use; the module and what loads it.
 LAZY_PARTS = {
@@ -261,16 +267,7 @@ def use(_):
     report["loaded"] = [name for name in MODULES if name in sys.modules]
     yield gateway.stopService()
 
-def stop_when_listening():
-    done = gateway.when_listening()
-    done.addCallback(use)
-    done.addErrback(lambda f: report.setdefault("error", f.getTraceback()))
-    done.addBoth(lambda _: reactor.stop())
-reactor.callWhenRunning(stop_when_listening)
-timeout = reactor.callLater(60, reactor.stop)
-reactor.run()
-print(json.dumps(report))
-""" % (CONNECT_MODE_MODULES,)
+""" % (CONNECT_MODE_MODULES,) + _REPORT_WHEN_LISTENING
 
 #: Run in a fresh interpreter: the daemon's service on the factory defaults, started until every listener is up;
 #: then the System page, ``/api/status`` and ``/api/update`` are asked for (they show the update's state), then
@@ -315,16 +312,7 @@ def use(_):
     report["loaded_after"] = MODULE in sys.modules
     report["after"] = yield from answer(http.get("http://127.0.0.1/api/update"))
 
-def stop_when_listening():
-    done = gateway.when_listening()
-    done.addCallback(use)
-    done.addErrback(lambda f: report.setdefault("error", f.getTraceback()))
-    done.addBoth(lambda _: reactor.stop())
-reactor.callWhenRunning(stop_when_listening)
-timeout = reactor.callLater(60, reactor.stop)
-reactor.run()
-print(json.dumps(report))
-""" % (UPDATE_MODULE,)
+""" % (UPDATE_MODULE,) + _REPORT_WHEN_LISTENING
 
 
 def run_fresh(testcase: TestCase, script: str, *args: str) -> dict:
