@@ -154,6 +154,11 @@ def use(_):
     used["host"] = gateway.netapply.backend("networkd").name
     from cmegw.ops.chart import runs
     used["chart"] = runs([(0, 1.0), (10, 2.0), (20, 3.0), (100, 4.0)])
+    answer = http.get("http://127.0.0.1/trace/1")
+    http.flush()
+    response = yield answer
+    body = yield treq.content(response)
+    used["trace_page"] = [response.code, "off, nothing recorded" in body.decode("utf-8")]
     report["loaded"] = sorted(sys.modules)
 
 """ + _REPORT_WHEN_LISTENING
@@ -163,6 +168,7 @@ LAZY_PARTS = {
     "tomlkit": "save", "cmegw.console.mbus_commands": "console", "cmegw.console.readout_commands": "console",
     "cmegw.console.backup_commands": "console", "prometheus_client": "metrics", "cmegw.ops.metrics": "metrics",
     "sqlite3": "store", "cmegw.readout._storedb": "store", "cmegw.host.networkd": "host", "statistics": "chart",
+    "cmegw.ops.trace": "trace_page",
 }
 
 
@@ -195,6 +201,7 @@ class LoadedOnFirstUseTests(TestCase):
         self.assertEqual(used["store"], [])
         self.assertEqual(used["host"], "networkd")
         self.assertEqual(used["chart"], [[[0, 1.0], [10, 2.0], [20, 3.0]], [[100, 4.0]]])
+        self.assertEqual(used["trace_page"], [200, True])
 
 
 #: Run in a fresh interpreter: the daemon's service on the factory defaults, its line on a pty, and a head-end

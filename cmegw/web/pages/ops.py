@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.template import Tag, flattenString, tags
 
-from cmegw.ops import graphs, trace
+from cmegw.ops import graphs
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.widgets import Notice, button, card, kv_table
+
+if TYPE_CHECKING:
+    from cmegw.ops.trace import LineTrace
 
 #: Chunks and labels a trace page shows when it is loaded (the downloads have everything).
 PAGE_ROWS = 200
@@ -50,9 +53,11 @@ def _since(request: IRequest, name: str) -> int:
     return int(raw) if raw.isdigit() else 0
 
 
-def trace_rows(line_trace: trace.LineTrace | None) -> list[Tag]:
+def trace_rows(line_trace: LineTrace | None) -> list[Tag]:
     if line_trace is None:
         return []
+    from cmegw.ops import trace  # the trace machinery (and the record decoder) load with the first trace page
+
     chunks = line_trace.snapshot()[-PAGE_ROWS:]
     labels = [f for f in line_trace.frames() if not chunks or f.seq >= chunks[0].seq]
     events = sorted([(c.seq, 0, c) for c in chunks] + [(f.seq, 1, f) for f in labels], key=lambda e: e[:2])
@@ -90,6 +95,8 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/trace")
     def ops_trace_index(request: IRequest) -> Any:
+        from cmegw.ops import trace
+
         rows = []
         for n in sorted(gateway.state.config.lines):
             rows.append((tags.a(f"Line {n}", href=f"/trace/{n}"),
@@ -106,6 +113,8 @@ def routes(app: Klein, admin: Admin) -> None:
             request.setResponseCode(404)
             return admin.page(request, section="serial", title="No such line", code=404,
                               content=card("No such line", tags.p(f"There is no line {n}.")))
+        from cmegw.ops import trace
+
         line_trace = gateway.state.traces.get(n)
         since = line_trace.last_seq if line_trace is not None else 0
         after = line_trace.last_frame if line_trace is not None else 0
