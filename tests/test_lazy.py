@@ -112,7 +112,7 @@ import json, os, sys
 from pathlib import Path
 from cmegw.tap import default_reactor, part_factories
 reactor = default_reactor()
-from twisted.internet import defer
+from twisted.internet import defer, task
 from cmegw.config.store import ConfigStore
 from cmegw.service import GatewayService, Overrides
 master, slave = os.openpty()
@@ -159,6 +159,15 @@ def use(_):
     response = yield answer
     body = yield treq.content(response)
     used["trace_page"] = [response.code, "off, nothing recorded" in body.decode("utf-8")]
+    report["trace_page_decoder"] = "cmegw.mbus.records._decode" in sys.modules
+    gateway.set_trace(1, True)
+    from cmegw.mbus import records
+    os.write(master, records.rsp_ud(5, records.Header(None, 3, 0, 0), [records.scaled("energy", 1234000, 3)]))
+    for _ in range(200):
+        if gateway.state.traces[1].frames():
+            break
+        yield task.deferLater(reactor, 0.025, lambda: None)
+    used["trace"] = [label.as_dict().get("records") for label in gateway.state.traces[1].frames()]
     report["loaded"] = sorted(sys.modules)
 
 """ + _REPORT_WHEN_LISTENING
@@ -168,7 +177,8 @@ LAZY_PARTS = {
     "tomlkit": "save", "cmegw.console.mbus_commands": "console", "cmegw.console.readout_commands": "console",
     "cmegw.console.backup_commands": "console", "prometheus_client": "metrics", "cmegw.ops.metrics": "metrics",
     "sqlite3": "store", "cmegw.readout._storedb": "store", "cmegw.host.networkd": "host", "statistics": "chart",
-    "cmegw.ops.trace": "trace_page",
+    "cmegw.ops.trace": "trace_page", "cmegw.mbus.records._decode": "trace", "cmegw.mbus.records._units": "trace",
+    "cmegw.mbus.records._encode": "trace",
 }
 
 
@@ -202,6 +212,10 @@ class LoadedOnFirstUseTests(TestCase):
         self.assertEqual(used["host"], "networkd")
         self.assertEqual(used["chart"], [[[0, 1.0], [10, 2.0], [20, 3.0]], [[100, 4.0]]])
         self.assertEqual(used["trace_page"], [200, True])
+        self.assertIs(report["trace_page_decoder"], False, "a trace page with nothing recorded decodes nothing")
+        self.assertEqual(used["trace"], [[{"function": "Instantaneous value", "storage": 0, "tariff": 0, "subunit": 0,
+                                           "quantity": "Energy", "value": 1234000, "unit": "Wh"}]],
+                         "the line's telegram is decoded in the trace")
 
 
 #: Run in a fresh interpreter: the daemon's service on the factory defaults, its line on a pty, and a head-end

@@ -23,7 +23,7 @@ from cmegw.config.checks import ConfigError
 from cmegw.config.model import Config
 from cmegw.config.readout import MAX_METERS, MeterConfig, meters_table
 from cmegw.mbus.address import SecondaryAddress
-from cmegw.mbus.records import medium_name
+from cmegw.mbus import records
 from cmegw.mbus.results import MeterInfo
 
 #: The columns of the CSV file, in the order `export_csv` writes them.
@@ -189,7 +189,7 @@ def meter_name_for(info: MeterInfo) -> str:
     if info.medium in _MEDIA:
         phrase = _MEDIA[info.medium][1]
     elif info.medium is not None and info.medium not in (0x00, 0x0F):
-        known = medium_name(info.medium)
+        known = records.medium_name(info.medium)
         phrase = phrase if known.startswith("Reserved") else known
     if info.identification:
         return f"{phrase} {info.identification}"
