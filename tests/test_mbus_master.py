@@ -231,6 +231,25 @@ class PrimaryScanTests(MasterTestCase):
         self.master.stopService()
         self.assertEqual(scan.state, SCAN_CANCELLED)
 
+    def test_finished_scans_leave_only_the_last_behind(self) -> None:
+        """A long-running master keeps the last scan and each kind's last result, never a history."""
+        import gc
+        import weakref
+
+        gone = []
+        for kind in ("primary", "secondary", "primary", "secondary", "primary"):
+            scan = self.master.scan_primary(range(0, 12)) if kind == "primary" else self.master.scan_secondary()
+            self.scan(scan)
+            self.assertEqual(scan.state, SCAN_DONE)
+            gone.append(weakref.ref(scan))
+        del scan
+        gc.collect()
+        self.assertEqual([ref() is None for ref in gone], [True, True, True, True, False])
+        self.assertIs(self.master.scan, gone[-1]())
+        self.assertEqual(sorted(self.master.results), ["primary", "secondary"])
+        self.assertEqual([m.primary for m in self.master.results["primary"]], [1, 2, 5, 10])
+        self.assertEqual(len(self.master.results["secondary"]), 4)
+
 
 class SecondaryScanTests(MasterTestCase):
     meters = staticmethod(crowded_meters)
