@@ -124,6 +124,9 @@ class Bounds:
         self._put("login limiter sources", f"{sum(len(x._sources) for x in limiters)}")
         sites = instances(GatewaySite)
         self._put("twisted.web Site sessions", f"{sum(len(s.sessions) for s in sites)}")
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        self._put("process RSS (MB)", f"{rss:.1f}")
         klein_stores = [o for o in gc.get_objects()
                         if str(type(o).__dict__.get("__module__", "")).startswith("klein.storage")]
         self._put("Klein session stores (objects; klein.storage imported)",
