@@ -11,9 +11,10 @@ away again.  ``rx`` is what the line read (from the meters), ``tx`` what was
 written to it (from the network).
 
 M-Bus telegrams are found in each direction's byte stream and labelled
-(frame type, C field, address, CI, length, checksum good or bad, the
-records where `cmegw.mbus.records` decodes them) when someone reads the
-trace, never while the bytes pass.
+(frame type, C field, address, CI, length, checksum good or bad) when
+someone reads the trace, never while the bytes pass; a label keeps the
+telegram, and its records are decoded by `cmegw.mbus.records` each time
+they are read (the live view asks only for what is new).
 
 Readers: `snapshot` and `frames` (with ``since``: what is new after a
 sequence number), `subscribe` for live followers (the console's ``trace``),
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 import collections
 import datetime
+import json
 import time
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import attrs
 from twisted.logger import Logger
@@ -69,6 +71,24 @@ class Chunk(NamedTuple):
 
 
 @attrs.frozen
+class Decoded:
+    """What a label's telegram says beyond its header: its records, decoded when asked for."""
+
+    #: The records as `describe_records` gives them; None when the telegram has none or they did not decode.
+    records: tuple[dict[str, Any], ...] | None = None
+    address: str = ""
+    #: Bytes of manufacturer-specific data after the records (DIF 0F or 1F), None when there is none.
+    manufacturer_data: int | None = None
+    #: The meter has more telegrams (DIF 1F): the master asks again.
+    more_follows: bool = False
+    #: Why the records did not decode ("" when they did, or when there are none to decode).
+    problem: str = ""
+
+
+NOTHING_DECODED = Decoded()
+
+
+@attrs.frozen
 class FrameLabel:
     """
     One telegram (or a run of bytes that is none) found in a direction's stream.
@@ -77,6 +97,12 @@ class FrameLabel:
     telegram starts with) or ``incomplete`` (a telegram cut short by silence
     or by a gap in the trace).  `number` counts the labels of a trace; `seq`
     is the chunk the segment ends in.
+
+    A label keeps the telegram's bytes and its header, not its records (2 to
+    4 kB each as dicts): `decoded` reads them from `raw` each time it is
+    called, so a full trace stays small and labelling costs no record decode.
+    `records`, `address`, `manufacturer_data`, `more_follows` and `problem`
+    call it; code that reads several of them calls `decoded` once.
     """
 
     number: int
@@ -94,47 +120,84 @@ class FrameLabel:
     l_field: int | None = None
     checksum_ok: bool | None = None
     name: str = ""
-    problem: str = ""
-    records: tuple[dict[str, Any], ...] | None = None
-    address: str = ""
-    #: Bytes of manufacturer-specific data after the records (DIF 0F or 1F), None when there is none.
-    manufacturer_data: int | None = None
-    #: The meter has more telegrams (DIF 1F): the master asks again.
-    more_follows: bool = False
+    #: What is wrong with the segment itself (its checksum, an incomplete or garbage run).
+    _fault: str = ""
 
     @property
     def is_frame(self) -> bool:
         return self.kind in ("ack", "short", "control", "long")
 
-    def summary(self) -> str:
+    @property
+    def has_records(self) -> bool:
+        """An RSP_UD long frame whose checksum is right: its records are decoded when read."""
+        return bool(self.checksum_ok and self.ci is not None and frames.function_of(self.c or 0) == frames.RSP_UD)
+
+    def decoded(self) -> Decoded:
+        """The records and what else the telegram says, decoded from `raw` now."""
+        if not self.has_records:
+            return NOTHING_DECODED
+        try:
+            telegram = mbus_records.decode_frame(frames.parse_frame(self.raw))
+        except mbus_records.DecodeError as e:
+            return Decoded(problem=f"records not decoded: {e}")
+        return Decoded(records=describe_records(telegram),
+                       address="" if telegram.address is None else str(telegram.address),
+                       manufacturer_data=None if telegram.manufacturer_data is None else len(telegram.manufacturer_data),
+                       more_follows=telegram.more_follows)
+
+    @property
+    def records(self) -> tuple[dict[str, Any], ...] | None:
+        return self.decoded().records
+
+    @property
+    def address(self) -> str:
+        return self.decoded().address
+
+    @property
+    def manufacturer_data(self) -> int | None:
+        return self.decoded().manufacturer_data
+
+    @property
+    def more_follows(self) -> bool:
+        return self.decoded().more_follows
+
+    @property
+    def problem(self) -> str:
+        return self._fault or self.decoded().problem
+
+    def summary(self, decoded: Decoded | None = None) -> str:
+        """One line on the segment (`decoded`: what `decoded` gave, when the caller has it already)."""
         if self.kind == "ack":
             return "ACK (E5)"
         if not self.is_frame:
-            return f"{self.kind}, {self.length} bytes" + (f": {self.problem}" if self.problem else "")
+            return f"{self.kind}, {self.length} bytes" + (f": {self._fault}" if self._fault else "")
+        d = self.decoded() if decoded is None else decoded
         text = f"{self.kind} {self.name} C={self.c:02X} A={self.a:02X}"
         if self.ci is not None:
             text += f" CI={self.ci:02X} L={self.l_field}"
         text += f", {self.length} bytes, checksum {'ok' if self.checksum_ok else 'BAD'}"
-        if self.address:
-            text += f", meter {self.address}"
-        if self.records is not None:
-            text += f", {len(self.records)} records"
-        if self.manufacturer_data is not None:
-            text += f", {self.manufacturer_data} bytes manufacturer data"
-        if self.more_follows:
+        if d.address:
+            text += f", meter {d.address}"
+        if d.records is not None:
+            text += f", {len(d.records)} records"
+        if d.manufacturer_data is not None:
+            text += f", {d.manufacturer_data} bytes manufacturer data"
+        if d.more_follows:
             text += ", more follows"
-        if self.problem:
-            text += f"; {self.problem}"
+        problem = self._fault or d.problem
+        if problem:
+            text += f"; {problem}"
         return text
 
     def as_dict(self) -> dict[str, Any]:
+        d = self.decoded()
         return {"number": self.number, "seq": self.seq, "first_seq": self.first_seq, "time": self.time, "at": iso_time(self.time),
                 "direction": self.direction, "peer": self.peer, "kind": self.kind, "name": self.name,
                 "c": self.c, "a": self.a, "ci": self.ci, "l_field": self.l_field, "length": self.length,
-                "checksum_ok": self.checksum_ok, "address": self.address, "problem": self.problem,
-                "records": list(self.records) if self.records is not None else None,
-                "manufacturer_data": self.manufacturer_data, "more_follows": self.more_follows,
-                "hex": self.raw.hex(" "), "summary": self.summary()}
+                "checksum_ok": self.checksum_ok, "address": d.address, "problem": self._fault or d.problem,
+                "records": list(d.records) if d.records is not None else None,
+                "manufacturer_data": d.manufacturer_data, "more_follows": d.more_follows,
+                "hex": self.raw.hex(" "), "summary": self.summary(d)}
 
 
 def iso_time(t: float) -> str:
@@ -162,7 +225,7 @@ def describe_records(telegram: mbus_records.Telegram) -> tuple[dict[str, Any], .
 
 
 def label_telegram(raw: bytes, **where: Any) -> FrameLabel:
-    """Label one telegram cut out by `frames.split_stream` (its length and stop byte are right)."""
+    """Label one telegram cut out by `frames.split_stream` (its length and stop byte are right): its header only."""
     size = len(raw)
     if size == 1:
         return FrameLabel(kind="ack", raw=raw, length=1, name="ACK", checksum_ok=True, **where)
@@ -173,25 +236,9 @@ def label_telegram(raw: bytes, **where: Any) -> FrameLabel:
         c, a, ci, l_field, body = raw[4], raw[5], raw[6], raw[1], raw[4:-2]
         kind = "control" if l_field == 3 else "long"
     checksum_ok = frames.checksum(body) == raw[-2]
-    name = frames.function_name(c)
-    problem = "" if checksum_ok else f"checksum 0x{raw[-2]:02X}, computed 0x{frames.checksum(body):02X}"
-    decoded: tuple[dict[str, Any], ...] | None = None
-    address = ""
-    extra: dict[str, Any] = {}
-    if checksum_ok and ci is not None and frames.function_of(c) == frames.RSP_UD:
-        try:
-            telegram = mbus_records.decode_frame(frames.parse_frame(raw))
-        except mbus_records.DecodeError as e:
-            problem = f"records not decoded: {e}"
-        else:
-            decoded = describe_records(telegram)
-            if telegram.address is not None:
-                address = str(telegram.address)
-            if telegram.manufacturer_data is not None:
-                extra["manufacturer_data"] = len(telegram.manufacturer_data)
-            extra["more_follows"] = telegram.more_follows
+    fault = "" if checksum_ok else f"checksum 0x{raw[-2]:02X}, computed 0x{frames.checksum(body):02X}"
     return FrameLabel(kind=kind, raw=raw, length=size, c=c, a=a, ci=ci, l_field=l_field, checksum_ok=checksum_ok,
-                      name=name, problem=problem, records=decoded, address=address, **extra, **where)
+                      name=frames.function_name(c), fault=fault, **where)
 
 
 @attrs.define
@@ -238,7 +285,7 @@ class FrameLabeller:
             if kind == frames.TELEGRAM:
                 self._add(label_telegram, raw, **where)
             else:
-                self._add(FrameLabel, kind="garbage", raw=raw[:SEGMENT_SAMPLE], length=len(raw), problem=problem,
+                self._add(FrameLabel, kind="garbage", raw=raw[:SEGMENT_SAMPLE], length=len(raw), fault=problem,
                           **where)
             first_seq, first_time = chunk.seq, chunk.time
         if segments:
@@ -267,7 +314,7 @@ class FrameLabeller:
         what = f"{len(buf)} of {expected} bytes; {why}" if expected else why
         self._add(FrameLabel, seq=self.next_seq - 1, first_seq=stream.first_seq, time=stream.time,
                   direction=direction, peer=stream.peer, kind="incomplete", raw=buf[:SEGMENT_SAMPLE],
-                  length=len(buf), problem=what)
+                  length=len(buf), fault=what)
         self._streams[direction] = _Stream()
 
 
@@ -410,8 +457,25 @@ class LineTrace:
         return dict(self.status(), since=since, last_frame=self.last_frame,
                     chunks_list=[c.as_dict() for c in self.snapshot(since)], frames=[f.as_dict() for f in labels])
 
+    def json_pieces(self, since: int = 0, frames_after: int = 0) -> Iterator[str]:
+        """`as_json` as JSON text, a piece a chunk or a label, each made as it is taken."""
+        labels = self.frames(frames_after)
+        chunks = self.snapshot(since)
+        head = json.dumps(dict(self.status(), since=since, last_frame=self.last_frame))
+        yield head[:-1] + ', "chunks_list": ['
+        for i, chunk in enumerate(chunks):
+            yield ", " * bool(i) + json.dumps(chunk.as_dict())
+        yield '], "frames": ['
+        for i, label in enumerate(labels):
+            yield ", " * bool(i) + json.dumps(label.as_dict())
+        yield "]}"
+
+    def text_pieces(self) -> Iterator[str]:
+        """`as_text` a piece a chunk or a label, each made as it is taken."""
+        return format_text(self.number, self.snapshot(), self.frames(), self.dropped)
+
     def as_text(self) -> str:
-        return "".join(format_text(self.number, self.snapshot(), self.frames(), self.dropped))
+        return "".join(self.text_pieces())
 
 
 def state_text(line_trace: LineTrace | None) -> str:
@@ -443,8 +507,9 @@ def format_chunk(chunk: Chunk) -> list[str]:
 
 
 def format_frame(label: FrameLabel) -> list[str]:
-    lines = [f"{trace_time(label.time)} {label.direction} # {label.summary()}\n"]
-    for record in label.records or ():
+    decoded = label.decoded()
+    lines = [f"{trace_time(label.time)} {label.direction} # {label.summary(decoded)}\n"]
+    for record in decoded.records or ():
         where = "".join(f" {k} {record[k]}" for k in ("storage", "tariff", "subunit") if record[k])
         value = "invalid" if record["value"] is None else record["value"]
         lines.append(f"{trace_time(label.time)} {label.direction} #   {record['quantity']} = {value} "
@@ -452,19 +517,22 @@ def format_frame(label: FrameLabel) -> list[str]:
     return lines
 
 
-def format_text(number: int, chunks: list[Chunk], labels: list[FrameLabel], dropped: int = 0) -> list[str]:
-    """The hexdump: each chunk with its timestamp, each telegram's label after the chunk it ends in."""
-    out = [f"# cmegw trace of line {number}: rx = line to network, tx = network to line\n"]
+def format_text(number: int, chunks: list[Chunk], labels: list[FrameLabel], dropped: int = 0) -> Iterator[str]:
+    """
+    The hexdump: each chunk with its timestamp, each telegram's label after
+    the chunk it ends in; a piece a chunk or a label, made as it is taken
+    (a full trace is megabytes: `cmegw.web` writes it a batch at a time).
+    """
+    yield f"# cmegw trace of line {number}: rx = line to network, tx = network to line\n"
     if dropped:
-        out.append(f"# {dropped} older chunks were dropped to keep the trace within its bounds\n")
+        yield f"# {dropped} older chunks were dropped to keep the trace within its bounds\n"
     by_seq: dict[int, list[FrameLabel]] = collections.defaultdict(list)
     for label in labels:
         by_seq[label.seq].append(label)
     for chunk in chunks:
-        out += format_chunk(chunk)
+        yield "".join(format_chunk(chunk))
         for label in by_seq.pop(chunk.seq, ()):
-            out += format_frame(label)
+            yield "".join(format_frame(label))
     for rest in by_seq.values():
         for label in rest:
-            out += format_frame(label)
-    return out
+            yield "".join(format_frame(label))
