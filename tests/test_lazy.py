@@ -177,7 +177,8 @@ LAZY_PARTS = {
     "tomlkit": "save", "cmegw.console.mbus_commands": "console", "cmegw.console.readout_commands": "console",
     "cmegw.console.backup_commands": "console", "prometheus_client": "metrics", "cmegw.ops.metrics": "metrics",
     "sqlite3": "store", "cmegw.readout._storedb": "store", "cmegw.host.networkd": "host", "statistics": "chart",
-    "cmegw.ops.trace": "trace_page", "cmegw.mbus.records._decode": "trace", "cmegw.mbus.records._units": "trace",
+    "cmegw.ops.trace": "trace_page", "cmegw.ops.labels": "trace_page", "cmegw.mbus.records._decode": "trace",
+    "cmegw.mbus.records._units": "trace",
     "cmegw.mbus.records._encode": "trace",
 }
 

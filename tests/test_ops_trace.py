@@ -158,6 +158,23 @@ class LabellingTests(TestCase):
         self.assertEqual(labels[3].a, 5)
         self.assertEqual(labels[0].peer, "127.0.0.1:5555")
 
+    def test_records_are_decoded_when_read_not_kept(self):
+        """Labelling decodes no records; a label decodes them from its bytes each time they are read."""
+        telegram = records.rsp_ud(5, records.Header(None, 3, 0, 0), [records.scaled("energy", 1234000, 3)])
+        decodes = []
+        real = records.decode_frame
+        self.patch(records, "decode_frame", lambda frame: decodes.append(frame) or real(frame))
+        for _ in range(3):
+            self.trace.record(TX, frames.req_ud2(5))
+            self.trace.record(RX, telegram)
+        labels = self.trace.frames()
+        self.assertEqual(len(labels), 6)
+        self.assertEqual(decodes, [], "labelling decoded records")
+        self.assertNotIn("records", T.FrameLabel.__slots__)
+        self.assertEqual(labels[1].as_dict()["records"][0]["quantity"], labels[1].records[0]["quantity"])
+        self.assertEqual(len(decodes), 2, "one decode per read")
+        self.assertIn("1 records", labels[1].summary())
+
     def test_reserved_bit_7(self):
         """The C field's reserved bit 7 is not part of the function (frames.Frame.function)."""
         self.trace.record(TX, frames.short_frame(0xDB, 5))
