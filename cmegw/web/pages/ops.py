@@ -29,6 +29,7 @@ from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.layout import live
 from cmegw.web.pages.forms import form_value, post_form
 from cmegw.web.pages.widgets import Notice, button, card, kv_table
+from cmegw.web.stream import stream_body
 
 if TYPE_CHECKING:
     from cmegw.ops.trace import LineTrace
@@ -160,11 +161,12 @@ def routes(app: Klein, admin: Admin) -> None:
             request.setResponseCode(404)
             return b"no such line\n"
         line_trace = gateway.state.traces.get(n)
-        text = line_trace.as_text() if line_trace is not None else f"# line {n}: the trace was never turned on\n"
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"content-disposition", f'attachment; filename="cmegw-line{n}-trace.txt"'.encode())
         request.setHeader(b"cache-control", b"no-store")
-        return text.encode("utf-8")
+        if line_trace is None:
+            return f"# line {n}: the trace was never turned on\n".encode()
+        return stream_body(request, line_trace.text_pieces(), gateway.reactor)
 
     @route.get("/trace/<int:n>.json")
     def ops_trace_json(request: IRequest, n: int) -> Any:
@@ -177,9 +179,9 @@ def routes(app: Klein, admin: Admin) -> None:
         if line_trace is None:
             data: dict[str, Any] = {"line": n, "enabled": False, "chunks": 0, "bytes": 0, "dropped": 0,
                                     "last_seq": 0, "last_frame": 0, "chunks_list": [], "frames": []}
-        else:
-            data = line_trace.as_json(_since(request, "since"), _since(request, "frames_after"))
-        return json.dumps(data).encode()
+            return json.dumps(data).encode()
+        pieces = line_trace.json_pieces(_since(request, "since"), _since(request, "frames_after"))
+        return stream_body(request, pieces, gateway.reactor)
 
     @route.get("/graphs")
     def ops_graphs(request: IRequest) -> Any:
