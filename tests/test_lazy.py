@@ -223,7 +223,7 @@ class LoadedOnFirstUseTests(TestCase):
         self.assertEqual([v["text"] for v in used["reading"]["values"]], ["48\u202f213 kWh"], "a reading is shown")
         self.assertEqual(used["reading"]["meter"]["manufacturer_name"], "Kamstrup")
         self.assertEqual(used["reading"]["status_flags"], ["power low"])
-        self.assertEqual(used["meter_list"], [200, ["line,address,name,interval,enabled"]])
+        self.assertEqual(used["meter_list"], [200, ["id,line,address,name,interval,enabled"]])
         self.assertGreater(used["metrics"][1], 10)
         self.assertEqual(used["store"], [])
         self.assertEqual(used["host"], "networkd")
