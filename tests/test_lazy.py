@@ -37,6 +37,8 @@ class LazyNamesTests(TestCase):
 
 #: Connect mode's modules: loaded when a tunnel's configuration first turns connect mode on.
 CONNECT_MODE_MODULES = ("cmegw.tunnel.connect", "cmegw.tunnel.connectfactory", "cmegw.tunnel.dialing")
+#: The readings' views and payload tables: loaded by the first page, API answer or command that shows a reading.
+READING_MODULES = ("cmegw.readout.views", "cmegw.readout.payload", "cmegw.readout.manufacturers")
 #: The System page's software update machinery: loaded when an update is first asked for.
 UPDATE_MODULE = "cmegw.web.pages.system_update"
 
@@ -83,7 +85,8 @@ class LoadedOnUseTests(TestCase):
                   "cmegw.readout.mqtt_link": "MQTT target", "cmegw.tunnel.rfc2217": "RFC 2217 tunnel",
                   "cmegw.tunnel.sharing": "shared tunnel", "cmegw.console.ssh": "SSH console",
                   **{name: "connect mode" for name in CONNECT_MODE_MODULES},
-                  UPDATE_MODULE: "the System page's software update"}
+                  UPDATE_MODULE: "the System page's software update",
+                  **{name: "a reading shown" for name in READING_MODULES}, "cmegw.readout.meterlist": "meter list CSV"}
         self.assertEqual({name: why for name, why in unused.items() if name in modules}, {})
         self.assertIn("cmegw.web.pages.system", modules, "the System page is there, its update machinery is not")
 
@@ -131,6 +134,9 @@ def use(_):
     report["started"] = sorted(sys.modules)
     import mimetypes
     report["mime_database_read"] = mimetypes.inited
+    from cmegw.web.pages.readout_views import reading_json
+    used["reading"] = reading_json({"status": 4, "meter": {"manufacturer": "KAM", "version": 25}, "records": [
+        {"quantity": "Energy", "function": "Instantaneous value", "value": 48213000, "unit": "Wh", "scale": 3}]})
     store.save()
     used["save"] = ConfigStore(path).load() == store.config
     from cmegw.console.framework import Session
@@ -147,6 +153,11 @@ def use(_):
     response = yield answer
     body = yield treq.content(response)
     used["metrics"] = [response.code, body.count(b"cmegw_")]
+    answer = http.get("http://127.0.0.1/readouts/meters.csv")
+    http.flush()
+    response = yield answer
+    body = yield treq.content(response)
+    used["meter_list"] = [response.code, body.decode("utf-8").splitlines()[:1]]
     readings = gateway.readout.store
     yield readings.open()
     used["store"] = (yield readings.meters())
@@ -180,6 +191,8 @@ LAZY_PARTS = {
     "cmegw.ops.trace": "trace_page", "cmegw.ops.labels": "trace_page", "cmegw.mbus.records._decode": "trace",
     "cmegw.mbus.records._units": "trace",
     "cmegw.mbus.records._encode": "trace",
+    "cmegw.readout.views": "reading", "cmegw.readout.payload": "reading", "cmegw.readout.manufacturers": "reading",
+    "cmegw.readout.meterlist": "meter_list",
 }
 
 
@@ -208,6 +221,10 @@ class LoadedOnFirstUseTests(TestCase):
         self.assertIs(used["save"], True)
         self.assertIn("mbus", used["console"])
         self.assertEqual(used["metrics"][0], 200)
+        self.assertEqual([v["text"] for v in used["reading"]["values"]], ["48\u202f213 kWh"], "a reading is shown")
+        self.assertEqual(used["reading"]["meter"]["manufacturer_name"], "Kamstrup")
+        self.assertEqual(used["reading"]["status_flags"], ["power low"])
+        self.assertEqual(used["meter_list"], [200, ["id,line,address,name,interval,enabled"]])
         self.assertGreater(used["metrics"][1], 10)
         self.assertEqual(used["store"], [])
         self.assertEqual(used["host"], "networkd")

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import attrs
 from twisted.web.template import Tag
 
-from cmegw.readout.views import group_digits
+from cmegw.readout.formats import group_digits
 
 WIDTH = 520
 HEIGHT = 200

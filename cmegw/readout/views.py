@@ -11,6 +11,9 @@ that say nothing).  Pure functions of a reading's decoded records (the
 
 The quantities' names for people come from the one table of
 `cmegw.readout.payload` (``QUANTITIES``), which also names the JSON keys.
+Numbers, durations and times are printed by `cmegw.readout.formats` (named
+here too), which needs none of the tables: the faces import this module
+where they show a reading, on first use.
 """
 
 from __future__ import annotations
@@ -22,6 +25,19 @@ from typing import Any, Mapping
 
 import attrs
 
+from cmegw.readout.formats import (  # noqa: F401 (the faces' names for them)
+    DURATION_UNITS,
+    GROUP,
+    age_text,
+    duration,
+    group_digits,
+    in_unit,
+    is_number,
+    local_time,
+    span_text,
+    unit_text,
+    version_text,
+)
 from cmegw.readout.manufacturers import manufacturer_name
 from cmegw.readout.payload import (  # noqa: F401 (the faces' names for them)
     APPLICATION_ERRORS,
@@ -34,14 +50,10 @@ INSTANTANEOUS = "Instantaneous value"
 #: Display units: the decoder's unit -> (shown unit, power of ten it is divided by).
 DISPLAY_UNITS = {"Wh": ("kWh", 3), "J": ("GJ", 9), "W": ("kW", 3), "J/h": ("GJ/h", 9),
                  "Units for H.C.A.": ("units", 0)}
-#: Durations (the decoder gives seconds) in the largest unit that keeps two of it: unit -> seconds.
-DURATION_UNITS = {"s": 1, "min": 60, "h": 3600, "days": 86400}
 #: The counters a meter is read for: shown before every other register.
 COUNTERS = ("Energy", "Volume", "Mass", "H.C.A.")
 #: How many main values the meter list shows per meter.
 LIST_VALUES = 3
-#: The digit group separator: a narrow no-break space (no locale reads it as a decimal mark).
-GROUP = "\u202f"
 DATETIME_POINT = "Time point (date & time)"
 DATE_POINT = "Time point (date)"
 #: A meter's clock this close to the gateway's (seconds) is "in step".
@@ -49,36 +61,6 @@ CLOCK_SLACK = 60
 
 
 # -- values ---------------------------------------------------------------------------------------
-
-
-def group_digits(value: float, decimals: int = 0, separator: str = GROUP) -> str:
-    """``48213`` -> ``48 213``; ``1234.5, 2`` -> ``1 234.50`` (narrow no-break spaces unless told)."""
-    return f"{value:,.{decimals}f}".replace(",", separator)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def unit_text(unit: str) -> str:
-    """The decoder's unit as it is printed: ``m^3/h`` -> ``m³/h``."""
-    return unit.replace("^3", "³").replace("^2", "²")
-
-
-def duration(seconds: float) -> tuple[float, str, int]:
-    """(value, unit, decimals) of a duration in the largest unit that keeps at least two of it."""
-    unit = next(u for u, size in reversed(DURATION_UNITS.items()) if seconds >= 2 * size or u == "s")
-    value = seconds / DURATION_UNITS[unit]
-    return value, unit, 1 if unit != "s" and value < 10 else 0
-
-
-def in_unit(value: float, unit: str, wanted: str) -> float | None:
-    """`value` in `unit` said in `wanted` (durations convert), None where they are not the same kind."""
-    if unit == wanted:
-        return value
-    if unit in DURATION_UNITS and wanted in DURATION_UNITS:
-        return value * DURATION_UNITS[unit] / DURATION_UNITS[wanted]
-    return None
 
 
 @attrs.frozen
@@ -197,11 +179,6 @@ def manufacturer_text(code: str | None) -> str:
     return f"{name} ({code})" if name and name != code else code
 
 
-def version_text(version: int | None) -> str:
-    """The version byte as every face shows it: decimal, and hex as the secondary address spells it."""
-    return "" if version is None else f"{version} (0x{version:02X})"
-
-
 def _clock_row(decoded: Mapping[str, Any]) -> Mapping[str, Any] | None:
     current = [row for row in decoded.get("records") or () if _is_time_point(row) and not row.get("storage")
                and row.get("function") in (INSTANTANEOUS, None)]
@@ -229,30 +206,6 @@ def clock_drift(decoded: Mapping[str, Any], read_time: float | None) -> str:
         return "in step with the gateway"
     value, unit, decimals = duration(abs(seconds))
     return f"{group_digits(value, decimals)} {unit} {'ahead of' if seconds > 0 else 'behind'} the gateway"
-
-
-def local_time(when: float | None, never: str = "—") -> str:
-    """A time as the gateway's clock shows it (local time with the date, to the second); `never` for None."""
-    if when is None:
-        return never
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
-
-
-def span_text(seconds: float) -> str:
-    """A time span in its two largest units: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
-def age_text(seconds: float) -> str:
-    """How long ago, in words: ``just now``, ``45 s ago``, ``12 min ago``, ``3 h 5 min ago``, ``2 d 4 h ago``."""
-    return "just now" if seconds < 5 else f"{span_text(seconds)} ago"
 
 
 def identity_rows(decoded: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -24,7 +24,6 @@ from twisted.web.iweb import IRequest
 from cmegw.config.model import MISSING, Config, ConfigError
 from cmegw.config.readout import MeterConfig, meters_table
 from cmegw.config.settings import apply_settings
-from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
 from cmegw.readout.store import reading_json
 from cmegw.web.api import ApiError, config_error, guard, json_error, json_endpoints, json_response, read_json, save
 from cmegw.web.pages.admin import Admin
@@ -233,6 +232,8 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @app.route("/api/readout/meters.csv", methods=["GET"], endpoint="api_readout_list_csv")
     def list_csv(request: IRequest) -> Any:
+        from cmegw.readout.meterlist import export_csv  # loaded by the first import or export
+
         return download(request, export_csv(saved()).encode("utf-8"), b"text/csv; charset=utf-8", "meters.csv")
 
     @endpoint("/api/readout/meters.csv", ["PUT"], "api_readout_list_import")
@@ -244,6 +245,8 @@ def routes(app: Klein, admin: Admin) -> None:
         request.content.seek(0)
         data = request.content.read(MAX_CSV_BYTES + 1)
         old = saved()
+        from cmegw.readout.meterlist import MeterListError, import_csv
+
         try:
             new = import_csv(old, data, replace=mode == "replace")
         except MeterListError as e:

@@ -17,7 +17,7 @@ import attrs
 from twisted.web.template import Tag, tags
 
 from cmegw.ops.chart import Line, line_chart
-from cmegw.readout.views import group_digits, in_unit, is_number, registers
+from cmegw.readout.formats import group_digits, in_unit, is_number
 
 
 @attrs.frozen
@@ -32,6 +32,8 @@ class Series:
 
 def register_series(readings: Iterable[Any]) -> list[Series]:
     """One series per numeric current register of the good readings, in the newest reading's order."""
+    from cmegw.readout.views import registers  # the readings' views load with the first reading shown
+
     points: dict[str, list[tuple[float, float, str]]] = {}
     labels: dict[str, tuple[str, str]] = {}
     order: list[str] = []

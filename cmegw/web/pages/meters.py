@@ -35,7 +35,7 @@ from twisted.web.template import Tag, tags
 
 from cmegw.mbus.master import MeterError, ScanRunning, parse_meter_address
 from cmegw.mbus.results import MeterInfo, Reading, Scan
-from cmegw.readout.views import local_time, manufacturer_text, reading_view, version_text
+from cmegw.readout.formats import local_time, version_text
 from cmegw.state import BusView
 from cmegw.web.api import ApiError, guard, json_error, json_handler, json_response, read_json
 from cmegw.web.http import security_headers
@@ -183,6 +183,8 @@ def scan_card(admin: Admin, request: IRequest, pages: MeterPages, master: BusVie
 def meters_table(admin: Admin, request: IRequest, master: BusView, found: list[MeterInfo]) -> Tag:
     if not found:
         return tags.p("No meters found yet.", class_="muted")
+    from cmegw.readout.views import manufacturer_text  # the readings' views load with the first reading shown
+
     rows = []
     for meter in found:
         target = str(meter.secondary) if meter.secondary is not None else (
@@ -214,6 +216,8 @@ def reading_content(pages: MeterPages, master: BusView) -> Any:
     reading = pages.readings.get(n)
     if reading is None:
         return tags.p("No meter read yet.", class_="muted")
+    from cmegw.readout.views import reading_view  # the readings' views load with the first reading shown
+
     view = reading_view(reading.as_dict(), reading.read_at)
     summary = identity_table(view, [("Address", reading.address), ("Telegrams", len(reading.telegrams))])
     return tags.div(summary, *reading_parts(view, reading.read_at, pages.admin.clock.seconds()),

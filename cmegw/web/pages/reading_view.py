@@ -9,12 +9,15 @@ readouts draw it with these, so both say the same.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.web.template import Tag, tags
 
-from cmegw.readout.views import ReadingView, age_text, local_time
+from cmegw.readout.formats import age_text, local_time
 from cmegw.web.pages.widgets import grid_table, kv_table
+
+if TYPE_CHECKING:
+    from cmegw.readout.views import ReadingView
 
 #: The tables' own styles (wrapping and alignment of the record detail), linked in the pages' head.
 STYLE = tags.link(rel="stylesheet", href="/static/readings.css")

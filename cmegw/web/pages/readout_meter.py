@@ -17,11 +17,10 @@ from twisted.web.template import Tag, tags
 
 from cmegw.web.pages.admin import Admin
 from cmegw.web.pages.charts import chart_figure, register_series
-from cmegw.readout.views import reading_view
 from cmegw.web.pages.forms import FormState, applies_text, post_form, settings_form, settings_state
 from cmegw.web.pages.layout import LIVE_SECONDS, live
 from cmegw.web.pages.reading_view import reading_parts
-from cmegw.web.pages.readout_views import alarm_text, interval_text, meter_fields, next_read_text, status_flags
+from cmegw.web.pages.readout_views import alarm_text, interval_text, meter_fields, next_read_text
 from cmegw.web.pages.widgets import button, card, hidden, kv_table
 
 DAY = 86400
@@ -47,6 +46,8 @@ def _text(value: Any) -> str:
 
 
 def identity_card(admin: Admin, key: str, status: Any) -> Tag:
+    from cmegw.readout.views import reading_view, status_flags  # the readings' views load with the first reading shown
+
     config = admin.gateway.store.config
     meter = config.meters.get(key)
     last = status.last_reading if status is not None else None
@@ -75,6 +76,8 @@ def last_reading_card(admin: Admin, status: Any) -> Tag:
     last = status.last_reading if status is not None else None
     if last is None:
         return card("Last reading", tags.p("No good reading yet.", class_="muted"), id="last-reading")
+    from cmegw.readout.views import reading_view  # the readings' views load with the first reading shown
+
     view = reading_view(last.decoded, last.time)
     return card("Last reading", *reading_parts(view, last.time, admin.clock.seconds(), last.id, status=False),
                 id="last-reading")

@@ -13,36 +13,16 @@ saved configuration.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from cmegw.config.model import Config
 from cmegw.config.readout import format_interval, parse_interval
 from cmegw.config.settings import describe, shown_value
+from cmegw.readout.formats import GROUP, age_text, group_digits, local_time, version_text  # noqa: F401 (the pages' names)
 from cmegw.web.pages.forms import Field
-from cmegw.readout.views import (  # noqa: F401 (the pages' names for them)
-    INSTANTANEOUS,
-    DISPLAY_UNITS,
-    COUNTERS,
-    STATUS_BITS,
-    APPLICATION_ERRORS,
-    LIST_VALUES,
-    GROUP,
-    group_digits,
-    is_number,
-    Register,
-    value_text,
-    register,
-    registers,
-    main_registers,
-    status_flags,
-    _is_main,
-    age_text,
-    local_time,
-    manufacturer_text,
-    reading_view,
-    version_text,
-)
-from cmegw.readout.manufacturers import manufacturer_name
+
+if TYPE_CHECKING:
+    from cmegw.readout.views import Register
 
 #: The tabs of the Meters section: the bus master, the meter list of the readouts, their delivery.
 METER_TABS = (("M-Bus master", "/meters"), ("Meter list", "/readouts"), ("Delivery", "/delivery"))
@@ -138,6 +118,8 @@ def register_view(r: Register) -> dict[str, Any]:
 
 def meter_identity(decoded: Mapping[str, Any]) -> dict[str, Any]:
     """What the last reading says of the meter: manufacturer, identification, medium, version, secondary."""
+    from cmegw.readout.manufacturers import manufacturer_name  # the readings' views load with the first reading shown
+
     info = decoded.get("meter") or {}
     found = {k: info.get(k) for k in ("manufacturer", "identification", "medium", "medium_name", "version",
                                       "secondary", "primary")}
@@ -152,6 +134,8 @@ def reading_json(reading: Mapping[str, Any], read_time: float | None = None) -> 
     pages show beside its raw fields: the meter's ``manufacturer_name`` and
     ``version_text``, its main registers as ``values``, its ``status_flags``.
     """
+    from cmegw.readout.views import reading_view  # the readings' views load with the first reading shown
+
     view = reading_view(reading, read_time)
     return {**reading, "meter": {**(reading.get("meter") or {}), **meter_identity(reading)},
             "values": [register_view(r) for r in view.main], "status_flags": list(view.status)}
@@ -159,6 +143,8 @@ def reading_json(reading: Mapping[str, Any], read_time: float | None = None) -> 
 
 def meter_view(config: Config, key: str, status: Any, now: float) -> dict[str, Any]:
     """One meter of the list for the API: its settings, its schedule state, its main values."""
+    from cmegw.readout.views import main_registers, status_flags  # the readings' views load with the first reading shown
+
     meter = config.meters[key]
     state = status.as_dict() if status is not None else {}
     last = status.last_reading if status is not None else None

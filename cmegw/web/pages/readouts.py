@@ -32,7 +32,6 @@ from cmegw.config.model import Config, ConfigError
 from cmegw.config.readout import MeterConfig, meters_table
 from cmegw.config.settings import apply_settings, describe
 from cmegw.config.store import ConfigFileError
-from cmegw.readout.meterlist import MeterListError, export_csv, import_csv
 from cmegw.web.pages import readout_delivery
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import (Field, FormState, error_message, form_value, marked_fields, post_form,
@@ -47,10 +46,8 @@ from cmegw.web.pages.readout_views import (
     alarm_text,
     interval_text,
     local_time,
-    main_registers,
     meter_fields,
     next_read_text,
-    status_flags,
 )
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden
 
@@ -102,7 +99,11 @@ def when(moment: float | None) -> Any:
 
 def values_cell(status: Any) -> Any:
     last = status.last_reading if status is not None else None
-    shown = main_registers(last.decoded) if last is not None else []
+    if last is None:
+        return "—"
+    from cmegw.readout.views import main_registers  # the readings' views load with the first reading shown
+
+    shown = main_registers(last.decoded)
     if not shown:
         return "—"
     out: list[Any] = []
@@ -121,8 +122,10 @@ def alarm_cell(status: Any) -> Any:
     elif status.failures_in_row:
         badges.append(tags.span(f"{status.failures_in_row} failed: {status.last_error}", class_="badge badge-warn"))
     last = status.last_reading
-    for flag in status_flags(last.decoded.get("status") if last is not None else None):
-        badges.append(tags.span(flag, class_="badge badge-warn"))
+    if last is not None:
+        from cmegw.readout.views import status_flags  # the readings' views load with the first reading shown
+
+        badges += [tags.span(flag, class_="badge badge-warn") for flag in status_flags(last.decoded.get("status"))]
     return tags.span(*badges, class_="badges") if badges else tags.span("ok", class_="muted")
 
 
@@ -250,6 +253,8 @@ def import_list(admin: Admin, request: IRequest) -> tuple[Notice, list[str]]:
         return Notice("error", "Choose a CSV file to upload."), []
     replace = form_value(request, "mode") == "replace"
     config = admin.gateway.store.config
+    from cmegw.readout.meterlist import MeterListError, import_csv  # loaded by the first import or export
+
     try:
         new = import_csv(config, upload.data, replace=replace)
     except MeterListError as e:
@@ -313,6 +318,8 @@ def routes(app: Klein, admin: Admin) -> None:
 
     @route.get("/readouts/meters.csv")
     def readouts_list_csv(request: IRequest) -> Any:
+        from cmegw.readout.meterlist import export_csv
+
         return download(request, export_csv(admin.gateway.store.config).encode("utf-8"), b"text/csv; charset=utf-8",
                         "meters.csv")
 
