@@ -17,7 +17,8 @@ from cmegw.readout.reading import TARGET_CONNECTED, TARGET_DOWN, StoredReading, 
 from cmegw.testing import run_clock
 from cmegw.web.pages import charts
 from cmegw.readout.views import main_registers, registers, status_flags
-from cmegw.web.pages.readout_views import GROUP, parse_time
+from cmegw.readout.formats import GROUP
+from cmegw.web.pages.readout_views import parse_time
 from tests.readout_web_helpers import DECODED, ERROR_2, T0, ReadoutWebCase, reading
 from tests.web_helpers import multipart
 

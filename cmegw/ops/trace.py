@@ -18,7 +18,7 @@ they are read (the live view asks only for what is new).
 
 Readers: `snapshot` and `frames` (with ``since``: what is new after a
 sequence number), `subscribe` for live followers (the console's ``trace``),
-`as_text` (a timestamped hexdump like ser2net's trace files) and `as_json`.
+`as_text` (a timestamped hexdump like ser2net's trace files) and `json_pieces`.
 """
 
 from __future__ import annotations
@@ -184,14 +184,12 @@ class LineTrace:
                 "max_chunks": self.max_chunks, "max_bytes": self.max_bytes, "dropped": self.dropped,
                 "last_seq": self._seq}
 
-    def as_json(self, since: int = 0, frames_after: int = 0) -> dict[str, Any]:
-        """Chunks recorded after `since` and labels numbered after `frames_after` (0, 0: everything held)."""
-        labels = self.frames(frames_after)
-        return dict(self.status(), since=since, last_frame=self.last_frame,
-                    chunks_list=[c.as_dict() for c in self.snapshot(since)], frames=[f.as_dict() for f in labels])
-
     def json_pieces(self, since: int = 0, frames_after: int = 0) -> Iterator[str]:
-        """`as_json` as JSON text, a piece a chunk or a label, each made as it is taken."""
+        """
+        The trace as JSON text: its status, the chunks recorded after `since`
+        and the labels numbered after `frames_after` (0, 0: everything held),
+        a piece a chunk or a label, each made as it is taken.
+        """
         labels = self.frames(frames_after)
         chunks = self.snapshot(since)
         head = json.dumps(dict(self.status(), since=since, last_frame=self.last_frame))

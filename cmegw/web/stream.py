@@ -84,16 +84,14 @@ def stream_body(request: IRequest, pieces: Iterable[str], reactor: Any, batch: i
     def finished(result: Any) -> None:
         request.unregisterProducer()
         cooperator.stop()
-        if not done.called:
-            done.callback(b"")
+        done.callback(b"")
 
     def failed(reason: Any) -> None:
         cooperator.stop()
         if reason.check(task.TaskStopped):
             return  # the client went away: Klein cancels `done` (and leaves the request alone)
         request.unregisterProducer()
-        if not done.called:
-            done.errback(reason)
+        done.errback(reason)
 
     work.whenDone().addCallbacks(finished, failed)
     return done

@@ -23,6 +23,7 @@ from cmegw.config.readout import MAX_PUSH_TARGETS, MQTT_PROTOCOLS, PUSH_AUTH, PU
 from cmegw.config.readout import push_table
 from cmegw.config.settings import describe, get_setting, is_secret
 from cmegw.config.store import ConfigFileError
+from cmegw.readout.formats import age_text, group_digits, local_time
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import (
     Field,
@@ -36,7 +37,7 @@ from cmegw.web.pages.forms import (
     settings_form,
     settings_state,
 )
-from cmegw.web.pages.readout_views import METER_TABS, age_text, group_digits, local_time, store_view, target_views
+from cmegw.web.pages.readout_views import METER_TABS, store_view, target_views
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden, kv_table
 
 #: Choices of the select fields, by the setting's last name part.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from cmegw.config.model import Config
 from cmegw.config.readout import format_interval, parse_interval
 from cmegw.config.settings import describe, shown_value
-from cmegw.readout.formats import GROUP, age_text, group_digits, local_time, version_text  # noqa: F401 (the pages' names)
+from cmegw.readout.formats import local_time, version_text
 from cmegw.web.pages.forms import Field
 
 if TYPE_CHECKING:

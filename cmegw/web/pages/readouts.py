@@ -32,6 +32,7 @@ from cmegw.config.model import Config, ConfigError
 from cmegw.config.readout import MeterConfig, meters_table
 from cmegw.config.settings import apply_settings, describe
 from cmegw.config.store import ConfigFileError
+from cmegw.readout.formats import age_text, local_time
 from cmegw.web.pages import readout_delivery
 from cmegw.web.pages.admin import Admin, PageRoutes
 from cmegw.web.pages.forms import (Field, FormState, error_message, form_value, marked_fields, post_form,
@@ -40,15 +41,7 @@ from cmegw.web.pages.layout import LIVE_SECONDS, live, reload_without_script
 from cmegw.web.pages.meters import REFRESH_SECONDS, download
 from cmegw.web.pages.reading_view import STYLE as READINGS_STYLE
 from cmegw.web.pages.readout_meter import chosen_range, meter_content
-from cmegw.web.pages.readout_views import (
-    METER_TABS,
-    age_text,
-    alarm_text,
-    interval_text,
-    local_time,
-    meter_fields,
-    next_read_text,
-)
+from cmegw.web.pages.readout_views import METER_TABS, alarm_text, interval_text, meter_fields, next_read_text
 from cmegw.web.pages.widgets import Notice, button, card, grid_table, hidden
 
 #: The add form's fields: the id, then the meter's settings (labels from the model).
